@@ -38,9 +38,7 @@ ASSOCIATION_DOCUMENTATION: Final = "urn:uuid:abd807a3-4432-4053-87b4-fd82c643d1f
 OT_REGISTRY_PACKAGE: Final = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"
 OT_ASSOCIATION: Final = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Association"
 OT_CLASSIFICATION: Final = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"
-OT_EXTERNAL_IDENTIFIER: Final = (
-    "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier"
-)
+OT_EXTERNAL_IDENTIFIER: Final = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier"
 
 # limitedMetadata is flagged by a classification node (ITI TF-3 §4.1.14, Metadata-Limited Document Source)
 LIMITED_METADATA_DOC_ENTRY: Final = "urn:uuid:ab9b591b-83ab-4d03-8f5d-f93b1fb92e85"
