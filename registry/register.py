@@ -1,0 +1,599 @@
+"""ITI-42 Register Document Set-b: the Document Registry's side (ITI TF-2 §3.42.4.1.3, ITI TF-3 §4.2).
+
+One submission is one database transaction: it is validated as a whole, checked against what the
+registry holds (patient, uniqueIds, relationship targets, folders), and stored with its canonical
+ebRIM fragments — or nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from registry import schema as t
+from registry.patients import PatientDirectory
+from xds.errors import XdsError, XdsException
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.metadata.hl7v2 import CX, dtm_key
+from xds.metadata.model import (
+    Association,
+    Classification,
+    DocumentEntry,
+    ExternalIdentifier,
+    RegistryObject,
+    RegistryPackage,
+    Submission,
+)
+from xds.metadata.validation import ValidationProfile, validate_submission
+from xds.profiles import Profile
+
+# Relationship associations whose target must be an Approved document of the same patient
+# (ITI TF-3 §4.2.2.2); RPLC and XFRM_RPLC also deprecate it.
+_TARGET_MUST_BE_APPROVED = frozenset({v.RPLC, v.XFRM, v.APND, v.XFRM_RPLC})
+# When a document is replaced, its transformations and addenda are deprecated with it.
+_DEPENDENT_TYPES = (v.XFRM, v.APND)
+
+
+def new_uuid() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def now_dtm() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+
+@dataclass(slots=True)
+class StoredDocument:
+    uuid: str
+    lid: str
+    seq: int
+    status: str
+    patient_id: str
+
+
+@dataclass(slots=True)
+class StoredFolder:
+    uuid: str
+    seq: int
+    status: str
+    patient_id: str
+
+
+@dataclass
+class _Plan:
+    """What one submission will write, gathered before any row is inserted."""
+
+    sub: Submission
+    patient_id: str
+    existing_docs: dict[str, StoredDocument] = field(default_factory=dict)
+    existing_folders: dict[str, StoredFolder] = field(default_factory=dict)
+    deprecate: list[str] = field(default_factory=list)
+    touched_folders: set[str] = field(default_factory=set)
+    extra_associations: list[Association] = field(default_factory=list)
+
+
+class Registrar:
+    """The Document Registry's ITI-42 logic over one database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        patients: PatientDirectory,
+        profile: Profile,
+        *,
+        clock: Callable[[], str] = now_dtm,
+    ) -> None:
+        self.engine = engine
+        self.patients = patients
+        self.profile = profile
+        self.clock = clock
+        self.validation = ValidationProfile(check_person_number=self._check_person_number)
+
+    # ---------------------------------------------------------------------------------------------
+    def _check_person_number(self, id_number: str, authority: str) -> str:
+        status = self.profile.patient_id_status(id_number, authority)
+        if status == "malformed":
+            return f"{id_number!r} is not a valid national identity number under {authority}"
+        return ""
+
+    def resolve_patient(self, pid: str, location: str) -> str:
+        """The patient id to file under, or XDSUnknownPatientId (ITI TF-2 §3.42.4.1.3.2)."""
+        cx = CX.parse(pid)
+        status = self.profile.patient_id_status(cx.id, cx.authority_oid)
+        if status == "malformed":
+            raise XdsException.of(
+                v.XDSRegistryMetadataError,
+                f"patient id {pid!r} is not a valid national identity number",
+                location,
+            )
+        resolved = self.patients.resolve(pid)
+        if resolved is not None:
+            return resolved
+        if status == "valid":
+            return pid
+        raise XdsException.of(
+            v.XDSUnknownPatientId, f"patient id {pid!r} is not known to this registry", location
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    def register(self, sub: Submission) -> None:
+        """Register ``sub`` or raise :class:`XdsException` having stored nothing."""
+        errors = validate_submission(sub, profile=self.validation)
+        if any(e.is_error for e in errors):
+            raise XdsException(errors)
+        ss = sub.submission_sets[0]
+        pid = ss.patient_id or ""
+        surviving = self.resolve_patient(pid, ss.id)
+        assign_uuids(sub)
+        if surviving != pid:
+            _rewrite_patient_id(sub, surviving)
+        plan = _Plan(sub=sub, patient_id=surviving)
+        try:
+            with self.engine.begin() as conn:
+                self._check_against_registry(conn, plan)
+                self._store(conn, plan)
+        except IntegrityError as exc:
+            raise XdsException.of(
+                v.XDSDuplicateUniqueIdInRegistry,
+                "an object of this submission (uniqueId or entryUUID) is already in the registry",
+                ss.id,
+            ) from exc
+
+    # ---------------------------------------------------------------------------------------------
+    def _check_against_registry(self, conn: Connection, plan: _Plan) -> None:
+        sub = plan.sub
+        in_message = {o.id for o in sub.objects}
+        errors: list[XdsError] = []
+
+        # entryUUIDs a submitter chose must be new to the registry
+        taken = _existing_uuids(conn, in_message)
+        for oid in sorted(taken):
+            errors.append(
+                XdsError(v.XDSRegistryMetadataError, f"entryUUID {oid} is already used in the registry", oid)
+            )
+
+        # SubmissionSet and Folder uniqueIds must be new (ITI TF-3 §4.2.3.3.12, §4.2.3.4.8)
+        for pkg in sub.packages:
+            uid = pkg.unique_id
+            table = t.submission_sets if pkg.is_submission_set else t.folders
+            if uid and conn.execute(select(table.c.seq).where(table.c.unique_id == uid)).first():
+                errors.append(
+                    XdsError(
+                        v.XDSDuplicateUniqueIdInRegistry, f"uniqueId {uid} is already in the registry", pkg.id
+                    )
+                )
+
+        # objects referenced by uuid that are not in the message must exist
+        referenced = {a.target_object for a in sub.associations} | {a.source_object for a in sub.associations}
+        referenced -= in_message
+        plan.existing_docs = _load_documents(conn, referenced, for_update=True)
+        plan.existing_folders = _load_folders(conn, referenced - plan.existing_docs.keys())
+        known = plan.existing_docs.keys() | plan.existing_folders.keys()
+        known |= _existing_uuids(conn, referenced - known)
+        for ref in sorted(referenced - known):
+            errors.append(
+                XdsError(
+                    v.XDSRegistryMetadataError,
+                    f"referenced object {ref} is neither in the submission nor in the registry",
+                    ref,
+                )
+            )
+
+        by_id = sub.by_id()
+        ss = sub.submission_sets[0]
+        for assoc in sub.associations:
+            errors.extend(self._check_association(assoc, by_id, ss, plan))
+        if errors:
+            raise XdsException(errors)
+
+        # document uniqueIds: same hash = resubmission, different hash = refused (ITI TF-2 §3.42.4.1.3.3)
+        for doc in sub.documents:
+            errors.extend(_claim_document_unique_id(conn, doc))
+        if errors:
+            raise XdsException(errors)
+
+    def _check_association(
+        self, assoc: Association, by_id: dict[str, RegistryObject], ss: RegistryPackage, plan: _Plan
+    ) -> Iterable[XdsError]:
+        atype = assoc.association_type
+        target = assoc.target_object
+        if atype in v.RELATIONSHIP_TYPES:
+            stored = plan.existing_docs.get(target)
+            if stored is None:
+                if target in by_id:
+                    return  # validation already reported a target inside the message
+                yield XdsError(
+                    v.XDSRegistryMetadataError,
+                    f"{_short(atype)} target {target} is not a DocumentEntry in the registry",
+                    assoc.id,
+                )
+                return
+            if atype in _TARGET_MUST_BE_APPROVED and stored.status != v.STATUS_APPROVED:
+                yield XdsError(
+                    v.XDSRegistryDeprecatedDocumentError,
+                    f"{_short(atype)} target {target} is not Approved (it is {_short(stored.status)})",
+                    assoc.id,
+                )
+            if stored.patient_id != plan.patient_id:
+                yield XdsError(
+                    v.XDSPatientIdDoesNotMatch,
+                    f"{_short(atype)} target {target} belongs to another patient",
+                    assoc.id,
+                )
+            if atype in v.REPLACING_TYPES:
+                plan.deprecate.append(target)
+            return
+        if atype != v.HAS_MEMBER:
+            return
+        source = assoc.source_object
+        if source == ss.id:
+            # SubmissionSet -> existing document or folder (by reference)
+            doc = plan.existing_docs.get(target)
+            if doc is not None and doc.patient_id != plan.patient_id:
+                yield XdsError(
+                    v.XDSPatientIdDoesNotMatch,
+                    f"document {target} referenced by the submission set belongs to another patient",
+                    assoc.id,
+                )
+            folder = plan.existing_folders.get(target)
+            if folder is not None and folder.patient_id != plan.patient_id:
+                yield XdsError(
+                    v.XDSPatientIdDoesNotMatch,
+                    f"folder {target} referenced by the submission set belongs to another patient",
+                    assoc.id,
+                )
+            return
+        folder = plan.existing_folders.get(source)
+        if folder is not None:
+            # adding a document to an existing folder (ITI TF-3 §4.2.2.1.8)
+            if folder.status != v.STATUS_APPROVED:
+                yield XdsError(
+                    v.XDSRegistryMetadataError, f"folder {source} is not Approved", assoc.id
+                )
+            if folder.patient_id != plan.patient_id:
+                yield XdsError(
+                    v.XDSPatientIdDoesNotMatch, f"folder {source} belongs to another patient", assoc.id
+                )
+            plan.touched_folders.add(source)
+        doc = plan.existing_docs.get(target)
+        if doc is not None and doc.patient_id != plan.patient_id:
+            yield XdsError(
+                v.XDSPatientIdDoesNotMatch, f"document {target} belongs to another patient", assoc.id
+            )
+        source_obj = by_id.get(source)
+        if isinstance(source_obj, RegistryPackage) and source_obj.is_folder:
+            plan.touched_folders.add(source)
+
+    # ---------------------------------------------------------------------------------------------
+    def _store(self, conn: Connection, plan: _Plan) -> None:
+        sub = plan.sub
+        now = self.clock()
+        ss = sub.submission_sets[0]
+
+        # Replacement: deprecate the originals and their addenda/transformations, and carry the
+        # originals' folder membership over to the replacements (ITI TF-3 §4.2.2.2.1).
+        if plan.deprecate:
+            self._deprecate(conn, plan, ss, now)
+
+        for folder in sub.folders:
+            folder.set_slot("lastUpdateTime", [now])
+        for obj in sub.objects:
+            if isinstance(obj, DocumentEntry | RegistryPackage | Association):
+                obj.status = v.STATUS_APPROVED
+                if not obj.lid:
+                    obj.lid = obj.id
+
+        kinds: list[dict[str, str]] = []
+        for doc in sub.documents:
+            _insert_document(conn, doc)
+            kinds.append({"uuid": doc.id, "kind": "document"})
+        for pkg in sub.packages:
+            if pkg.is_submission_set:
+                _insert_submission_set(conn, pkg)
+                kinds.append({"uuid": pkg.id, "kind": "submissionset"})
+            else:
+                _insert_folder(conn, pkg)
+                kinds.append({"uuid": pkg.id, "kind": "folder"})
+        assoc_rows = []
+        for assoc in [*sub.associations, *plan.extra_associations]:
+            assoc_rows.append(
+                {
+                    "uuid": assoc.id,
+                    "type": assoc.association_type,
+                    "source": assoc.source_object,
+                    "target": assoc.target_object,
+                    "status": v.STATUS_APPROVED,
+                    "xml": ebrim.to_bytes(assoc),
+                }
+            )
+            kinds.append({"uuid": assoc.id, "kind": "association"})
+        if assoc_rows:
+            conn.execute(insert(t.associations), assoc_rows)
+        conn.execute(insert(t.registry_objects), kinds)
+
+        existing_touched = plan.touched_folders - {f.id for f in sub.folders}
+        if existing_touched:
+            _touch_folders(conn, existing_touched, now)
+
+    def _deprecate(self, conn: Connection, plan: _Plan, ss: RegistryPackage, now: str) -> None:
+        originals = list(dict.fromkeys(plan.deprecate))
+        to_deprecate = set(originals)
+        frontier = list(originals)
+        while frontier:
+            rows = conn.execute(
+                select(t.associations.c.source).where(
+                    t.associations.c.target.in_(frontier), t.associations.c.type.in_(_DEPENDENT_TYPES)
+                )
+            ).all()
+            frontier = [r.source for r in rows if r.source not in to_deprecate]
+            to_deprecate.update(frontier)
+        _set_document_status(conn, to_deprecate, v.STATUS_DEPRECATED)
+
+        replacements = {
+            a.target_object: a.source_object
+            for a in plan.sub.associations
+            if a.association_type in v.REPLACING_TYPES
+        }
+        memberships = conn.execute(
+            select(t.associations.c.source, t.associations.c.target)
+            .join(t.folders, t.folders.c.uuid == t.associations.c.source)
+            .where(t.associations.c.target.in_(originals), t.associations.c.type == v.HAS_MEMBER)
+        ).all()
+        for folder_uuid, original in memberships:
+            replacement = replacements.get(original)
+            if replacement is None:
+                continue
+            member = Association(
+                id=new_uuid(),
+                association_type=v.HAS_MEMBER,
+                source_object=folder_uuid,
+                target_object=replacement,
+            )
+            link = Association(
+                id=new_uuid(),
+                association_type=v.HAS_MEMBER,
+                source_object=ss.id,
+                target_object=member.id,
+            )
+            member.status = link.status = v.STATUS_APPROVED
+            plan.extra_associations += [member, link]
+            plan.touched_folders.add(folder_uuid)
+
+
+# -------------------------------------------------------------------------------------------------
+# id assignment
+# -------------------------------------------------------------------------------------------------
+def assign_uuids(sub: Submission) -> dict[str, str]:
+    """Give every object a ``urn:uuid`` id, rewriting all references (ITI TF-3 §4.1.12.3)."""
+    mapping: dict[str, str] = {}
+    for obj in sub.objects:
+        if not obj.id.startswith("urn:uuid:"):
+            mapping[obj.id] = new_uuid()
+
+    def fix(ref: str) -> str:
+        return mapping.get(ref, ref)
+
+    for obj in sub.objects:
+        obj.id = fix(obj.id)
+        if isinstance(obj, Association):
+            obj.source_object = fix(obj.source_object)
+            obj.target_object = fix(obj.target_object)
+        if isinstance(obj, Classification):
+            obj.classified_object = fix(obj.classified_object)
+        for c in obj.classifications:
+            if not c.id.startswith("urn:uuid:"):
+                c.id = new_uuid()
+            c.classified_object = obj.id
+        for e in obj.external_ids:
+            if not e.id.startswith("urn:uuid:"):
+                e.id = new_uuid()
+            e.registry_object = obj.id
+    return mapping
+
+
+def _rewrite_patient_id(sub: Submission, surviving: str) -> None:
+    for obj in sub.objects:
+        for e in obj.external_ids:
+            if e.identification_scheme in (v.DE_PATIENT_ID, v.SS_PATIENT_ID, v.FOLDER_PATIENT_ID):
+                e.value = surviving
+
+
+# -------------------------------------------------------------------------------------------------
+# reading what the registry holds
+# -------------------------------------------------------------------------------------------------
+def _existing_uuids(conn: Connection, ids: set[str]) -> set[str]:
+    ids = {i for i in ids if i.startswith("urn:uuid:")}
+    if not ids:
+        return set()
+    rows = conn.execute(select(t.registry_objects.c.uuid).where(t.registry_objects.c.uuid.in_(ids)))
+    return {r.uuid for r in rows}
+
+
+def _load_documents(conn: Connection, ids: set[str], *, for_update: bool) -> dict[str, StoredDocument]:
+    if not ids:
+        return {}
+    d = t.documents.c
+    query = select(d.uuid, d.lid, d.seq, d.status, d.patient_id).where(d.uuid.in_(ids))
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {r.uuid: StoredDocument(r.uuid, r.lid, r.seq, r.status, r.patient_id) for r in conn.execute(query)}
+
+
+def _load_folders(conn: Connection, ids: set[str]) -> dict[str, StoredFolder]:
+    if not ids:
+        return {}
+    f = t.folders.c
+    query = select(f.uuid, f.seq, f.status, f.patient_id).where(f.uuid.in_(ids))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {r.uuid: StoredFolder(r.uuid, r.seq, r.status, r.patient_id) for r in conn.execute(query)}
+
+
+def _claim_document_unique_id(conn: Connection, doc: DocumentEntry) -> list[XdsError]:
+    uid = doc.unique_id or ""
+    digest = (doc.hash or "").lower() or None
+    h = t.document_hashes.c
+    row = conn.execute(select(h.hash).where(h.unique_id == uid)).first()
+    if row is None:
+        conn.execute(insert(t.document_hashes).values(unique_id=uid, hash=digest))
+        return []
+    if digest is None or row.hash is None:
+        return [
+            XdsError(v.XDSDuplicateUniqueIdInRegistry, f"document uniqueId {uid} is already registered", doc.id)
+        ]
+    if row.hash != digest:
+        return [
+            XdsError(
+                v.XDSNonIdenticalHash,
+                f"document uniqueId {uid} is registered with hash {row.hash}, this submission has {digest}",
+                doc.id,
+            )
+        ]
+    return []
+
+
+# -------------------------------------------------------------------------------------------------
+# writing
+# -------------------------------------------------------------------------------------------------
+def _code(obj: RegistryObject, scheme: str) -> str | None:
+    c = obj.code(scheme)
+    return c.as_query_value() if c is not None else None
+
+
+def _dtm(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return dtm_key(value)
+    except ValueError:
+        return None
+
+
+def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
+    size = doc.size
+    seq = conn.execute(
+        insert(t.documents).values(
+            uuid=doc.id,
+            lid=doc.lid or doc.id,
+            unique_id=doc.unique_id or "",
+            patient_id=doc.patient_id or "",
+            status=doc.status or v.STATUS_APPROVED,
+            object_type=doc.object_type or v.DOC_ENTRY_STABLE,
+            class_code=_code(doc, v.DE_CLASS_CODE),
+            type_code=_code(doc, v.DE_TYPE_CODE),
+            format_code=_code(doc, v.DE_FORMAT_CODE),
+            practice_setting_code=_code(doc, v.DE_PRACTICE_SETTING_CODE),
+            facility_type_code=_code(doc, v.DE_HEALTHCARE_FACILITY_TYPE_CODE),
+            creation_time=_dtm(doc.slot_value("creationTime")),
+            service_start_time=_dtm(doc.slot_value("serviceStartTime")),
+            service_stop_time=_dtm(doc.slot_value("serviceStopTime")),
+            hash=(doc.hash or "").lower() or None,
+            size=int(size) if size and size.isdigit() else None,
+            repository_unique_id=doc.repository_unique_id,
+            mime_type=doc.mime_type,
+            home=doc.home,
+            xml=ebrim.to_bytes(doc),
+        )
+    ).inserted_primary_key[0]
+    rows = [{"doc_seq": seq, "kind": "event", "value": c} for c in _codes(doc, v.DE_EVENT_CODE)]
+    rows += [{"doc_seq": seq, "kind": "conf", "value": c} for c in _codes(doc, v.DE_CONFIDENTIALITY_CODE)]
+    rows += [
+        {"doc_seq": seq, "kind": "author", "value": a.person}
+        for a in doc.authors(v.DE_AUTHOR)
+        if a.person
+    ]
+    rows += [{"doc_seq": seq, "kind": "refid", "value": r} for r in doc.slot_values("urn:ihe:iti:xds:2013:referenceIdList")]
+    if rows:
+        conn.execute(insert(t.document_codes), rows)
+
+
+def _codes(obj: RegistryObject, scheme: str) -> list[str]:
+    return [c.as_query_value() for c in obj.codes(scheme)]
+
+
+def _insert_submission_set(conn: Connection, ss: RegistryPackage) -> None:
+    seq = conn.execute(
+        insert(t.submission_sets).values(
+            uuid=ss.id,
+            unique_id=ss.unique_id or "",
+            patient_id=ss.patient_id or "",
+            status=v.STATUS_APPROVED,
+            source_id=ss.external_id(v.SS_SOURCE_ID),
+            submission_time=_dtm(ss.slot_value("submissionTime")),
+            content_type_code=_code(ss, v.SS_CONTENT_TYPE_CODE),
+            home=ss.home,
+            xml=ebrim.to_bytes(ss),
+        )
+    ).inserted_primary_key[0]
+    authors = [{"ss_seq": seq, "author_person": a.person} for a in ss.authors(v.SS_AUTHOR) if a.person]
+    if authors:
+        conn.execute(insert(t.submission_set_authors), authors)
+
+
+def _insert_folder(conn: Connection, folder: RegistryPackage) -> None:
+    seq = conn.execute(
+        insert(t.folders).values(
+            uuid=folder.id,
+            lid=folder.lid or folder.id,
+            unique_id=folder.unique_id or "",
+            patient_id=folder.patient_id or "",
+            status=v.STATUS_APPROVED,
+            last_update_time=_dtm(folder.slot_value("lastUpdateTime")),
+            home=folder.home,
+            xml=ebrim.to_bytes(folder),
+        )
+    ).inserted_primary_key[0]
+    codes = [{"folder_seq": seq, "value": c} for c in _codes(folder, v.FOLDER_CODE_LIST)]
+    if codes:
+        conn.execute(insert(t.folder_codes), codes)
+
+
+def _rewrite_fragment(xml: bytes, change: Callable[[RegistryObject], None]) -> bytes:
+    """Re-render a stored fragment after changing its object (status, lastUpdateTime)."""
+    from xds import safexml
+
+    obj = ebrim.parse_object(safexml.parse(xml))
+    assert isinstance(obj, RegistryObject)
+    change(obj)
+    return ebrim.to_bytes(obj)
+
+
+def _set_document_status(conn: Connection, uuids: set[str], status: str) -> None:
+    d = t.documents.c
+    rows = conn.execute(select(d.seq, d.xml).where(d.uuid.in_(uuids))).all()
+
+    def set_status(obj: RegistryObject) -> None:
+        obj.status = status
+
+    for row in rows:
+        conn.execute(
+            update(t.documents)
+            .where(d.seq == row.seq)
+            .values(status=status, xml=_rewrite_fragment(row.xml, set_status))
+        )
+
+
+def _touch_folders(conn: Connection, uuids: set[str], now: str) -> None:
+    """Folders that gained members get a new lastUpdateTime (ITI TF-3 §4.2.3.4.3)."""
+    f = t.folders.c
+    rows = conn.execute(select(f.seq, f.xml).where(f.uuid.in_(uuids))).all()
+
+    def set_time(obj: RegistryObject) -> None:
+        obj.set_slot("lastUpdateTime", [now])
+
+    for row in rows:
+        conn.execute(
+            update(t.folders)
+            .where(f.seq == row.seq)
+            .values(last_update_time=now, xml=_rewrite_fragment(row.xml, set_time))
+        )
+
+
+def _short(urn: str) -> str:
+    return urn.rsplit(":", 1)[-1]
