@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from xds.metadata.validation import ValidationProfile, validate_submission
 
 from registry import schema as t
 from registry.patients import PatientDirectory
@@ -25,12 +26,10 @@ from xds.metadata.model import (
     Association,
     Classification,
     DocumentEntry,
-    ExternalIdentifier,
     RegistryObject,
     RegistryPackage,
     Submission,
 )
-from xds.metadata.validation import ValidationProfile, validate_submission
 from xds.profiles import Profile
 
 # Relationship associations whose target must be an Approved document of the same patient
@@ -253,9 +252,7 @@ class Registrar:
         if folder is not None:
             # adding a document to an existing folder (ITI TF-3 §4.2.2.1.8)
             if folder.status != v.STATUS_APPROVED:
-                yield XdsError(
-                    v.XDSRegistryMetadataError, f"folder {source} is not Approved", assoc.id
-                )
+                yield XdsError(v.XDSRegistryMetadataError, f"folder {source} is not Approved", assoc.id)
             if folder.patient_id != plan.patient_id:
                 yield XdsError(
                     v.XDSPatientIdDoesNotMatch, f"folder {source} belongs to another patient", assoc.id
@@ -445,7 +442,9 @@ def _claim_document_unique_id(conn: Connection, doc: DocumentEntry) -> list[XdsE
         return []
     if digest is None or row.hash is None:
         return [
-            XdsError(v.XDSDuplicateUniqueIdInRegistry, f"document uniqueId {uid} is already registered", doc.id)
+            XdsError(
+                v.XDSDuplicateUniqueIdInRegistry, f"document uniqueId {uid} is already registered", doc.id
+            )
         ]
     if row.hash != digest:
         return [
@@ -504,11 +503,12 @@ def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
     rows = [{"doc_seq": seq, "kind": "event", "value": c} for c in _codes(doc, v.DE_EVENT_CODE)]
     rows += [{"doc_seq": seq, "kind": "conf", "value": c} for c in _codes(doc, v.DE_CONFIDENTIALITY_CODE)]
     rows += [
-        {"doc_seq": seq, "kind": "author", "value": a.person}
-        for a in doc.authors(v.DE_AUTHOR)
-        if a.person
+        {"doc_seq": seq, "kind": "author", "value": a.person} for a in doc.authors(v.DE_AUTHOR) if a.person
     ]
-    rows += [{"doc_seq": seq, "kind": "refid", "value": r} for r in doc.slot_values("urn:ihe:iti:xds:2013:referenceIdList")]
+    rows += [
+        {"doc_seq": seq, "kind": "refid", "value": r}
+        for r in doc.slot_values("urn:ihe:iti:xds:2013:referenceIdList")
+    ]
     if rows:
         conn.execute(insert(t.document_codes), rows)
 

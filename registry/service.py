@@ -1,0 +1,91 @@
+"""The Document Registry actor as an ASGI service: ITI-42 at ``POST /registry``, ITI-8 over MLLP.
+
+ITI TF-2 §3.42 (Register Document Set-b) and §3.8 (Patient Identity Feed); the SOAP binding is
+ITI TF-2 Appendix V. Database work runs in worker threads so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from anyio import to_thread
+from sqlalchemy import Engine
+from xds.soap.endpoint import SoapEndpoint
+from xds.soap.envelope import SoapRequest, SoapResponse
+
+from registry.database import migrate, open_engine
+from registry.patients import PatientDirectory
+from registry.register import Registrar
+from xds.config import Config
+from xds.errors import XdsError, XdsException
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.metadata.registry_response import registry_response
+from xds.profiles import get_profile
+
+log = logging.getLogger("xds.registry")
+
+
+class RegistryService:
+    """One registry: its database, patient directory, profile and SOAP handlers."""
+
+    def __init__(self, config: Config, *, engine: Engine | None = None) -> None:
+        self.config = config
+        rc = config.registry
+        self.engine = engine or open_engine(rc.url(config.server.data_dir), pool_size=rc.pool_size)
+        self.profile = get_profile(rc.profile)
+        self.patients = PatientDirectory(self.engine)
+        self.registrar = Registrar(self.engine, self.patients, self.profile)
+        self._mllp: asyncio.AbstractServer | None = None
+
+    def prepare(self) -> None:
+        """Create or upgrade the schema (run once before serving)."""
+        migrate(self.engine)
+
+    # --- ITI-42 -----------------------------------------------------------------------------------
+    async def register(self, request: SoapRequest) -> SoapResponse:
+        """ITI-42 Register Document Set-b (ITI TF-2 §3.42.4.1)."""
+        return SoapResponse(v.ACTION_REGISTER_RESPONSE, await self.register_body(request.body))
+
+    async def register_body(self, body: object) -> bytes:
+        try:
+            sub = ebrim.parse_submit_objects_request(body)  # type: ignore[arg-type]
+            await to_thread.run_sync(self.registrar.register, sub)
+        except XdsException as exc:
+            return registry_response(exc.errors)
+        except Exception:
+            log.exception("ITI-42 registration failed")
+            return registry_response(
+                [
+                    XdsError(
+                        v.XDSRegistryError, "the registry could not store the submission; nothing was stored"
+                    )
+                ]
+            )
+        return registry_response()
+
+    def endpoint(self) -> SoapEndpoint:
+        max_body = self.config.server.max_body_mb * 1024 * 1024
+        return SoapEndpoint({v.ACTION_REGISTER: self.register}, max_body_bytes=max_body)
+
+    # --- ITI-8 ------------------------------------------------------------------------------------
+    async def start_feed(self) -> None:
+        rc = self.config.registry
+        if not rc.mllp_port:
+            return
+        from registry.mllp import serve_mllp
+        from registry.pix_feed import handle_message
+
+        def handler(raw: bytes) -> str:
+            return handle_message(raw, self.patients, self.profile)
+
+        host = rc.mllp_host or self.config.server.host
+        self._mllp = await serve_mllp(host, rc.mllp_port, handler)
+        log.info("ITI-8 patient identity feed listening on mllp://%s:%s", host, rc.mllp_port)
+
+    async def stop_feed(self) -> None:
+        if self._mllp is not None:
+            self._mllp.close()
+            await self._mllp.wait_closed()
+            self._mllp = None

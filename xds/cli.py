@@ -1,0 +1,120 @@
+"""The ``xds`` command: serve the actors, write a configuration, run the benchmarks.
+
+``xds serve --host H --port P --data-dir D`` runs the registry at ``POST /registry`` on the
+embedded default (SQLite and files in D); ``xds serve --config FILE`` for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from xds import config as config_mod
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from xds.server import CONFIG_ENV, build_app
+
+    cfg = config_mod.load(args.config)
+    s, r = cfg.server, cfg.registry
+    if args.host is not None:
+        s.host = args.host
+    if args.port is not None:
+        s.port = args.port
+    if args.data_dir is not None:
+        s.data_dir = args.data_dir
+    if args.workers is not None:
+        s.workers = args.workers
+    if args.database_url is not None:
+        r.database_url = args.database_url
+    if args.mllp_port is not None:
+        r.mllp_port = args.mllp_port
+    if args.profile is not None:
+        r.profile = args.profile
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    # Create or upgrade the schema once, before any worker starts.
+    app = build_app(cfg, prepare=True)
+    print(
+        f"xds: registry at http://{s.host}:{s.port}/registry (data in {Path(s.data_dir).resolve()})",
+        flush=True,
+    )
+    if r.mllp_port:
+        print(f"xds: ITI-8 patient identity feed at mllp://{r.mllp_host or s.host}:{r.mllp_port}", flush=True)
+    if s.workers <= 1:
+        uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, access_log=False)
+    else:
+        os.environ[CONFIG_ENV] = json.dumps(cfg.to_dict())
+        uvicorn.run(
+            "xds.server:app_from_environment",
+            factory=True,
+            host=s.host,
+            port=s.port,
+            workers=s.workers,
+            log_level=s.log_level,
+            access_log=False,
+        )
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"xds: {path} exists (use --force to overwrite)", file=sys.stderr)
+        return 1
+    path.write_text(config_mod.DEFAULT_TOML)
+    print(f"xds: wrote {path}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from xds import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xds", description="IHE XDS.b registry, repositories and gateways")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the registry (and other configured actors) over HTTP")
+    serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    serve.add_argument("--data-dir", help="data directory for the embedded SQLite database and files")
+    serve.add_argument("--database-url", help="registry database URL (default: SQLite in the data directory)")
+    serve.add_argument("--mllp-port", type=int, help="ITI-8 patient identity feed MLLP port (0 = off)")
+    serve.add_argument("--profile", choices=["norway", "none"], help="national profile (default norway)")
+    serve.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    serve.set_defaults(func=_serve)
+
+    init = sub.add_parser("init", help="write a configuration file with the defaults")
+    init.add_argument("path", nargs="?", default="xds.toml")
+    init.add_argument("--force", action="store_true")
+    init.set_defaults(func=_init)
+
+    bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
+    from xds import bench as bench_mod
+
+    bench_mod.add_arguments(bench)
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as exc:
+        print(f"xds: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Configuration: one TOML file, environment variables override, sensible embedded defaults.
+
+With no file at all ``xds serve`` runs a registry on SQLite in ``./data`` with the Norwegian
+profile. Secrets are file paths, never inline values.
+
+Example::
+
+    [server]
+    host = "127.0.0.1"
+    port = 8080
+    data_dir = "/var/lib/xds"
+    workers = 2
+    max_body_mb = 64
+
+    [registry]
+    database_url = "postgresql+psycopg://xds@db/xds"   # default: SQLite in data_dir
+    profile = "norway"                                  # or "none"
+    home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
+    mllp_port = 2575                                    # ITI-8 patient identity feed; 0 = off
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = "./data"
+    workers: int = 1
+    max_body_mb: int = 64
+    log_level: str = "info"
+
+
+@dataclass
+class RegistryConfig:
+    database_url: str = ""
+    profile: str = "norway"
+    home_community_id: str = ""
+    mllp_host: str = ""
+    mllp_port: int = 0
+    pool_size: int = 8
+
+    def url(self, data_dir: str) -> str:
+        from registry.database import sqlite_url
+
+        return self.database_url or sqlite_url(data_dir)
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        cfg = cls()
+        for section_name in ("server", "registry"):
+            section = getattr(cfg, section_name)
+            values = data.get(section_name, {}) or {}
+            known = {f.name: f for f in fields(section)}
+            for key, value in values.items():
+                if key not in known:
+                    raise ValueError(f"unknown setting [{section_name}] {key}")
+                setattr(section, key, _coerce(getattr(section, key), value, f"{section_name}.{key}"))
+        return cfg
+
+
+def _coerce(current: object, value: object, name: str) -> object:
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(current, int):
+        try:
+            return int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name} must be a whole number, not {value!r}") from None
+    return str(value)
+
+
+# Environment variables that override the file: XDS_<SECTION>_<KEY>, e.g. XDS_REGISTRY_DATABASE_URL.
+def _apply_environment(cfg: Config, environ: dict[str, str]) -> None:
+    for section_name in ("server", "registry"):
+        section = getattr(cfg, section_name)
+        for f in fields(section):
+            key = f"XDS_{section_name.upper()}_{f.name.upper()}"
+            if key in environ:
+                setattr(section, f.name, _coerce(getattr(section, f.name), environ[key], key))
+
+
+def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """The configuration from ``path`` (optional), then the environment."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    cfg = Config.from_dict(data)
+    _apply_environment(cfg, dict(os.environ if environ is None else environ))
+    return cfg
+
+
+DEFAULT_TOML = """# xds configuration (see xds/config.py for every setting)
+[server]
+host = "127.0.0.1"
+port = 8080
+data_dir = "./data"
+workers = 1
+max_body_mb = 64
+
+[registry]
+# database_url = "postgresql+psycopg://user@host/db"   # default: SQLite in data_dir
+profile = "norway"
+home_community_id = ""
+mllp_port = 0
+"""

@@ -1,0 +1,82 @@
+"""``xds serve``: every configured actor in one ASGI application (Starlette on uvicorn)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from xds.config import Config
+
+WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
+CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
+
+
+def build_app(config: Config, *, prepare: bool = True) -> Starlette:
+    """The ASGI application for ``config``: registry at /registry (more actors as they come)."""
+    from registry.service import RegistryService
+
+    Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
+    registry = RegistryService(config)
+    if prepare:
+        registry.prepare()
+
+    async def health(_: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await registry.start_feed()
+        try:
+            yield
+        finally:
+            await registry.stop_feed()
+            registry.engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/registry", SoapRoute(registry.endpoint(), "registry.wsdl")),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    return app
+
+
+class SoapRoute:
+    """An ASGI app for one actor path: SOAP POSTs go to the endpoint, ``GET ?wsdl`` to its WSDL."""
+
+    def __init__(self, endpoint: ASGIApp, wsdl_name: str) -> None:
+        self.endpoint = endpoint
+        self.wsdl_name = wsdl_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            await _wsdl(self.wsdl_name, Request(scope))(scope, receive, send)
+            return
+        await self.endpoint(scope, receive, send)
+
+
+def _wsdl(name: str, request: Request) -> Response:
+    if "wsdl" not in request.query_params and request.url.query.lower() != "wsdl":
+        return PlainTextResponse("POST SOAP 1.2 messages here; GET ?wsdl for the service description\n")
+    path = WSDL_DIR / name
+    if not path.exists():
+        return PlainTextResponse("no WSDL\n", status_code=404)
+    text = path.read_text().replace("{{ADDRESS}}", str(request.url.replace(query="")))
+    return Response(text, media_type="text/xml")
+
+
+def app_from_environment() -> Starlette:
+    """Factory for uvicorn workers: the configuration travels in an environment variable."""
+    config = Config.from_dict(json.loads(os.environ[CONFIG_ENV]))
+    return build_app(config, prepare=False)
