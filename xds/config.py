@@ -36,6 +36,7 @@ class ServerConfig:
     workers: int = 1
     max_body_mb: int = 64
     log_level: str = "info"
+    bench_floor: bool = False  # mount /_bench/floor (parse + serialise only) for `xds bench`
 
 
 @dataclass

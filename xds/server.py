@@ -41,11 +41,16 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             await registry.stop_feed()
             registry.engine.dispose()
 
+    routes = [
+        Route("/registry", SoapRoute(registry.endpoint(), "registry.wsdl")),
+        Route("/health", health, methods=["GET"]),
+    ]
+    if config.server.bench_floor:
+        from xds.bench import floor_route
+
+        routes.append(Route("/_bench/floor", floor_route(), methods=["POST"]))
     app = Starlette(
-        routes=[
-            Route("/registry", SoapRoute(registry.endpoint(), "registry.wsdl")),
-            Route("/health", health, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
     )
     app.state.registry = registry

@@ -1,0 +1,280 @@
+"""ITI-42 registration against a real database (SQLite file, or PostgreSQL in CI)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from lxml import etree
+from sqlalchemy import Engine, func, select
+
+from registry import schema as t
+from registry.patients import PatientDirectory
+from registry.register import Registrar
+from xds import safexml, samples
+from xds.errors import XdsException
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.metadata.model import Submission
+from xds.profiles import get_profile
+
+
+@pytest.fixture
+def registrar(engine: Engine) -> Registrar:
+    return Registrar(engine, PatientDirectory(engine), get_profile("norway"))
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(7)
+
+
+def codes_of(exc: pytest.ExceptionInfo[XdsException]) -> list[str]:
+    return [e.code for e in exc.value.errors]
+
+
+def count(engine: Engine, table: t.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def all_counts(engine: Engine) -> dict[str, int]:
+    return {name: count(engine, table) for name, table in t.metadata.tables.items() if name != "patients"}
+
+
+def stored_document(engine: Engine, unique_id: str) -> list[tuple[str, str, bytes]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(t.documents.c.uuid, t.documents.c.status, t.documents.c.xml).where(
+                t.documents.c.unique_id == unique_id
+            )
+        ).all()
+    return [(r.uuid, r.status, r.xml) for r in rows]
+
+
+def uuid_of(engine: Engine, unique_id: str) -> str:
+    return stored_document(engine, unique_id)[0][0]
+
+
+def rplc(patient: str, kind: str, target_uuid: str, rng: random.Random) -> samples.Sample:
+    sample = samples.submission(patient, rng=rng)
+    sample.submission.objects.append(samples.relationship("rel", kind, "Document01", target_uuid))
+    return sample
+
+
+def test_register_one_document_stores_every_object(registrar: Registrar, engine: Engine, rng, standards) -> None:
+    sample = samples.submission(rng=rng, with_folder=True)
+    registrar.register(sample.submission)
+    counts = all_counts(engine)
+    assert counts["documents"] == 1 and counts["submission_sets"] == 1 and counts["folders"] == 1
+    assert counts["associations"] == 4
+    uid = sample.documents[0].unique_id
+    [(uuid, status, xml)] = stored_document(engine, uid)
+    assert uuid.startswith("urn:uuid:") and status == v.STATUS_APPROVED
+    # the stored fragment is valid ebRIM 3.0 and carries the status and the assigned ids
+    schema = etree.XMLSchema(etree.parse(str(standards / "iti/schema/ebRS/rim.xsd")))
+    el = safexml.parse(xml)
+    schema.assertValid(el)
+    assert el.get("status") == v.STATUS_APPROVED and el.get("id") == uuid
+    for child in el.iter("{%s}Classification" % v.NS_RIM, "{%s}ExternalIdentifier" % v.NS_RIM):
+        assert child.get("id").startswith("urn:uuid:")
+    # the folder got a lastUpdateTime from the registry
+    with engine.connect() as conn:
+        assert conn.execute(select(t.folders.c.last_update_time)).scalar_one()
+
+
+def test_round_trip_of_stored_fragment_keeps_extra_slots(registrar: Registrar, engine: Engine, rng) -> None:
+    sample = samples.submission(rng=rng)
+    sample.documents[0].set_slot("urn:no:nhn:extra", ["one", "two"])
+    registrar.register(sample.submission)
+    [(_, _, xml)] = stored_document(engine, sample.documents[0].unique_id)
+    doc = ebrim.parse_object(safexml.parse(xml))
+    assert doc.slot_values("urn:no:nhn:extra") == ["one", "two"]
+
+
+def test_unknown_patient_is_refused(registrar: Registrar, engine: Engine, rng) -> None:
+    sample = samples.submission("ABC123^^^&1.2.3.4.5&ISO", rng=rng)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(sample.submission)
+    assert codes_of(exc) == [v.XDSUnknownPatientId]
+    assert count(engine, t.documents) == 0
+
+
+def test_patient_known_from_feed_is_accepted(registrar: Registrar, engine: Engine, rng) -> None:
+    registrar.patients.register("ABC123^^^&1.2.3.4.5&ISO")
+    registrar.register(samples.submission("ABC123^^^&1.2.3.4.5&ISO", rng=rng).submission)
+    assert count(engine, t.documents) == 1
+
+
+def test_malformed_national_id_is_an_error_not_unknown(registrar: Registrar, rng) -> None:
+    sample = samples.submission("13116900217^^^&2.16.578.1.12.4.1.4.1&ISO", rng=rng)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(sample.submission)
+    assert v.XDSUnknownPatientId not in codes_of(exc)
+    assert v.XDSRegistryMetadataError in codes_of(exc)
+
+
+def test_merged_patient_resolves_to_survivor(registrar: Registrar, engine: Engine, rng) -> None:
+    old, new = "OLD1^^^&1.2.3.4.5&ISO", "NEW1^^^&1.2.3.4.5&ISO"
+    registrar.patients.register(old)
+    registrar.patients.register(new)
+    registrar.patients.merge(old, new)
+    sample = samples.submission(old, rng=rng)
+    registrar.register(sample.submission)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.documents.c.patient_id)).scalar_one() == new
+
+
+def test_duplicate_submission_set_unique_id_stores_nothing(registrar: Registrar, engine: Engine, rng) -> None:
+    first = samples.submission(rng=rng)
+    registrar.register(first.submission)
+    before = all_counts(engine)
+    second = samples.submission(first.patient, rng=rng)
+    ss_uid = first.submission.submission_sets[0].unique_id
+    second.submission.submission_sets[0].set_external_id(v.SS_UNIQUE_ID, ss_uid)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(second.submission)
+    assert codes_of(exc) == [v.XDSDuplicateUniqueIdInRegistry]
+    assert all_counts(engine) == before
+
+
+def test_resubmission_same_hash_accepted_different_hash_refused(registrar: Registrar, engine: Engine, rng) -> None:
+    first = samples.submission(rng=rng)
+    registrar.register(first.submission)
+    uid = first.documents[0].unique_id
+    again = samples.submission(first.patient, rng=rng)
+    doc = again.documents[0]
+    doc.set_external_id(v.DE_UNIQUE_ID, uid)
+    doc.set_slot("hash", [first.documents[0].hash.upper()])  # hash comparison ignores case
+    registrar.register(again.submission)
+    assert len(stored_document(engine, uid)) == 2
+    before = all_counts(engine)
+    third = samples.submission(first.patient, rng=rng)
+    third.documents[0].set_external_id(v.DE_UNIQUE_ID, uid)
+    third.documents[0].set_slot("hash", ["0" * 40])
+    with pytest.raises(XdsException) as exc:
+        registrar.register(third.submission)
+    assert codes_of(exc) == [v.XDSNonIdenticalHash]
+    assert all_counts(engine) == before
+
+
+def test_replace_deprecates_original_and_cascades(registrar: Registrar, engine: Engine, rng) -> None:
+    original = samples.submission(rng=rng)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    addendum = rplc(original.patient, v.APND, target, rng)
+    registrar.register(addendum.submission)
+    replacement = rplc(original.patient, v.RPLC, target, rng)
+    registrar.register(replacement.submission)
+    [(_, status, xml)] = stored_document(engine, original.documents[0].unique_id)
+    assert status == v.STATUS_DEPRECATED
+    assert safexml.parse(xml).get("status") == v.STATUS_DEPRECATED
+    # the addendum of the replaced document is deprecated with it (ITI TF-3 §4.2.2.2)
+    [(_, apnd_status, _)] = stored_document(engine, addendum.documents[0].unique_id)
+    assert apnd_status == v.STATUS_DEPRECATED
+    [(_, new_status, _)] = stored_document(engine, replacement.documents[0].unique_id)
+    assert new_status == v.STATUS_APPROVED
+
+
+def test_replacing_a_deprecated_document_is_refused(registrar: Registrar, engine: Engine, rng) -> None:
+    original = samples.submission(rng=rng)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    registrar.register(rplc(original.patient, v.RPLC, target, rng).submission)
+    before = all_counts(engine)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(rplc(original.patient, v.RPLC, target, rng).submission)
+    assert codes_of(exc) == [v.XDSRegistryDeprecatedDocumentError]
+    assert all_counts(engine) == before
+
+
+@pytest.mark.parametrize("kind", [v.RPLC, v.APND, v.XFRM, v.XFRM_RPLC, v.SIGNS])
+def test_relationship_to_another_patients_document_is_refused(registrar: Registrar, engine: Engine, rng, kind) -> None:
+    original = samples.submission(rng=rng)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    other = samples.submission(rng=rng)  # a different synthetic patient
+    other.submission.objects.append(samples.relationship("rel", kind, "Document01", target))
+    with pytest.raises(XdsException) as exc:
+        registrar.register(other.submission)
+    assert v.XDSPatientIdDoesNotMatch in codes_of(exc)
+
+
+def test_relationship_to_missing_document_is_refused(registrar: Registrar, rng) -> None:
+    sample = rplc(None, v.RPLC, "urn:uuid:00000000-0000-4000-8000-000000000000", rng)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(sample.submission)
+    assert codes_of(exc) and all(c == v.XDSRegistryMetadataError for c in codes_of(exc))
+
+
+def test_replacement_inherits_folder_membership(registrar: Registrar, engine: Engine, rng) -> None:
+    original = samples.submission(rng=rng, with_folder=True)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    with engine.connect() as conn:
+        folder_uuid, first_update = conn.execute(select(t.folders.c.uuid, t.folders.c.last_update_time)).one()
+    registrar.clock = lambda: "29991231235959"
+    replacement = rplc(original.patient, v.RPLC, target, rng)
+    registrar.register(replacement.submission)
+    new_uuid = uuid_of(engine, replacement.documents[0].unique_id)
+    with engine.connect() as conn:
+        members = conn.execute(
+            select(t.associations.c.target).where(
+                t.associations.c.source == folder_uuid, t.associations.c.type == v.HAS_MEMBER
+            )
+        ).scalars().all()
+        update_time = conn.execute(select(t.folders.c.last_update_time)).scalar_one()
+    assert new_uuid in members and target in members
+    assert update_time == "29991231235959" != first_update
+
+
+def test_add_existing_document_to_existing_folder(registrar: Registrar, engine: Engine, rng) -> None:
+    with_folder = samples.submission(rng=rng, with_folder=True)
+    registrar.register(with_folder.submission)
+    lone = samples.submission(with_folder.patient, rng=rng)
+    registrar.register(lone.submission)
+    with engine.connect() as conn:
+        folder_uuid = conn.execute(select(t.folders.c.uuid)).scalar_one()
+    doc_uuid = uuid_of(engine, lone.documents[0].unique_id)
+    registrar.clock = lambda: "29990101000000"
+    # a submission set that only links an existing document into an existing folder
+    ss = samples.submission_set("SubmissionSet01", with_folder.patient, rng)
+    objects = [
+        ss,
+        samples.has_member("member", folder_uuid, doc_uuid, status=None),
+        samples.has_member("link", "SubmissionSet01", "member", status=None),
+    ]
+    registrar.register(Submission(objects=objects))
+    with engine.connect() as conn:
+        assert conn.execute(select(t.folders.c.last_update_time)).scalar_one() == "29990101000000"
+        xml = conn.execute(select(t.folders.c.xml)).scalar_one()
+    assert ebrim.parse_object(safexml.parse(xml)).slot_value("lastUpdateTime") == "29990101000000"
+
+
+def test_adding_to_another_patients_folder_is_refused(registrar: Registrar, engine: Engine, rng) -> None:
+    with_folder = samples.submission(rng=rng, with_folder=True)
+    registrar.register(with_folder.submission)
+    with engine.connect() as conn:
+        folder_uuid = conn.execute(select(t.folders.c.uuid)).scalar_one()
+    other = samples.submission(rng=rng)
+    other.submission.objects += [
+        samples.has_member("member", folder_uuid, "Document01", status=None),
+        samples.has_member("link", "SubmissionSet01", "member", status=None),
+    ]
+    with pytest.raises(XdsException) as exc:
+        registrar.register(other.submission)
+    assert v.XDSPatientIdDoesNotMatch in codes_of(exc)
+
+
+def test_invalid_submission_reports_every_error_and_stores_nothing(registrar: Registrar, engine: Engine, rng) -> None:
+    sample = samples.submission(rng=rng, documents=2)
+    d1, d2 = sample.documents
+    d1.set_slot("creationTime", ["2005122"])  # not a DTM
+    d2.set_slot("hash", ["xyz"])  # not a SHA-1
+    d2.set_external_id(v.DE_UNIQUE_ID, d1.unique_id)  # duplicate uniqueId in message
+    with pytest.raises(XdsException) as exc:
+        registrar.register(sample.submission)
+    codes = codes_of(exc)
+    assert v.XDSRegistryDuplicateUniqueIdInMessage in codes
+    assert codes.count(v.XDSRegistryMetadataError) >= 2
+    assert all(count(engine, table) == 0 for name, table in t.metadata.tables.items() if name != "patients")
