@@ -75,8 +75,9 @@ def convert_submit_objects_request(root: etree._Element) -> etree._Element:
     if root.tag != _RS21 + "SubmitObjectsRequest":
         raise ConversionError(f"not an ebRIM 2.1 SubmitObjectsRequest: {root.tag}")
     request = etree.Element(_LCM + "SubmitObjectsRequest", nsmap={"lcm": v.NS_LCM, "rim": v.NS_RIM})
-    for name, value in root.attrib.items():  # RegistryRequestType: id, comment
-        request.set(name, value)
+    for name in ("id", "comment"):  # the RegistryRequestType attributes; xsi hints name 2.1 schemas
+        if root.get(name) is not None:
+            request.set(name, root.get(name))
     objects = etree.SubElement(request, _R3 + "RegistryObjectList")
     for leaf_list in root:
         if not isinstance(leaf_list.tag, str):
