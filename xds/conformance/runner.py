@@ -1,0 +1,269 @@
+"""Replaying NIST test-kit tests against a running deployment, and judging the answers.
+
+A :class:`Session` holds what one replay has learned (patient ids fed, uniqueIds and UUIDs
+assigned, values saved by ``<Report>``), runs a test's sections in order, sends each step's
+transaction over real HTTP (the patient identity feed over MLLP) and judges ExpectedStatus,
+ExpectedErrorCode and ExpectedErrorMessage. Transactions the runner cannot send yet are reported
+as not applicable, by name — never as passed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from lxml import etree
+
+from xds.conformance import testplan as tp
+from xds.conformance.substitution import Prepared, evaluate_reports, prepare_submission
+from xds.metadata import vocabulary as v
+from xds.metadata.registry_response import parse_registry_response
+
+Outcome = Literal["passed", "failed", "not applicable"]
+
+# NIST's test assigning authority; patients fed during a replay are made up under it.
+DEFAULT_AUTHORITY = "1.3.6.1.4.1.21367.2005.3.7"
+DEFAULT_SOURCE_ID = "1.3.6.1.4.1.21367.4.1"
+
+
+@dataclass
+class StepResult:
+    test: str
+    section: str
+    step: str
+    transaction: str | None
+    outcome: Outcome
+    reason: str = ""
+
+
+@dataclass
+class Target:
+    """Where the deployment under test listens."""
+
+    registry_url: str | None = None
+    feed: tuple[str, int] | None = None  # MLLP host, port of the ITI-8 feed
+
+
+@dataclass
+class Answer:
+    status: str  # Success | Failure | PartialSuccess | Fault
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # code, context, severity
+    element: etree._Element | None = None
+
+
+class Session:
+    """One replay: shared state across the tests it runs."""
+
+    def __init__(
+        self,
+        testkit: Path,
+        target: Target,
+        *,
+        authority: str = DEFAULT_AUTHORITY,
+        source_id: str = DEFAULT_SOURCE_ID,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.testkit = testkit
+        self.target = target
+        self.authority = authority
+        self.source_id = source_id
+        self.client = client or httpx.Client(timeout=60)
+        self.reports: dict[tuple[str, str, str], dict[str, str]] = {}
+        self.prepared: dict[tuple[str, str, str], Prepared] = {}
+        self._running: set[str] = set()
+        self._oids = itertools.count(1)
+        self._oid_root = f"1.2.42.{int(time.time())}.{uuid.uuid4().int % 10**6}"
+
+    # --- ids --------------------------------------------------------------------------------------
+    def fresh_oid(self) -> str:
+        return f"{self._oid_root}.{next(self._oids)}"
+
+    def fresh_patient(self) -> str:
+        return f"{uuid.uuid4().hex[:16]}^^^&{self.authority}&ISO"
+
+    # --- running ----------------------------------------------------------------------------------
+    def run_test(self, test_id: str) -> list[StepResult]:
+        test = tp.load_test(self.testkit, test_id)
+        self._running.add(test.id)
+        results: list[StepResult] = []
+        try:
+            for section in test.sections:
+                for step in section.steps:
+                    results.append(self._run_step(test, section, step))
+        finally:
+            self._running.discard(test.id)
+        return results
+
+    def _run_step(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> StepResult:
+        def result(outcome: Outcome, reason: str = "") -> StepResult:
+            return StepResult(test.id, section.name, step.id, step.transaction, outcome, reason)
+
+        try:
+            if step.transaction == tp.PATIENT_IDENTITY_FEED:
+                return result(*self._feed(test, section, step))
+            if step.transaction == tp.REGISTER:
+                return result(*self._register(test, section, step))
+        except _Unresolved as exc:
+            return result("failed", str(exc))
+        return result(
+            "not applicable", f"{step.transaction or 'no transaction'} is not sent by this runner yet"
+        )
+
+    # --- symbols ----------------------------------------------------------------------------------
+    def _symbols(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> dict[str, str]:
+        symbols: dict[str, str] = {}
+        for use in step.use_report:
+            source_test = use.test or test.id
+            source_section = section.name if use.section == tp.THIS_SECTION else use.section
+            key = (self._canonical_test(source_test), source_section, use.step)
+            if key not in self.reports and source_test != test.id:
+                self._run_dependency(source_test)
+            saved = self.reports.get(key, {})
+            if use.report_name not in saved:
+                raise _Unresolved(
+                    f"UseReport {use.report_name} from {source_test}/{source_section}/{use.step} has no value"
+                )
+            symbols[use.use_as] = saved[use.report_name]
+        for use in step.use_id:
+            source_section = tp.resolve_testdir(section.directory, use.testdir).name
+            if source_section == test.directory.name:
+                source_section = section.name
+            prepared = self.prepared.get((test.id, source_section, use.step))
+            if prepared is None:
+                raise _Unresolved(f"UseId {use.id}: step {source_section}/{use.step} has not run")
+            table = {
+                tp.ASSIGNED_UIDS: prepared.assigned_uids,
+                tp.ASSIGNED_UUIDS: prepared.assigned_uuids,
+            }.get(use.section, {})
+            if use.id not in table:
+                raise _Unresolved(
+                    f"UseId {use.id} ({use.section}) was not assigned in {source_section}/{use.step}"
+                )
+            symbols[use.symbol] = table[use.id]
+        return symbols
+
+    def _canonical_test(self, test_id: str) -> str:
+        try:
+            return tp.load_test(self.testkit, test_id).id
+        except tp.TestNotFound:
+            return test_id
+
+    def _run_dependency(self, test_id: str) -> None:
+        if test_id in self._running:
+            return
+        self.run_test(test_id)
+
+    # --- transactions -----------------------------------------------------------------------------
+    def _feed(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-8: make up a patient, feed it over MLLP, save it as the test's ``$patientid$``."""
+        if self.target.feed is None:
+            return "not applicable", "the target has no patient identity feed configured"
+        from registry.mllp import send_mllp
+
+        pid = self.fresh_patient()
+        ident, _, rest = pid.partition("^^^&")
+        oid = rest.split("&")[0]
+        stamp = time.strftime("%Y%m%d%H%M%S")
+        control = uuid.uuid4().hex[:20]
+        message = "\r".join(
+            [
+                f"MSH|^~\\&|NIST|NIST|XDS|XDS|{stamp}||ADT^A04^ADT_A01|{control}|P|2.5",
+                f"EVN|A04|{stamp}",
+                f"PID|||{ident}^^^&{oid}&ISO||Conformance^Patient||19700101|M",
+                "PV1||O",
+            ]
+        )
+        ack = send_mllp(*self.target.feed, message)
+        ok = "MSA|AA" in ack
+        saved = {"$patientid$": pid, "patientid": pid, "$pid$": pid}
+        for spec in step.reports:
+            saved.setdefault(spec.name, pid)
+        self.reports[(test.id, section.name, step.id)] = saved
+        expected = step.expected_status or ("Success",)
+        actual = "Success" if ok else "Failure"
+        if actual not in expected:
+            return "failed", f"feed ACK was {ack.strip()[:200]!r}"
+        return "passed", ""
+
+    def _register(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        if self.target.registry_url is None:
+            return "not applicable", "the target has no registry"
+        symbols = self._symbols(test, section, step)
+        if step.flags.alt_patient_id or step.flags.new_patient_id:
+            patient = self.fresh_patient()
+        else:
+            patient = symbols.get("$patientid$") or self._session_patient(test)
+        prepared = prepare_submission(
+            step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
+        )
+        key = (test.id, section.name, step.id)
+        self.prepared[key] = prepared
+        answer = self._send(self.target.registry_url, v.ACTION_REGISTER, etree.tostring(prepared.element))
+        saved = dict(prepared.reports)
+        saved.update(evaluate_reports(step.reports, prepared.element, answer.element))
+        self.reports[key] = saved
+        return judge(step, answer)
+
+    def _session_patient(self, test: tp.Test) -> str:
+        key = ("15817", "pif", "step")
+        if key not in self.reports:
+            self._run_dependency("15817")
+        pid = self.reports.get(key, {}).get("$patientid$")
+        if pid is None:
+            raise _Unresolved("no session patient id (test 15817 did not run)")
+        return pid
+
+    def _send(self, url: str, action: str, body: bytes) -> Answer:
+        from xds.soap.envelope import SoapFault, build_request, parse_message
+
+        data, content_type = build_request(action, body, to=url)
+        response = self.client.post(url, content=data, headers={"Content-Type": content_type})
+        try:
+            message = parse_message(response.headers.get("content-type", ""), response.content)
+        except SoapFault as fault:
+            return Answer("Fault", [(fault.code, fault.reason, v.SEVERITY_ERROR)])
+        status, errors = parse_registry_response(message.body)
+        return Answer(
+            status.rsplit(":", 1)[-1],
+            [(e.code, e.context, e.severity) for e in errors],
+            message.body,
+        )
+
+
+class _Unresolved(Exception):
+    """A step needs a value no earlier step produced."""
+
+
+def judge(step: tp.TestStep, answer: Answer) -> tuple[Outcome, str]:
+    """Compare an answer with the step's expectations (ExpectedStatus, ErrorCode, ErrorMessage)."""
+    expected = step.expected_status or ("Success",)
+    problems: list[str] = []
+    if answer.status not in expected:
+        problems.append(f"expected status {'/'.join(expected)}, got {answer.status}")
+    codes = [code for code, _, _ in answer.errors]
+    for code in step.expected_error_codes:
+        if code not in codes:
+            problems.append(f"expected error code {code}, got {codes or 'none'}")
+    errors_text = [
+        f"{code} {context}" for code, context, severity in answer.errors if severity != v.SEVERITY_WARNING
+    ]
+    for message in step.expected_error_messages:
+        if not any(message in text for text in errors_text):
+            problems.append(f"expected an error mentioning {message!r}, got {errors_text or 'none'}")
+    if problems and answer.errors and "Success" in expected:
+        problems.append("errors: " + "; ".join(f"{c}: {ctx}" for c, ctx, _ in answer.errors[:5]))
+    return ("failed", "; ".join(problems)) if problems else ("passed", "")
+
+
+def summary(results: list[StepResult]) -> str:
+    passed = sum(r.outcome == "passed" for r in results)
+    failed = sum(r.outcome == "failed" for r in results)
+    return f"{passed} passed, {failed} failed"
+
+
+__all__ = ["Session", "Target", "StepResult", "judge", "summary"]
