@@ -8,6 +8,7 @@ database instead of a SQLite file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -54,12 +55,12 @@ def _postgres_admin_url() -> str | None:
     return os.environ.get("XDS_TEST_DATABASE_URL") or None
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty registry database: SQLite in tmp_path, or a new PostgreSQL database."""
+@contextlib.contextmanager
+def new_database(tmp_dir: Path) -> Iterator[str]:
+    """A fresh, empty registry database: SQLite in tmp_dir, or a new PostgreSQL database."""
     admin = _postgres_admin_url()
     if admin is None:
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
+        yield f"sqlite:///{tmp_dir / 'registry.db'}"
         return
     name = f"xds_test_{uuid.uuid4().hex[:12]}"
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -75,6 +76,12 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    with new_database(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     from registry.database import migrate, open_engine
 
@@ -87,3 +94,70 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def backend() -> str:
     return "postgresql" if _postgres_admin_url() else "sqlite"
+
+
+# --- a running deployment ----------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    """``xds serve``'s application under uvicorn in a thread, on 127.0.0.1."""
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        import uvicorn
+
+        from xds.server import build_app
+
+        self.config = config
+        self.app = build_app(config)
+        self.port = config.server.port
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RunningServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+def make_config(data_dir: Path, database_url: str, **registry: object):  # type: ignore[no-untyped-def]
+    from xds.config import Config
+
+    cfg = Config()
+    cfg.server.data_dir = str(data_dir)
+    cfg.server.port = free_port()
+    cfg.registry.database_url = database_url
+    cfg.registry.mllp_port = free_port()
+    for key, value in registry.items():
+        setattr(cfg.registry, key, value)
+    return cfg
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
+    """A registry served over real HTTP (and MLLP) on loopback, fresh database."""
+    with RunningServer(make_config(tmp_path / "data", database_url)) as running:
+        yield running
