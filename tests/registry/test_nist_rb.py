@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import pytest
-from conftest import RunningServer, make_config, new_database, require_shared, shared_dir
+from support import RunningServer, make_config, new_database, require_shared, shared_dir
 
 from xds.conformance.runner import Session, Target
 from xds.conformance.testplan import REGISTER, load_collection

@@ -1,0 +1,118 @@
+"""Helpers shared by the test suites: the shared/ folder, fresh databases, a running server.
+
+``XDS_SHARED_DIR`` points at the shared material (standards, NIST kit); default ``../shared``.
+Outside CI a missing folder skips the tests that need it, with the reason; in CI it fails them.
+``XDS_TEST_DATABASE_URL`` (a PostgreSQL URL) makes every fresh database a new PostgreSQL database
+instead of a SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("XDS_SHARED_DIR", REPO.parent / "shared")).resolve()
+
+
+def require_shared(*parts: str) -> Path:
+    """The path under shared/, or skip (outside CI) / fail (in CI) when it is missing."""
+    path = shared_dir().joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is missing: set XDS_SHARED_DIR to the shared/ folder (standards, NIST test kit)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def postgres_admin_url() -> str | None:
+    return os.environ.get("XDS_TEST_DATABASE_URL") or None
+
+
+@contextlib.contextmanager
+def new_database(tmp_dir: Path) -> Iterator[str]:
+    """A fresh, empty registry database: SQLite in tmp_dir, or a new PostgreSQL database."""
+    admin = postgres_admin_url()
+    if admin is None:
+        yield f"sqlite:///{tmp_dir / 'registry.db'}"
+        return
+    name = f"xds_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base, _, _ = admin.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RunningServer:
+    """``xds serve``'s application under uvicorn in a thread, on 127.0.0.1."""
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        import uvicorn
+
+        from xds.server import build_app
+
+        self.config = config
+        self.app = build_app(config)
+        self.port = config.server.port
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RunningServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+def make_config(data_dir: Path, database_url: str, **registry: object):  # type: ignore[no-untyped-def]
+    from xds.config import Config
+
+    cfg = Config()
+    cfg.server.data_dir = str(data_dir)
+    cfg.server.port = free_port()
+    cfg.registry.database_url = database_url
+    cfg.registry.mllp_port = free_port()
+    for key, value in registry.items():
+        setattr(cfg.registry, key, value)
+    return cfg

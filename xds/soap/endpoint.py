@@ -1,0 +1,185 @@
+"""An ASGI SOAP 1.2 endpoint that dispatches on ``wsa:Action`` (ITI TF-2 Appendix V).
+
+It reads plain ``application/soap+xml`` and MTOM ``multipart/related`` requests as they stream in,
+checks WS-Addressing (Action required, synchronous ReplyTo only), calls the handler registered for
+the action and writes the answer: MTOM to MTOM, plain otherwise. Envelope problems become SOAP
+faults (HTTP 400 Sender / 500 Receiver); a handler's unexpected exception becomes a Receiver fault
+with no internals in it, and the endpoint keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from starlette.types import Receive, Scope, Send
+
+from xds.soap.envelope import (
+    SOAP12_CONTENT_TYPE,
+    WSA_ANONYMOUS,
+    WSA_NONE,
+    Attachment,
+    SoapFault,
+    SoapRequest,
+    SoapResponse,
+    envelope_bytes,
+    fault_bytes,
+    parse_envelope,
+)
+from xds.soap.mtom import MultipartParser, content_type_params, multipart_content_type, new_boundary, stream_mtom
+
+log = logging.getLogger("xds.soap")
+
+Handler = Callable[[SoapRequest], Awaitable[SoapResponse]]
+
+
+class SoapEndpoint:
+    """ASGI application serving the SOAP actions in ``handlers``."""
+
+    def __init__(
+        self,
+        handlers: dict[str, Handler],
+        *,
+        max_body_bytes: int = 64 * 1024 * 1024,
+        spool_threshold: int = 1024 * 1024,
+        tmp_dir: str | None = None,
+    ) -> None:
+        self.handlers = handlers
+        self.max_body_bytes = max_body_bytes
+        self.spool_threshold = spool_threshold
+        self.tmp_dir = tmp_dir
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] != "POST":
+            await _plain(send, 405, b"SOAP endpoint: POST SOAP 1.2 messages here\n", [(b"allow", b"POST")])
+            return
+        request: SoapRequest | None = None
+        attachments: dict[str, Attachment] = {}
+        try:
+            request = await self._read(scope, receive)
+            attachments = request.attachments
+            response = await self._dispatch(request)
+            await self._answer(send, request, response)
+        except SoapFault as fault:
+            await _send_fault(send, fault, request.message_id if request else None)
+        except Exception:
+            log.exception("SOAP handler failed")
+            fault = SoapFault("Receiver", "the service could not process the request")
+            await _send_fault(send, fault, request.message_id if request else None)
+        finally:
+            for att in attachments.values():
+                att.discard()
+
+    # --- request ----------------------------------------------------------------------------------
+    async def _read(self, scope: Scope, receive: Receive) -> SoapRequest:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        content_type = headers.get("content-type", "")
+        length = headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_body_bytes:
+            raise SoapFault("Sender", f"the message is larger than the limit of {self.max_body_bytes} bytes")
+        media, params = content_type_params(content_type) if content_type else ("", {})
+        if media.startswith("multipart/"):
+            parser = MultipartParser(content_type, spool_threshold=self.spool_threshold, tmp_dir=self.tmp_dir)
+            try:
+                await self._pump(receive, parser.feed)
+                root, attachments = parser.close()
+            except BaseException:
+                parser.discard()
+                raise
+            request = parse_envelope(root, attachments, mtom=True)
+        elif media in (SOAP12_CONTENT_TYPE, "application/xml", "text/xml", ""):
+            chunks: list[bytes] = []
+            await self._pump(receive, chunks.append)
+            request = parse_envelope(b"".join(chunks))
+        else:
+            raise SoapFault("Sender", f"unsupported Content-Type {media!r}; use application/soap+xml or MTOM")
+        self._check_addressing(request, params.get("action"))
+        return request
+
+    async def _pump(self, receive: Receive, sink: Callable[[bytes], None]) -> None:
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise SoapFault("Sender", "the client went away before the message was complete")
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_body_bytes:
+                raise SoapFault("Sender", f"the message is larger than the limit of {self.max_body_bytes} bytes")
+            if chunk:
+                sink(chunk)
+            if not message.get("more_body", False):
+                return
+
+    def _check_addressing(self, request: SoapRequest, ct_action: str | None) -> None:
+        """WS-Addressing 1.0 checks (Core §3, SOAP Binding §6)."""
+        if not request.action:
+            raise SoapFault("Sender", "wsa:Action header is required", "wsa:MessageAddressingHeaderRequired")
+        if ct_action and ct_action != request.action:
+            raise SoapFault(
+                "Sender",
+                f"Content-Type action {ct_action!r} contradicts wsa:Action {request.action!r}",
+                "wsa:InvalidAddressingHeader",
+            )
+        if request.reply_to not in (None, WSA_ANONYMOUS, WSA_NONE):
+            raise SoapFault(
+                "Sender",
+                "only synchronous exchanges are supported: wsa:ReplyTo must be anonymous",
+                "wsa:InvalidAddressingHeader",
+            )
+        if request.action not in self.handlers:
+            raise SoapFault(
+                "Sender", f"the action {request.action!r} is not supported at this endpoint", "wsa:ActionNotSupported"
+            )
+
+    async def _dispatch(self, request: SoapRequest) -> SoapResponse:
+        return await self.handlers[request.action](request)
+
+    # --- response ---------------------------------------------------------------------------------
+    async def _answer(self, send: Send, request: SoapRequest, response: SoapResponse) -> None:
+        envelope = envelope_bytes(
+            response.action,
+            response.body,
+            relates_to=request.message_id,
+            extra_headers=response.extra_headers,
+        )
+        if not (request.mtom or response.attachments):
+            ctype = f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="{response.action}"'
+            await _plain(send, 200, envelope, content_type=ctype.encode())
+            return
+        boundary = new_boundary()
+        root_id = f"root.message@{uuid.uuid4().hex}"
+        ctype = multipart_content_type(boundary, root_id, response.action)
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype.encode())]}
+        )
+        try:
+            async for chunk in stream_mtom(envelope, response.attachments, boundary, root_id, response.action):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            for att in response.attachments:
+                if att.path and att.path.startswith(self.tmp_dir or "\0"):
+                    att.discard()
+
+
+async def _plain(
+    send: Send,
+    status: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers += extra or []
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_fault(send: Send, fault: SoapFault, relates_to: str | None) -> None:
+    body = fault_bytes(fault, relates_to=relates_to)
+    ctype = f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="http://www.w3.org/2005/08/addressing/soap/fault"'
+    await _plain(send, fault.http_status, body, content_type=ctype.encode())

@@ -1,0 +1,254 @@
+"""SOAP 1.2 envelopes with WS-Addressing 1.0, as IHE web services use them (ITI TF-2 Appendix V).
+
+Requests are parsed once with the project's safe parser; responses are written as byte templates
+around the payload, so the envelope costs almost nothing on the hot path. Faults follow SOAP 1.2
+Part 1 §5.4; the WS-Addressing fault subcodes are those of WS-Addressing 1.0 SOAP Binding §6.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from lxml import etree
+
+from xds import safexml
+from xds.metadata import vocabulary as v
+
+NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
+WSA_NONE = "http://www.w3.org/2005/08/addressing/none"
+WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
+SOAP12_CONTENT_TYPE = "application/soap+xml"
+
+_ENV = "{" + v.NS_SOAP12 + "}"
+_WSA = "{" + v.NS_WSA + "}"
+
+
+class SoapFault(Exception):
+    """A SOAP 1.2 fault (SOAP 1.2 Part 1 §5.4): Sender or Receiver, with an optional subcode."""
+
+    def __init__(self, code: str, reason: str, subcode: str | None = None, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.subcode = subcode
+        self.detail = detail
+
+    @property
+    def http_status(self) -> int:
+        return 500 if self.code == "Receiver" else 400
+
+
+@dataclass
+class Attachment:
+    """One MIME part of an MTOM message, held in memory or spooled to a temporary file."""
+
+    content_id: str
+    content_type: str = "application/octet-stream"
+    data: bytes | None = None
+    path: str | None = None
+    size: int = 0
+    sha1: str = ""
+
+    @classmethod
+    def from_bytes(cls, content_id: str, content_type: str, data: bytes) -> Attachment:
+        return cls(content_id, content_type, data=data, size=len(data), sha1=hashlib.sha1(data).hexdigest())
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        with open(self.path, "rb") as fh:
+            return fh.read()
+
+    def open(self) -> BinaryIO:
+        if self.data is not None:
+            import io
+
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return open(self.path, "rb")
+
+    def copy_to(self, target: BinaryIO) -> None:
+        with self.open() as fh:
+            shutil.copyfileobj(fh, target, 1024 * 1024)
+
+    def discard(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+@dataclass
+class SoapRequest:
+    """A parsed SOAP 1.2 message: addressing headers, payload and attachments."""
+
+    action: str
+    message_id: str | None
+    reply_to: str | None
+    envelope: etree._Element
+    header: etree._Element | None
+    body: etree._Element
+    attachments: dict[str, Attachment] = field(default_factory=dict)
+    mtom: bool = False
+
+
+@dataclass
+class SoapResponse:
+    """What a handler answers: the response action, its payload and any attachments."""
+
+    action: str
+    body: etree._Element | bytes
+    attachments: list[Attachment] = field(default_factory=list)
+    extra_headers: list[etree._Element] = field(default_factory=list)
+
+
+# -------------------------------------------------------------------------------------------------
+# parsing
+# -------------------------------------------------------------------------------------------------
+def parse_envelope(data: bytes, attachments: dict[str, Attachment] | None = None, *, mtom: bool = False) -> SoapRequest:
+    """Parse a SOAP 1.2 envelope; SoapFault (Sender / VersionMismatch) when it is not one."""
+    try:
+        root = safexml.parse(data)
+    except safexml.XmlRejected as exc:
+        raise SoapFault("Sender", f"the message is not acceptable XML: {exc}") from None
+    if root.tag == "{" + NS_SOAP11 + "}Envelope":
+        raise SoapFault("VersionMismatch", "SOAP 1.1 envelopes are not accepted; IHE requires SOAP 1.2")
+    if root.tag != _ENV + "Envelope":
+        raise SoapFault("Sender", "the message is not a SOAP 1.2 Envelope")
+    header = body = None
+    for child in root:
+        if child.tag == _ENV + "Header":
+            header = child
+        elif child.tag == _ENV + "Body":
+            body = child
+    if body is None:
+        raise SoapFault("Sender", "the SOAP Envelope has no Body")
+    payload = next((c for c in body if isinstance(c.tag, str)), None)
+    if payload is None:
+        raise SoapFault("Sender", "the SOAP Body is empty")
+    action = message_id = reply_to = None
+    if header is not None:
+        for h in header:
+            if h.tag == _WSA + "Action":
+                action = (h.text or "").strip()
+            elif h.tag == _WSA + "MessageID":
+                message_id = (h.text or "").strip()
+            elif h.tag == _WSA + "ReplyTo":
+                addr = h.find(_WSA + "Address")
+                reply_to = (addr.text or "").strip() if addr is not None else ""
+    if payload.tag == _ENV + "Fault":
+        raise fault_from_element(payload)
+    return SoapRequest(
+        action=action or "",
+        message_id=message_id,
+        reply_to=reply_to,
+        envelope=root,
+        header=header,
+        body=payload,
+        attachments=attachments or {},
+        mtom=mtom,
+    )
+
+
+def fault_from_element(el: etree._Element) -> SoapFault:
+    code = el.findtext(f"{_ENV}Code/{_ENV}Value") or "Receiver"
+    subcode = el.findtext(f"{_ENV}Code/{_ENV}Subcode/{_ENV}Value")
+    reason = el.findtext(f"{_ENV}Reason/{_ENV}Text") or ""
+    detail_el = el.find(_ENV + "Detail")
+    detail = "".join(detail_el.itertext()) if detail_el is not None else None
+    return SoapFault(code.split(":")[-1], reason, subcode, detail)
+
+
+def parse_message(content_type: str, data: bytes) -> SoapRequest:
+    """Parse a SOAP message (plain or MTOM) as a client reads an answer; faults raise SoapFault."""
+    if content_type.lower().startswith("multipart/"):
+        from xds.soap.mtom import parse_multipart_bytes
+
+        root, attachments = parse_multipart_bytes(content_type, data)
+        return parse_envelope(root, attachments, mtom=True)
+    return parse_envelope(data)
+
+
+# -------------------------------------------------------------------------------------------------
+# writing
+# -------------------------------------------------------------------------------------------------
+_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+
+
+def _text(value: str) -> str:
+    return value.translate(_ESC)
+
+
+def new_message_id() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+def _payload_bytes(body: etree._Element | bytes) -> bytes:
+    return body if isinstance(body, bytes) else etree.tostring(body)
+
+
+def envelope_bytes(
+    action: str,
+    body: etree._Element | bytes,
+    *,
+    relates_to: str | None = None,
+    message_id: str | None = None,
+    to: str | None = None,
+    reply_to_anonymous: bool = False,
+    extra_headers: Iterable[etree._Element | bytes] = (),
+) -> bytes:
+    """A SOAP 1.2 envelope with WS-Addressing headers around ``body``."""
+    head = [
+        f'<env:Envelope xmlns:env="{v.NS_SOAP12}" xmlns:wsa="{v.NS_WSA}"><env:Header>'
+        f'<wsa:Action env:mustUnderstand="1">{_text(action)}</wsa:Action>'
+        f"<wsa:MessageID>{_text(message_id or new_message_id())}</wsa:MessageID>"
+    ]
+    if reply_to_anonymous:
+        head.append(f"<wsa:ReplyTo><wsa:Address>{WSA_ANONYMOUS}</wsa:Address></wsa:ReplyTo>")
+    if to:
+        head.append(f'<wsa:To env:mustUnderstand="1">{_text(to)}</wsa:To>')
+    if relates_to:
+        head.append(f"<wsa:RelatesTo>{_text(relates_to)}</wsa:RelatesTo>")
+    for h in extra_headers:
+        head.append((h if isinstance(h, bytes) else etree.tostring(h)).decode())
+    head.append("</env:Header><env:Body>")
+    return "".join(head).encode() + _payload_bytes(body) + b"</env:Body></env:Envelope>"
+
+
+def build_request(
+    action: str,
+    body: etree._Element | bytes,
+    *,
+    message_id: str | None = None,
+    to: str | None = None,
+    extra_headers: Iterable[etree._Element | bytes] = (),
+) -> tuple[bytes, str]:
+    """A plain SOAP 1.2 request: (bytes, Content-Type)."""
+    data = envelope_bytes(
+        action, body, message_id=message_id, to=to, reply_to_anonymous=True, extra_headers=extra_headers
+    )
+    return data, f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="{action}"'
+
+
+def fault_bytes(fault: SoapFault, *, relates_to: str | None = None) -> bytes:
+    """A SOAP 1.2 Fault envelope (SOAP 1.2 Part 1 §5.4) with the WS-Addressing fault action."""
+    sub = ""
+    if fault.subcode:
+        prefix, _, local = fault.subcode.rpartition(":")
+        ns = v.NS_WSA if prefix in ("wsa", "") else "urn:xds:fault"
+        sub = f'<env:Subcode><env:Value xmlns:f="{ns}">f:{_text(local)}</env:Value></env:Subcode>'
+    detail = f"<env:Detail>{_text(fault.detail)}</env:Detail>" if fault.detail else ""
+    body = (
+        f'<env:Fault xmlns:env="{v.NS_SOAP12}"><env:Code><env:Value>env:{fault.code}</env:Value>{sub}</env:Code>'
+        f'<env:Reason><env:Text xml:lang="en">{_text(fault.reason)}</env:Text></env:Reason>{detail}</env:Fault>'
+    ).encode()
+    return envelope_bytes(WSA_FAULT_ACTION, body, relates_to=relates_to)
