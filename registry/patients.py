@@ -1,0 +1,170 @@
+"""The registry's patient directory: identifiers fed by ITI-8 and the merges between them.
+
+IHE ITI TF-2 §3.8 (Patient Identity Feed): the Document Registry learns patient identifiers of its
+affinity domain from ADT^A01/A04/A05/A08 messages (§3.8.4.1) and merges of two identifiers from
+ADT^A40 (§3.8.4.2). An identifier is kept in its canonical CX form ``ID^^^&OID&ISO`` (HL7 v2.5
+§2.A.14, with only CX.1 and the universal id of CX.4 kept, as ITI TF-3 §4.2.3.1.7 asks of XDS).
+
+A merge marks the subsumed identifier with the one that survives; :meth:`PatientDirectory.resolve`
+follows that mark, so a registration under a merged-away identifier is filed under the survivor.
+Merges keep the marks pointing straight at a surviving identifier, so resolution is a single
+primary-key look-up for an unmerged patient and two for a merged one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy.exc import IntegrityError
+
+from registry.schema import patients
+from xds.metadata.hl7v2 import CX
+
+# How many merge marks resolution follows before giving up (a guard against cycles that a
+# concurrent writer or a hand-edited database could leave behind).
+MAX_MERGE_DEPTH = 16
+
+
+def canonical_cx(text: str) -> str:
+    """The canonical form ``ID^^^&OID&ISO`` of a patient identifier CX (HL7 v2.5 §2.A.14).
+
+    The namespace id (CX.4.1) and every component but CX.1 and CX.4.2 are dropped. Raises
+    ValueError when the identifier has no id number or no assigning-authority universal id.
+    """
+    cx = CX.parse(text.strip())
+    ident = cx.id.strip()
+    oid = cx.authority_oid.strip()
+    if not ident:
+        raise ValueError(f"patient identifier {text!r} has no id number (CX.1)")
+    if not oid:
+        raise ValueError(f"patient identifier {text!r} has no assigning authority universal id (CX.4.2)")
+    return f"{ident}^^^&{oid}&ISO"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+
+class PatientDirectory:
+    """Known patient identifiers and their merges, over the ``patients`` table (ITI TF-2 §3.8)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lookup = select(patients.c.merged_into).where(patients.c.pid == bindparam("pid"))
+
+    # --- reading ------------------------------------------------------------------------------------
+    def resolve(self, pid: str) -> str | None:
+        """The surviving canonical identifier for ``pid``, or None when ``pid`` is unknown.
+
+        An identifier subsumed by an A40 merge (ITI TF-2 §3.8.4.2) resolves to the one that
+        survived it. An identifier that cannot be put in canonical form is unknown.
+        """
+        try:
+            current = canonical_cx(pid)
+        except ValueError:
+            return None
+        with self.engine.connect() as conn:
+            return self._resolve(conn, current)
+
+    def is_known(self, pid: str) -> bool:
+        """Whether ``pid`` was fed (or merged) into this registry."""
+        return self.resolve(pid) is not None
+
+    def _resolve(self, conn: Connection, pid: str) -> str | None:
+        current = pid
+        for _ in range(MAX_MERGE_DEPTH):
+            row = conn.execute(self._lookup, {"pid": current}).first()
+            if row is None:
+                # The first id is unknown; a dangling mark further on still names the survivor.
+                return None if current == pid else current
+            if row.merged_into is None:
+                return current
+            current = row.merged_into
+        raise ValueError(f"patient identifier {pid!r}: merge chain longer than {MAX_MERGE_DEPTH} (a cycle?)")
+
+    # --- ADT^A01/A04/A05/A08 -------------------------------------------------------------------------
+    def register(
+        self,
+        pid: str,
+        *,
+        family_name: str | None = None,
+        given_name: str | None = None,
+        birth_date: str | None = None,
+        sex: str | None = None,
+    ) -> None:
+        """Add ``pid`` or update its demographics (ITI TF-2 §3.8.4.1).
+
+        Demographics given as None are left as they are. A merged-away identifier stays merged.
+        """
+        canonical = canonical_cx(pid)
+        values = {
+            k: v
+            for k, v in {
+                "family_name": family_name,
+                "given_name": given_name,
+                "birth_date": birth_date,
+                "sex": sex,
+            }.items()
+            if v is not None
+        }
+        self._retrying(lambda conn: self._upsert(conn, canonical, values))
+
+    def _upsert(self, conn: Connection, pid: str, values: dict[str, str]) -> None:
+        exists = conn.execute(select(patients.c.pid).where(patients.c.pid == pid)).first()
+        if exists is None:
+            conn.execute(patients.insert().values(pid=pid, merged_into=None, updated=_now(), **values))
+        else:
+            conn.execute(update(patients).where(patients.c.pid == pid).values(updated=_now(), **values))
+
+    # --- ADT^A40 -----------------------------------------------------------------------------------
+    def merge(self, subsumed: str, surviving: str) -> None:
+        """Merge ``subsumed`` into ``surviving`` (ADT^A40, ITI TF-2 §3.8.4.2).
+
+        Unknown identifiers are created. Identifiers already merged into ``subsumed`` follow it to
+        the survivor. Raises ValueError for a merge of an identifier into itself or one that would
+        make a cycle (``surviving`` already resolves to ``subsumed``).
+        """
+        old = canonical_cx(subsumed)
+        new = canonical_cx(surviving)
+        if old == new:
+            raise ValueError(f"cannot merge patient identifier {old!r} into itself")
+        self._retrying(lambda conn: self._merge(conn, old, new))
+
+    def _merge(self, conn: Connection, old: str, new: str) -> None:
+        now = _now()
+        # Lock both rows in a fixed order so concurrent merges of the same pair serialise
+        # (PostgreSQL; SQLite transactions already take the write lock when they begin).
+        rows = conn.execute(
+            select(patients.c.pid, patients.c.merged_into)
+            .where(patients.c.pid.in_(sorted((old, new))))
+            .order_by(patients.c.pid)
+            .with_for_update()
+        ).all()
+        known = {r.pid: r.merged_into for r in rows}
+        if new not in known:
+            conn.execute(patients.insert().values(pid=new, merged_into=None, updated=now))
+            survivor = new
+        else:
+            survivor = self._resolve(conn, new) or new
+        if survivor == old:
+            raise ValueError(f"merging {old!r} into {new!r} would make a cycle: {new!r} is merged into it")
+        if old not in known:
+            conn.execute(patients.insert().values(pid=old, merged_into=survivor, updated=now))
+            return
+        conn.execute(update(patients).where(patients.c.pid == old).values(merged_into=survivor, updated=now))
+        # Keep every mark pointing at a survivor: ids merged into ``old`` earlier now follow it.
+        conn.execute(
+            update(patients).where(patients.c.merged_into == old).values(merged_into=survivor, updated=now)
+        )
+
+    # --- transactions ----------------------------------------------------------------------------------
+    def _retrying(self, work: Callable[[Connection], None]) -> None:
+        """Run ``work(conn)`` in one transaction; retry once if a concurrent insert won the race."""
+        try:
+            with self.engine.begin() as conn:
+                work(conn)
+        except IntegrityError:
+            with self.engine.begin() as conn:
+                work(conn)
