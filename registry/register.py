@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from xds.metadata.validation import ValidationProfile, validate_submission
 
 from registry import schema as t
 from registry.patients import PatientDirectory
@@ -30,6 +29,7 @@ from xds.metadata.model import (
     RegistryPackage,
     Submission,
 )
+from xds.metadata.validation import ValidationProfile, validate_submission
 from xds.profiles import Profile
 
 # Relationship associations whose target must be an Approved document of the same patient

@@ -11,8 +11,6 @@ import logging
 
 from anyio import to_thread
 from sqlalchemy import Engine
-from xds.soap.endpoint import SoapEndpoint
-from xds.soap.envelope import SoapRequest, SoapResponse
 
 from registry.database import migrate, open_engine
 from registry.patients import PatientDirectory
@@ -23,6 +21,8 @@ from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.registry_response import registry_response
 from xds.profiles import get_profile
+from xds.soap.endpoint import SoapEndpoint
+from xds.soap.envelope import SoapRequest, SoapResponse
 
 log = logging.getLogger("xds.registry")
 
