@@ -19,11 +19,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
@@ -134,7 +133,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         await reader.readexactly(2)
 
 
-async def _drive(host: str, port: int, requests: Sequence[bytes], concurrency: int, ok_marker: bytes) -> RunResult:
+async def _drive(
+    host: str, port: int, requests: Sequence[bytes], concurrency: int, ok_marker: bytes
+) -> RunResult:
     queue = iter(requests)
     failures = 0
     first_failure = ""
@@ -212,7 +213,9 @@ def bench_register(args: argparse.Namespace) -> int:
             f"ratio {ratio:.1%}  (target >= {target:.0%}: {verdict})"
         )
         if ours.failures or floor.failures:
-            print(f"  failures: registry {ours.failures}, floor {floor.failures}; first: {ours.first_failure or floor.first_failure}")
+            print(
+                f"  failures: registry {ours.failures}, floor {floor.failures}; first: {ours.first_failure or floor.first_failure}"
+            )
             worst = 1
     return worst
 

@@ -26,10 +26,11 @@ from xds.metadata.model import (
     Slot,
     Submission,
 )
+from xds.profiles import norway
 
-FNR_OID = "2.16.578.1.12.4.1.4.1"
-HPR_OID = "2.16.578.1.12.4.1.4.4"
-ORGNR_OID = "2.16.578.1.12.4.1.4.101"
+FNR_OID = norway.OID_FNR
+HPR_OID = norway.OID_HPR
+ORGNR_OID = norway.OID_ORGNR
 VOLVEN = "2.16.578.1.12.4.1.1."
 UID_ROOT = "2.16.578.1.12.4.5.100"
 
@@ -54,25 +55,12 @@ _counter = itertools.count(1)
 
 def person_number(rng: random.Random) -> str:
     """A synthetic fødselsnummer (month + 80, never a real person) with valid check digits."""
-    w1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
-    w2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
     while True:
-        day = rng.randint(1, 28)
-        month = rng.randint(1, 12) + 80
-        year = rng.randint(0, 99)
-        individual = rng.randint(0, 499)
-        digits = [int(c) for c in f"{day:02d}{month:02d}{year:02d}{individual:03d}"]
-        k1 = 11 - sum(a * b for a, b in zip(w1, digits, strict=True)) % 11
-        k1 = 0 if k1 == 11 else k1
-        if k1 == 10:
-            continue
-        digits.append(k1)
-        k2 = 11 - sum(a * b for a, b in zip(w2, digits, strict=True)) % 11
-        k2 = 0 if k2 == 11 else k2
-        if k2 == 10:
-            continue
-        digits.append(k2)
-        return "".join(map(str, digits))
+        day, month = rng.randint(1, 28), rng.randint(1, 12) + 80
+        first_nine = f"{day:02d}{month:02d}{rng.randint(0, 99):02d}{rng.randint(0, 499):03d}"
+        digits = norway.check_digits(first_nine)
+        if digits is not None:
+            return first_nine + digits
 
 
 def patient_cx(number: str) -> str:

@@ -41,15 +41,14 @@ def post(url: str, body: bytes, action: str = v.ACTION_REGISTER) -> httpx.Respon
 
 def soap_body(response: httpx.Response) -> etree._Element:
     env = safexml.parse(response.content)
-    body = env.find("{%s}Body" % v.NS_SOAP12)
+    body = env.find(f"{{{v.NS_SOAP12}}}Body")
     assert body is not None
     return body[0]
 
 
 def test_zeep_client_registers_over_http(server, zeep_registry_client, rs_schema) -> None:  # type: ignore[no-untyped-def]
-    from zeep.wsa import WsAddressingPlugin
-
     import zeep
+    from zeep.wsa import WsAddressingPlugin
 
     client = zeep.Client(zeep_registry_client.wsdl.location, plugins=[WsAddressingPlugin()])
     service = client.create_service(
@@ -60,7 +59,9 @@ def test_zeep_client_registers_over_http(server, zeep_registry_client, rs_schema
     element = client.get_element("{urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0}SubmitObjectsRequest")
     parsed = element.parse(request_el, client.wsdl.types)
     with client.settings(raw_response=True):
-        response = service["DocumentRegistry_RegisterDocumentSet-b"](RegistryObjectList=parsed.RegistryObjectList)
+        response = service["DocumentRegistry_RegisterDocumentSet-b"](
+            RegistryObjectList=parsed.RegistryObjectList
+        )
     assert response.status_code == 200, response.text
     body = soap_body(response)
     rs_schema.assertValid(body)
@@ -85,9 +86,9 @@ def test_failure_response_lists_every_error_and_validates(server, rs_schema) -> 
     locations = {e.location for e in errors}
     assert {"Document01", "Document02"} <= locations
     env = safexml.parse(response.content)
-    action = env.find(".//{%s}Action" % v.NS_WSA)
+    action = env.find(f".//{{{v.NS_WSA}}}Action")
     assert action is not None and action.text == v.ACTION_REGISTER_RESPONSE
-    assert env.find(".//{%s}RelatesTo" % v.NS_WSA) is not None
+    assert env.find(f".//{{{v.NS_WSA}}}RelatesTo") is not None
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,9 @@ def test_mtom_request_is_accepted(server) -> None:  # type: ignore[no-untyped-de
     from xds.soap.mtom import build_mtom_request
 
     good = samples.submission(rng=random.Random())
-    data, ctype = build_mtom_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(good.submission), [])
+    data, ctype = build_mtom_request(
+        v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(good.submission), []
+    )
     response = httpx.post(f"{server.url}/registry", content=data, headers={"Content-Type": ctype})
     assert response.status_code == 200
     assert b"ResponseStatusType:Success" in response.content
@@ -143,4 +146,6 @@ def test_wsdl_is_served(server) -> None:  # type: ignore[no-untyped-def]
     response = httpx.get(f"{server.url}/registry?wsdl")
     assert response.status_code == 200
     wsdl = safexml.parse(response.content)
-    assert wsdl.find(".//{http://schemas.xmlsoap.org/wsdl/soap12/}address").get("location").endswith("/registry")
+    assert (
+        wsdl.find(".//{http://schemas.xmlsoap.org/wsdl/soap12/}address").get("location").endswith("/registry")
+    )

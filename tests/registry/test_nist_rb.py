@@ -8,6 +8,7 @@ the runner reports them as not applicable, by name.
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 from support import RunningServer, make_config, new_database, require_shared, shared_dir
 

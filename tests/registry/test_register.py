@@ -62,7 +62,9 @@ def rplc(patient: str, kind: str, target_uuid: str, rng: random.Random) -> sampl
     return sample
 
 
-def test_register_one_document_stores_every_object(registrar: Registrar, engine: Engine, rng, standards) -> None:
+def test_register_one_document_stores_every_object(
+    registrar: Registrar, engine: Engine, rng, standards
+) -> None:
     sample = samples.submission(rng=rng, with_folder=True)
     registrar.register(sample.submission)
     counts = all_counts(engine)
@@ -76,7 +78,7 @@ def test_register_one_document_stores_every_object(registrar: Registrar, engine:
     el = safexml.parse(xml)
     schema.assertValid(el)
     assert el.get("status") == v.STATUS_APPROVED and el.get("id") == uuid
-    for child in el.iter("{%s}Classification" % v.NS_RIM, "{%s}ExternalIdentifier" % v.NS_RIM):
+    for child in el.iter(f"{{{v.NS_RIM}}}Classification", f"{{{v.NS_RIM}}}ExternalIdentifier"):
         assert child.get("id").startswith("urn:uuid:")
     # the folder got a lastUpdateTime from the registry
     with engine.connect() as conn:
@@ -138,7 +140,9 @@ def test_duplicate_submission_set_unique_id_stores_nothing(registrar: Registrar,
     assert all_counts(engine) == before
 
 
-def test_resubmission_same_hash_accepted_different_hash_refused(registrar: Registrar, engine: Engine, rng) -> None:
+def test_resubmission_same_hash_accepted_different_hash_refused(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
     first = samples.submission(rng=rng)
     registrar.register(first.submission)
     uid = first.documents[0].unique_id
@@ -189,7 +193,9 @@ def test_replacing_a_deprecated_document_is_refused(registrar: Registrar, engine
 
 
 @pytest.mark.parametrize("kind", [v.RPLC, v.APND, v.XFRM, v.XFRM_RPLC, v.SIGNS])
-def test_relationship_to_another_patients_document_is_refused(registrar: Registrar, engine: Engine, rng, kind) -> None:
+def test_relationship_to_another_patients_document_is_refused(
+    registrar: Registrar, engine: Engine, rng, kind
+) -> None:
     original = samples.submission(rng=rng)
     registrar.register(original.submission)
     target = uuid_of(engine, original.documents[0].unique_id)
@@ -218,11 +224,15 @@ def test_replacement_inherits_folder_membership(registrar: Registrar, engine: En
     registrar.register(replacement.submission)
     new_uuid = uuid_of(engine, replacement.documents[0].unique_id)
     with engine.connect() as conn:
-        members = conn.execute(
-            select(t.associations.c.target).where(
-                t.associations.c.source == folder_uuid, t.associations.c.type == v.HAS_MEMBER
+        members = (
+            conn.execute(
+                select(t.associations.c.target).where(
+                    t.associations.c.source == folder_uuid, t.associations.c.type == v.HAS_MEMBER
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         update_time = conn.execute(select(t.folders.c.last_update_time)).scalar_one()
     assert new_uuid in members and target in members
     assert update_time == "29991231235959" != first_update
@@ -266,7 +276,9 @@ def test_adding_to_another_patients_folder_is_refused(registrar: Registrar, engi
     assert v.XDSPatientIdDoesNotMatch in codes_of(exc)
 
 
-def test_invalid_submission_reports_every_error_and_stores_nothing(registrar: Registrar, engine: Engine, rng) -> None:
+def test_invalid_submission_reports_every_error_and_stores_nothing(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
     sample = samples.submission(rng=rng, documents=2)
     d1, d2 = sample.documents
     d1.set_slot("creationTime", ["2005122"])  # not a DTM

@@ -34,15 +34,20 @@ def _mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     return None if rest == 10 else rest
 
 
+def check_digits(first_nine: str) -> str | None:
+    """The two check digits that complete a person number, or None where none exist."""
+    k1 = _mod11(first_nine, _K1)
+    if k1 is None:
+        return None
+    k2 = _mod11(first_nine + str(k1), _K2)
+    return None if k2 is None else f"{k1}{k2}"
+
+
 def check_digits_ok(number: str) -> bool:
     """The two check digits of an 11-digit person number are right."""
     if len(number) != 11 or not number.isascii() or not number.isdigit():
         return False
-    k1 = _mod11(number[:9], _K1)
-    if k1 is None or k1 != int(number[9]):
-        return False
-    k2 = _mod11(number[:10], _K2)
-    return k2 is not None and k2 == int(number[10])
+    return check_digits(number[:9]) == number[9:]
 
 
 def person_number_kind(number: str) -> str | None:

@@ -27,7 +27,13 @@ from xds.soap.envelope import (
     fault_bytes,
     parse_envelope,
 )
-from xds.soap.mtom import MultipartParser, content_type_params, multipart_content_type, new_boundary, stream_mtom
+from xds.soap.mtom import (
+    MultipartParser,
+    content_type_params,
+    multipart_content_type,
+    new_boundary,
+    stream_mtom,
+)
 
 log = logging.getLogger("xds.soap")
 
@@ -108,7 +114,9 @@ class SoapEndpoint:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_body_bytes:
-                raise SoapFault("Sender", f"the message is larger than the limit of {self.max_body_bytes} bytes")
+                raise SoapFault(
+                    "Sender", f"the message is larger than the limit of {self.max_body_bytes} bytes"
+                )
             if chunk:
                 sink(chunk)
             if not message.get("more_body", False):
@@ -132,7 +140,9 @@ class SoapEndpoint:
             )
         if request.action not in self.handlers:
             raise SoapFault(
-                "Sender", f"the action {request.action!r} is not supported at this endpoint", "wsa:ActionNotSupported"
+                "Sender",
+                f"the action {request.action!r} is not supported at this endpoint",
+                "wsa:ActionNotSupported",
             )
 
     async def _dispatch(self, request: SoapRequest) -> SoapResponse:
@@ -157,7 +167,9 @@ class SoapEndpoint:
             {"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype.encode())]}
         )
         try:
-            async for chunk in stream_mtom(envelope, response.attachments, boundary, root_id, response.action):
+            async for chunk in stream_mtom(
+                envelope, response.attachments, boundary, root_id, response.action
+            ):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:

@@ -114,7 +114,9 @@ class SoapResponse:
 # -------------------------------------------------------------------------------------------------
 # parsing
 # -------------------------------------------------------------------------------------------------
-def parse_envelope(data: bytes, attachments: dict[str, Attachment] | None = None, *, mtom: bool = False) -> SoapRequest:
+def parse_envelope(
+    data: bytes, attachments: dict[str, Attachment] | None = None, *, mtom: bool = False
+) -> SoapRequest:
     """Parse a SOAP 1.2 envelope; SoapFault (Sender / VersionMismatch) when it is not one."""
     try:
         root = safexml.parse(data)

@@ -74,8 +74,20 @@ class _Part:
     def finish(self) -> Attachment:
         if self._file is not None:
             self._file.close()  # type: ignore[attr-defined]
-            return Attachment(self.content_id, self.content_type, path=self._path, size=self.size, sha1=self._sha1.hexdigest())
-        return Attachment(self.content_id, self.content_type, data=bytes(self._buf), size=self.size, sha1=self._sha1.hexdigest())
+            return Attachment(
+                self.content_id,
+                self.content_type,
+                path=self._path,
+                size=self.size,
+                sha1=self._sha1.hexdigest(),
+            )
+        return Attachment(
+            self.content_id,
+            self.content_type,
+            data=bytes(self._buf),
+            size=self.size,
+            sha1=self._sha1.hexdigest(),
+        )
 
     def discard(self) -> None:
         if self._file is not None:
@@ -90,7 +102,9 @@ class _Part:
 class MultipartParser:
     """Incremental ``multipart/related`` parser (RFC 2046 §5.1, RFC 2387)."""
 
-    def __init__(self, content_type: str, *, spool_threshold: int = 1024 * 1024, tmp_dir: str | None = None) -> None:
+    def __init__(
+        self, content_type: str, *, spool_threshold: int = 1024 * 1024, tmp_dir: str | None = None
+    ) -> None:
         media, params = content_type_params(content_type)
         if not media.startswith("multipart/"):
             raise SoapFault("Sender", f"expected a multipart message, got {media}")
@@ -230,7 +244,9 @@ def resolve_xop(element: etree._Element, attachments: dict[str, Attachment]) -> 
     return found
 
 
-def inline_or_xop_bytes(element: etree._Element, attachments: dict[str, Attachment], content_id: str = "") -> Attachment:
+def inline_or_xop_bytes(
+    element: etree._Element, attachments: dict[str, Attachment], content_id: str = ""
+) -> Attachment:
     """The content of an element: an xop:Include'd part, or its inline base64 text."""
     found = resolve_xop(element, attachments)
     if found is not None:
@@ -294,7 +310,9 @@ def build_mtom_request(
     return b"".join(out), multipart_content_type(boundary, root_id, action)
 
 
-async def stream_mtom(envelope: bytes, attachments: list[Attachment], boundary: str, root_id: str, action: str) -> AsyncIterator[bytes]:
+async def stream_mtom(
+    envelope: bytes, attachments: list[Attachment], boundary: str, root_id: str, action: str
+) -> AsyncIterator[bytes]:
     """The parts of an MTOM answer, attachments read from disk in chunks."""
     yield _root_part_head(boundary, root_id) + envelope
     for att in attachments:
