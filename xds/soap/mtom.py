@@ -148,14 +148,15 @@ class MultipartParser:
                 del self._buf[: end + 2]  # transport padding after the boundary
                 self._state = "headers"
             elif self._state == "headers":
+                if self._buf.startswith(b"\r\n"):  # a part with no headers at all
+                    del self._buf[:2]
+                    self._part = _Part({}, self._threshold, self._tmp_dir)
+                    self._state = "body"
+                    continue
                 end = self._buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(self._buf) > MAX_HEADER_BYTES:
                         raise SoapFault("Sender", "multipart part headers are too long")
-                    if self._buf.startswith(b"\r\n"):  # a part with no headers at all
-                        del self._buf[:2]
-                        self._part = _Part({}, self._threshold, self._tmp_dir)
-                        self._state = "body"
                     return
                 headers = _parse_headers(bytes(self._buf[:end]))
                 del self._buf[: end + 4]
@@ -202,7 +203,9 @@ class MultipartParser:
             root_index = matches[0]
         root = self.parts[root_index]
         attachments = {p.content_id: p for i, p in enumerate(self.parts) if i != root_index}
-        return root.read(), attachments
+        data = root.read()
+        root.discard()
+        return data, attachments
 
     def discard(self) -> None:
         if self._part is not None:

@@ -1,0 +1,134 @@
+"""MTOM/XOP multipart parsing (W3C XOP 1.0, RFC 2387): part orders, cids, chunking, spooling, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from xds.metadata import vocabulary as v
+from xds.soap import mtom
+from xds.soap.envelope import SoapFault, parse_message
+
+ENV = (
+    f'<env:Envelope xmlns:env="{v.NS_SOAP12}" xmlns:wsa="{v.NS_WSA}"><env:Header>'
+    f"<wsa:Action>urn:a</wsa:Action></env:Header><env:Body>"
+    f'<doc xmlns:xop="{v.NS_XOP}"><xop:Include href="cid:doc1%40example.org"/></doc>'
+    f"</env:Body></env:Envelope>"
+).encode()
+
+
+def multipart(
+    parts: list[tuple[dict[str, str], bytes]], boundary: str = "b0undary", closing: bool = True
+) -> bytes:
+    out = [b"preamble text\r\n"]
+    for headers, body in parts:
+        out.append(f"--{boundary}\r\n".encode())
+        out.append("".join(f"{k}: {val}\r\n" for k, val in headers.items()).encode() + b"\r\n")
+        out.append(body + b"\r\n")
+    if closing:
+        out.append(f"--{boundary}--\r\nepilogue".encode())
+    return b"".join(out)
+
+
+def ctype(start: str | None = "<root@example.org>", boundary: str = "b0undary") -> str:
+    value = f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; start-info="application/soap+xml"'
+    if start is not None:
+        value += f'; start="{start}"'
+    return value
+
+
+ROOT = (
+    {"Content-Type": 'application/xop+xml; type="application/soap+xml"', "Content-ID": "<root@example.org>"},
+    ENV,
+)
+DOC = b"%PDF-1.7\r\n--b0undar not quite a boundary\r\n\x00\xff" * 50
+ATT = ({"Content-Type": "application/pdf", "Content-ID": "<doc1@example.org>"}, DOC)
+
+
+@pytest.mark.parametrize("order", ["root-first", "root-last"])
+@pytest.mark.parametrize("start", ["<root@example.org>", "root@example.org"])
+def test_parts_in_any_order_found_by_start_and_cid(order: str, start: str) -> None:
+    parts = [ROOT, ATT] if order == "root-first" else [ATT, ROOT]
+    request = parse_message(ctype(start), multipart(parts))
+    assert request.action == "urn:a" and request.mtom
+    att = mtom.resolve_xop(request.body, request.attachments)
+    assert att is not None and att.read() == DOC
+    assert att.sha1 == hashlib.sha1(DOC).hexdigest() and att.size == len(DOC)
+
+
+def test_without_start_the_first_part_is_the_root() -> None:
+    request = parse_message(ctype(None), multipart([ROOT, ATT]))
+    assert mtom.resolve_xop(request.body, request.attachments).read() == DOC  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_boundaries_split_across_reads(chunk: int, tmp_path: Path) -> None:
+    data = multipart([ROOT, ATT])
+    parser = mtom.MultipartParser(ctype(), spool_threshold=100, tmp_dir=str(tmp_path))
+    for i in range(0, len(data), chunk):
+        parser.feed(data[i : i + chunk])
+    root, attachments = parser.close()
+    assert root == ENV
+    att = attachments["doc1@example.org"]
+    assert att.path is not None and att.path.startswith(str(tmp_path))  # spooled past the threshold
+    assert att.read() == DOC and att.sha1 == hashlib.sha1(DOC).hexdigest()
+    att.discard()
+    assert os.listdir(tmp_path) == []
+
+
+def test_truncated_message_is_refused_and_leaves_no_files(tmp_path: Path) -> None:
+    data = multipart([ROOT, ATT], closing=False)[:-100]
+    parser = mtom.MultipartParser(ctype(), spool_threshold=10, tmp_dir=str(tmp_path))
+    parser.feed(data)
+    with pytest.raises(SoapFault, match="truncated"):
+        parser.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_start_part_is_refused() -> None:
+    with pytest.raises(SoapFault, match="start part"):
+        parse_message(ctype("<other@example.org>"), multipart([ROOT, ATT]))
+
+
+def test_wrong_cid_is_refused() -> None:
+    other = ({"Content-Type": "application/pdf", "Content-ID": "<doc2@example.org>"}, DOC)
+    request = parse_message(ctype(), multipart([ROOT, other]))
+    with pytest.raises(SoapFault, match="not a part"):
+        mtom.resolve_xop(request.body, request.attachments)
+
+
+def test_no_boundary_parameter_is_refused() -> None:
+    with pytest.raises(SoapFault, match="boundary"):
+        mtom.MultipartParser("multipart/related; type=application/xop+xml")
+
+
+def test_garbage_is_refused() -> None:
+    parser = mtom.MultipartParser(ctype())
+    with pytest.raises(SoapFault):
+        parser.feed(b"x" * (mtom.MAX_HEADER_BYTES + 10))
+
+
+def test_inline_base64_and_bad_base64() -> None:
+    from lxml import etree
+
+    el = etree.fromstring(b"<Document>aGVs\nbG8=</Document>")
+    assert mtom.inline_or_xop_bytes(el, {}).read() == b"hello"
+    with pytest.raises(SoapFault, match="base64"):
+        mtom.inline_or_xop_bytes(etree.fromstring(b"<Document>!!</Document>"), {})
+
+
+def test_built_request_parses_back() -> None:
+    body = f'<doc xmlns:xop="{v.NS_XOP}"><xop:Include href="cid:a1"/></doc>'.encode()
+    data, content_type = mtom.build_mtom_request("urn:x", body, [("a1", "text/plain", b"payload")])
+    request = parse_message(content_type, data)
+    assert request.action == "urn:x"
+    assert mtom.resolve_xop(request.body, request.attachments).read() == b"payload"  # type: ignore[union-attr]
+
+
+def test_normalize_cid() -> None:
+    assert mtom.normalize_cid("cid:doc1%40example.org") == "doc1@example.org"
+    assert mtom.normalize_cid("<doc1@example.org>") == "doc1@example.org"
+    assert mtom.normalize_cid(" doc1@example.org ") == "doc1@example.org"
