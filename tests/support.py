@@ -116,3 +116,28 @@ def make_config(data_dir: Path, database_url: str, **registry: object):  # type:
     for key, value in registry.items():
         setattr(cfg.registry, key, value)
     return cfg
+
+
+def zeep_send(client, service, operation: str, payload, **placeholder):  # type: ignore[no-untyped-def]
+    """Call ``operation`` with zeep, its envelope carrying ``payload`` (an lxml element) as the body.
+
+    zeep builds the envelope from the official WSDL (SOAP 1.2 binding, wsa:Action, MessageID, To) and
+    parses the answer with the WSDL's schemas. The body is put in as an element because the ebRIM
+    registry object list is an XSD substitution group, which zeep cannot render from Python values;
+    ``placeholder`` gives zeep the minimal arguments it needs to build the operation's envelope.
+    Returns the raw HTTP response and zeep's parsed result.
+    """
+    from xds.metadata import vocabulary as v
+
+    binding = service._binding
+    options = service._binding_options
+    envelope, http_headers = binding._create(operation, (), placeholder, client=client, options=options)
+    body = envelope.find(f"{{{v.NS_SOAP12}}}Body")
+    body[:] = [payload]
+    response = client.transport.post_xml(options["address"], envelope, http_headers)
+    result = (
+        binding.process_reply(client, binding.get(operation), response)
+        if response.status_code == 200
+        else None
+    )
+    return response, result

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from lxml import etree
+from support import zeep_send
 
 from xds import safexml, samples
 from xds.metadata import ebrim
@@ -47,29 +48,21 @@ def soap_body(response: httpx.Response) -> etree._Element:
 
 
 def test_zeep_client_registers_over_http(server, zeep_registry_client, rs_schema) -> None:  # type: ignore[no-untyped-def]
-    import zeep
-    from zeep.wsa import WsAddressingPlugin
-
-    client = zeep.Client(zeep_registry_client.wsdl.location, plugins=[WsAddressingPlugin()])
+    client = zeep_registry_client
     service = client.create_service(
         "{urn:ihe:iti:xds-b:2007}DocumentRegistry_Binding_Soap12", f"{server.url}/registry"
     )
     sample = samples.submission(rng=random.Random(1), with_folder=True)
     request_el = ebrim.submit_objects_request(sample.submission)
-    element = client.get_element("{urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0}SubmitObjectsRequest")
-    parsed = element.parse(request_el, client.wsdl.types)
-    with client.settings(raw_response=True):
-        response = service["DocumentRegistry_RegisterDocumentSet-b"](
-            RegistryObjectList=parsed.RegistryObjectList
-        )
+    op = "DocumentRegistry_RegisterDocumentSet-b"
+    response, result = zeep_send(client, service, op, request_el, RegistryObjectList={"Identifiable": []})
     assert response.status_code == 200, response.text
-    body = soap_body(response)
+    body = safexml.parse(response.content).find(f"{{{v.NS_SOAP12}}}Body")[0]
     rs_schema.assertValid(body)
-    status, errors = parse_registry_response(body)
-    assert status == v.RESPONSE_SUCCESS, errors
-    # and zeep itself understands the answer
-    result = service["DocumentRegistry_RegisterDocumentSet-b"](RegistryObjectList=parsed.RegistryObjectList)
-    assert result.status == v.RESPONSE_FAILURE  # the same uniqueIds again: refused
+    assert result.status == v.RESPONSE_SUCCESS, result
+    # the same uniqueIds again: refused, and zeep reads the error list
+    response, result = zeep_send(client, service, op, request_el, RegistryObjectList={"Identifiable": []})
+    assert result.status == v.RESPONSE_FAILURE
     assert result.RegistryErrorList.RegistryError[0].errorCode == v.XDSDuplicateUniqueIdInRegistry
 
 

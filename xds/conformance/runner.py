@@ -75,6 +75,7 @@ class Session:
         self.client = client or httpx.Client(timeout=60)
         self.reports: dict[tuple[str, str, str], dict[str, str]] = {}
         self.prepared: dict[tuple[str, str, str], Prepared] = {}
+        self.section_patients: dict[tuple[str, str], str] = {}
         self._running: set[str] = set()
         self._oids = itertools.count(1)
         self._oid_root = f"1.2.42.{int(time.time())}.{uuid.uuid4().int % 10**6}"
@@ -108,6 +109,8 @@ class Session:
                 return result(*self._feed(test, section, step))
             if step.transaction == tp.REGISTER:
                 return result(*self._register(test, section, step))
+            if not step.transaction and step.flags.new_patient_id:
+                return result(*self._new_patient(test, section, step))
         except _Unresolved as exc:
             return result("failed", str(exc))
         return result(
@@ -163,9 +166,24 @@ class Session:
         """ITI-8: make up a patient, feed it over MLLP, save it as the test's ``$patientid$``."""
         if self.target.feed is None:
             return "not applicable", "the target has no patient identity feed configured"
+        pid = self.fresh_patient()
+        ack = self._feed_patient(pid)
+        ok = "MSA|AA" in ack
+        saved = {"$patientid$": pid, "patientid": pid, "$pid$": pid}
+        for spec in step.reports:
+            saved.setdefault(spec.name, pid)
+        self.reports[(test.id, section.name, step.id)] = saved
+        expected = step.expected_status or ("Success",)
+        actual = "Success" if ok else "Failure"
+        if actual not in expected:
+            return "failed", f"feed ACK was {ack.strip()[:200]!r}"
+        return "passed", ""
+
+    def _feed_patient(self, pid: str) -> str:
+        """Send an ADT^A04 registering ``pid`` over MLLP; the ACK's text."""
         from registry.mllp import send_mllp
 
-        pid = self.fresh_patient()
+        assert self.target.feed is not None
         ident, _, rest = pid.partition("^^^&")
         oid = rest.split("&")[0]
         stamp = time.strftime("%Y%m%d%H%M%S")
@@ -178,26 +196,33 @@ class Session:
                 "PV1||O",
             ]
         )
-        ack = send_mllp(*self.target.feed, message)
-        ok = "MSA|AA" in ack
-        saved = {"$patientid$": pid, "patientid": pid, "$pid$": pid}
-        for spec in step.reports:
-            saved.setdefault(spec.name, pid)
-        self.reports[(test.id, section.name, step.id)] = saved
-        expected = step.expected_status or ("Success",)
-        actual = "Success" if ok else "Failure"
-        if actual not in expected:
-            return "failed", f"feed ACK was {ack.strip()[:200]!r}"
+        return send_mllp(*self.target.feed, message)
+
+    def _new_patient(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """``<NewPatientId/>``: a second patient, fed to the target, used by the rest of the section."""
+        pid = self.fresh_patient()
+        if self.target.feed is not None:
+            ack = self._feed_patient(pid)
+            if "MSA|AA" not in ack:
+                return "failed", f"feed of the new patient id was answered {ack.strip()[:200]!r}"
+        self.section_patients[(test.id, section.name)] = pid
+        self.reports[(test.id, section.name, step.id)] = {"$patientid$": pid}
         return "passed", ""
 
     def _register(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
         if self.target.registry_url is None:
             return "not applicable", "the target has no registry"
         symbols = self._symbols(test, section, step)
-        if step.flags.alt_patient_id or step.flags.new_patient_id:
-            patient = self.fresh_patient()
+        if step.flags.new_patient_id:
+            self._new_patient(test, section, step)
+        if step.flags.alt_patient_id:
+            patient = self.fresh_patient()  # <AltPatientId/>: an id the target was never told about
         else:
-            patient = symbols.get("$patientid$") or self._session_patient(test)
+            patient = (
+                self.section_patients.get((test.id, section.name))
+                or symbols.get("$patientid$")
+                or self._session_patient(test)
+            )
         prepared = prepare_submission(
             step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
         )
