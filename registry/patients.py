@@ -55,16 +55,19 @@ class PatientDirectory:
         self._lookup = select(patients.c.merged_into).where(patients.c.pid == bindparam("pid"))
 
     # --- reading ------------------------------------------------------------------------------------
-    def resolve(self, pid: str) -> str | None:
+    def resolve(self, pid: str, conn: Connection | None = None) -> str | None:
         """The surviving canonical identifier for ``pid``, or None when ``pid`` is unknown.
 
         An identifier subsumed by an A40 merge (ITI TF-2 §3.8.4.2) resolves to the one that
-        survived it. An identifier that cannot be put in canonical form is unknown.
+        survived it. An identifier that cannot be put in canonical form is unknown. ``conn`` lets a
+        caller resolve inside its own transaction.
         """
         try:
             current = canonical_cx(pid)
         except ValueError:
             return None
+        if conn is not None:
+            return self._resolve(conn, current)
         with self.engine.connect() as conn:
             return self._resolve(conn, current)
 

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Insert, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from registry import schema as t
@@ -70,6 +72,7 @@ class _Plan:
 
     sub: Submission
     patient_id: str
+    supplied_uuids: set[str] = field(default_factory=set)
     existing_docs: dict[str, StoredDocument] = field(default_factory=dict)
     existing_folders: dict[str, StoredFolder] = field(default_factory=dict)
     deprecate: list[str] = field(default_factory=list)
@@ -101,7 +104,7 @@ class Registrar:
             return f"{id_number!r} is not a valid national identity number under {authority}"
         return ""
 
-    def resolve_patient(self, pid: str, location: str) -> str:
+    def resolve_patient(self, pid: str, location: str, conn: Connection | None = None) -> str:
         """The patient id to file under, or XDSUnknownPatientId (ITI TF-2 §3.42.4.1.3.2)."""
         cx = CX.parse(pid)
         status = self.profile.patient_id_status(cx.id, cx.authority_oid)
@@ -111,7 +114,7 @@ class Registrar:
                 f"patient id {pid!r} is not a valid national identity number",
                 location,
             )
-        resolved = self.patients.resolve(pid)
+        resolved = self.patients.resolve(pid, conn)
         if resolved is not None:
             return resolved
         if status == "valid":
@@ -128,21 +131,46 @@ class Registrar:
             raise XdsException(errors)
         ss = sub.submission_sets[0]
         pid = ss.patient_id or ""
-        surviving = self.resolve_patient(pid, ss.id)
+        supplied = {o.id for o in sub.objects if o.id.startswith("urn:uuid:")}
         assign_uuids(sub)
-        if surviving != pid:
-            _rewrite_patient_id(sub, surviving)
-        plan = _Plan(sub=sub, patient_id=surviving)
+        plan = _Plan(sub=sub, patient_id=pid, supplied_uuids=supplied)
         try:
             with self.engine.begin() as conn:
+                plan.patient_id = self.resolve_patient(pid, ss.id, conn)
+                if plan.patient_id != pid:
+                    _rewrite_patient_id(sub, plan.patient_id)
                 self._check_against_registry(conn, plan)
                 self._store(conn, plan)
         except IntegrityError as exc:
-            raise XdsException.of(
+            raise XdsException(self._explain_conflict(plan)) from exc
+
+    def _explain_conflict(self, plan: _Plan) -> list[XdsError]:
+        """Name what collided when a unique constraint refused the submission.
+
+        SubmissionSet and Folder uniqueIds are left to the database's unique constraints rather
+        than looked up first, which keeps the common case to a few statements; on a collision this
+        finds which (ITI TF-3 §4.2.3.3.12, §4.2.3.4.8: XDSDuplicateUniqueIdInRegistry).
+        """
+        errors: list[XdsError] = []
+        with self.engine.connect() as conn:
+            for pkg in plan.sub.packages:
+                uid = pkg.unique_id
+                table = t.submission_sets if pkg.is_submission_set else t.folders
+                if uid and conn.execute(select(table.c.seq).where(table.c.unique_id == uid)).first():
+                    errors.append(
+                        XdsError(
+                            v.XDSDuplicateUniqueIdInRegistry,
+                            f"uniqueId {uid} is already in the registry",
+                            pkg.id,
+                        )
+                    )
+        return errors or [
+            XdsError(
                 v.XDSDuplicateUniqueIdInRegistry,
                 "an object of this submission (uniqueId or entryUUID) is already in the registry",
-                ss.id,
-            ) from exc
+                plan.sub.submission_sets[0].id,
+            )
+        ]
 
     # ---------------------------------------------------------------------------------------------
     def _check_against_registry(self, conn: Connection, plan: _Plan) -> None:
@@ -150,32 +178,15 @@ class Registrar:
         in_message = {o.id for o in sub.objects}
         errors: list[XdsError] = []
 
-        # entryUUIDs a submitter chose must be new to the registry
-        taken = _existing_uuids(conn, in_message)
-        for oid in sorted(taken):
+        # what the registry holds of the entryUUIDs a submitter chose and the objects referenced
+        referenced = {a.target_object for a in sub.associations} | {a.source_object for a in sub.associations}
+        referenced -= in_message
+        kinds = _object_kinds(conn, plan.supplied_uuids | referenced)
+        for oid in sorted(plan.supplied_uuids & kinds.keys()):
             errors.append(
                 XdsError(v.XDSRegistryMetadataError, f"entryUUID {oid} is already used in the registry", oid)
             )
-
-        # SubmissionSet and Folder uniqueIds must be new (ITI TF-3 §4.2.3.3.12, §4.2.3.4.8)
-        for pkg in sub.packages:
-            uid = pkg.unique_id
-            table = t.submission_sets if pkg.is_submission_set else t.folders
-            if uid and conn.execute(select(table.c.seq).where(table.c.unique_id == uid)).first():
-                errors.append(
-                    XdsError(
-                        v.XDSDuplicateUniqueIdInRegistry, f"uniqueId {uid} is already in the registry", pkg.id
-                    )
-                )
-
-        # objects referenced by uuid that are not in the message must exist
-        referenced = {a.target_object for a in sub.associations} | {a.source_object for a in sub.associations}
-        referenced -= in_message
-        plan.existing_docs = _load_documents(conn, referenced, for_update=True)
-        plan.existing_folders = _load_folders(conn, referenced - plan.existing_docs.keys())
-        known = plan.existing_docs.keys() | plan.existing_folders.keys()
-        known |= _existing_uuids(conn, referenced - known)
-        for ref in sorted(referenced - known):
+        for ref in sorted(referenced - kinds.keys()):
             errors.append(
                 XdsError(
                     v.XDSRegistryMetadataError,
@@ -183,6 +194,8 @@ class Registrar:
                     ref,
                 )
             )
+        plan.existing_docs = _load_documents(conn, {r for r in referenced if kinds.get(r) == "document"})
+        plan.existing_folders = _load_folders(conn, {r for r in referenced if kinds.get(r) == "folder"})
 
         by_id = sub.by_id()
         ss = sub.submission_sets[0]
@@ -192,8 +205,7 @@ class Registrar:
             raise XdsException(errors)
 
         # document uniqueIds: same hash = resubmission, different hash = refused (ITI TF-2 §3.42.4.1.3.3)
-        for doc in sub.documents:
-            errors.extend(_claim_document_unique_id(conn, doc))
+        errors = _claim_document_unique_ids(conn, sub.documents)
         if errors:
             raise XdsException(errors)
 
@@ -311,8 +323,8 @@ class Registrar:
             )
             kinds.append({"uuid": assoc.id, "kind": "association"})
         if assoc_rows:
-            conn.execute(insert(t.associations), assoc_rows)
-        conn.execute(insert(t.registry_objects), kinds)
+            _insert_rows(conn, _INSERT_ASSOCIATIONS, assoc_rows)
+        _insert_rows(conn, _INSERT_OBJECTS, kinds)
 
         existing_touched = plan.touched_folders - {f.id for f in sub.folders}
         if existing_touched:
@@ -404,20 +416,22 @@ def _rewrite_patient_id(sub: Submission, surviving: str) -> None:
 # -------------------------------------------------------------------------------------------------
 # reading what the registry holds
 # -------------------------------------------------------------------------------------------------
-def _existing_uuids(conn: Connection, ids: set[str]) -> set[str]:
+def _object_kinds(conn: Connection, ids: set[str]) -> dict[str, str]:
+    """The kind (document, submissionset, folder, association) of each id the registry holds."""
     ids = {i for i in ids if i.startswith("urn:uuid:")}
     if not ids:
-        return set()
-    rows = conn.execute(select(t.registry_objects.c.uuid).where(t.registry_objects.c.uuid.in_(ids)))
-    return {r.uuid for r in rows}
+        return {}
+    r = t.registry_objects.c
+    return {row.uuid: row.kind for row in conn.execute(select(r.uuid, r.kind).where(r.uuid.in_(ids)))}
 
 
-def _load_documents(conn: Connection, ids: set[str], *, for_update: bool) -> dict[str, StoredDocument]:
+def _load_documents(conn: Connection, ids: set[str]) -> dict[str, StoredDocument]:
+    """Relationship targets, locked on PostgreSQL so concurrent replacements serialise."""
     if not ids:
         return {}
     d = t.documents.c
     query = select(d.uuid, d.lid, d.seq, d.status, d.patient_id).where(d.uuid.in_(ids))
-    if for_update and conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     return {r.uuid: StoredDocument(r.uuid, r.lid, r.seq, r.status, r.patient_id) for r in conn.execute(query)}
 
@@ -432,29 +446,53 @@ def _load_folders(conn: Connection, ids: set[str]) -> dict[str, StoredFolder]:
     return {r.uuid: StoredFolder(r.uuid, r.seq, r.status, r.patient_id) for r in conn.execute(query)}
 
 
-def _claim_document_unique_id(conn: Connection, doc: DocumentEntry) -> list[XdsError]:
-    uid = doc.unique_id or ""
-    digest = (doc.hash or "").lower() or None
-    h = t.document_hashes.c
-    row = conn.execute(select(h.hash).where(h.unique_id == uid)).first()
-    if row is None:
-        conn.execute(insert(t.document_hashes).values(unique_id=uid, hash=digest))
+_CLAIM = {
+    "postgresql": pg_insert(t.document_hashes)
+    .on_conflict_do_nothing(index_elements=["unique_id"])
+    .returning(t.document_hashes.c.unique_id),
+    "sqlite": sqlite_insert(t.document_hashes)
+    .on_conflict_do_nothing(index_elements=["unique_id"])
+    .returning(t.document_hashes.c.unique_id),
+}
+
+
+def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> list[XdsError]:
+    """Bind each DocumentEntry uniqueId to its hash, once and for all, in one statement.
+
+    A uniqueId already bound is a resubmission: accepted with the same hash, refused with
+    XDSNonIdenticalHash otherwise (ITI TF-2 §3.42.4.1.3.3).
+    """
+    if not docs:
         return []
-    if digest is None or row.hash is None:
-        return [
-            XdsError(
-                v.XDSDuplicateUniqueIdInRegistry, f"document uniqueId {uid} is already registered", doc.id
+    wanted = {doc.unique_id or "": ((doc.hash or "").lower() or None, doc) for doc in docs}
+    rows = [{"unique_id": uid, "hash": digest} for uid, (digest, _) in wanted.items()]
+    claimed = set(conn.execute(_CLAIM[conn.dialect.name], rows).scalars())
+    taken = wanted.keys() - claimed
+    if not taken:
+        return []
+    h = t.document_hashes.c
+    stored = {
+        r.unique_id: r.hash for r in conn.execute(select(h.unique_id, h.hash).where(h.unique_id.in_(taken)))
+    }
+    errors = []
+    for uid in sorted(taken):
+        digest, doc = wanted[uid]
+        known = stored.get(uid)
+        if digest is None or known is None:
+            errors.append(
+                XdsError(
+                    v.XDSDuplicateUniqueIdInRegistry, f"document uniqueId {uid} is already registered", doc.id
+                )
             )
-        ]
-    if row.hash != digest:
-        return [
-            XdsError(
-                v.XDSNonIdenticalHash,
-                f"document uniqueId {uid} is registered with hash {row.hash}, this submission has {digest}",
-                doc.id,
+        elif known != digest:
+            errors.append(
+                XdsError(
+                    v.XDSNonIdenticalHash,
+                    f"document uniqueId {uid} is registered with hash {known}, this submission has {digest}",
+                    doc.id,
+                )
             )
-        ]
-    return []
+    return errors
 
 
 # -------------------------------------------------------------------------------------------------
@@ -474,10 +512,30 @@ def _dtm(value: str | None) -> str | None:
         return None
 
 
+# Statements built once: executing them with parameter dicts skips per-call statement building.
+_INSERT_DOCUMENT = insert(t.documents).returning(t.documents.c.seq)
+_INSERT_SUBMISSION_SET = insert(t.submission_sets).returning(t.submission_sets.c.seq)
+_INSERT_FOLDER = insert(t.folders).returning(t.folders.c.seq)
+_INSERT_DOCUMENT_CODES = insert(t.document_codes)
+_INSERT_SS_AUTHORS = insert(t.submission_set_authors)
+_INSERT_FOLDER_CODES = insert(t.folder_codes)
+_INSERT_ASSOCIATIONS = insert(t.associations)
+_INSERT_OBJECTS = insert(t.registry_objects)
+
+
+def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, object]]) -> None:
+    """Several rows in one multi-VALUES statement: one round trip, where executemany may take more."""
+    if len(rows) == 1:
+        conn.execute(statement, rows[0])
+    else:
+        conn.execute(statement.values(rows))
+
+
 def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
     size = doc.size
     seq = conn.execute(
-        insert(t.documents).values(
+        _INSERT_DOCUMENT,
+        dict(
             uuid=doc.id,
             lid=doc.lid or doc.id,
             unique_id=doc.unique_id or "",
@@ -498,8 +556,8 @@ def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
             mime_type=doc.mime_type,
             home=doc.home,
             xml=ebrim.to_bytes(doc),
-        )
-    ).inserted_primary_key[0]
+        ),
+    ).scalar_one()
     rows = [{"doc_seq": seq, "kind": "event", "value": c} for c in _codes(doc, v.DE_EVENT_CODE)]
     rows += [{"doc_seq": seq, "kind": "conf", "value": c} for c in _codes(doc, v.DE_CONFIDENTIALITY_CODE)]
     rows += [
@@ -510,7 +568,7 @@ def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
         for r in doc.slot_values("urn:ihe:iti:xds:2013:referenceIdList")
     ]
     if rows:
-        conn.execute(insert(t.document_codes), rows)
+        _insert_rows(conn, _INSERT_DOCUMENT_CODES, rows)
 
 
 def _codes(obj: RegistryObject, scheme: str) -> list[str]:
@@ -519,7 +577,8 @@ def _codes(obj: RegistryObject, scheme: str) -> list[str]:
 
 def _insert_submission_set(conn: Connection, ss: RegistryPackage) -> None:
     seq = conn.execute(
-        insert(t.submission_sets).values(
+        _INSERT_SUBMISSION_SET,
+        dict(
             uuid=ss.id,
             unique_id=ss.unique_id or "",
             patient_id=ss.patient_id or "",
@@ -529,16 +588,17 @@ def _insert_submission_set(conn: Connection, ss: RegistryPackage) -> None:
             content_type_code=_code(ss, v.SS_CONTENT_TYPE_CODE),
             home=ss.home,
             xml=ebrim.to_bytes(ss),
-        )
-    ).inserted_primary_key[0]
+        ),
+    ).scalar_one()
     authors = [{"ss_seq": seq, "author_person": a.person} for a in ss.authors(v.SS_AUTHOR) if a.person]
     if authors:
-        conn.execute(insert(t.submission_set_authors), authors)
+        _insert_rows(conn, _INSERT_SS_AUTHORS, authors)
 
 
 def _insert_folder(conn: Connection, folder: RegistryPackage) -> None:
     seq = conn.execute(
-        insert(t.folders).values(
+        _INSERT_FOLDER,
+        dict(
             uuid=folder.id,
             lid=folder.lid or folder.id,
             unique_id=folder.unique_id or "",
@@ -547,11 +607,11 @@ def _insert_folder(conn: Connection, folder: RegistryPackage) -> None:
             last_update_time=_dtm(folder.slot_value("lastUpdateTime")),
             home=folder.home,
             xml=ebrim.to_bytes(folder),
-        )
-    ).inserted_primary_key[0]
+        ),
+    ).scalar_one()
     codes = [{"folder_seq": seq, "value": c} for c in _codes(folder, v.FOLDER_CODE_LIST)]
     if codes:
-        conn.execute(insert(t.folder_codes), codes)
+        _insert_rows(conn, _INSERT_FOLDER_CODES, codes)
 
 
 def _rewrite_fragment(xml: bytes, change: Callable[[RegistryObject], None]) -> bytes:
