@@ -524,11 +524,8 @@ _INSERT_OBJECTS = insert(t.registry_objects)
 
 
 def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, object]]) -> None:
-    """Several rows in one multi-VALUES statement: one round trip, where executemany may take more."""
-    if len(rows) == 1:
-        conn.execute(statement, rows[0])
-    else:
-        conn.execute(statement.values(rows))
+    """Rows of one table through one prebuilt statement (one executemany)."""
+    conn.execute(statement, rows[0] if len(rows) == 1 else rows)
 
 
 def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
