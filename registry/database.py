@@ -58,8 +58,12 @@ def open_engine_nopool(url: str) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (creating it on an empty database)."""
+def migrate(engine: Engine, target: str = "heads") -> None:
+    """Bring the schema to the newest Alembic revisions (creating it on an empty database).
+
+    The registry's tables and the repository's (branch ``repository``) share one migration
+    history; ``target`` may name one branch, e.g. ``repository@head`` for a repository database.
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -68,4 +72,4 @@ def migrate(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(here / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, target)

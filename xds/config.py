@@ -17,6 +17,11 @@ Example::
     profile = "norway"                                  # or "none"
     home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
     mllp_port = 2575                                    # ITI-8 patient identity feed; 0 = off
+
+    [[repository]]                                      # one per institution; default: one "default"
+    name = "ahus"                                       # served at /repository/ahus
+    unique_id = "2.16.578.1.12.4.5.100.1"               # repositoryUniqueId
+    registry_url = ""                                   # remote ITI-42 endpoint; "" = this process
 """
 
 from __future__ import annotations
@@ -55,12 +60,29 @@ class RegistryConfig:
 
 
 @dataclass
+class RepositoryConfig:
+    """One Document Repository (one per institution), served at ``/repository/<name>``."""
+
+    name: str = "default"
+    unique_id: str = ""  # repositoryUniqueId (OID); default: made once and kept in the store
+    registry_url: str = ""  # ITI-42 endpoint of a remote registry; default: this process's registry
+    store_dir: str = ""  # default: <data_dir>/repositories/<name>
+
+    def store(self, data_dir: str) -> str:
+        return self.store_dir or str(Path(data_dir) / "repositories" / self.name)
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    repositories: list[RepositoryConfig] = field(default_factory=lambda: [RepositoryConfig()])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The configuration as the TOML file spells it (``[[repository]]`` tables)."""
+        data = asdict(self)
+        data["repository"] = data.pop("repositories")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -73,6 +95,19 @@ class Config:
                 if key not in known:
                     raise ValueError(f"unknown setting [{section_name}] {key}")
                 setattr(section, key, _coerce(getattr(section, key), value, f"{section_name}.{key}"))
+        if "repository" in data:
+            cfg.repositories = []
+            for i, values in enumerate(data["repository"] or []):
+                repo = RepositoryConfig()
+                known_repo = {f.name for f in fields(repo)}
+                for key, value in values.items():
+                    if key not in known_repo:
+                        raise ValueError(f"unknown setting [[repository]] {key}")
+                    setattr(repo, key, _coerce(getattr(repo, key), value, f"repository[{i}].{key}"))
+                cfg.repositories.append(repo)
+            names = [r.name for r in cfg.repositories]
+            if len(set(names)) != len(names):
+                raise ValueError(f"repository names must differ: {names}")
         return cfg
 
 
@@ -123,4 +158,9 @@ max_body_mb = 64
 profile = "norway"
 home_community_id = ""
 mllp_port = 0
+
+# [[repository]]            # one per institution; without any, one repository named "default"
+# name = "default"
+# unique_id = ""            # repositoryUniqueId OID; default: made once and kept in the store
+# registry_url = ""         # remote ITI-42 endpoint; default: the registry in this process
 """

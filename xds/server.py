@@ -26,8 +26,11 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
 
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
     registry = RegistryService(config)
+    repositories = build_repositories(config, registry)
     if prepare:
         registry.prepare()
+        for repo in repositories:
+            repo.recover()
 
     async def health(_: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -41,10 +44,16 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             await registry.stop_feed()
             registry.engine.dispose()
 
+    max_body = config.server.max_body_mb * 1024 * 1024
     routes = [
         Route("/registry", SoapRoute(registry.endpoint(), "registry.wsdl")),
         Route("/health", health, methods=["GET"]),
     ]
+    for i, repo in enumerate(repositories):
+        route = SoapRoute(repo.endpoint(max_body), "repository.wsdl")
+        routes.append(Route(f"/repository/{repo.name}", route))
+        if i == 0:
+            routes.append(Route("/repository", route))
     if config.server.bench_floor:
         from xds.bench import floor_route
 
@@ -54,7 +63,33 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.registry = registry
+    app.state.repositories = {r.name: r for r in repositories}
     return app
+
+
+def build_repositories(config: Config, registry: object) -> list:  # type: ignore[type-arg]
+    """One RepositoryService per ``[[repository]]``, registering in process or at a remote registry."""
+    from repository import registration
+    from repository.service import RepositoryService, persistent_unique_id
+
+    out = []
+    for rc in config.repositories:
+        store = rc.store(config.server.data_dir)
+        register, lookup = (
+            registration.remote(rc.registry_url) if rc.registry_url else registration.local(registry)  # type: ignore[arg-type]
+        )
+        out.append(
+            RepositoryService(
+                rc.name,
+                rc.unique_id or persistent_unique_id(store),
+                store,
+                registry.engine,  # type: ignore[attr-defined]
+                register,
+                lookup,
+                home_community_id=config.registry.home_community_id,
+            )
+        )
+    return out
 
 
 class SoapRoute:

@@ -120,6 +120,8 @@ ACTION_PROVIDE_AND_REGISTER: Final = "urn:ihe:iti:2007:ProvideAndRegisterDocumen
 ACTION_PROVIDE_AND_REGISTER_RESPONSE: Final = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
 ACTION_RETRIEVE: Final = "urn:ihe:iti:2007:RetrieveDocumentSet"
 ACTION_RETRIEVE_RESPONSE: Final = "urn:ihe:iti:2007:RetrieveDocumentSetResponse"
+ACTION_REMOVE_DOCUMENTS: Final = "urn:ihe:iti:2017:RemoveDocuments"  # ITI-86
+ACTION_REMOVE_DOCUMENTS_RESPONSE: Final = "urn:ihe:iti:2017:RemoveDocumentsResponse"
 
 # --- error codes (ITI TF-3 Table 4.2.4.1-2) ---------------------------------------------------------
 XDSMissingDocument: Final = "XDSMissingDocument"

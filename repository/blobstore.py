@@ -1,0 +1,149 @@
+"""Content-addressed blob store for document bytes (the repository's half of ITI TF-2 §3.41.4.1.3).
+
+A blob is named by the SHA-1 of its bytes (the XDS hash), under ``<root>/blobs/ab/cd/<sha1>``.
+Bytes are written to a temporary file in ``<root>/tmp``, flushed and fsynced, then renamed into
+place and the directory fsynced, so a blob either exists whole or not at all, whatever moment the
+process dies. Identical documents share one blob. Memory use does not depend on document size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+class BlobStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.blobs = self.root / "blobs"
+        self.tmp = self.root / "tmp"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha1: str) -> Path:
+        return self.blobs / sha1[:2] / sha1[2:4] / sha1
+
+    def exists(self, sha1: str) -> bool:
+        return self.path(sha1).is_file()
+
+    def temp_file(self) -> tuple[BinaryIO, str]:
+        """A new temporary file inside the store (same file system as the blobs, so rename is atomic)."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="in-")
+        return os.fdopen(fd, "w+b"), name
+
+    def put_file(self, source: str | Path, *, move: bool = False) -> tuple[str, int]:
+        """Store the bytes of ``source``; (sha1, size). ``move`` renames a file already in ``tmp``."""
+        sha1 = hashlib.sha1()
+        size = 0
+        with open(source, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                sha1.update(chunk)
+                size += len(chunk)
+        digest = sha1.hexdigest()
+        if self.exists(digest):
+            if move:
+                os.unlink(source)
+            return digest, size
+        if move and Path(source).parent.resolve() == self.tmp.resolve():
+            with open(source, "rb+") as fh:
+                os.fsync(fh.fileno())
+            self._install(str(source), digest)
+        else:
+            out, name = self.temp_file()
+            with out, open(source, "rb") as fh:
+                shutil.copyfileobj(fh, out, CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+            self._install(name, digest)
+            if move:
+                os.unlink(source)
+        return digest, size
+
+    def put_spooled(self, path: str, sha1: str) -> bool:
+        """Install a file already written in ``tmp`` whose SHA-1 is known; False if not in ``tmp``."""
+        if Path(path).parent.resolve() != self.tmp.resolve():
+            return False
+        if self.exists(sha1):
+            os.unlink(path)
+            return True
+        with open(path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        self._install(path, sha1)
+        return True
+
+    def put_chunks(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store bytes given as chunks; (sha1, size)."""
+        sha1 = hashlib.sha1()
+        size = 0
+        out, name = self.temp_file()
+        try:
+            with out:
+                for chunk in chunks:
+                    sha1.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            os.unlink(name)
+            raise
+        digest = sha1.hexdigest()
+        if self.exists(digest):
+            os.unlink(name)
+        else:
+            self._install(name, digest)
+        return digest, size
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        return self.put_chunks([data])
+
+    def _install(self, temp_name: str, digest: str) -> None:
+        target = self.path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp_name, target)
+        _fsync_dir(target.parent)
+
+    def open(self, sha1: str) -> BinaryIO:
+        return open(self.path(sha1), "rb")
+
+    def delete(self, sha1: str) -> None:
+        try:
+            os.unlink(self.path(sha1))
+        except FileNotFoundError:
+            pass
+
+    def all_blobs(self) -> Iterable[str]:
+        for path in self.blobs.glob("*/*/*"):
+            if path.is_file():
+                yield path.name
+
+    def clear_tmp(self) -> int:
+        """Remove temporary files left by an interrupted write; how many were removed."""
+        removed = 0
+        for path in self.tmp.iterdir():
+            try:
+                path.unlink()
+                removed += 1
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

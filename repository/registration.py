@@ -1,0 +1,66 @@
+"""How a repository registers what it stores: ITI-42 in process, or over HTTP to a remote registry.
+
+ITI TF-2 §3.41.4.1.3: the repository forwards the metadata to the registry with ITI-42 and returns
+the registry's answer. In process, the call goes straight to the registrar (no HTTP, same
+validation); remotely, a SOAP 1.2 ITI-42 request is sent and the registry's errors come back as they
+were.
+"""
+
+from __future__ import annotations
+
+import httpx
+from anyio import to_thread
+from sqlalchemy import select
+
+from registry import schema as t
+from registry.service import RegistryService
+from repository.service import LookupFunction, RegisterFunction
+from xds.errors import XdsError, XdsException
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.metadata.model import Submission
+from xds.metadata.registry_response import parse_registry_response
+from xds.soap.envelope import SoapFault, build_request, parse_message
+
+
+def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
+    """Register into the registry of this process."""
+
+    async def register(sub: Submission) -> list[XdsError]:
+        try:
+            await to_thread.run_sync(registry.registrar.register, sub)
+        except XdsException as exc:
+            return exc.errors
+        return []
+
+    def lookup(unique_id: str, repository_id: str) -> bool | None:
+        d = t.documents.c
+        with registry.engine.connect() as conn:
+            row = conn.execute(
+                select(d.seq)
+                .where(d.unique_id == unique_id, d.repository_unique_id == repository_id)
+                .limit(1)
+            ).first()
+        return row is not None
+
+    return register, lookup
+
+
+def remote(url: str, *, timeout: float = 60.0) -> tuple[RegisterFunction, LookupFunction]:
+    """Register with ITI-42 at ``url``; whether a pending document was registered cannot be told."""
+
+    async def register(sub: Submission) -> list[XdsError]:
+        data, content_type = build_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(sub), to=url)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(url, content=data, headers={"Content-Type": content_type})
+        try:
+            message = parse_message(response.headers.get("content-type", ""), response.content)
+        except SoapFault as fault:
+            return [XdsError(v.XDSRegistryError, f"the registry answered with a SOAP fault: {fault.reason}")]
+        _, errors = parse_registry_response(message.body)
+        return errors
+
+    def lookup(unique_id: str, repository_id: str) -> bool | None:
+        return None
+
+    return register, lookup

@@ -1,0 +1,456 @@
+"""The Document Repository actor: ITI-41, ITI-43 and ITI-86 for one institution's repository.
+
+- ITI-41 Provide and Register Document Set-b (ITI TF-2 §3.41.4.1.3): documents arrive as MTOM/XOP
+  parts (or inline base64); size and SHA-1 are computed while the parts stream in, checked against
+  any the source supplied, set on the metadata with this repository's ``repositoryUniqueId``, and
+  the metadata is registered with ITI-42 — in process or at a remote registry. The registry's
+  answer is passed back unchanged. If registration fails, no stored bytes remain.
+- ITI-43 Retrieve Document Set (ITI TF-2 §3.43.4.2.3): several documents per request, an MTOM
+  answer with each document's mimeType, bytes streamed from disk; unknown documents give
+  XDSDocumentUniqueIdError with PartialSuccess, another repository's id XDSUnknownRepositoryId.
+- ITI-86 Remove Documents (ITI TF-2 §3.86.4.1.3): deletes the documents' bytes.
+
+Crash safety: a document's row is written ``pending`` once its bytes are durable, before the
+registry hears of it, and made ``stored`` after the registry accepts it. :meth:`recover` settles
+pending rows against the registry and removes blobs no row points to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from anyio import to_thread
+from lxml import etree
+from sqlalchemy import Engine, delete, func, insert, select, update
+
+from repository.blobstore import BlobStore
+from repository.schema import repository_documents as rd
+from xds.errors import XdsError, XdsException
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.metadata.hl7v2 import is_oid
+from xds.metadata.model import DocumentEntry, Submission
+from xds.metadata.registry_response import registry_response, response_status
+from xds.soap.endpoint import SoapEndpoint
+from xds.soap.envelope import Attachment, SoapFault, SoapRequest, SoapResponse
+from xds.soap.mtom import inline_or_xop_bytes
+
+log = logging.getLogger("xds.repository")
+
+_X = "{" + v.NS_XDSB + "}"
+_LCM_SUBMIT = "{" + v.NS_LCM + "}SubmitObjectsRequest"
+NS_RMD = v.NS_RMD
+
+# ITI-42 as the repository sends it: the submission, answered with the registry's errors.
+RegisterFunction = Callable[[Submission], Awaitable[list[XdsError]]]
+# Whether the registry holds a document (uniqueId, repositoryUniqueId): True/False, None = cannot tell.
+LookupFunction = Callable[[str, str], bool | None]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+
+@dataclass
+class _Incoming:
+    doc: DocumentEntry
+    attachment: Attachment
+    sha1: str = ""
+    size: int = 0
+
+
+class RepositoryService:
+    """One repository: its uniqueId, blob store, table rows and the registry it registers into."""
+
+    def __init__(
+        self,
+        name: str,
+        unique_id: str,
+        store_dir: str | Path,
+        engine: Engine,
+        register: RegisterFunction,
+        lookup: LookupFunction,
+        *,
+        home_community_id: str = "",
+    ) -> None:
+        if not is_oid(unique_id):
+            raise ValueError(f"repository {name}: unique_id {unique_id!r} is not an OID")
+        self.name = name
+        self.unique_id = unique_id
+        self.store = BlobStore(store_dir)
+        self.engine = engine
+        self._register = register
+        self._lookup = lookup
+        self.home_community_id = home_community_id
+
+    def endpoint(self, max_body_bytes: int) -> SoapEndpoint:
+        return SoapEndpoint(
+            {
+                v.ACTION_PROVIDE_AND_REGISTER: self.provide_and_register,
+                v.ACTION_RETRIEVE: self.retrieve,
+                v.ACTION_REMOVE_DOCUMENTS: self.remove,
+            },
+            max_body_bytes=max_body_bytes,
+            spool_threshold=256 * 1024,
+            tmp_dir=str(self.store.tmp),
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    # ITI-41
+    # ---------------------------------------------------------------------------------------------
+    async def provide_and_register(self, request: SoapRequest) -> SoapResponse:
+        """ITI-41 Provide and Register Document Set-b (ITI TF-2 §3.41.4.1.3)."""
+        try:
+            errors = await self._provide(request)
+        except XdsException as exc:
+            errors = exc.errors
+        return SoapResponse(v.ACTION_PROVIDE_AND_REGISTER_RESPONSE, registry_response(errors))
+
+    async def _provide(self, request: SoapRequest) -> list[XdsError]:
+        body = request.body
+        if body.tag != _X + "ProvideAndRegisterDocumentSetRequest":
+            raise XdsException.of(
+                v.XDSRepositoryMetadataError, f"expected ProvideAndRegisterDocumentSetRequest, got {body.tag}"
+            )
+        sor = body.find(_LCM_SUBMIT)
+        if sor is None:
+            raise XdsException.of(v.XDSRepositoryMetadataError, "no lcm:SubmitObjectsRequest in the request")
+        sub = ebrim.parse_submit_objects_request(sor)
+        incoming = self._match_documents(sub, body, request)
+        await to_thread.run_sync(self._store_pending, incoming)
+        try:
+            errors = await self._register(sub)
+        except Exception:
+            log.exception("registration of a provided submission failed")
+            errors = [
+                XdsError(v.XDSRegistryNotAvailable, "the registry could not be reached; nothing was stored")
+            ]
+        if any(e.is_error for e in errors):
+            await to_thread.run_sync(self._discard_pending, incoming)
+        else:
+            await to_thread.run_sync(self._confirm, incoming)
+        return errors
+
+    def _match_documents(
+        self, sub: Submission, body: etree._Element, request: SoapRequest
+    ) -> list[_Incoming]:
+        """Pair each DocumentEntry with its Document; check and set hash, size, repositoryUniqueId."""
+        errors: list[XdsError] = []
+        documents: dict[str, Attachment] = {}
+        for el in body.iterchildren(_X + "Document"):
+            doc_id = el.get("id") or ""
+            if doc_id in documents:
+                errors.append(
+                    XdsError(v.XDSRepositoryMetadataError, f"two Document elements with id {doc_id}", doc_id)
+                )
+                continue
+            try:
+                documents[doc_id] = inline_or_xop_bytes(el, request.attachments, doc_id)
+            except SoapFault as fault:
+                errors.append(XdsError(v.XDSMissingDocument, fault.reason, doc_id))
+        entries = {d.id: d for d in sub.documents}
+        for doc_id in documents.keys() - entries.keys():
+            errors.append(
+                XdsError(v.XDSMissingDocumentMetadata, f"Document {doc_id} has no DocumentEntry", doc_id)
+            )
+        incoming: list[_Incoming] = []
+        seen_uids: set[str] = set()
+        for doc in sub.documents:
+            if doc.is_on_demand:
+                errors.append(
+                    XdsError(
+                        v.XDSRepositoryMetadataError, "On-Demand entries are not provided by ITI-41", doc.id
+                    )
+                )
+                continue
+            att = documents.get(doc.id)
+            if att is None:
+                errors.append(
+                    XdsError(v.XDSMissingDocument, f"DocumentEntry {doc.id} has no Document", doc.id)
+                )
+                continue
+            uid = doc.unique_id or ""
+            if uid in seen_uids:
+                errors.append(
+                    XdsError(
+                        v.XDSRepositoryDuplicateUniqueIdInMessage, f"uniqueId {uid} appears twice", doc.id
+                    )
+                )
+            seen_uids.add(uid)
+            sha1, size = att.sha1, att.size
+            supplied_hash, supplied_size = doc.hash, doc.size
+            if supplied_hash is not None and supplied_hash.lower() != sha1:
+                errors.append(
+                    XdsError(
+                        v.XDSRepositoryMetadataError,
+                        f"hash {supplied_hash} does not match the document's SHA-1 {sha1}",
+                        doc.id,
+                    )
+                )
+            if supplied_size is not None and supplied_size != str(size):
+                errors.append(
+                    XdsError(
+                        v.XDSRepositoryMetadataError,
+                        f"size {supplied_size} does not match the document's {size} bytes",
+                        doc.id,
+                    )
+                )
+            repo = doc.repository_unique_id
+            if repo is not None and repo != self.unique_id:
+                errors.append(
+                    XdsError(
+                        v.XDSRepositoryMetadataError,
+                        f"repositoryUniqueId {repo} is not this repository ({self.unique_id})",
+                        doc.id,
+                    )
+                )
+            doc.set_slot("hash", [sha1])
+            doc.set_slot("size", [str(size)])
+            doc.set_slot("repositoryUniqueId", [self.unique_id])
+            incoming.append(_Incoming(doc, att, sha1, size))
+        if errors:
+            raise XdsException(errors)
+        return incoming
+
+    def _store_pending(self, incoming: list[_Incoming]) -> None:
+        """Make the bytes durable and record them ``pending`` before the registry hears of them."""
+        for item in incoming:
+            att = item.attachment
+            if att.path is None or not self.store.put_spooled(att.path, item.sha1):
+                with att.open() as fh:
+                    self.store.put_chunks(iter(lambda fh=fh: fh.read(1024 * 1024), b""))
+        now = _now()
+        with self.engine.begin() as conn:
+            for item in incoming:
+                uid = item.doc.unique_id or ""
+                row = conn.execute(
+                    select(rd.c.sha1, rd.c.state).where(
+                        rd.c.repository_id == self.unique_id, rd.c.unique_id == uid
+                    )
+                ).first()
+                if row is not None:
+                    if row.sha1 != item.sha1:
+                        raise XdsException.of(
+                            v.XDSNonIdenticalHash,
+                            f"document {uid} is stored here with another hash ({row.sha1})",
+                            item.doc.id,
+                        )
+                    item.sha1 = ""  # a resubmission of bytes already stored: nothing to undo
+                    continue
+                conn.execute(
+                    insert(rd).values(
+                        repository_id=self.unique_id,
+                        unique_id=uid,
+                        sha1=item.sha1,
+                        size=item.size,
+                        mime_type=item.doc.mime_type or "application/octet-stream",
+                        state="pending",
+                        created=now,
+                    )
+                )
+
+    def _confirm(self, incoming: list[_Incoming]) -> None:
+        uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
+        if not uids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(rd)
+                .where(rd.c.repository_id == self.unique_id, rd.c.unique_id.in_(uids))
+                .values(state="stored")
+            )
+
+    def _discard_pending(self, incoming: list[_Incoming]) -> None:
+        uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
+        with self.engine.begin() as conn:
+            if uids:
+                conn.execute(
+                    delete(rd).where(
+                        rd.c.repository_id == self.unique_id,
+                        rd.c.unique_id.in_(uids),
+                        rd.c.state == "pending",
+                    )
+                )
+            for sha1 in {i.sha1 for i in incoming if i.sha1}:
+                self._delete_blob_if_unused(conn, sha1)
+
+    def _delete_blob_if_unused(self, conn, sha1: str) -> None:  # type: ignore[no-untyped-def]
+        used = conn.execute(select(func.count()).select_from(rd).where(rd.c.sha1 == sha1)).scalar_one()
+        if not used:
+            self.store.delete(sha1)
+
+    # ---------------------------------------------------------------------------------------------
+    # ITI-43
+    # ---------------------------------------------------------------------------------------------
+    async def retrieve(self, request: SoapRequest) -> SoapResponse:
+        """ITI-43 Retrieve Document Set (ITI TF-2 §3.43.4.2.3)."""
+        body = request.body
+        if body.tag != _X + "RetrieveDocumentSetRequest":
+            raise SoapFault("Sender", f"expected RetrieveDocumentSetRequest, got {body.tag}")
+        wanted = _document_requests(body)
+        if not wanted:
+            raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
+        rows = await to_thread.run_sync(
+            self._rows, [uid for repo, uid, _ in wanted if repo == self.unique_id]
+        )
+        errors: list[XdsError] = []
+        parts: list[str] = []
+        attachments: list[Attachment] = []
+        for repo, uid, home in wanted:
+            if repo != self.unique_id:
+                errors.append(
+                    XdsError(v.XDSUnknownRepositoryId, f"repository {repo} is not this repository", repo)
+                )
+                continue
+            row = rows.get(uid)
+            if row is None or not self.store.exists(row.sha1):
+                errors.append(
+                    XdsError(v.XDSDocumentUniqueIdError, f"document {uid} is not in this repository", uid)
+                )
+                continue
+            cid = f"doc{len(attachments)}.{uuid.uuid4().hex}@xds"
+            path = str(self.store.path(row.sha1))
+            attachments.append(Attachment(cid, row.mime_type, path=path, size=row.size, sha1=row.sha1))
+            home_el = f"<xdsb:HomeCommunityId>{_esc(home)}</xdsb:HomeCommunityId>" if home else ""
+            parts.append(
+                f"<xdsb:DocumentResponse>{home_el}"
+                f"<xdsb:RepositoryUniqueId>{_esc(self.unique_id)}</xdsb:RepositoryUniqueId>"
+                f"<xdsb:DocumentUniqueId>{_esc(uid)}</xdsb:DocumentUniqueId>"
+                f"<xdsb:mimeType>{_esc(row.mime_type)}</xdsb:mimeType>"
+                f'<xdsb:Document><xop:Include xmlns:xop="{v.NS_XOP}" href="cid:{cid}"/></xdsb:Document>'
+                f"</xdsb:DocumentResponse>"
+            )
+        status = response_status(errors, partial=bool(attachments))
+        rr = registry_response(errors, status=status)
+        body_bytes = (
+            f'<xdsb:RetrieveDocumentSetResponse xmlns:xdsb="{v.NS_XDSB}">'.encode()
+            + rr
+            + "".join(parts).encode()
+            + b"</xdsb:RetrieveDocumentSetResponse>"
+        )
+        return SoapResponse(v.ACTION_RETRIEVE_RESPONSE, body_bytes, attachments=attachments)
+
+    def _rows(self, uids: list[str]) -> dict[str, object]:
+        if not uids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(rd.c.unique_id, rd.c.sha1, rd.c.size, rd.c.mime_type).where(
+                    rd.c.repository_id == self.unique_id,
+                    rd.c.unique_id.in_(set(uids)),
+                    rd.c.state == "stored",
+                )
+            ).all()
+        return {r.unique_id: r for r in rows}
+
+    # ---------------------------------------------------------------------------------------------
+    # ITI-86
+    # ---------------------------------------------------------------------------------------------
+    async def remove(self, request: SoapRequest) -> SoapResponse:
+        """ITI-86 Remove Documents (ITI TF-2 §3.86.4.1.3): the bytes of the named documents go."""
+        body = request.body
+        if body.tag != "{" + NS_RMD + "}RemoveDocumentsRequest":
+            raise SoapFault("Sender", f"expected rmd:RemoveDocumentsRequest, got {body.tag}")
+        wanted = _document_requests(body)
+        errors = await to_thread.run_sync(self._remove, wanted)
+        removed_any = len(errors) < len(wanted)
+        status = response_status(errors, partial=removed_any)
+        return SoapResponse(v.ACTION_REMOVE_DOCUMENTS_RESPONSE, registry_response(errors, status=status))
+
+    def _remove(self, wanted: list[tuple[str, str, str]]) -> list[XdsError]:
+        errors: list[XdsError] = []
+        with self.engine.begin() as conn:
+            for repo, uid, _ in wanted:
+                if repo != self.unique_id:
+                    errors.append(
+                        XdsError(v.XDSUnknownRepositoryId, f"repository {repo} is not this repository", repo)
+                    )
+                    continue
+                row = conn.execute(
+                    select(rd.c.sha1).where(rd.c.repository_id == self.unique_id, rd.c.unique_id == uid)
+                ).first()
+                if row is None:
+                    errors.append(
+                        XdsError(v.XDSDocumentUniqueIdError, f"document {uid} is not in this repository", uid)
+                    )
+                    continue
+                conn.execute(delete(rd).where(rd.c.repository_id == self.unique_id, rd.c.unique_id == uid))
+                self._delete_blob_if_unused(conn, row.sha1)
+        return errors
+
+    # ---------------------------------------------------------------------------------------------
+    # recovery
+    # ---------------------------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Settle what a crash left behind: pending rows, temporary files, unreferenced blobs."""
+        counts = {"confirmed": 0, "discarded": 0, "undecided": 0, "orphans": 0}
+        counts["tmp"] = self.store.clear_tmp()
+        with self.engine.begin() as conn:
+            pending = (
+                conn.execute(
+                    select(rd.c.unique_id).where(
+                        rd.c.repository_id == self.unique_id, rd.c.state == "pending"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for uid in pending:
+                known = self._lookup(uid, self.unique_id)
+                where = (rd.c.repository_id == self.unique_id) & (rd.c.unique_id == uid)
+                if known is True:
+                    conn.execute(update(rd).where(where).values(state="stored"))
+                    counts["confirmed"] += 1
+                elif known is False:
+                    conn.execute(delete(rd).where(where))
+                    counts["discarded"] += 1
+                else:
+                    counts["undecided"] += 1
+            referenced = set(conn.execute(select(rd.c.sha1).distinct()).scalars())
+        for sha1 in self.store.all_blobs():
+            if sha1 not in referenced:
+                self.store.delete(sha1)
+                counts["orphans"] += 1
+        if any(counts.values()):
+            log.info("repository %s recovered: %s", self.name, counts)
+        return counts
+
+
+def _document_requests(body: etree._Element) -> list[tuple[str, str, str]]:
+    """(repositoryUniqueId, documentUniqueId, homeCommunityId) of each DocumentRequest."""
+    out = []
+    for req in body.iter(_X + "DocumentRequest"):
+        out.append(
+            (
+                (req.findtext(_X + "RepositoryUniqueId") or "").strip(),
+                (req.findtext(_X + "DocumentUniqueId") or "").strip(),
+                (req.findtext(_X + "HomeCommunityId") or "").strip(),
+            )
+        )
+    return out
+
+
+_ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def _esc(value: str) -> str:
+    return value.translate(_ESC)
+
+
+def persistent_unique_id(store_dir: str | Path) -> str:
+    """A repository uniqueId made once (a 2.25 UUID OID, ITU-T X.667) and kept in the store."""
+    path = Path(store_dir) / "repository-unique-id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    oid = f"2.25.{uuid.uuid4().int}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(oid + "\n")
+    os.replace(tmp, path)
+    return oid
