@@ -45,6 +45,11 @@ def _serve(args: argparse.Namespace) -> int:
         f"xds: registry at http://{s.host}:{s.port}/registry (data in {Path(s.data_dir).resolve()})",
         flush=True,
     )
+    for repo in app.state.repositories.values():
+        print(
+            f"xds: repository {repo.name} ({repo.unique_id}) at http://{s.host}:{s.port}/repository/{repo.name}",
+            flush=True,
+        )
     if r.mllp_port:
         print(f"xds: ITI-8 patient identity feed at mllp://{r.mllp_host or s.host}:{r.mllp_port}", flush=True)
     if s.workers <= 1:
@@ -73,6 +78,53 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    """ITI-41: describe ordinary files and provide them to a repository over MTOM."""
+    from xds.client import RepositoryClient, describe_files
+
+    files = [Path(f) for f in args.files]
+    for f in files:
+        if not f.is_file():
+            raise OSError(f"{f} is not a file")
+    patient = args.patient if "^" in args.patient else f"{args.patient}^^^&{args.patient_oid}&ISO"
+    submission, documents = describe_files(
+        files,
+        patient,
+        class_code=args.class_code,
+        type_code=args.type_code,
+        confidentiality=args.confidentiality,
+        title=args.title,
+    )
+    with RepositoryClient(args.url) as client:
+        outcome = client.provide_and_register(submission, documents)
+    for doc in submission.documents:
+        path, mime = documents[doc.id]
+        print(f"{path}\t{doc.unique_id}\t{mime}")
+    for err in outcome.errors:
+        print(f"xds: {err.code}: {err.context}", file=sys.stderr)
+    print(f"xds: {outcome.status.rsplit(':', 1)[-1]}", file=sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def _retrieve(args: argparse.Namespace) -> int:
+    """ITI-43: fetch one document into a file."""
+    import tempfile
+
+    from xds.client import RepositoryClient
+
+    target = Path(args.output)
+    with tempfile.TemporaryDirectory(dir=target.parent if str(target.parent) else ".") as tmp:
+        with RepositoryClient(args.url) as client:
+            outcome, found = client.retrieve(args.repository, [args.unique_id], Path(tmp))
+        for err in outcome.errors:
+            print(f"xds: {err.code}: {err.context}", file=sys.stderr)
+        if not found:
+            return 1
+        os.replace(found[0].path, target)
+        print(f"xds: {found[0].unique_id} ({found[0].mime_type}) -> {target}", file=sys.stderr)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from xds import bench
 
@@ -98,6 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?", default="xds.toml")
     init.add_argument("--force", action="store_true")
     init.set_defaults(func=_init)
+
+    submit = sub.add_parser("submit", help="ITI-41: provide files to a repository with generated metadata")
+    submit.add_argument("files", nargs="+", metavar="FILE")
+    submit.add_argument("--patient", required=True, help="patient id: a national number, or a full CX")
+    submit.add_argument("--patient-oid", default="2.16.578.1.12.4.1.4.1", help="assigning authority OID")
+    submit.add_argument("--url", default="http://127.0.0.1:8080/repository", help="repository endpoint")
+    submit.add_argument("--class-code", default="A00-1", help="classCode (Volven 9602)")
+    submit.add_argument("--type-code", default="A03-2", help="typeCode (Volven 9602)")
+    submit.add_argument("--confidentiality", default="N", help="confidentialityCode (Volven 9603)")
+    submit.add_argument("--title", help="document title (default: the file name)")
+    submit.set_defaults(func=_submit)
+
+    retrieve = sub.add_parser("retrieve", help="ITI-43: fetch a document from a repository")
+    retrieve.add_argument("unique_id", metavar="UNIQUEID")
+    retrieve.add_argument("--repository", required=True, help="repositoryUniqueId (OID)")
+    retrieve.add_argument("-o", "--output", required=True, help="file to write")
+    retrieve.add_argument("--url", default="http://127.0.0.1:8080/repository", help="repository endpoint")
+    retrieve.set_defaults(func=_retrieve)
 
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
     from xds import bench as bench_mod

@@ -1,0 +1,72 @@
+"""The content-addressed blob store: atomic installs, shared blobs, streaming, cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from repository.blobstore import BlobStore
+
+
+def test_put_and_read_back(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"lab result" * 1000
+    sha1, size = store.put_bytes(data)
+    assert sha1 == hashlib.sha1(data).hexdigest() and size == len(data)
+    with store.open(sha1) as fh:
+        assert fh.read() == data
+    assert list(store.all_blobs()) == [sha1]
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_identical_documents_share_one_blob(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    a = store.put_chunks([b"abc", b"def"])
+    b = store.put_bytes(b"abcdef")
+    assert a == b and len(list(store.all_blobs())) == 1
+
+
+def test_spooled_file_is_renamed_into_place(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    fh, name = store.temp_file()
+    with fh:
+        fh.write(b"x" * 5000)
+    digest = hashlib.sha1(b"x" * 5000).hexdigest()
+    assert store.put_spooled(name, digest)
+    assert store.exists(digest) and not Path(name).exists()
+    other = tmp_path / "elsewhere"
+    other.write_bytes(b"y")
+    assert not store.put_spooled(str(other), hashlib.sha1(b"y").hexdigest())
+
+
+def test_put_file_copy_and_move(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "store")
+    source = tmp_path / "doc.pdf"
+    source.write_bytes(b"%PDF" * 10000)
+    sha1, size = store.put_file(source)
+    assert source.exists() and store.exists(sha1) and size == 40000
+    sha1b, _ = store.put_file(source, move=True)
+    assert sha1b == sha1 and not source.exists()
+
+
+def test_interrupted_writes_are_cleared(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    fh, _ = store.temp_file()
+    fh.write(b"half a document")
+    fh.close()
+    assert store.clear_tmp() == 1
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_failed_stream_leaves_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b"part one"
+        raise ConnectionError("client went away")
+
+    try:
+        store.put_chunks(chunks())
+    except ConnectionError:
+        pass
+    assert list(store.tmp.iterdir()) == [] and list(store.all_blobs()) == []

@@ -1,0 +1,242 @@
+"""A Document Source and Document Consumer client: ITI-41 with MTOM, ITI-43 streamed to disk.
+
+Requests stream their documents from disk in MTOM parts (W3C XOP; ITI TF-2 §V.3.6), answers are
+read as they arrive with the incremental multipart parser, spooling documents to files, so neither
+side holds a whole document in memory.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import random
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from xds import samples
+from xds.errors import XdsError
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.metadata.model import Classification, DocumentEntry, LocalizedString, Slot, Submission
+from xds.metadata.registry_response import parse_registry_response
+from xds.soap.envelope import SoapFault, envelope_bytes, parse_envelope
+from xds.soap.mtom import MultipartParser, multipart_content_type, new_boundary, resolve_xop
+
+CHUNK = 1024 * 1024
+
+# formatCode per kind of file (shared/profiles/norway.md; IHE mimeTypeSufficient for the rest)
+FORMATS = {
+    "application/pdf": ("urn:no:ehelse:document:pdf", "PDF"),
+    "application/dicom": ("urn:no:ehelse:document:image", "Bilde"),
+    "text/plain": ("urn:no:ehelse:document:text", "Tekst"),
+}
+MIME_SUFFICIENT = ("urn:ihe:iti:xds:2017:mimeTypeSufficient", "Mime type sufficient")
+
+
+@dataclass
+class Outcome:
+    """What a repository answered: status (Success / PartialSuccess / Failure) and its errors."""
+
+    status: str
+    errors: list[XdsError]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == v.RESPONSE_SUCCESS
+
+
+@dataclass
+class Retrieved:
+    unique_id: str
+    repository_id: str
+    mime_type: str
+    path: Path
+
+
+def guess_mime_type(path: Path) -> str:
+    """The file's MIME type: DICOM by its preamble, others by name."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return "application/dicom"
+    guessed, _ = mimetypes.guess_type(path.name)
+    return guessed or "application/octet-stream"
+
+
+def describe_files(
+    files: list[Path],
+    patient: str,
+    *,
+    class_code: str = "A00-1",
+    type_code: str = "A03-2",
+    confidentiality: str = "N",
+    title: str | None = None,
+    rng: random.Random | None = None,
+) -> tuple[Submission, dict[str, tuple[Path, str]]]:
+    """ITI-41 metadata for ordinary files: one DocumentEntry per file in one SubmissionSet.
+
+    The entries carry the Norwegian profile's codes (Volven 9602/9603) and formatCodes; hash and
+    size are left to the repository, which computes them while the bytes stream in.
+    """
+    rng = rng or random.Random()
+    sample = samples.submission(patient, documents=len(files), rng=rng)
+    documents: dict[str, tuple[Path, str]] = {}
+    for doc, path in zip(sample.documents, files, strict=True):
+        mime = guess_mime_type(path)
+        doc.mime_type = mime
+        doc.name = [LocalizedString(title or path.name, lang="nb-NO")]
+        doc.slots = [s for s in doc.slots if s.name not in ("hash", "size", "repositoryUniqueId")]
+        _set_code(doc, v.DE_CLASS_CODE, class_code, samples.VOLVEN + "9602")
+        _set_code(doc, v.DE_TYPE_CODE, type_code, samples.VOLVEN + "9602")
+        _set_code(doc, v.DE_CONFIDENTIALITY_CODE, confidentiality, samples.VOLVEN + "9603")
+        fmt = FORMATS.get(mime) or MIME_SUFFICIENT
+        _set_code(
+            doc,
+            v.DE_FORMAT_CODE,
+            fmt[0],
+            "1.3.6.1.4.1.19376.1.2.3" if fmt is MIME_SUFFICIENT else "2.16.578.1.12.4.1.1.9660",
+        )
+        documents[doc.id] = (path, mime)
+    return sample.submission, documents
+
+
+def _set_code(doc: DocumentEntry, scheme: str, code: str, system: str) -> None:
+    for c in doc.classifications_of(scheme):
+        doc.classifications.remove(c)
+    doc.classifications.append(
+        Classification(
+            id=f"cl-{uuid.uuid4().hex[:12]}",
+            classified_object=doc.id,
+            classification_scheme=scheme,
+            node_representation=code,
+            name=[LocalizedString(code)],
+            slots=[Slot("codingScheme", [system])],
+        )
+    )
+
+
+class RepositoryClient:
+    """ITI-41 and ITI-43 against one repository endpoint."""
+
+    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
+        self.url = url
+        self.http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RepositoryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- ITI-41 -----------------------------------------------------------------------------------
+    def provide_and_register(self, submission: Submission, documents: dict[str, tuple[Path, str]]) -> Outcome:
+        """Send ``submission`` with each document streamed from its file as an MTOM part."""
+        cids = {doc_id: f"{uuid.uuid4().hex}@xds-client" for doc_id in documents}
+        body = (
+            f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">'.encode()
+            + ebrim.submit_objects_request_bytes(submission)
+            + "".join(
+                f'<xdsb:Document id="{doc_id}"><xop:Include xmlns:xop="{v.NS_XOP}" href="cid:{cid}"/></xdsb:Document>'
+                for doc_id, cid in cids.items()
+            ).encode()
+            + b"</xdsb:ProvideAndRegisterDocumentSetRequest>"
+        )
+        action = v.ACTION_PROVIDE_AND_REGISTER
+        envelope = envelope_bytes(action, body, to=self.url, reply_to_anonymous=True)
+        boundary = new_boundary()
+        root_id = f"root.{uuid.uuid4().hex}@xds-client"
+
+        def parts() -> Iterator[bytes]:
+            yield (
+                f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; "
+                f'type="application/soap+xml"\r\nContent-ID: <{root_id}>\r\n\r\n'
+            ).encode() + envelope
+            for doc_id, (path, mime) in documents.items():
+                yield (
+                    f"\r\n--{boundary}\r\nContent-Type: {mime}\r\nContent-Transfer-Encoding: binary\r\n"
+                    f"Content-ID: <{cids[doc_id]}>\r\n\r\n"
+                ).encode()
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        yield chunk
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        response = self.http.post(
+            self.url,
+            content=parts(),
+            headers={"Content-Type": multipart_content_type(boundary, root_id, action)},
+        )
+        return _outcome(response.headers.get("content-type", ""), response.content)
+
+    # --- ITI-43 -----------------------------------------------------------------------------------
+    def retrieve(
+        self, repository_id: str, unique_ids: list[str], out_dir: Path
+    ) -> tuple[Outcome, list[Retrieved]]:
+        """Retrieve documents into ``out_dir`` (one file per document, named by uniqueId)."""
+        requests = "".join(
+            f"<xdsb:DocumentRequest><xdsb:RepositoryUniqueId>{repository_id}</xdsb:RepositoryUniqueId>"
+            f"<xdsb:DocumentUniqueId>{uid}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>"
+            for uid in unique_ids
+        )
+        body = f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">{requests}</xdsb:RetrieveDocumentSetRequest>'
+        action = v.ACTION_RETRIEVE
+        data = envelope_bytes(action, body.encode(), to=self.url, reply_to_anonymous=True)
+        headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".retrieve-") as spool:
+            with self.http.stream("POST", self.url, content=data, headers=headers) as response:
+                ctype = response.headers.get("content-type", "")
+                if not ctype.lower().startswith("multipart/"):
+                    return _outcome(ctype, response.read()), []
+                parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool)
+                for chunk in response.iter_bytes(CHUNK):
+                    parser.feed(chunk)
+                root, attachments = parser.close()
+            message = parse_envelope(root, attachments, mtom=True)
+            status, errors = parse_registry_response(message.body.find(f"{{{v.NS_RS}}}RegistryResponse"))
+            found: list[Retrieved] = []
+            x = "{" + v.NS_XDSB + "}"
+            for resp in message.body.iter(x + "DocumentResponse"):
+                uid = resp.findtext(x + "DocumentUniqueId") or ""
+                document = resp.find(x + "Document")
+                att = resolve_xop(document, attachments) if document is not None else None
+                if att is None:
+                    continue
+                target = out_dir / _safe_name(uid)
+                with open(target, "wb") as out:
+                    att.copy_to(out)
+                att.discard()
+                found.append(
+                    Retrieved(
+                        uid,
+                        resp.findtext(x + "RepositoryUniqueId") or "",
+                        resp.findtext(x + "mimeType") or "",
+                        target,
+                    )
+                )
+        return Outcome(status, errors), found
+
+
+def _safe_name(unique_id: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-_" else "_" for c in unique_id) or "document"
+
+
+def _outcome(content_type: str, data: bytes) -> Outcome:
+    from xds.soap.envelope import parse_message
+
+    try:
+        message = parse_message(content_type, data)
+    except SoapFault as fault:
+        return Outcome("Fault", [XdsError(fault.subcode or fault.code, fault.reason)])
+    body = message.body
+    if body.tag != f"{{{v.NS_RS}}}RegistryResponse":
+        body = body.find(f"{{{v.NS_RS}}}RegistryResponse")
+    status, errors = parse_registry_response(body)
+    return Outcome(status, errors)
