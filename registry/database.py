@@ -33,8 +33,20 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
         # Writers take the lock up front: a reader that later upgrades to a writer can deadlock
-        # with another one in WAL mode (SQLITE_BUSY without waiting).
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # with another one in WAL mode (SQLITE_BUSY without waiting). Connections of a
+        # :func:`reader` engine only read, and begin deferred so they never wait for writers.
+        if conn.get_execution_options().get("xds_read_only"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine (same pool) for read-only work: on SQLite its transactions begin deferred.
+
+    Use it for lookups and queries; a transaction that writes must use the engine itself.
+    """
+    return engine.execution_options(xds_read_only=True)
 
 
 def open_engine(url: str, *, pool_size: int = 8) -> Engine:

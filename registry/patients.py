@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from registry.database import reader
 from registry.schema import patients
 from xds.metadata.hl7v2 import CX
 
@@ -52,6 +53,7 @@ class PatientDirectory:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.reader = reader(engine)
         self._lookup = select(patients.c.merged_into).where(patients.c.pid == bindparam("pid"))
 
     # --- reading ------------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ class PatientDirectory:
             return None
         if conn is not None:
             return self._resolve(conn, current)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self._resolve(conn, current)
 
     def is_known(self, pid: str) -> bool:

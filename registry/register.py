@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from registry import schema as t
+from registry.database import reader
 from registry.patients import PatientDirectory
 from xds.errors import XdsError, XdsException
 from xds.metadata import ebrim
@@ -152,7 +153,7 @@ class Registrar:
         finds which (ITI TF-3 §4.2.3.3.12, §4.2.3.4.8: XDSDuplicateUniqueIdInRegistry).
         """
         errors: list[XdsError] = []
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             for pkg in plan.sub.packages:
                 uid = pkg.unique_id
                 table = t.submission_sets if pkg.is_submission_set else t.folders

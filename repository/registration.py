@@ -13,6 +13,7 @@ from anyio import to_thread
 from sqlalchemy import select
 
 from registry import schema as t
+from registry.database import reader
 from registry.service import RegistryService
 from repository.service import LookupFunction, RegisterFunction
 from xds.errors import XdsError, XdsException
@@ -25,6 +26,7 @@ from xds.soap.envelope import SoapFault, build_request, parse_message
 
 def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
     """Register into the registry of this process."""
+    read_engine = reader(registry.engine)
 
     async def register(sub: Submission) -> list[XdsError]:
         try:
@@ -35,7 +37,7 @@ def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
 
     def lookup(unique_id: str, repository_id: str) -> bool | None:
         d = t.documents.c
-        with registry.engine.connect() as conn:
+        with read_engine.connect() as conn:
             row = conn.execute(
                 select(d.seq)
                 .where(d.unique_id == unique_id, d.repository_unique_id == repository_id)

@@ -29,6 +29,7 @@ from anyio import to_thread
 from lxml import etree
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from registry.database import reader
 from repository.blobstore import BlobStore
 from repository.schema import repository_documents as rd
 from xds.errors import XdsError, XdsException
@@ -85,6 +86,7 @@ class RepositoryService:
         self.unique_id = unique_id
         self.store = BlobStore(store_dir)
         self.engine = engine
+        self.reader = reader(engine)
         self._register = register
         self._lookup = lookup
         self.home_community_id = home_community_id
@@ -339,7 +341,7 @@ class RepositoryService:
     def _rows(self, uids: list[str]) -> dict[str, object]:
         if not uids:
             return {}
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(rd.c.unique_id, rd.c.sha1, rd.c.size, rd.c.mime_type).where(
                     rd.c.repository_id == self.unique_id,
@@ -391,7 +393,7 @@ class RepositoryService:
         """Settle what a crash left behind: pending rows, temporary files, unreferenced blobs."""
         counts = {"confirmed": 0, "discarded": 0, "undecided": 0, "orphans": 0}
         counts["tmp"] = self.store.clear_tmp()
-        with self.engine.begin() as conn:
+        with self.reader.connect() as conn:
             pending = (
                 conn.execute(
                     select(rd.c.unique_id).where(
@@ -401,9 +403,14 @@ class RepositoryService:
                 .scalars()
                 .all()
             )
-            for uid in pending:
-                known = self._lookup(uid, self.unique_id)
-                where = (rd.c.repository_id == self.unique_id) & (rd.c.unique_id == uid)
+        verdicts = {uid: self._lookup(uid, self.unique_id) for uid in pending}
+        with self.engine.begin() as conn:
+            for uid, known in verdicts.items():
+                where = (
+                    (rd.c.repository_id == self.unique_id)
+                    & (rd.c.unique_id == uid)
+                    & (rd.c.state == "pending")
+                )
                 if known is True:
                     conn.execute(update(rd).where(where).values(state="stored"))
                     counts["confirmed"] += 1
