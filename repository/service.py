@@ -91,7 +91,7 @@ class RepositoryService:
         self._lookup = lookup
         self.home_community_id = home_community_id
 
-    def endpoint(self, max_body_bytes: int) -> SoapEndpoint:
+    def endpoint(self, max_body_bytes: int, max_document_bytes: int = 16 * 2**30) -> SoapEndpoint:
         return SoapEndpoint(
             {
                 v.ACTION_PROVIDE_AND_REGISTER: self.provide_and_register,
@@ -99,6 +99,7 @@ class RepositoryService:
                 v.ACTION_REMOVE_DOCUMENTS: self.remove,
             },
             max_body_bytes=max_body_bytes,
+            max_attachment_bytes=max_document_bytes,
             spool_threshold=256 * 1024,
             tmp_dir=str(self.store.tmp),
         )

@@ -40,11 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run on this PostgreSQL database (env XDS_BENCH_POSTGRES_URL)",
     )
     reg.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL even if a URL is known")
+    from xds import bench_repository
+
+    bench_repository.add_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.bench == "register":
         return bench_register(args)
+    if args.bench in ("provide", "retrieve"):
+        from xds import bench_repository
+
+        return bench_repository.bench(args)
     raise ValueError(f"unknown benchmark {args.bench}")
 
 
@@ -226,10 +233,12 @@ def _reset_postgres(url: str) -> None:
 
     from registry.database import open_engine_nopool
     from registry.schema import metadata
+    from repository.schema import metadata as repository_metadata
 
     engine = open_engine_nopool(url)
     with engine.begin() as conn:
         metadata.drop_all(conn)
+        repository_metadata.drop_all(conn)
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
 

@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.profile is not None:
         r.profile = args.profile
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     # Create or upgrade the schema once, before any worker starts.
     app = build_app(cfg, prepare=True)

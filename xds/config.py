@@ -11,6 +11,7 @@ Example::
     data_dir = "/var/lib/xds"
     workers = 2
     max_body_mb = 64
+max_document_mb = 16384
 
     [registry]
     database_url = "postgresql+psycopg://xds@db/xds"   # default: SQLite in data_dir
@@ -39,7 +40,8 @@ class ServerConfig:
     port: int = 8080
     data_dir: str = "./data"
     workers: int = 1
-    max_body_mb: int = 64
+    max_body_mb: int = 64  # a SOAP envelope (metadata, queries)
+    max_document_mb: int = 16384  # all documents of one ITI-41 MTOM message together
     log_level: str = "info"
     bench_floor: bool = False  # mount /_bench/floor (parse + serialise only) for `xds bench`
 
@@ -152,6 +154,7 @@ port = 8080
 data_dir = "./data"
 workers = 1
 max_body_mb = 64
+max_document_mb = 16384
 
 [registry]
 # database_url = "postgresql+psycopg://user@host/db"   # default: SQLite in data_dir

@@ -50,7 +50,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         Route("/health", health, methods=["GET"]),
     ]
     for i, repo in enumerate(repositories):
-        route = SoapRoute(repo.endpoint(max_body), "repository.wsdl")
+        route = SoapRoute(repo.endpoint(max_body, config.server.max_document_mb * 2**20), "repository.wsdl")
         routes.append(Route(f"/repository/{repo.name}", route))
         if i == 0:
             routes.append(Route("/repository", route))
@@ -58,6 +58,10 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         from xds.bench import floor_route
 
         routes.append(Route("/_bench/floor", floor_route(), methods=["POST"]))
+        if repositories:
+            from xds.bench_repository import floor_routes
+
+            routes += floor_routes(repositories[0])
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -48,11 +48,15 @@ class SoapEndpoint:
         handlers: dict[str, Handler],
         *,
         max_body_bytes: int = 64 * 1024 * 1024,
+        max_attachment_bytes: int = 0,
         spool_threshold: int = 1024 * 1024,
         tmp_dir: str | None = None,
     ) -> None:
         self.handlers = handlers
         self.max_body_bytes = max_body_bytes
+        # MTOM messages may carry attachments up to this size in all; the SOAP envelope itself
+        # (and any plain message) stays within max_body_bytes.
+        self.max_total_bytes = max_body_bytes + max_attachment_bytes
         self.spool_threshold = spool_threshold
         self.tmp_dir = tmp_dir
 
@@ -84,28 +88,36 @@ class SoapEndpoint:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         content_type = headers.get("content-type", "")
         length = headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.max_body_bytes:
-            raise SoapFault("Sender", f"the message is larger than the limit of {self.max_body_bytes} bytes")
         media, params = content_type_params(content_type) if content_type else ("", {})
-        if media.startswith("multipart/"):
+        multipart = media.startswith("multipart/")
+        limit = self.max_total_bytes if multipart else self.max_body_bytes
+        if length and length.isdigit() and int(length) > limit:
+            raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
+        if multipart:
             parser = MultipartParser(content_type, spool_threshold=self.spool_threshold, tmp_dir=self.tmp_dir)
             try:
-                await self._pump(receive, parser.feed)
+                await self._pump(receive, parser.feed, limit)
                 root, attachments = parser.close()
             except BaseException:
                 parser.discard()
                 raise
+            if len(root) > self.max_body_bytes:
+                for att in attachments.values():
+                    att.discard()
+                raise SoapFault(
+                    "Sender", f"the SOAP envelope is larger than the limit of {self.max_body_bytes} bytes"
+                )
             request = parse_envelope(root, attachments, mtom=True)
         elif media in (SOAP12_CONTENT_TYPE, "application/xml", "text/xml", ""):
             chunks: list[bytes] = []
-            await self._pump(receive, chunks.append)
+            await self._pump(receive, chunks.append, limit)
             request = parse_envelope(b"".join(chunks))
         else:
             raise SoapFault("Sender", f"unsupported Content-Type {media!r}; use application/soap+xml or MTOM")
         self._check_addressing(request, params.get("action"))
         return request
 
-    async def _pump(self, receive: Receive, sink: Callable[[bytes], None]) -> None:
+    async def _pump(self, receive: Receive, sink: Callable[[bytes], None], limit: int) -> None:
         total = 0
         while True:
             message = await receive()
@@ -113,10 +125,8 @@ class SoapEndpoint:
                 raise SoapFault("Sender", "the client went away before the message was complete")
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_body_bytes:
-                raise SoapFault(
-                    "Sender", f"the message is larger than the limit of {self.max_body_bytes} bytes"
-                )
+            if total > limit:
+                raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
             if chunk:
                 sink(chunk)
             if not message.get("more_body", False):
