@@ -203,11 +203,17 @@ def big_document(size_mb: int) -> int:
             same = bool(found) and _sha1_of(found[0].path) == digest
             if found:
                 found[0].path.unlink()
+            # the plain download saves the bytes to a file too, as the ITI-43 client does
             t0 = time.perf_counter()
-            with client.http.stream("GET", f"http://{host}:{port}/_bench/download/{digest}") as r:
-                for _ in r.iter_bytes(1024 * 1024):
-                    pass
+            plain_path = Path(tmp) / "plain.bin"
+            with (
+                client.http.stream("GET", f"http://{host}:{port}/_bench/download/{digest}") as r,
+                open(plain_path, "wb") as out,
+            ):
+                for chunk in r.iter_bytes(1024 * 1024):
+                    out.write(chunk)
             t_plain = time.perf_counter() - t0
+            plain_path.unlink()
         mb = size / 1e6
         plain = mb / t_plain
         for label, seconds, grow in (("in (ITI-41)", t_in, grow_in), ("out (ITI-43)", t_out, grow_out)):

@@ -8,6 +8,7 @@ side holds a whole document in memory.
 from __future__ import annotations
 
 import mimetypes
+import os
 import random
 import tempfile
 import uuid
@@ -195,7 +196,7 @@ class RepositoryClient:
                 ctype = response.headers.get("content-type", "")
                 if not ctype.lower().startswith("multipart/"):
                     return _outcome(ctype, response.read()), []
-                parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool)
+                parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool, digest=False)
                 for chunk in response.iter_bytes(CHUNK):
                     parser.feed(chunk)
                 root, attachments = parser.close()
@@ -210,9 +211,11 @@ class RepositoryClient:
                 if att is None:
                     continue
                 target = out_dir / _safe_name(uid)
-                with open(target, "wb") as out:
-                    att.copy_to(out)
-                att.discard()
+                if att.path is not None:
+                    os.replace(att.path, target)  # spooled inside out_dir: a rename, not a copy
+                else:
+                    with open(target, "wb") as out:
+                        att.copy_to(out)
                 found.append(
                     Retrieved(
                         uid,

@@ -44,7 +44,9 @@ def normalize_cid(value: str) -> str:
 
 
 class _Part:
-    def __init__(self, headers: dict[str, str], spool_threshold: int, tmp_dir: str | None) -> None:
+    def __init__(
+        self, headers: dict[str, str], spool_threshold: int, tmp_dir: str | None, digest: bool = True
+    ) -> None:
         self.headers = headers
         self.content_id = normalize_cid(headers.get("content-id", ""))
         self.content_type = headers.get("content-type", "application/octet-stream")
@@ -53,13 +55,14 @@ class _Part:
         self._buf = bytearray()
         self._file: object | None = None
         self._path: str | None = None
-        self._sha1 = hashlib.sha1()
+        self._sha1 = hashlib.sha1() if digest else None
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         if not data:
             return
-        self._sha1.update(data)
+        if self._sha1 is not None:
+            self._sha1.update(data)
         self.size += len(data)
         if self._file is not None:
             self._file.write(data)  # type: ignore[attr-defined]
@@ -79,14 +82,14 @@ class _Part:
                 self.content_type,
                 path=self._path,
                 size=self.size,
-                sha1=self._sha1.hexdigest(),
+                sha1=self._sha1.hexdigest() if self._sha1 is not None else "",
             )
         return Attachment(
             self.content_id,
             self.content_type,
             data=bytes(self._buf),
             size=self.size,
-            sha1=self._sha1.hexdigest(),
+            sha1=self._sha1.hexdigest() if self._sha1 is not None else "",
         )
 
     def discard(self) -> None:
@@ -103,8 +106,14 @@ class MultipartParser:
     """Incremental ``multipart/related`` parser (RFC 2046 §5.1, RFC 2387)."""
 
     def __init__(
-        self, content_type: str, *, spool_threshold: int = 1024 * 1024, tmp_dir: str | None = None
+        self,
+        content_type: str,
+        *,
+        spool_threshold: int = 1024 * 1024,
+        tmp_dir: str | None = None,
+        digest: bool = True,
     ) -> None:
+        """``digest``: SHA-1 each part while it streams (a repository needs it; a reader may not)."""
         media, params = content_type_params(content_type)
         if not media.startswith("multipart/"):
             raise SoapFault("Sender", f"expected a multipart message, got {media}")
@@ -120,6 +129,7 @@ class MultipartParser:
         self._part: _Part | None = None
         self._threshold = spool_threshold
         self._tmp_dir = tmp_dir
+        self._digest = digest
         self.parts: list[Attachment] = []
 
     def feed(self, data: bytes) -> None:
@@ -150,7 +160,7 @@ class MultipartParser:
             elif self._state == "headers":
                 if self._buf.startswith(b"\r\n"):  # a part with no headers at all
                     del self._buf[:2]
-                    self._part = _Part({}, self._threshold, self._tmp_dir)
+                    self._part = _Part({}, self._threshold, self._tmp_dir, self._digest)
                     self._state = "body"
                     continue
                 end = self._buf.find(b"\r\n\r\n")
@@ -160,7 +170,7 @@ class MultipartParser:
                     return
                 headers = _parse_headers(bytes(self._buf[:end]))
                 del self._buf[: end + 4]
-                self._part = _Part(headers, self._threshold, self._tmp_dir)
+                self._part = _Part(headers, self._threshold, self._tmp_dir, self._digest)
                 self._state = "body"
             elif self._state == "body":
                 assert self._part is not None
@@ -169,10 +179,12 @@ class MultipartParser:
                     keep = len(self._delim) - 1
                     if len(self._buf) > keep:
                         cut = len(self._buf) - keep
-                        self._part.write(bytes(self._buf[:cut]))
+                        with memoryview(self._buf) as view:
+                            self._part.write(view[:cut])
                         del self._buf[:cut]
                     return
-                self._part.write(bytes(self._buf[:idx]))
+                with memoryview(self._buf) as view:
+                    self._part.write(view[:idx])
                 del self._buf[: idx + len(self._delim)]
                 self.parts.append(self._part.finish())
                 self._part = None
