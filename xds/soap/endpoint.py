@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -40,6 +41,19 @@ log = logging.getLogger("xds.soap")
 Handler = Callable[[SoapRequest], Awaitable[SoapResponse]]
 
 
+class SecurityPolicy(Protocol):
+    """What guards an endpoint (the trust model's policy enforcement point, ITI TF-2 §3.40 XUA).
+
+    ``check`` runs after the envelope is parsed and before the handler; it may attach what it
+    learnt to ``request.security`` and refuses a request by raising :class:`SoapFault`.
+    ``secure_response`` may add headers (e.g. a WS-Security signature) to the answer's envelope.
+    """
+
+    async def check(self, request: SoapRequest, scope: Scope) -> None: ...
+
+    def secure_response(self, request: SoapRequest, envelope: bytes) -> bytes: ...
+
+
 class SoapEndpoint:
     """ASGI application serving the SOAP actions in ``handlers``."""
 
@@ -51,8 +65,10 @@ class SoapEndpoint:
         max_attachment_bytes: int = 0,
         spool_threshold: int = 1024 * 1024,
         tmp_dir: str | None = None,
+        security: SecurityPolicy | None = None,
     ) -> None:
         self.handlers = handlers
+        self.security = security
         self.max_body_bytes = max_body_bytes
         # MTOM messages may carry attachments up to this size in all; the SOAP envelope itself
         # (and any plain message) stays within max_body_bytes.
@@ -71,6 +87,8 @@ class SoapEndpoint:
         try:
             request = await self._read(scope, receive)
             attachments = request.attachments
+            if self.security is not None:
+                await self.security.check(request, scope)
             response = await self._dispatch(request)
             await self._answer(send, request, response)
         except SoapFault as fault:
@@ -166,6 +184,8 @@ class SoapEndpoint:
             relates_to=request.message_id,
             extra_headers=response.extra_headers,
         )
+        if self.security is not None:
+            envelope = self.security.secure_response(request, envelope)
         if not (request.mtom or response.attachments):
             ctype = f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="{response.action}"'
             await _plain(send, 200, envelope, content_type=ctype.encode())

@@ -99,6 +99,8 @@ class SoapRequest:
     body: etree._Element
     attachments: dict[str, Attachment] = field(default_factory=dict)
     mtom: bool = False
+    raw: bytes = b""  # the envelope's bytes as received (what signatures were computed over)
+    security: object | None = None  # set by the endpoint's security policy (who asked, why, for whom)
 
 
 @dataclass
@@ -150,6 +152,7 @@ def parse_envelope(
     if payload.tag == _ENV + "Fault":
         raise fault_from_element(payload)
     return SoapRequest(
+        raw=data,
         action=action or "",
         message_id=message_id,
         reply_to=reply_to,
