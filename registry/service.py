@@ -1,7 +1,7 @@
-"""The Document Registry actor as an ASGI service: ITI-42 at ``POST /registry``, ITI-8 over MLLP.
+"""The Document Registry actor as an ASGI service: ITI-42 and ITI-18/51 at ``POST /registry``, ITI-8 over MLLP.
 
-ITI TF-2 §3.42 (Register Document Set-b) and §3.8 (Patient Identity Feed); the SOAP binding is
-ITI TF-2 Appendix V. Database work runs in worker threads so the event loop keeps serving.
+ITI TF-2 §3.42 (Register Document Set-b), §3.18 (Registry Stored Query), §3.51 (Multi-Patient
+Stored Query) and §3.8 (Patient Identity Feed); the SOAP binding is ITI TF-2 Appendix V. Database work runs in worker threads so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from registry.database import migrate, open_engine
 from registry.patients import PatientDirectory
 from registry.register import Registrar
+from registry.stored_query import StoredQueryEngine, query_response
 from xds.config import Config
 from xds.errors import XdsError, XdsException
 from xds.metadata import ebrim
@@ -37,6 +38,12 @@ class RegistryService:
         self.profile = get_profile(rc.profile)
         self.patients = PatientDirectory(self.engine)
         self.registrar = Registrar(self.engine, self.patients, self.profile)
+        self.queries = StoredQueryEngine(
+            self.engine,
+            self.patients,
+            home_community_id=rc.home_community_id,
+            max_results=rc.max_query_results,
+        )
         self._mllp: asyncio.AbstractServer | None = None
 
     def prepare(self) -> None:
@@ -65,9 +72,34 @@ class RegistryService:
             )
         return registry_response()
 
+    # --- ITI-18 / ITI-51 ----------------------------------------------------------------------------
+    async def stored_query(self, request: SoapRequest) -> SoapResponse:
+        """ITI-18 Registry Stored Query (ITI TF-2 §3.18.4.1) and ITI-51 (§3.51.4.1), by action."""
+        action = (
+            v.ACTION_MULTI_PATIENT_QUERY_RESPONSE
+            if request.action == v.ACTION_MULTI_PATIENT_QUERY
+            else v.ACTION_STORED_QUERY_RESPONSE
+        )
+        return SoapResponse(action, await self.query_body(request.body))
+
+    async def query_body(self, body: object) -> bytes:
+        """The AdhocQueryResponse for an AdhocQueryRequest; the database work runs in a worker thread."""
+        try:
+            return await to_thread.run_sync(self.queries.answer, body)
+        except Exception:
+            log.exception("stored query failed")
+            return query_response([XdsError(v.XDSRegistryError, "the registry could not run the query")])
+
     def endpoint(self) -> SoapEndpoint:
         max_body = self.config.server.max_body_mb * 1024 * 1024
-        return SoapEndpoint({v.ACTION_REGISTER: self.register}, max_body_bytes=max_body)
+        return SoapEndpoint(
+            {
+                v.ACTION_REGISTER: self.register,
+                v.ACTION_STORED_QUERY: self.stored_query,
+                v.ACTION_MULTI_PATIENT_QUERY: self.stored_query,
+            },
+            max_body_bytes=max_body,
+        )
 
     # --- ITI-8 ------------------------------------------------------------------------------------
     async def start_feed(self) -> None:

@@ -18,6 +18,7 @@ max_document_mb = 16384
     profile = "norway"                                  # or "none"
     home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
     mllp_port = 2575                                    # ITI-8 patient identity feed; 0 = off
+    max_query_results = 10000                           # ITI-18 answers larger: XDSTooManyResults
 
     [[repository]]                                      # one per institution; default: one "default"
     name = "ahus"                                       # served at /repository/ahus
@@ -54,6 +55,7 @@ class RegistryConfig:
     mllp_host: str = ""
     mllp_port: int = 0
     pool_size: int = 8
+    max_query_results: int = 10_000  # ITI-18: more objects than this is XDSTooManyResults
 
     def url(self, data_dir: str) -> str:
         from registry.database import sqlite_url
@@ -161,6 +163,7 @@ max_document_mb = 16384
 profile = "norway"
 home_community_id = ""
 mllp_port = 0
+max_query_results = 10000     # a stored query selecting more objects answers XDSTooManyResults
 
 # [[repository]]            # one per institution; without any, one repository named "default"
 # name = "default"

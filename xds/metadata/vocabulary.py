@@ -103,6 +103,7 @@ ASSOCIATION_TYPES_21: Final = {
 STATUS_APPROVED: Final = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 STATUS_DEPRECATED: Final = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 STATUS_SUBMITTED: Final = "urn:oasis:names:tc:ebxml-regrep:StatusType:Submitted"
+STATUSES: Final = frozenset({STATUS_APPROVED, STATUS_DEPRECATED, STATUS_SUBMITTED})
 
 RESPONSE_SUCCESS: Final = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"
 RESPONSE_FAILURE: Final = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure"
@@ -116,12 +117,61 @@ ACTION_REGISTER: Final = "urn:ihe:iti:2007:RegisterDocumentSet-b"
 ACTION_REGISTER_RESPONSE: Final = "urn:ihe:iti:2007:RegisterDocumentSet-bResponse"
 ACTION_STORED_QUERY: Final = "urn:ihe:iti:2007:RegistryStoredQuery"
 ACTION_STORED_QUERY_RESPONSE: Final = "urn:ihe:iti:2007:RegistryStoredQueryResponse"
+ACTION_MULTI_PATIENT_QUERY: Final = "urn:ihe:iti:2009:MultiPatientStoredQuery"  # ITI-51
+ACTION_MULTI_PATIENT_QUERY_RESPONSE: Final = "urn:ihe:iti:2009:MultiPatientStoredQueryResponse"
 ACTION_PROVIDE_AND_REGISTER: Final = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ACTION_PROVIDE_AND_REGISTER_RESPONSE: Final = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
 ACTION_RETRIEVE: Final = "urn:ihe:iti:2007:RetrieveDocumentSet"
 ACTION_RETRIEVE_RESPONSE: Final = "urn:ihe:iti:2007:RetrieveDocumentSetResponse"
 ACTION_REMOVE_DOCUMENTS: Final = "urn:ihe:iti:2017:RemoveDocuments"  # ITI-86
 ACTION_REMOVE_DOCUMENTS_RESPONSE: Final = "urn:ihe:iti:2017:RemoveDocumentsResponse"
+
+# --- stored queries (ITI TF-2 §3.18.4.1.2.3.7; multi-patient: ITI TF-2 §3.51.4.1.2) --------------------
+SQ_FIND_DOCUMENTS: Final = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
+SQ_FIND_DOCUMENTS_BY_REFERENCE_ID: Final = "urn:uuid:12941a89-e02e-4be5-967c-ce4bfc8fe492"
+SQ_FIND_SUBMISSION_SETS: Final = "urn:uuid:f26abbcb-ac74-4422-8a30-edb644bbc1a9"
+SQ_FIND_FOLDERS: Final = "urn:uuid:958f3006-baad-4929-a4de-ff1114824431"
+SQ_GET_ALL: Final = "urn:uuid:10b545ea-725c-446d-9b95-8aeb444eddf3"
+SQ_GET_DOCUMENTS: Final = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
+SQ_GET_FOLDERS: Final = "urn:uuid:5737b14c-8a1a-4539-b659-e03a34a5e1e4"
+SQ_GET_ASSOCIATIONS: Final = "urn:uuid:a7ae438b-4bc2-4642-93e9-be891f7bb155"
+SQ_GET_DOCUMENTS_AND_ASSOCIATIONS: Final = "urn:uuid:bab9529a-4a10-40b3-a01f-f68a615d247a"
+SQ_GET_SUBMISSION_SETS: Final = "urn:uuid:51224314-5390-4169-9b91-b1980040715a"
+SQ_GET_SUBMISSION_SET_AND_CONTENTS: Final = "urn:uuid:e8e3cb2c-e39c-46b9-99e4-c12f57260b83"
+SQ_GET_FOLDER_AND_CONTENTS: Final = "urn:uuid:b909a503-523d-4517-8acf-8e5834dfc4c7"
+SQ_GET_FOLDERS_FOR_DOCUMENT: Final = "urn:uuid:10cae35a-c7f9-4cf5-b61e-fc3278ffb578"
+SQ_GET_RELATED_DOCUMENTS: Final = "urn:uuid:d90e5407-b356-4d91-a89f-873917b4b0e6"
+SQ_FIND_DOCUMENTS_MPQ: Final = "urn:uuid:3d1bdb10-39a2-11de-89c2-2f44d94eaa9f"
+SQ_FIND_FOLDERS_MPQ: Final = "urn:uuid:50d3f5ac-39a2-11de-a1ca-b366239e58df"
+SQ_FIND_DOCUMENTS_BY_REFERENCE_ID_MPQ: Final = "urn:uuid:1191642d-86c4-42d8-b784-f95445f9f0d5"
+
+STORED_QUERY_NAMES: Final = {
+    SQ_FIND_DOCUMENTS: "FindDocuments",
+    SQ_FIND_DOCUMENTS_BY_REFERENCE_ID: "FindDocumentsByReferenceId",
+    SQ_FIND_SUBMISSION_SETS: "FindSubmissionSets",
+    SQ_FIND_FOLDERS: "FindFolders",
+    SQ_GET_ALL: "GetAll",
+    SQ_GET_DOCUMENTS: "GetDocuments",
+    SQ_GET_FOLDERS: "GetFolders",
+    SQ_GET_ASSOCIATIONS: "GetAssociations",
+    SQ_GET_DOCUMENTS_AND_ASSOCIATIONS: "GetDocumentsAndAssociations",
+    SQ_GET_SUBMISSION_SETS: "GetSubmissionSets",
+    SQ_GET_SUBMISSION_SET_AND_CONTENTS: "GetSubmissionSetAndContents",
+    SQ_GET_FOLDER_AND_CONTENTS: "GetFolderAndContents",
+    SQ_GET_FOLDERS_FOR_DOCUMENT: "GetFoldersForDocument",
+    SQ_GET_RELATED_DOCUMENTS: "GetRelatedDocuments",
+    SQ_FIND_DOCUMENTS_MPQ: "FindDocumentsForMultiplePatients",
+    SQ_FIND_FOLDERS_MPQ: "FindFoldersForMultiplePatients",
+    SQ_FIND_DOCUMENTS_BY_REFERENCE_ID_MPQ: "FindDocumentsByReferenceIdForMultiplePatients",
+}
+
+# ebRS 3.0 §6.3 ResponseOption returnType values XDS uses (ITI TF-2 §3.18.4.1.2.1)
+RETURN_LEAF_CLASS: Final = "LeafClass"
+RETURN_OBJECT_REF: Final = "ObjectRef"
+
+# documentAvailability (ITI TF-3 §4.2.3.2.28); a DocumentEntry without the attribute is Online
+DOCUMENT_AVAILABILITY_ONLINE: Final = "urn:ihe:iti:2010:DocumentAvailability:Online"
+DOCUMENT_AVAILABILITY_OFFLINE: Final = "urn:ihe:iti:2010:DocumentAvailability:Offline"
 
 # --- error codes (ITI TF-3 Table 4.2.4.1-2) ---------------------------------------------------------
 XDSMissingDocument: Final = "XDSMissingDocument"
