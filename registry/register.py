@@ -389,6 +389,7 @@ def assign_uuids(sub: Submission) -> dict[str, str]:
     def fix(ref: str) -> str:
         return mapping.get(ref, ref)
 
+    seen = {obj.id for obj in sub.objects}
     for obj in sub.objects:
         obj.id = fix(obj.id)
         if isinstance(obj, Association):
@@ -397,12 +398,14 @@ def assign_uuids(sub: Submission) -> dict[str, str]:
         if isinstance(obj, Classification):
             obj.classified_object = fix(obj.classified_object)
         for c in obj.classifications:
-            if not c.id.startswith("urn:uuid:"):
+            if not c.id.startswith("urn:uuid:") or c.id in seen:
                 c.id = new_uuid()
+            seen.add(c.id)
             c.classified_object = obj.id
         for e in obj.external_ids:
-            if not e.id.startswith("urn:uuid:"):
+            if not e.id.startswith("urn:uuid:") or e.id in seen:
                 e.id = new_uuid()
+            seen.add(e.id)
             e.registry_object = obj.id
     return mapping
 

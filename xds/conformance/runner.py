@@ -47,6 +47,7 @@ class Target:
 
     registry_url: str | None = None
     feed: tuple[str, int] | None = None  # MLLP host, port of the ITI-8 feed
+    repository_url: str | None = None  # ITI-41 / ITI-43 endpoint of the repository under test
 
 
 @dataclass
@@ -109,6 +110,10 @@ class Session:
                 return result(*self._feed(test, section, step))
             if step.transaction == tp.REGISTER:
                 return result(*self._register(test, section, step))
+            if step.transaction == tp.PROVIDE_AND_REGISTER:
+                return result(*self._provide(test, section, step))
+            if step.transaction == tp.RETRIEVE:
+                return result(*self._retrieve(test, section, step))
             if not step.transaction and step.flags.new_patient_id:
                 return result(*self._new_patient(test, section, step))
         except _Unresolved as exc:
@@ -234,6 +239,87 @@ class Session:
         self.reports[key] = saved
         return judge(step, answer)
 
+    def _provide(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-41: the step's submission with its documents as MTOM parts."""
+        if self.target.repository_url is None:
+            return "not applicable", "the target has no repository"
+        from xds.soap.mtom import build_mtom_request
+
+        symbols = self._symbols(test, section, step)
+        if step.flags.new_patient_id:
+            self._new_patient(test, section, step)
+        if step.flags.alt_patient_id:
+            patient = self.fresh_patient()
+        else:
+            patient = (
+                self.section_patients.get((test.id, section.name))
+                or symbols.get("$patientid$")
+                or self._session_patient(test)
+            )
+        prepared = prepare_submission(
+            step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
+        )
+        key = (test.id, section.name, step.id)
+        self.prepared[key] = prepared
+        sor = prepared.element
+        if sor.tag == f"{{{v.NS_XDSB}}}ProvideAndRegisterDocumentSetRequest":  # the kit may wrap it already
+            sor = sor.find(f"{{{v.NS_LCM}}}SubmitObjectsRequest")
+            if sor is None:
+                raise _Unresolved("the step's ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest")
+        parts: list[tuple[str, str, bytes]] = []
+        includes = []
+        for symbolic_id, path in step.documents.items():
+            doc_id = prepared.assigned_uuids.get(symbolic_id, symbolic_id)  # <AssignUuids/> renamed it
+            if not path.is_file():
+                raise _Unresolved(f"document file {path} of {symbolic_id} is missing from the kit")
+            cid = f"{uuid.uuid4().hex}@conformance"
+            parts.append((cid, "application/octet-stream", path.read_bytes()))
+            includes.append(
+                f'<xdsb:Document id="{doc_id}"><xop:Include xmlns:xop="{v.NS_XOP}" href="cid:{cid}"/></xdsb:Document>'
+            )
+        body = (
+            f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">'.encode()
+            + etree.tostring(sor)
+            + "".join(includes).encode()
+            + b"</xdsb:ProvideAndRegisterDocumentSetRequest>"
+        )
+        url = self.target.repository_url
+        data, content_type = build_mtom_request(v.ACTION_PROVIDE_AND_REGISTER, body, parts, to=url)
+        answer = self._post(url, data, content_type)
+        saved = dict(prepared.reports)
+        saved.update(evaluate_reports(step.reports, prepared.element, answer.element))
+        self.reports[key] = saved
+        return judge(step, answer)
+
+    def _retrieve(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-43: the step's RetrieveDocumentSetRequest; every ReferenceDocument must come back."""
+        if self.target.repository_url is None:
+            return "not applicable", "the target has no repository"
+        from xds.conformance.substitution import load_metadata
+        from xds.soap.envelope import build_request
+
+        symbols = self._symbols(test, section, step)
+        request = load_metadata(step, symbols, None)
+        url = self.target.repository_url
+        data, content_type = build_request(v.ACTION_RETRIEVE, etree.tostring(request), to=url)
+        answer = self._post(url, data, content_type)
+        outcome, reason = judge(step, answer)
+        if outcome != "passed" or answer.element is None or step.transaction_element is None:
+            return outcome, reason
+        x = "{" + v.NS_XDSB + "}"
+        returned = {
+            r.findtext(x + "DocumentUniqueId"): r for r in answer.element.iter(x + "DocumentResponse")
+        }
+        for ref in step.transaction_element.iter("ReferenceDocument"):
+            uid = ref.get("uid") or ""
+            uid = symbols.get(uid, uid)
+            response = returned.get(uid)
+            if response is None:
+                return "failed", f"document {uid} was not returned"
+            if response.find(x + "Document") is None or not response.findtext(x + "mimeType"):
+                return "failed", f"document {uid} came back without content or mimeType"
+        return "passed", ""
+
     def _session_patient(self, test: tp.Test) -> str:
         key = ("15817", "pif", "step")
         if key not in self.reports:
@@ -244,15 +330,29 @@ class Session:
         return pid
 
     def _send(self, url: str, action: str, body: bytes) -> Answer:
-        from xds.soap.envelope import SoapFault, build_request, parse_message
+        from xds.soap.envelope import build_request
 
         data, content_type = build_request(action, body, to=url)
+        return self._post(url, data, content_type)
+
+    def _post(self, url: str, data: bytes, content_type: str) -> Answer:
+        """Send a SOAP message; the RegistryResponse (alone or inside a retrieve answer) judged."""
+        from xds.soap.envelope import SoapFault, parse_message
+
         response = self.client.post(url, content=data, headers={"Content-Type": content_type})
         try:
             message = parse_message(response.headers.get("content-type", ""), response.content)
         except SoapFault as fault:
             return Answer("Fault", [(fault.code, fault.reason, v.SEVERITY_ERROR)])
-        status, errors = parse_registry_response(message.body)
+        body = message.body
+        rr = (
+            body
+            if body.tag == f"{{{v.NS_RS}}}RegistryResponse"
+            else body.find(f"{{{v.NS_RS}}}RegistryResponse")
+        )
+        if rr is None:
+            return Answer("Fault", [("", f"unexpected answer {body.tag}", v.SEVERITY_ERROR)], body)
+        status, errors = parse_registry_response(rr)
         return Answer(
             status.rsplit(":", 1)[-1],
             [(e.code, e.context, e.severity) for e in errors],

@@ -181,14 +181,17 @@ class _Validator:
 
     # --- identity ---------------------------------------------------------------------------------
     def _ids(self) -> Iterator[XdsError]:
+        """Top-level ids are unique in the message (§4.1.12.3).
+
+        Nested Classifications and ExternalIdentifiers are not referenced from elsewhere; the
+        registry gives any that repeat an id a fresh UUID, as the NIST kit's messages expect.
+        """
         counts: Counter[str] = Counter()
         for obj in self.sub.objects:
-            for nested in obj.nested():
-                if nested.id:
-                    counts[nested.id] += 1
             if not obj.id:
                 yield _err(f"{type(obj).__name__} has no id", "")
                 continue
+            counts[obj.id] += 1
             self.by_id.setdefault(obj.id, obj)
         for oid, n in sorted(counts.items()):
             if n > 1:
