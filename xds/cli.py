@@ -126,6 +126,47 @@ def _retrieve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conformance(args: argparse.Namespace) -> int:
+    """Replay NIST test-kit tests against a deployment (given, or started here)."""
+    import contextlib
+
+    from xds.conformance import report
+    from xds.conformance.deployment import local_deployment
+    from xds.conformance.runner import Session, Target
+
+    kit = Path(args.testkit)
+    if not kit.is_dir():
+        raise OSError(f"{kit} is not a test kit folder")
+    collections = args.collection or ([] if args.test else ["R.b"])
+    with contextlib.ExitStack() as stack:
+        if args.target:
+            target = Target()
+            for url in args.target:
+                base = url.rstrip("/")
+                if "/registry" in base:
+                    target.registry_url = base
+                elif "/repository" in base:
+                    target.repository_url = base
+                else:
+                    target.registry_url, target.repository_url = f"{base}/registry", f"{base}/repository"
+            if args.feed:
+                host, _, port = args.feed.rpartition(":")
+                target.feed = (host or "127.0.0.1", int(port))
+        else:
+            target = stack.enter_context(local_deployment(args.database_url or ""))
+        session = Session(kit, target)
+        results: dict[str, list[report.TestReport]] = {}
+        for name in collections:
+            results[name] = report.run_collection(session, name)
+        if args.test:
+            results["tests"] = [report.run_test(session, t) for t in args.test]
+    print(report.text_report(results))
+    if args.junit:
+        Path(args.junit).write_bytes(report.junit_xml(results))
+        print(f"xds: JUnit report in {args.junit}", file=sys.stderr)
+    return 1 if any(r.outcome == "failed" for rs in results.values() for r in rs) else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from xds import bench
 
@@ -169,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("-o", "--output", required=True, help="file to write")
     retrieve.add_argument("--url", default="http://127.0.0.1:8080/repository", help="repository endpoint")
     retrieve.set_defaults(func=_retrieve)
+
+    conf = sub.add_parser("conformance", help="replay the NIST XDS test kit against a deployment")
+    conf.add_argument("--testkit", required=True, help="the kit folder (shared/conformance/nist-testkit)")
+    conf.add_argument(
+        "--target",
+        nargs="+",
+        help="deployment base URL, or registry and repository endpoint URLs (default: start one here)",
+    )
+    conf.add_argument("--feed", help="HOST:PORT of the target's ITI-8 MLLP feed")
+    conf.add_argument("--collection", action="append", help="a collection to run (repeatable), e.g. R.b")
+    conf.add_argument("--test", nargs="+", help="test ids to run")
+    conf.add_argument("--junit", help="write a JUnit XML report here")
+    conf.add_argument("--database-url", help="database of the deployment started here (default SQLite)")
+    conf.set_defaults(func=_conformance)
 
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
     from xds import bench as bench_mod

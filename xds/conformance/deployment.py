@@ -1,0 +1,57 @@
+"""A deployment for a conformance replay when no target is given: ``xds serve`` in this process.
+
+Registry, default repository and the ITI-8 feed on free loopback ports, on SQLite in a temporary
+data directory (or the database URL given), with the plain IHE profile: the kit's patients are
+fed over MLLP under NIST's assigning authority, not Norwegian person numbers.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from xds.conformance.runner import Target
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_deployment(database_url: str = "", data_dir: str | None = None) -> Iterator[Target]:
+    import uvicorn
+
+    from xds.config import Config
+    from xds.server import build_app
+
+    with tempfile.TemporaryDirectory(prefix="xds-conformance-") as tmp:
+        cfg = Config()
+        cfg.server.host = "127.0.0.1"
+        cfg.server.port = _free_port()
+        cfg.server.data_dir = data_dir or tmp
+        cfg.registry.database_url = database_url
+        cfg.registry.profile = "none"
+        cfg.registry.mllp_port = _free_port()
+        app = build_app(cfg)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=cfg.server.port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the conformance deployment did not start")
+            time.sleep(0.02)
+        base = f"http://127.0.0.1:{cfg.server.port}"
+        try:
+            yield Target(f"{base}/registry", ("127.0.0.1", cfg.registry.mllp_port), f"{base}/repository")
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
