@@ -518,7 +518,8 @@ def find_folders(ctx: _Context) -> list[Hit]:
 
 
 def get_all(ctx: _Context) -> list[Hit]:
-    """GetAll (ITI TF-2 §3.18.4.1.2.3.7.5): a patient's entries, sets, folders and the links among them."""
+    """GetAll (ITI TF-2 §3.18.4.1.2.3.7.5): a patient's entries, sets and folders, and every association
+    from or to one of them (as the NIST registry simulator answers it)."""
     d, s, f = t.documents.c, t.submission_sets.c, t.folders.c
     p = ctx.p
     docs = _hits(
@@ -552,33 +553,8 @@ def get_all(ctx: _Context) -> list[Hit]:
         ),
     )
     objects = [*docs, *sets, *folders]
-    ids = {h.uuid for h in objects}
-    a = t.associations.c
-    candidates = _links(
-        ctx.fetch_in(
-            lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), a.source.in_(chunk)), ids
-        )
-    )
-    return [*objects, *(link.hit() for link in _closed_links(candidates, ids))]
-
-
-def _closed_links(candidates: list[_Link], ids: set[str]) -> list[_Link]:
-    """The associations among ``ids``, and those from ``ids`` to such associations, in ``seq`` order.
-
-    A SubmissionSet's HasMember to a Folder-to-DocumentEntry HasMember association (ITI TF-3
-    §4.2.2.1.8) is kept when the association it points at is kept.
-    """
-    kept: dict[str, _Link] = {}
-    changed = True
-    while changed:
-        changed = False
-        for link in candidates:
-            if link.uuid in kept or link.source not in ids:
-                continue
-            if link.target in ids or link.target in kept:
-                kept[link.uuid] = link
-                changed = True
-    return sorted(kept.values(), key=lambda link: link.seq)
+    links = _associations_touching(ctx, [h.uuid for h in objects])
+    return [*objects, *(link.hit() for link in links)]
 
 
 def get_documents(ctx: _Context) -> list[Hit]:
@@ -628,7 +604,8 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     """GetSubmissionSetAndContents (ITI TF-2 §3.18.4.1.2.3.7.11).
 
     The set, the entries and folders it holds (entries filtered by format, confidentiality and
-    type), the associations it holds whose ends are returned, and its HasMembers to what is returned.
+    type), the associations it holds and the folder memberships among what is returned (each only
+    when both its ends are returned), and its HasMembers to what is returned.
     """
     s, f, a = t.submission_sets.c, t.folders.c, t.associations.c
     p = ctx.p
@@ -645,16 +622,28 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     folders = _hits(
         FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(f.uuid.in_(chunk)), targets)
     )
-    inner = _links(
-        ctx.fetch_in(
-            lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), a.uuid.in_(chunk)), targets
+    inner = {
+        link.uuid: link
+        for link in _links(
+            ctx.fetch_in(
+                lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), a.uuid.in_(chunk)),
+                targets,
+            )
         )
-    )
+    }
+    if folders and docs:
+        # the folder memberships among what is returned, wherever they were submitted
+        doc_ids = [h.uuid for h in docs]
+        for folder in folders:
+            for link in _associations(
+                ctx, a.source == folder.uuid, a.type == v.HAS_MEMBER, a.target.in_(doc_ids)
+            ):
+                inner.setdefault(link.uuid, link)
     returned = {ss.uuid} | {h.uuid for h in docs} | {h.uuid for h in folders}
-    inner_kept = [link for link in inner if link.source in returned and link.target in returned]
+    inner_kept = [link for link in inner.values() if link.source in returned and link.target in returned]
     returned |= {link.uuid for link in inner_kept}
     members_kept = [m for m in members if m.target in returned]
-    links = sorted([*members_kept, *inner_kept], key=lambda link: link.seq)
+    links = sorted({link.uuid: link for link in [*members_kept, *inner_kept]}.values(), key=lambda k: k.seq)
     return [ss, *docs, *folders, *(link.hit() for link in links)]
 
 

@@ -64,6 +64,7 @@ DOCUMENT_SLOTS = frozenset(
         "documentAvailability",
         "objectVersion",
         "homeCommunityId",
+        v.SLOT_REFERENCE_ID_LIST,
     }
 )
 SUBMISSION_SET_SLOTS = frozenset({"submissionTime", "intendedRecipient"})

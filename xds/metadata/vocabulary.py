@@ -169,6 +169,9 @@ STORED_QUERY_NAMES: Final = {
 RETURN_LEAF_CLASS: Final = "LeafClass"
 RETURN_OBJECT_REF: Final = "ObjectRef"
 
+# DocumentEntry.referenceIdList (ITI TF-3 §4.2.3.2.28): CXi values, a slot with an IHE URN name
+SLOT_REFERENCE_ID_LIST: Final = "urn:ihe:iti:xds:2013:referenceIdList"
+
 # documentAvailability (ITI TF-3 §4.2.3.2.28); a DocumentEntry without the attribute is Online
 DOCUMENT_AVAILABILITY_ONLINE: Final = "urn:ihe:iti:2010:DocumentAvailability:Online"
 DOCUMENT_AVAILABILITY_OFFLINE: Final = "urn:ihe:iti:2010:DocumentAvailability:Offline"
