@@ -35,6 +35,7 @@ patients = Table(
     Column("sex", String(8), nullable=True),
     Column("updated", String(20), nullable=False),
 )
+Index("ix_patients_merged_into", patients.c.merged_into)
 
 # --- document entries (ITI TF-3 §4.2.3.2) -----------------------------------------------------------
 # Coded attributes are stored as "code^^scheme", the form stored-query parameters use.
@@ -128,6 +129,7 @@ folders = Table(
     Column("xml", LargeBinary, nullable=False),
 )
 Index("ix_folders_patient", folders.c.patient_id, folders.c.last_update_time)
+Index("ix_folders_lid", folders.c.lid)
 
 folder_codes = Table(
     "folder_codes",

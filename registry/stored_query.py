@@ -584,11 +584,10 @@ def get_submission_sets(ctx: _Context) -> list[Hit]:
     a, s = t.associations.c, t.submission_sets.c
     links = _links(
         ctx.fetch_in(
-            lambda chunk: _assoc_columns(ctx).where(
-                ctx.association_condition(),
-                a.type == v.HAS_MEMBER,
-                a.target.in_(chunk),
-                a.source.in_(select(s.uuid)),
+            lambda chunk: (
+                _assoc_columns(ctx)
+                .join(t.submission_sets, s.uuid == a.source)
+                .where(ctx.association_condition(), a.type == v.HAS_MEMBER, a.target.in_(chunk))
             ),
             ctx.p.any(q.UUID),
         )
