@@ -1290,3 +1290,16 @@ def test_too_many_results(world: World, query_schema: etree.XMLSchema) -> None:
         v.SQ_FIND_DOCUMENTS, small.pid("A"), STATUS_APPROVED, (qp.DE_CLASS_CODE, ql(code_value("C2")))
     )
     assert small.keys(within) == ["A2", "A5"]
+
+
+@pytest.mark.parametrize(("flag", "ok"), [("true", True), ("false", True), ("1", True), ("yes", False)])
+def test_return_composed_objects(world: World, query_schema: etree.XMLSchema, flag: str, ok: bool) -> None:
+    req = request(v.SQ_GET_DOCUMENTS, (qp.DE_UNIQUE_ID, ql(world.uids["B1"])))
+    req[0].set("returnComposedObjects", flag)
+    answer = ask(world.engine_for(), query_schema, req)
+    if not ok:
+        assert answer.codes == [v.XDSRegistryError]
+        return
+    # an XDS object's metadata is its classifications and identifiers: always returned with it
+    [doc] = answer.element.find(f"{_RIM}RegistryObjectList")
+    assert doc.findall(f"{_RIM}Classification") and doc.findall(f"{_RIM}ExternalIdentifier")
