@@ -17,13 +17,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from registry import rows
 from registry import schema as t
 from registry.database import reader
 from registry.patients import PatientDirectory
 from xds.errors import XdsError, XdsException
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
-from xds.metadata.hl7v2 import CX, dtm_key
+from xds.metadata.hl7v2 import CX
 from xds.metadata.model import (
     Association,
     Classification,
@@ -312,16 +313,7 @@ class Registrar:
                 kinds.append({"uuid": pkg.id, "kind": "folder"})
         assoc_rows = []
         for assoc in [*sub.associations, *plan.extra_associations]:
-            assoc_rows.append(
-                {
-                    "uuid": assoc.id,
-                    "type": assoc.association_type,
-                    "source": assoc.source_object,
-                    "target": assoc.target_object,
-                    "status": v.STATUS_APPROVED,
-                    "xml": ebrim.to_bytes(assoc),
-                }
-            )
+            assoc_rows.append(rows.association_row(assoc))
             kinds.append({"uuid": assoc.id, "kind": "association"})
         if assoc_rows:
             _insert_rows(conn, _INSERT_ASSOCIATIONS, assoc_rows)
@@ -502,20 +494,6 @@ def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> l
 # -------------------------------------------------------------------------------------------------
 # writing
 # -------------------------------------------------------------------------------------------------
-def _code(obj: RegistryObject, scheme: str) -> str | None:
-    c = obj.code(scheme)
-    return c.as_query_value() if c is not None else None
-
-
-def _dtm(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        return dtm_key(value)
-    except ValueError:
-        return None
-
-
 # Statements built once: executing them with parameter dicts skips per-call statement building.
 _INSERT_DOCUMENT = insert(t.documents).returning(t.documents.c.seq)
 _INSERT_SUBMISSION_SET = insert(t.submission_sets).returning(t.submission_sets.c.seq)
@@ -533,84 +511,22 @@ def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, objec
 
 
 def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
-    size = doc.size
-    seq = conn.execute(
-        _INSERT_DOCUMENT,
-        dict(
-            uuid=doc.id,
-            lid=doc.lid or doc.id,
-            unique_id=doc.unique_id or "",
-            patient_id=doc.patient_id or "",
-            status=doc.status or v.STATUS_APPROVED,
-            object_type=doc.object_type or v.DOC_ENTRY_STABLE,
-            class_code=_code(doc, v.DE_CLASS_CODE),
-            type_code=_code(doc, v.DE_TYPE_CODE),
-            format_code=_code(doc, v.DE_FORMAT_CODE),
-            practice_setting_code=_code(doc, v.DE_PRACTICE_SETTING_CODE),
-            facility_type_code=_code(doc, v.DE_HEALTHCARE_FACILITY_TYPE_CODE),
-            creation_time=_dtm(doc.slot_value("creationTime")),
-            service_start_time=_dtm(doc.slot_value("serviceStartTime")),
-            service_stop_time=_dtm(doc.slot_value("serviceStopTime")),
-            hash=(doc.hash or "").lower() or None,
-            size=int(size) if size and size.isdigit() else None,
-            repository_unique_id=doc.repository_unique_id,
-            mime_type=doc.mime_type,
-            home=doc.home,
-            xml=ebrim.to_bytes(doc),
-        ),
-    ).scalar_one()
-    rows = [{"doc_seq": seq, "kind": "event", "value": c} for c in _codes(doc, v.DE_EVENT_CODE)]
-    rows += [{"doc_seq": seq, "kind": "conf", "value": c} for c in _codes(doc, v.DE_CONFIDENTIALITY_CODE)]
-    rows += [
-        {"doc_seq": seq, "kind": "author", "value": a.person} for a in doc.authors(v.DE_AUTHOR) if a.person
-    ]
-    rows += [
-        {"doc_seq": seq, "kind": "refid", "value": r}
-        for r in doc.slot_values("urn:ihe:iti:xds:2013:referenceIdList")
-    ]
-    if rows:
-        _insert_rows(conn, _INSERT_DOCUMENT_CODES, rows)
-
-
-def _codes(obj: RegistryObject, scheme: str) -> list[str]:
-    return [c.as_query_value() for c in obj.codes(scheme)]
+    seq = conn.execute(_INSERT_DOCUMENT, rows.document_row(doc)).scalar_one()
+    codes = rows.document_code_rows(doc, seq)
+    if codes:
+        _insert_rows(conn, _INSERT_DOCUMENT_CODES, codes)
 
 
 def _insert_submission_set(conn: Connection, ss: RegistryPackage) -> None:
-    seq = conn.execute(
-        _INSERT_SUBMISSION_SET,
-        dict(
-            uuid=ss.id,
-            unique_id=ss.unique_id or "",
-            patient_id=ss.patient_id or "",
-            status=v.STATUS_APPROVED,
-            source_id=ss.external_id(v.SS_SOURCE_ID),
-            submission_time=_dtm(ss.slot_value("submissionTime")),
-            content_type_code=_code(ss, v.SS_CONTENT_TYPE_CODE),
-            home=ss.home,
-            xml=ebrim.to_bytes(ss),
-        ),
-    ).scalar_one()
-    authors = [{"ss_seq": seq, "author_person": a.person} for a in ss.authors(v.SS_AUTHOR) if a.person]
+    seq = conn.execute(_INSERT_SUBMISSION_SET, rows.submission_set_row(ss)).scalar_one()
+    authors = rows.submission_set_author_rows(ss, seq)
     if authors:
         _insert_rows(conn, _INSERT_SS_AUTHORS, authors)
 
 
 def _insert_folder(conn: Connection, folder: RegistryPackage) -> None:
-    seq = conn.execute(
-        _INSERT_FOLDER,
-        dict(
-            uuid=folder.id,
-            lid=folder.lid or folder.id,
-            unique_id=folder.unique_id or "",
-            patient_id=folder.patient_id or "",
-            status=v.STATUS_APPROVED,
-            last_update_time=_dtm(folder.slot_value("lastUpdateTime")),
-            home=folder.home,
-            xml=ebrim.to_bytes(folder),
-        ),
-    ).scalar_one()
-    codes = [{"folder_seq": seq, "value": c} for c in _codes(folder, v.FOLDER_CODE_LIST)]
+    seq = conn.execute(_INSERT_FOLDER, rows.folder_row(folder)).scalar_one()
+    codes = rows.folder_code_rows(folder, seq)
     if codes:
         _insert_rows(conn, _INSERT_FOLDER_CODES, codes)
 
