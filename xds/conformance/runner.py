@@ -3,8 +3,9 @@
 A :class:`Session` holds what one replay has learned (patient ids fed, uniqueIds and UUIDs
 assigned, values saved by ``<Report>``), runs a test's sections in order, sends each step's
 transaction over real HTTP (the patient identity feed over MLLP) and judges ExpectedStatus,
-ExpectedErrorCode and ExpectedErrorMessage. Transactions the runner cannot send yet are reported
-as not applicable, by name — never as passed.
+ExpectedErrorCode and ExpectedErrorMessage, and for stored queries ExpectedContents
+(``xds.conformance.contents``). Transactions the runner cannot send yet, and expectations it
+cannot judge, are reported as not applicable, by name — never as passed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import httpx
 from lxml import etree
 
 from xds.conformance import testplan as tp
-from xds.conformance.substitution import Prepared, evaluate_reports, prepare_submission
+from xds.conformance.contents import clean_params, judge_assertions, judge_contents, query_action
+from xds.conformance.substitution import (
+    PATIENT_ID_SCHEMES,
+    Prepared,
+    evaluate_reports,
+    load_metadata,
+    prepare_submission,
+)
 from xds.metadata import vocabulary as v
 from xds.metadata.registry_response import parse_registry_response
 
@@ -77,6 +85,8 @@ class Session:
         self.reports: dict[tuple[str, str, str], dict[str, str]] = {}
         self.prepared: dict[tuple[str, str, str], Prepared] = {}
         self.section_patients: dict[tuple[str, str], str] = {}
+        # the patient a test's UseReport named, kept for its later sections
+        self.test_patients: dict[str, str] = {}
         self._running: set[str] = set()
         self._oids = itertools.count(1)
         self._oid_root = f"1.2.42.{int(time.time())}.{uuid.uuid4().int % 10**6}"
@@ -114,6 +124,8 @@ class Session:
                 return result(*self._provide(test, section, step))
             if step.transaction == tp.RETRIEVE:
                 return result(*self._retrieve(test, section, step))
+            if step.transaction == tp.STORED_QUERY:
+                return result(*self._query(test, section, step))
             if not step.transaction and step.flags.new_patient_id:
                 return result(*self._new_patient(test, section, step))
         except _Unresolved as exc:
@@ -138,22 +150,46 @@ class Session:
                 )
             symbols[use.use_as] = saved[use.report_name]
         for use in step.use_id:
-            source_section = tp.resolve_testdir(section.directory, use.testdir).name
-            if source_section == test.directory.name:
-                source_section = section.name
-            prepared = self.prepared.get((test.id, source_section, use.step))
-            if prepared is None:
-                raise _Unresolved(f"UseId {use.id}: step {source_section}/{use.step} has not run")
-            table = {
-                tp.ASSIGNED_UIDS: prepared.assigned_uids,
-                tp.ASSIGNED_UUIDS: prepared.assigned_uuids,
-            }.get(use.section, {})
-            if use.id not in table:
-                raise _Unresolved(
-                    f"UseId {use.id} ({use.section}) was not assigned in {source_section}/{use.step}"
-                )
-            symbols[use.symbol] = table[use.id]
+            symbols[use.symbol] = self._use_id(test, section, use)
         return symbols
+
+    def _use_id(self, test: tp.Test, section: tp.Section, use: tp.UseId) -> str:
+        """The value an earlier step (of this test, or of the test ``testdir`` names) recorded."""
+        source_dir = tp.resolve_testdir(section.directory, use.testdir)
+        source_test, source_section = test.id, source_dir.name
+        if source_section == test.directory.name:
+            source_section = section.name
+        elif source_dir.parent.name in tp.TEST_FOLDERS:
+            # another test that is its own single section (testdir="../../12374")
+            source_test, source_section = self._canonical_test(source_dir.name), ""
+            if (source_test, source_section, use.step) not in self.prepared:
+                self._run_dependency(source_test)
+        elif source_dir.parent != test.directory and source_dir != section.directory:
+            # another test's section, e.g. testdir="../../12346/single_doc": run that test first
+            source_test = self._canonical_test(source_dir.parent.name)
+            if (source_test, source_section, use.step) not in self.prepared:
+                self._run_dependency(source_test)
+        prepared = self.prepared.get((source_test, source_section, use.step))
+        if prepared is None:
+            raise _Unresolved(f"UseId {use.id}: step {source_test}/{source_section}/{use.step} has not run")
+        if use.section == tp.ASSIGNED_PATIENT_ID:
+            patients = [
+                e.get("value", "")
+                for e in prepared.element.iter(f"{{{v.NS_RIM}}}ExternalIdentifier")
+                if e.get("identificationScheme") in PATIENT_ID_SCHEMES
+            ]
+            if not patients:
+                raise _Unresolved(f"UseId {use.id}: step {source_section}/{use.step} named no patient")
+            return patients[0]
+        table = {
+            tp.ASSIGNED_UIDS: prepared.assigned_uids,
+            tp.ASSIGNED_UUIDS: prepared.assigned_uuids,
+        }.get(use.section, {})
+        if use.id not in table:
+            raise _Unresolved(
+                f"UseId {use.id} ({use.section}) was not assigned in {source_section}/{use.step}"
+            )
+        return table[use.id]
 
     def _canonical_test(self, test_id: str) -> str:
         try:
@@ -220,14 +256,7 @@ class Session:
         symbols = self._symbols(test, section, step)
         if step.flags.new_patient_id:
             self._new_patient(test, section, step)
-        if step.flags.alt_patient_id:
-            patient = self.fresh_patient()  # <AltPatientId/>: an id the target was never told about
-        else:
-            patient = (
-                self.section_patients.get((test.id, section.name))
-                or symbols.get("$patientid$")
-                or self._session_patient(test)
-            )
+        patient = self._patient_for(test, section, step, symbols)
         prepared = prepare_submission(
             step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
         )
@@ -248,14 +277,7 @@ class Session:
         symbols = self._symbols(test, section, step)
         if step.flags.new_patient_id:
             self._new_patient(test, section, step)
-        if step.flags.alt_patient_id:
-            patient = self.fresh_patient()
-        else:
-            patient = (
-                self.section_patients.get((test.id, section.name))
-                or symbols.get("$patientid$")
-                or self._session_patient(test)
-            )
+        patient = self._patient_for(test, section, step, symbols)
         prepared = prepare_submission(
             step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
         )
@@ -265,7 +287,9 @@ class Session:
         if sor.tag == f"{{{v.NS_XDSB}}}ProvideAndRegisterDocumentSetRequest":  # the kit may wrap it already
             sor = sor.find(f"{{{v.NS_LCM}}}SubmitObjectsRequest")
             if sor is None:
-                raise _Unresolved("the step's ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest")
+                raise _Unresolved(
+                    "the step's ProvideAndRegisterDocumentSetRequest has no SubmitObjectsRequest"
+                )
         parts: list[tuple[str, str, bytes]] = []
         includes = []
         for symbolic_id, path in step.documents.items():
@@ -320,6 +344,61 @@ class Session:
                 return "failed", f"document {uid} came back without content or mimeType"
         return "passed", ""
 
+    def _query(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-18 / ITI-51: the step's AdhocQueryRequest, judged by status, errors and ExpectedContents."""
+        if self.target.registry_url is None:
+            return "not applicable", "the target has no registry"
+        request = load_metadata(step, self._symbols(test, section, step))
+        transaction = step.transaction_element
+        if transaction is not None and transaction.find("CleanParams") is not None:
+            clean_params(request)
+        answer = self._send(self.target.registry_url, query_action(request), etree.tostring(request))
+        key = (test.id, section.name, step.id)
+        self.reports[key] = evaluate_reports(step.reports, request, answer.element)
+        outcome, reason = judge(step, answer)
+        if outcome != "passed":
+            return outcome, reason
+        problems, unjudged = judge_contents(
+            step.expected_contents, answer.element, lambda use: self._use_id(test, section, use)
+        )
+        if problems:
+            return "failed", "; ".join(problems)
+        problems = judge_assertions(
+            step.assertions,
+            step.id,
+            step.transaction or "",
+            answer.element,
+            self._symbols(test, section, step),
+        )
+        if problems:
+            return "failed", "; ".join(problems)
+        if unjudged:
+            return "not applicable", f"ExpectedContents {', '.join(unjudged)} not judged by this runner"
+        return "passed", ""
+
+    def _patient_for(
+        self, test: tp.Test, section: tp.Section, step: tp.TestStep, symbols: dict[str, str]
+    ) -> str:
+        """The patient a submission step files under.
+
+        ``<AltPatientId/>``: an id the target was never told about. Otherwise the section's
+        ``<NewPatientId/>``, the step's ``$patientid$`` (UseReport) — which then stays the test's
+        patient for its later sections, as the toolkit keeps one patient per test run (12346 names
+        15818's patient in its first section only and expects all its data under it) — or the
+        session's patient.
+        """
+        if step.flags.alt_patient_id:
+            return self.fresh_patient()
+        reported = symbols.get("$patientid$")
+        if reported:
+            self.test_patients.setdefault(test.id, reported)
+        return (
+            self.section_patients.get((test.id, section.name))
+            or reported
+            or self.test_patients.get(test.id)
+            or self._session_patient(test)
+        )
+
     def _session_patient(self, test: tp.Test) -> str:
         key = ("15817", "pif", "step")
         if key not in self.reports:
@@ -347,7 +426,7 @@ class Session:
         body = message.body
         rr = (
             body
-            if body.tag == f"{{{v.NS_RS}}}RegistryResponse"
+            if body.tag in (f"{{{v.NS_RS}}}RegistryResponse", f"{{{v.NS_QUERY}}}AdhocQueryResponse")
             else body.find(f"{{{v.NS_RS}}}RegistryResponse")
         )
         if rr is None:
