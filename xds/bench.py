@@ -40,14 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run on this PostgreSQL database (env XDS_BENCH_POSTGRES_URL)",
     )
     reg.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL even if a URL is known")
-    from xds import bench_repository
+    from xds import bench_query, bench_repository
 
     bench_repository.add_arguments(sub)
+    bench_query.add_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.bench == "register":
         return bench_register(args)
+    if args.bench in ("load", "query"):
+        from xds import bench_query
+
+        return bench_query.bench_load(args) if args.bench == "load" else bench_query.bench_query(args)
     if args.bench in ("provide", "retrieve"):
         from xds import bench_repository
 

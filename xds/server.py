@@ -58,6 +58,9 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         from xds.bench import floor_route
 
         routes.append(Route("/_bench/floor", floor_route(), methods=["POST"]))
+        from xds.bench_query import answer_floor
+
+        routes.append(Route("/_bench/answer", answer_floor(registry.endpoint())))
         if repositories:
             from xds.bench_repository import floor_routes
 

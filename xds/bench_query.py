@@ -1,0 +1,372 @@
+"""``xds bench load`` and ``xds bench query``: ITI-18 latency and throughput at scale, next to a floor.
+
+load: fills a registry with N synthetic DocumentEntries (default 1,000,000 over 100,000 patients,
+Norwegian-profile ids and codes) through the storage layer (``registry.bulk``), with a progress bar.
+
+query: for SQLite and PostgreSQL, at each size (default 10 k and 1 M entries; the database is kept
+in ``--cache-dir`` and topped up, so a second run does not load again) starts ``xds serve`` and
+measures FindDocuments (a patient with 20 documents) as LeafClass and ObjectRef, GetDocuments and
+GetSubmissionSetAndContents: p50/p95/p99 latency over one keep-alive connection and queries per
+second with concurrent connections. The floor is the same server, in the same run, sending the same
+answer bytes from memory (``/_bench/answer``). It prints the query plans of FindDocuments, showing
+the indexes used. Nothing asserts a time; it reports against the issue's targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select, text
+
+from xds.bench import _read_response, drive, http_request, running_server
+from xds.metadata import vocabulary as v
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    load = sub.add_parser("load", help="fill a registry with N synthetic document entries")
+    load.add_argument(
+        "n", type=int, nargs="?", default=1_000_000, help="document entries (default 1,000,000)"
+    )
+    load.add_argument("--patients", type=int, help="patients (default N / 10)")
+    load.add_argument("--data-dir", default="./data", help="registry data directory (SQLite)")
+    load.add_argument("--database-url", help="load into this database instead")
+
+    query = sub.add_parser("query", help="ITI-18 latency and throughput at 10 k and 1 M entries vs. floor")
+    query.add_argument("--sizes", default="10000,1000000", help="comma-separated entry counts")
+    query.add_argument("--requests", type=int, default=1000, help="requests per latency measurement")
+    query.add_argument("--concurrency", type=int, default=16, help="connections for throughput")
+    query.add_argument("--workers", type=int, default=2, help="server worker processes")
+    query.add_argument("--cache-dir", default="./bench-data", help="where loaded SQLite databases are kept")
+    query.add_argument(
+        "--postgres-url",
+        default=os.environ.get("XDS_BENCH_POSTGRES_URL", ""),
+        help="also run on this PostgreSQL database (env XDS_BENCH_POSTGRES_URL); it is filled as needed",
+    )
+    query.add_argument("--sqlite-only", action="store_true")
+
+
+# -------------------------------------------------------------------------------------------------
+# load
+# -------------------------------------------------------------------------------------------------
+def _progress(total: int) -> tuple[object, float]:
+    start = time.perf_counter()
+
+    def show(done: int) -> None:
+        width = 30
+        filled = int(width * done / max(1, total))
+        rate = done / max(1e-9, time.perf_counter() - start)
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r  [{bar}] {done:,}/{total:,} entries  {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+        if done >= total:
+            print(file=sys.stderr)
+
+    return show, start
+
+
+def fill(engine: Engine, target: int) -> int:
+    """Top the registry up to ``target`` document entries; how many it now holds."""
+    from registry.bulk import load as bulk_load
+    from registry.schema import documents
+
+    with engine.connect() as conn:
+        have = int(conn.execute(select(func.count()).select_from(documents)).scalar_one())
+    if have >= target:
+        return have
+    missing = target - have
+    show, _ = _progress(missing)
+    result = bulk_load(engine, missing, max(1, missing // 10), seed=have + 1, progress=show)  # type: ignore[arg-type]
+    print(f"  loaded {result.documents:,} entries in {result.seconds:,.0f} s", file=sys.stderr)
+    return have + result.documents
+
+
+def bench_load(args: argparse.Namespace) -> int:
+    from registry.bulk import load as bulk_load
+    from registry.database import migrate, open_engine, sqlite_url
+
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    url = args.database_url or sqlite_url(args.data_dir)
+    engine = open_engine(url)
+    migrate(engine)
+    patients = args.patients or max(1, args.n // 10)
+    print(f"xds bench load: {args.n:,} document entries over {patients:,} patients into {url}")
+    show, _ = _progress(args.n)
+    result = bulk_load(engine, args.n, patients, progress=show)  # type: ignore[arg-type]
+    print(
+        f"loaded {result.documents:,} entries in {result.submission_sets:,} submission sets in "
+        f"{result.seconds:,.1f} s ({result.documents / result.seconds:,.0f} entries/s)"
+    )
+    engine.dispose()
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------
+# query
+# -------------------------------------------------------------------------------------------------
+def _slot(name: str, *values: str) -> str:
+    from xml.sax.saxutils import escape
+
+    vals = "".join(f"<rim:Value>{escape(val)}</rim:Value>" for val in values)
+    return f'<rim:Slot name="{name}"><rim:ValueList>{vals}</rim:ValueList></rim:Slot>'
+
+
+def query_message(query_id: str, return_type: str, slots: str) -> bytes:
+    from xds.soap.envelope import build_request
+
+    body = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="{return_type}" returnComposedObjects="true"/>'
+        f'<rim:AdhocQuery id="{query_id}">{slots}</rim:AdhocQuery></query:AdhocQueryRequest>'
+    )
+    return build_request(v.ACTION_STORED_QUERY, body.encode(), message_id="urn:uuid:bench")[0]
+
+
+@dataclass
+class Workload:
+    name: str
+    messages: list[bytes]
+
+
+def workloads(engine: Engine, count: int = 50) -> list[Workload]:
+    """Requests about patients with 20 documents, their documents and their submission sets."""
+    from registry import schema as t
+
+    d = t.documents.c
+    with engine.connect() as conn:
+        patients = (
+            conn.execute(select(d.patient_id).group_by(d.patient_id).having(func.count() == 20).limit(count))
+            .scalars()
+            .all()
+        )
+        docs = conn.execute(select(d.uuid).where(d.patient_id.in_(patients)).limit(count)).scalars().all()
+        sets = (
+            conn.execute(select(t.submission_sets.c.uuid).where(t.submission_sets.c.patient_id.in_(patients)))
+            .scalars()
+            .all()
+        )
+    approved = f"('{v.STATUS_APPROVED}')"
+
+    def find(rt: str) -> list[bytes]:
+        return [
+            query_message(
+                v.SQ_FIND_DOCUMENTS,
+                rt,
+                _slot("$XDSDocumentEntryPatientId", f"'{p}'") + _slot("$XDSDocumentEntryStatus", approved),
+            )
+            for p in patients
+        ]
+
+    return [
+        Workload("FindDocuments LeafClass", find("LeafClass")),
+        Workload("FindDocuments ObjectRef", find("ObjectRef")),
+        Workload(
+            "GetDocuments",
+            [
+                query_message(
+                    v.SQ_GET_DOCUMENTS, "LeafClass", _slot("$XDSDocumentEntryEntryUUID", f"('{u}')")
+                )
+                for u in docs
+            ],
+        ),
+        Workload(
+            "GetSubmissionSetAndContents",
+            [
+                query_message(
+                    v.SQ_GET_SUBMISSION_SET_AND_CONTENTS,
+                    "LeafClass",
+                    _slot("$XDSSubmissionSetEntryUUID", f"'{u}'"),
+                )
+                for u in sets
+            ],
+        ),
+    ]
+
+
+async def _latencies(host: str, port: int, requests: list[bytes], n: int) -> list[float]:
+    reader, writer = await asyncio.open_connection(host, port)
+    out = []
+    try:
+        for i in range(n):
+            req = requests[i % len(requests)]
+            t0 = time.perf_counter()
+            writer.write(req)
+            status, body = await _read_response(reader)
+            out.append(time.perf_counter() - t0)
+            if status != 200 or v.RESPONSE_SUCCESS.encode() not in body:
+                raise RuntimeError(f"query failed: HTTP {status} {body[:300]!r}")
+    finally:
+        writer.close()
+    return out
+
+
+def _pcts(samples: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return q[49] * 1e3, q[94] * 1e3, q[98] * 1e3
+
+
+def plans(engine: Engine, message: bytes) -> list[str]:
+    """The query plans of the SQL a FindDocuments request runs (EXPLAIN on the same database)."""
+    from sqlalchemy import event
+
+    from registry.patients import PatientDirectory
+    from registry.stored_query import StoredQueryEngine
+    from xds.soap.envelope import parse_envelope
+
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        StoredQueryEngine(engine, PatientDirectory(engine)).answer(parse_envelope(message).body)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    out = []
+    with engine.connect() as conn:
+        for statement, params in statements:
+            prefix = "EXPLAIN QUERY PLAN " if engine.dialect.name == "sqlite" else "EXPLAIN "
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(prefix + statement, params)
+            rows = cursor.fetchall()
+            out += [" ".join(str(c) for c in row) for row in rows]
+            out.append("--")
+    return out
+
+
+def bench_query(args: argparse.Namespace) -> int:
+    from registry.database import migrate, open_engine, sqlite_url
+
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    backends = [("sqlite", "")]
+    if args.postgres_url and not args.sqlite_only:
+        backends.append(("postgresql", args.postgres_url))
+    print(
+        f"xds bench query: sizes {', '.join(f'{s:,}' for s in sizes)}; {args.requests} requests per latency figure, "
+        f"{args.concurrency} connections for throughput, {args.workers} workers"
+    )
+    for label, url in backends:
+        if not url:
+            cache = Path(args.cache_dir) / "sqlite"
+            cache.mkdir(parents=True, exist_ok=True)
+            url = sqlite_url(cache)
+        engine = open_engine(url)
+        migrate(engine)
+        p50_at: dict[tuple[str, int], float] = {}
+        for size in sizes:
+            held = fill(engine, size)
+            loads = workloads(engine)
+            with running_server(workers=args.workers, database_url=url) as (host, port):
+                ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
+                print(f"{label} at {held:,} entries:")
+                for w in loads:
+                    ours_reqs = [http_request(host, port, "/registry", m, ctype) for m in w.messages]
+                    floor_reqs = [http_request(host, port, "/_bench/answer", m, ctype) for m in w.messages]
+                    drive(host, port, floor_reqs, 4, v.RESPONSE_SUCCESS.encode())  # fills the floor's memory
+                    drive(host, port, ours_reqs, 4, v.RESPONSE_SUCCESS.encode())  # warms caches
+                    ours_lat = asyncio.run(_latencies(host, port, ours_reqs, args.requests))
+                    floor_lat = asyncio.run(_latencies(host, port, floor_reqs, args.requests))
+                    many = max(args.requests, 1000)
+                    ours = drive(
+                        host,
+                        port,
+                        [ours_reqs[i % len(ours_reqs)] for i in range(many)],
+                        args.concurrency,
+                        b"Success",
+                    )
+                    floor = drive(
+                        host,
+                        port,
+                        [floor_reqs[i % len(floor_reqs)] for i in range(many)],
+                        args.concurrency,
+                        b"Success",
+                    )
+                    p50, p95, p99 = _pcts(ours_lat)
+                    f50, _, _ = _pcts(floor_lat)
+                    p50_at[(w.name, size)] = p50
+                    ratio = ours.rate / floor.rate if floor.rate else 0.0
+                    print(
+                        f"  {w.name:<28} p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}  {ours.rate:7,.0f} q/s"
+                        f"  | floor p50 {f50:5.2f} ms {floor.rate:7,.0f} q/s  | throughput {ratio:.0%} of floor"
+                    )
+                    if ours.failures or floor.failures:
+                        print(
+                            f"    failures: {ours.failures} ours, {floor.failures} floor: {ours.first_failure}"
+                        )
+            print("  FindDocuments query plan:")
+            for line in plans(engine, loads[0].messages[0]):
+                print(f"    {line}")
+        if len(sizes) > 1:
+            small, large = sizes[0], sizes[-1]
+            for name in (
+                "FindDocuments LeafClass",
+                "FindDocuments ObjectRef",
+                "GetDocuments",
+                "GetSubmissionSetAndContents",
+            ):
+                a, b = p50_at.get((name, small)), p50_at.get((name, large))
+                if a and b:
+                    print(
+                        f"  {label} {name}: p50 at {large:,} is {b / a:.2f}x p50 at {small:,} (target <= 1.5x)"
+                    )
+        engine.dispose()
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------
+# the floor: the same answer bytes from memory
+# -------------------------------------------------------------------------------------------------
+def answer_floor(registry_endpoint: object) -> object:
+    """An ASGI app answering each distinct request with the bytes the registry gave it the first time."""
+    memory: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {}
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        key = hashlib.sha1(body).hexdigest()
+        if key not in memory:
+            captured: dict[str, object] = {"body": []}
+            sent = False
+
+            async def replay():  # type: ignore[no-untyped-def]
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def capture(message):  # type: ignore[no-untyped-def]
+                if message["type"] == "http.response.start":
+                    captured["headers"] = message.get("headers", [])
+                else:
+                    captured["body"].append(message.get("body", b""))  # type: ignore[union-attr]
+
+            await registry_endpoint(scope, replay, capture)  # type: ignore[operator]
+            memory[key] = (captured["headers"], b"".join(captured["body"]))  # type: ignore[arg-type]
+        headers, answer = memory[key]
+        headers = [(k, val) for k, val in headers if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(answer)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    class _App:  # an instance, so that Starlette routes to it as an ASGI app, every method
+        async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+            await app(scope, receive, send)
+
+    return _App()
+
+
+__all__ = ["add_arguments", "bench_load", "bench_query", "answer_floor", "text"]
