@@ -14,15 +14,15 @@ Rules applied to every answer (§3.18.4.1.3):
 - more objects than the configured maximum is XDSTooManyResults;
 - a patient identifier subsumed by an ITI-8 merge finds what was filed under the surviving
   identifier, and the survivor finds what was filed under identifiers merged into it;
-- when the registry has a homeCommunityId, every returned object carries it as ``home``
-  (ITI TF-3 §4.2.3.2.x, ITI TF-2 §3.18.4.1.3.x);
+- when the registry has a homeCommunityId, every returned object carries it as its ``home``
+  attribute (ITI TF-2 §3.18.4.1.2.3.8, use of homeCommunityId);
 - ``returnComposedObjects`` is accepted either way: an XDS object's metadata *is* its composed
   classifications and identifiers (ITI TF-3 §4.2.3), so LeafClass answers always carry them.
 
 Time parameters compare the 14-digit forms of HL7 DTMs (:func:`xds.metadata.hl7v2.dtm_key`):
 ``From`` is inclusive, ``To`` exclusive (§3.18.4.1.2.3.7.1). Author person patterns use ``%`` and
-``_`` as SQL LIKE does, matched case-sensitively on both backends (§3.18.4.1.2.3.7.1 note 3).
-With $XDSDocumentEntryType absent, only stable entries are returned (§3.18.4.1.2.3.6.2).
+``_`` as SQL LIKE does, matched case-sensitively on both backends (§3.18.4.1.2.3.3, wildcards). With
+$XDSDocumentEntryType absent only stable entries are returned (§3.18.4.1.2.3.7.1, On-Demand).
 """
 
 from __future__ import annotations
@@ -469,7 +469,7 @@ def _by_seq(hits: Iterable[Hit]) -> list[Hit]:
 # the queries
 # ------------------------------------------------------------------------------------------------
 def find_documents(ctx: _Context) -> list[Hit]:
-    """FindDocuments, FindDocumentsByReferenceId and their ITI-51 forms (§3.18.4.1.2.3.7.1-2, §3.51)."""
+    """FindDocuments, FindDocumentsByReferenceId and their ITI-51 forms (§3.18.4.1.2.3.7.1, .7.14, §3.51)."""
     d = t.documents.c
     conds = document_conditions(ctx)
     if ctx.p.has(q.DE_PATIENT_ID):
@@ -480,7 +480,7 @@ def find_documents(ctx: _Context) -> list[Hit]:
 
 
 def find_submission_sets(ctx: _Context) -> list[Hit]:
-    """FindSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.3)."""
+    """FindSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.2)."""
     s = t.submission_sets.c
     p = ctx.p
     conds = [
@@ -500,7 +500,7 @@ def find_submission_sets(ctx: _Context) -> list[Hit]:
 
 
 def find_folders(ctx: _Context) -> list[Hit]:
-    """FindFolders and FindFoldersForMultiplePatients (ITI TF-2 §3.18.4.1.2.3.7.4, §3.51)."""
+    """FindFolders and FindFoldersForMultiplePatients (ITI TF-2 §3.18.4.1.2.3.7.3, §3.51)."""
     f = t.folders.c
     p = ctx.p
     conds = [
@@ -518,7 +518,7 @@ def find_folders(ctx: _Context) -> list[Hit]:
 
 
 def get_all(ctx: _Context) -> list[Hit]:
-    """GetAll (ITI TF-2 §3.18.4.1.2.3.7.5): a patient's entries, sets and folders, and every association
+    """GetAll (ITI TF-2 §3.18.4.1.2.3.7.4): a patient's entries, sets and folders, and every association
     from or to one of them (as the NIST registry simulator answers it)."""
     d, s, f = t.documents.c, t.submission_sets.c, t.folders.c
     p = ctx.p
@@ -558,29 +558,29 @@ def get_all(ctx: _Context) -> list[Hit]:
 
 
 def get_documents(ctx: _Context) -> list[Hit]:
-    """GetDocuments (ITI TF-2 §3.18.4.1.2.3.7.6)."""
+    """GetDocuments (ITI TF-2 §3.18.4.1.2.3.7.5)."""
     return _documents_named(ctx)
 
 
 def get_folders(ctx: _Context) -> list[Hit]:
-    """GetFolders (ITI TF-2 §3.18.4.1.2.3.7.7)."""
+    """GetFolders (ITI TF-2 §3.18.4.1.2.3.7.6)."""
     return _folders_named(ctx)
 
 
 def get_associations(ctx: _Context) -> list[Hit]:
-    """GetAssociations (ITI TF-2 §3.18.4.1.2.3.7.8): associations from or to the given objects."""
+    """GetAssociations (ITI TF-2 §3.18.4.1.2.3.7.7): associations from or to the given objects."""
     return [link.hit() for link in _associations_touching(ctx, ctx.p.any(q.UUID))]
 
 
 def get_documents_and_associations(ctx: _Context) -> list[Hit]:
-    """GetDocumentsAndAssociations (ITI TF-2 §3.18.4.1.2.3.7.9)."""
+    """GetDocumentsAndAssociations (ITI TF-2 §3.18.4.1.2.3.7.8)."""
     docs = _documents_named(ctx)
     links = _associations_touching(ctx, [h.uuid for h in docs]) if docs else []
     return [*docs, *(link.hit() for link in links)]
 
 
 def get_submission_sets(ctx: _Context) -> list[Hit]:
-    """GetSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.10): the sets holding the objects, and their HasMembers."""
+    """GetSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.9): the sets holding the objects, and their HasMembers."""
     a, s = t.associations.c, t.submission_sets.c
     links = _links(
         ctx.fetch_in(
@@ -600,7 +600,7 @@ def get_submission_sets(ctx: _Context) -> list[Hit]:
 
 
 def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
-    """GetSubmissionSetAndContents (ITI TF-2 §3.18.4.1.2.3.7.11).
+    """GetSubmissionSetAndContents (ITI TF-2 §3.18.4.1.2.3.7.10).
 
     The set, the entries and folders it holds (entries filtered by format, confidentiality and
     type), the associations it holds and the folder memberships among what is returned (each only
@@ -647,7 +647,7 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
 
 
 def get_folder_and_contents(ctx: _Context) -> list[Hit]:
-    """GetFolderAndContents (ITI TF-2 §3.18.4.1.2.3.7.12): a folder, its entries and its HasMembers."""
+    """GetFolderAndContents (ITI TF-2 §3.18.4.1.2.3.7.11): a folder, its entries and its HasMembers."""
     f, a = t.folders.c, t.associations.c
     p = ctx.p
     where = (
@@ -676,7 +676,7 @@ def _one_document(ctx: _Context, *extra: ColumnElement[bool]) -> list[Hit]:
 
 
 def get_folders_for_document(ctx: _Context) -> list[Hit]:
-    """GetFoldersForDocument (ITI TF-2 §3.18.4.1.2.3.7.13): the folders holding an entry."""
+    """GetFoldersForDocument (ITI TF-2 §3.18.4.1.2.3.7.12): the folders holding an entry."""
     f, a = t.folders.c, t.associations.c
     docs = _one_document(ctx)
     if not docs:
@@ -688,7 +688,7 @@ def get_folders_for_document(ctx: _Context) -> list[Hit]:
 
 
 def get_related_documents(ctx: _Context) -> list[Hit]:
-    """GetRelatedDocuments (ITI TF-2 §3.18.4.1.2.3.7.14).
+    """GetRelatedDocuments (ITI TF-2 §3.18.4.1.2.3.7.13).
 
     The entry, the entries related to it by associations of the given types, and those
     associations; nothing at all when it has no such relation.

@@ -750,7 +750,7 @@ def test_find_documents_by_reference_id(query: Q) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# FindSubmissionSets, FindFolders (ITI TF-2 §3.18.4.1.2.3.7.3-4)
+# FindSubmissionSets, FindFolders (ITI TF-2 §3.18.4.1.2.3.7.2-3)
 # ------------------------------------------------------------------------------------------------
 SS_APPROVED = (qp.SS_STATUS, ql(APPROVED))
 
@@ -818,7 +818,7 @@ def test_find_folders_status(query: Q) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# GetAll (ITI TF-2 §3.18.4.1.2.3.7.5)
+# GetAll (ITI TF-2 §3.18.4.1.2.3.7.4)
 # ------------------------------------------------------------------------------------------------
 ALL_STATUSES = (
     (qp.DE_STATUS, ql(APPROVED, DEPRECATED)),
@@ -892,7 +892,7 @@ def test_get_all_objectref(query: Q) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# GetDocuments, GetFolders, GetAssociations, GetDocumentsAndAssociations (§3.18.4.1.2.3.7.6-9)
+# GetDocuments, GetFolders, GetAssociations, GetDocumentsAndAssociations (§3.18.4.1.2.3.7.5-8)
 # ------------------------------------------------------------------------------------------------
 def test_get_documents_by_uuid_unique_id_and_logical_id(query: Q, world: World) -> None:
     by_uuid = query(v.SQ_GET_DOCUMENTS, (qp.DE_ENTRY_UUID, ql(world.uuids["A1"], world.uuids["A6"])))
@@ -960,7 +960,7 @@ def test_get_documents_and_associations(query: Q, world: World) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# GetSubmissionSets, GetSubmissionSetAndContents, GetFolderAndContents (§3.18.4.1.2.3.7.10-12)
+# GetSubmissionSets, GetSubmissionSetAndContents, GetFolderAndContents (§3.18.4.1.2.3.7.9-11)
 # ------------------------------------------------------------------------------------------------
 def test_get_submission_sets(query: Q, world: World) -> None:
     answer = query(v.SQ_GET_SUBMISSION_SETS, (qp.UUID, ql(world.uuids["A1"], world.uuids["A4"])))
@@ -1026,7 +1026,7 @@ def test_get_folder_and_contents(query: Q, world: World) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# GetFoldersForDocument, GetRelatedDocuments (§3.18.4.1.2.3.7.13-14)
+# GetFoldersForDocument, GetRelatedDocuments (§3.18.4.1.2.3.7.12-13)
 # ------------------------------------------------------------------------------------------------
 def test_get_folders_for_document(query: Q, world: World) -> None:
     assert query.keys(query(v.SQ_GET_FOLDERS_FOR_DOCUMENT, (qp.DE_ENTRY_UUID, qs(world.uuids["A3"])))) == [
