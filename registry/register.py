@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, Insert, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -557,19 +557,32 @@ def _set_document_status(conn: Connection, uuids: set[str], status: str) -> None
 
 
 def _touch_folders(conn: Connection, uuids: set[str], now: str) -> None:
-    """Folders that gained members get a new lastUpdateTime (ITI TF-3 §4.2.3.4.3)."""
+    """Folders that gained members get a new lastUpdateTime (ITI TF-3 §4.2.3.4.3).
+
+    The value only moves forward: a second change within the same second (DTM has no finer
+    precision) gets the next second, so a consumer comparing lastUpdateTime sees every change.
+    """
     f = t.folders.c
-    rows = conn.execute(select(f.seq, f.xml).where(f.uuid.in_(uuids))).all()
+    found = conn.execute(select(f.seq, f.xml, f.last_update_time).where(f.uuid.in_(uuids))).all()
+    for row in found:
+        stamp = _after(row.last_update_time, now)
 
-    def set_time(obj: RegistryObject) -> None:
-        obj.set_slot("lastUpdateTime", [now])
+        def set_time(obj: RegistryObject, stamp: str = stamp) -> None:
+            obj.set_slot("lastUpdateTime", [stamp])
 
-    for row in rows:
         conn.execute(
             update(t.folders)
             .where(f.seq == row.seq)
-            .values(last_update_time=now, xml=_rewrite_fragment(row.xml, set_time))
+            .values(last_update_time=stamp, xml=_rewrite_fragment(row.xml, set_time))
         )
+
+
+def _after(previous: str | None, now: str) -> str:
+    """``now``, or one second after ``previous`` when that is not earlier than ``now``."""
+    if not previous or previous < now:
+        return now
+    moved = datetime.strptime(previous[:14].ljust(14, "0"), "%Y%m%d%H%M%S") + timedelta(seconds=1)
+    return moved.strftime("%Y%m%d%H%M%S")
 
 
 def _short(urn: str) -> str:

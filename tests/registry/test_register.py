@@ -260,6 +260,23 @@ def test_add_existing_document_to_existing_folder(registrar: Registrar, engine: 
         xml = conn.execute(select(t.folders.c.xml)).scalar_one()
     assert ebrim.parse_object(safexml.parse(xml)).slot_value("lastUpdateTime") == "29990101000000"
 
+    # a second change within the same second still moves lastUpdateTime forward
+    another = samples.submission(with_folder.patient, rng=rng)
+    registrar.register(another.submission)
+    second_doc = uuid_of(engine, another.documents[0].unique_id)
+    ss2 = samples.submission_set("SubmissionSet01", with_folder.patient, rng)
+    registrar.register(
+        Submission(
+            objects=[
+                ss2,
+                samples.has_member("member", folder_uuid, second_doc, status=None),
+                samples.has_member("link", "SubmissionSet01", "member", status=None),
+            ]
+        )
+    )
+    with engine.connect() as conn:
+        assert conn.execute(select(t.folders.c.last_update_time)).scalar_one() == "29990101000001"
+
 
 def test_adding_to_another_patients_folder_is_refused(registrar: Registrar, engine: Engine, rng) -> None:
     with_folder = samples.submission(rng=rng, with_folder=True)

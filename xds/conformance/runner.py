@@ -85,6 +85,8 @@ class Session:
         self.reports: dict[tuple[str, str, str], dict[str, str]] = {}
         self.prepared: dict[tuple[str, str, str], Prepared] = {}
         self.section_patients: dict[tuple[str, str], str] = {}
+        self.last_answers: dict[tuple[str, str], etree._Element] = {}  # (test, section) -> latest answer
+        self._current: tuple[str, str] = ("", "")
         # the patient a test's UseReport named, kept for its later sections
         self.test_patients: dict[str, str] = {}
         self._running: set[str] = set()
@@ -115,7 +117,10 @@ class Session:
         def result(outcome: Outcome, reason: str = "") -> StepResult:
             return StepResult(test.id, section.name, step.id, step.transaction, outcome, reason)
 
+        self._current = (test.id, section.name)
         try:
+            if step.transaction == tp.NULL:
+                return result(*self._null(test, section, step))
             if step.transaction == tp.PATIENT_IDENTITY_FEED:
                 return result(*self._feed(test, section, step))
             if step.transaction == tp.REGISTER:
@@ -344,6 +349,21 @@ class Session:
                 return "failed", f"document {uid} came back without content or mimeType"
         return "passed", ""
 
+    def _null(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """NullTransaction: XPath assertions over the section's latest answer and reported values."""
+        if step.assertions is None:
+            return "passed", ""
+        answer = self.last_answers.get((test.id, section.name))
+        if answer is None and step.assertions.find("DataRef") is not None:
+            return (
+                "not applicable",
+                "the answer these assertions inspect was not produced (an earlier step did not run)",
+            )
+        problems = judge_assertions(
+            step.assertions, step.id, tp.NULL, answer, self._symbols(test, section, step)
+        )
+        return ("failed", "; ".join(problems)) if problems else ("passed", "")
+
     def _query(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
         """ITI-18 / ITI-51: the step's AdhocQueryRequest, judged by status, errors and ExpectedContents."""
         if self.target.registry_url is None:
@@ -416,9 +436,15 @@ class Session:
 
     def _post(self, url: str, data: bytes, content_type: str) -> Answer:
         """Send a SOAP message; the RegistryResponse (alone or inside a retrieve answer) judged."""
+        response = self.client.post(url, content=data, headers={"Content-Type": content_type})
+        answer = self._answer(response)
+        if answer.element is not None:
+            self.last_answers[self._current] = answer.element
+        return answer
+
+    def _answer(self, response: httpx.Response) -> Answer:
         from xds.soap.envelope import SoapFault, parse_message
 
-        response = self.client.post(url, content=data, headers={"Content-Type": content_type})
         try:
             message = parse_message(response.headers.get("content-type", ""), response.content)
         except SoapFault as fault:
