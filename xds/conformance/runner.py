@@ -255,9 +255,8 @@ class Session:
         self.reports[(test.id, section.name, step.id)] = {"$patientid$": pid}
         return "passed", ""
 
-    def _register(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
-        if self.target.registry_url is None:
-            return "not applicable", "the target has no registry"
+    def _prepare(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> Prepared:
+        """A submission step's metadata with its patient, uniqueIds and UUIDs, kept for UseId."""
         symbols = self._symbols(test, section, step)
         if step.flags.new_patient_id:
             self._new_patient(test, section, step)
@@ -265,13 +264,24 @@ class Session:
         prepared = prepare_submission(
             step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
         )
-        key = (test.id, section.name, step.id)
-        self.prepared[key] = prepared
-        answer = self._send(self.target.registry_url, v.ACTION_REGISTER, etree.tostring(prepared.element))
+        self.prepared[(test.id, section.name, step.id)] = prepared
+        return prepared
+
+    def _judge_submission(
+        self, test: tp.Test, section: tp.Section, step: tp.TestStep, prepared: Prepared, answer: Answer
+    ) -> tuple[Outcome, str]:
         saved = dict(prepared.reports)
         saved.update(evaluate_reports(step.reports, prepared.element, answer.element))
-        self.reports[key] = saved
+        self.reports[(test.id, section.name, step.id)] = saved
         return judge(step, answer)
+
+    def _register(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-42: the step's SubmitObjectsRequest."""
+        if self.target.registry_url is None:
+            return "not applicable", "the target has no registry"
+        prepared = self._prepare(test, section, step)
+        answer = self._send(self.target.registry_url, v.ACTION_REGISTER, etree.tostring(prepared.element))
+        return self._judge_submission(test, section, step, prepared, answer)
 
     def _provide(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
         """ITI-41: the step's submission with its documents as MTOM parts."""
@@ -279,15 +289,7 @@ class Session:
             return "not applicable", "the target has no repository"
         from xds.soap.mtom import build_mtom_request
 
-        symbols = self._symbols(test, section, step)
-        if step.flags.new_patient_id:
-            self._new_patient(test, section, step)
-        patient = self._patient_for(test, section, step, symbols)
-        prepared = prepare_submission(
-            step, patient_id=patient, fresh_oid=self.fresh_oid, symbols=symbols, source_id=self.source_id
-        )
-        key = (test.id, section.name, step.id)
-        self.prepared[key] = prepared
+        prepared = self._prepare(test, section, step)
         sor = prepared.element
         if sor.tag == f"{{{v.NS_XDSB}}}ProvideAndRegisterDocumentSetRequest":  # the kit may wrap it already
             sor = sor.find(f"{{{v.NS_LCM}}}SubmitObjectsRequest")
@@ -314,11 +316,7 @@ class Session:
         )
         url = self.target.repository_url
         data, content_type = build_mtom_request(v.ACTION_PROVIDE_AND_REGISTER, body, parts, to=url)
-        answer = self._post(url, data, content_type)
-        saved = dict(prepared.reports)
-        saved.update(evaluate_reports(step.reports, prepared.element, answer.element))
-        self.reports[key] = saved
-        return judge(step, answer)
+        return self._judge_submission(test, section, step, prepared, self._post(url, data, content_type))
 
     def _retrieve(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
         """ITI-43: the step's RetrieveDocumentSetRequest; every ReferenceDocument must come back."""
