@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from sqlalchemy import Engine
 from support import RunningServer, make_config, new_database, postgres_admin_url, require_shared
 
@@ -23,6 +24,12 @@ def standards(shared: Path) -> Path:
 @pytest.fixture(scope="session")
 def testkit(shared: Path) -> Path:
     return require_shared("conformance", "nist-testkit")
+
+
+@pytest.fixture(scope="session")
+def lcm_schema(standards: Path) -> etree.XMLSchema:
+    """ebRS 3.0 lcm.xsd, loaded from its path so its relative imports (rim, rs, xml.xsd) resolve."""
+    return etree.XMLSchema(etree.parse(str(standards / "iti" / "schema" / "ebRS" / "lcm.xsd")))
 
 
 @pytest.fixture

@@ -9,15 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lxml import etree
 
 from xds.metadata import vocabulary as v
-
-
-@pytest.fixture(scope="session")
-def lcm_schema(standards: Path) -> etree.XMLSchema:
-    """ebRS 3.0 lcm.xsd, loaded from its path so its relative imports (rim, rs, xml.xsd) resolve."""
-    return etree.XMLSchema(etree.parse(str(standards / "iti" / "schema" / "ebRS" / "lcm.xsd")))
 
 
 @pytest.fixture(scope="session")

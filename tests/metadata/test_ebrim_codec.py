@@ -17,11 +17,6 @@ SUBMIT = f"{{{v.NS_LCM}}}SubmitObjectsRequest"
 
 
 @pytest.fixture(scope="module")
-def lcm_schema(standards: Path) -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(standards / "iti" / "schema" / "ebRS" / "lcm.xsd")))
-
-
-@pytest.fixture(scope="module")
 def kit_submissions(testkit: Path) -> list[Path]:
     marker = v.NS_LCM.encode()
     found = []
