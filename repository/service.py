@@ -27,7 +27,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from lxml import etree
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 
 from registry.database import reader
 from repository.blobstore import BlobStore
@@ -283,7 +283,7 @@ class RepositoryService:
             for sha1 in {i.sha1 for i in incoming if i.sha1}:
                 self._delete_blob_if_unused(conn, sha1)
 
-    def _delete_blob_if_unused(self, conn, sha1: str) -> None:  # type: ignore[no-untyped-def]
+    def _delete_blob_if_unused(self, conn: Connection, sha1: str) -> None:
         used = conn.execute(select(func.count()).select_from(rd).where(rd.c.sha1 == sha1)).scalar_one()
         if not used:
             self.store.delete(sha1)
@@ -300,7 +300,7 @@ class RepositoryService:
         if not wanted:
             raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
         rows = await to_thread.run_sync(
-            self._rows, [uid for repo, uid, _ in wanted if repo == self.unique_id]
+            self.stored_rows, [uid for repo, uid, _ in wanted if repo == self.unique_id]
         )
         errors: list[XdsError] = []
         parts: list[str] = []
@@ -339,7 +339,7 @@ class RepositoryService:
         )
         return SoapResponse(v.ACTION_RETRIEVE_RESPONSE, body_bytes, attachments=attachments)
 
-    def _rows(self, uids: list[str]) -> dict[str, object]:
+    def stored_rows(self, uids: list[str]) -> dict[str, Row[tuple[str, str, int, str]]]:
         if not uids:
             return {}
         with self.reader.connect() as conn:

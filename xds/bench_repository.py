@@ -23,6 +23,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.routing import Route
 
 from xds import samples
 from xds.bench import drive, http_request, running_server
@@ -30,6 +33,9 @@ from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.soap.mtom import build_mtom_request
+
+if TYPE_CHECKING:
+    from repository.service import RepositoryService
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -244,17 +250,15 @@ def _sha1_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def floor_routes(repository: object) -> list:  # type: ignore[type-arg]
+def floor_routes(repo: RepositoryService) -> list[Route]:
     """The repository floors: receive-only ITI-41, from-memory ITI-43, plain download, ids."""
     from starlette.requests import Request
     from starlette.responses import FileResponse, PlainTextResponse, Response
-    from starlette.routing import Route
 
     from xds.metadata.registry_response import registry_response
     from xds.soap.endpoint import SoapEndpoint
     from xds.soap.envelope import Attachment, SoapRequest, SoapResponse
 
-    repo = repository
     memory: dict[str, tuple[bytes, str]] = {}
 
     async def provide(_: SoapRequest) -> SoapResponse:
@@ -266,15 +270,14 @@ def floor_routes(repository: object) -> list:  # type: ignore[type-arg]
         for req in request.body.iter(x + "DocumentRequest"):
             uid = req.findtext(x + "DocumentUniqueId") or ""
             if uid not in memory:
-                rows = repo._rows([uid])  # type: ignore[attr-defined]
-                row = rows[uid]
-                with repo.store.open(row.sha1) as fh:  # type: ignore[attr-defined]
+                row = repo.stored_rows([uid])[uid]
+                with repo.store.open(row.sha1) as fh:
                     memory[uid] = (fh.read(), row.mime_type)
             data, mime = memory[uid]
             cid = f"doc{len(attachments)}@floor"
             attachments.append(Attachment.from_bytes(cid, mime, data))
             parts.append(
-                f"<xdsb:DocumentResponse><xdsb:RepositoryUniqueId>{repo.unique_id}</xdsb:RepositoryUniqueId>"  # type: ignore[attr-defined]
+                f"<xdsb:DocumentResponse><xdsb:RepositoryUniqueId>{repo.unique_id}</xdsb:RepositoryUniqueId>"
                 f"<xdsb:DocumentUniqueId>{uid}</xdsb:DocumentUniqueId><xdsb:mimeType>{mime}</xdsb:mimeType>"
                 f'<xdsb:Document><xop:Include xmlns:xop="{v.NS_XOP}" href="cid:{cid}"/></xdsb:Document>'
                 f"</xdsb:DocumentResponse>"
@@ -289,18 +292,18 @@ def floor_routes(repository: object) -> list:  # type: ignore[type-arg]
 
     async def download(request: Request) -> Response:
         sha1 = request.path_params["sha1"]
-        path = repo.store.path(sha1)  # type: ignore[attr-defined]
+        path = repo.store.path(sha1)
         if len(sha1) != 40 or not path.is_file():
             return PlainTextResponse("no such blob\n", status_code=404)
         return FileResponse(path, media_type="application/octet-stream")
 
     async def repository_id(_: Request) -> Response:
-        return PlainTextResponse(repo.unique_id)  # type: ignore[attr-defined]
+        return PlainTextResponse(repo.unique_id)
 
     async def pid(_: Request) -> Response:
         return PlainTextResponse(str(os.getpid()))
 
-    tmp = str(repo.store.tmp)  # type: ignore[attr-defined]
+    tmp = str(repo.store.tmp)
     return [
         Route(
             "/_bench/provide",

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -15,6 +16,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xds.config import Config
+
+if TYPE_CHECKING:
+    from registry.service import RegistryService
+    from repository.service import RepositoryService
 
 WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
 CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
@@ -74,7 +79,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     return app
 
 
-def build_repositories(config: Config, registry: object) -> list:  # type: ignore[type-arg]
+def build_repositories(config: Config, registry: RegistryService) -> list[RepositoryService]:
     """One RepositoryService per ``[[repository]]``, registering in process or at a remote registry."""
     from repository import registration
     from repository.service import RepositoryService, persistent_unique_id
@@ -83,14 +88,14 @@ def build_repositories(config: Config, registry: object) -> list:  # type: ignor
     for rc in config.repositories:
         store = rc.store(config.server.data_dir)
         register, lookup = (
-            registration.remote(rc.registry_url) if rc.registry_url else registration.local(registry)  # type: ignore[arg-type]
+            registration.remote(rc.registry_url) if rc.registry_url else registration.local(registry)
         )
         out.append(
             RepositoryService(
                 rc.name,
                 rc.unique_id or persistent_unique_id(store),
                 store,
-                registry.engine,  # type: ignore[attr-defined]
+                registry.engine,
                 register,
                 lookup,
                 home_community_id=config.registry.home_community_id,
