@@ -197,7 +197,7 @@ class RepositoryClient:
                 if not ctype.lower().startswith("multipart/"):
                     return _outcome(ctype, response.read()), []
                 parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool, digest=False)
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_raw():
                     parser.feed(chunk)
                 root, attachments = parser.close()
             message = parse_envelope(root, attachments, mtom=True)
@@ -225,6 +225,21 @@ class RepositoryClient:
                     )
                 )
         return Outcome(status, errors), found
+
+    # --- ITI-86 -----------------------------------------------------------------------------------
+    def remove(self, repository_id: str, unique_ids: list[str]) -> Outcome:
+        """ITI-86 Remove Documents: the repository deletes the documents' bytes."""
+        requests = "".join(
+            f"<xdsb:DocumentRequest><xdsb:RepositoryUniqueId>{repository_id}</xdsb:RepositoryUniqueId>"
+            f"<xdsb:DocumentUniqueId>{uid}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>"
+            for uid in unique_ids
+        )
+        body = f'<rmd:RemoveDocumentsRequest xmlns:rmd="{v.NS_RMD}" xmlns:xdsb="{v.NS_XDSB}">{requests}</rmd:RemoveDocumentsRequest>'
+        action = v.ACTION_REMOVE_DOCUMENTS
+        data = envelope_bytes(action, body.encode(), to=self.url, reply_to_anonymous=True)
+        headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
+        response = self.http.post(self.url, content=data, headers=headers)
+        return _outcome(response.headers.get("content-type", ""), response.content)
 
 
 def _safe_name(unique_id: str) -> str:

@@ -182,6 +182,10 @@ def test_client_round_trip_several_documents(server, tmp_path: Path) -> None:  #
     assert [f.mime_type for f in found] == ["application/pdf", "text/plain", "application/dicom"]
     for f, original in zip(found, files, strict=True):
         assert f.path.read_bytes() == original.read_bytes()
+    with RepositoryClient(url) as client:
+        assert client.remove(repo.unique_id, uids[:1]).ok
+        gone, none = client.retrieve(repo.unique_id, uids[:1], tmp_path / "gone")
+    assert not none and [e.code for e in gone.errors] == [v.XDSDocumentUniqueIdError]
 
 
 @pytest.mark.parametrize("root_last", [False, True])
