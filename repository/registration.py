@@ -19,7 +19,7 @@ from repository.service import LookupFunction, RegisterFunction
 from xds.errors import XdsError, XdsException
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
-from xds.metadata.model import Submission
+from xds.metadata.model import DocumentEntry, Submission
 from xds.metadata.registry_response import parse_registry_response
 from xds.soap.envelope import SoapFault, build_request, parse_message
 
@@ -49,7 +49,7 @@ def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
 
 
 def remote(url: str, *, timeout: float = 60.0) -> tuple[RegisterFunction, LookupFunction]:
-    """Register with ITI-42 at ``url``; whether a pending document was registered cannot be told."""
+    """Register with ITI-42 at ``url``; after a crash, ask it with ITI-18 what it holds."""
 
     async def register(sub: Submission) -> list[XdsError]:
         data, content_type = build_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(sub), to=url)
@@ -63,6 +63,29 @@ def remote(url: str, *, timeout: float = 60.0) -> tuple[RegisterFunction, Lookup
         return errors
 
     def lookup(unique_id: str, repository_id: str) -> bool | None:
-        return None
+        """ITI-18 GetDocuments by uniqueId: is the entry there, with this repository? None: cannot tell."""
+        from xml.sax.saxutils import escape
+
+        body = (
+            f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+            f'<query:ResponseOption returnType="LeafClass" returnComposedObjects="true"/>'
+            f'<rim:AdhocQuery id="{v.SQ_GET_DOCUMENTS}">'
+            f"<rim:Slot name=\"$XDSDocumentEntryUniqueId\"><rim:ValueList><rim:Value>('{escape(unique_id)}')"
+            f"</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"
+        )
+        data, content_type = build_request(v.ACTION_STORED_QUERY, body.encode(), to=url)
+        try:
+            response = httpx.post(url, content=data, headers={"Content-Type": content_type}, timeout=timeout)
+            message = parse_message(response.headers.get("content-type", ""), response.content)
+        except (httpx.HTTPError, SoapFault):
+            return None
+        status, _ = parse_registry_response(message.body)
+        if status != v.RESPONSE_SUCCESS:
+            return None
+        for entry in message.body.iter(f"{{{v.NS_RIM}}}ExtrinsicObject"):
+            doc = ebrim.parse_object(entry)
+            if isinstance(doc, DocumentEntry) and doc.repository_unique_id == repository_id:
+                return True
+        return False
 
     return register, lookup

@@ -49,3 +49,24 @@ def test_two_institutions(tmp_path: Path, database_url: str) -> None:
                 conn.execute(select(t.documents.c.unique_id, t.documents.c.repository_unique_id)).all()
             )
         assert rows == {found["ahus"][1]: found["ahus"][0], found["kommune"][1]: found["kommune"][0]}
+
+        # after a crash the remote-registering repository asks the registry (ITI-18) about pending rows
+        from repository.schema import repository_documents as rd
+
+        kommune = server.app.state.repositories["kommune"]
+        with kommune.engine.begin() as conn:
+            conn.execute(rd.update().where(rd.c.unique_id == found["kommune"][1]).values(state="pending"))
+            sha1 = conn.execute(select(rd.c.sha1).where(rd.c.unique_id == found["kommune"][1])).scalar_one()
+            conn.execute(
+                rd.insert().values(
+                    repository_id=found["kommune"][0],
+                    unique_id="2.16.578.1.12.4.5.100.2.404",
+                    sha1=sha1,
+                    size=1,
+                    mime_type="text/xml",
+                    state="pending",
+                    created="20261122000000",
+                )
+            )
+        counts = kommune.recover()
+        assert (counts["confirmed"], counts["discarded"], counts["undecided"]) == (1, 1, 0)
