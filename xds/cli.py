@@ -167,6 +167,17 @@ def _conformance(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome == "failed" for rs in results.values() for r in rs) else 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """``xds keys init``: a development CA, an identity provider and one identity per institution."""
+    from xds.trust.keys import DEFAULT_INSTITUTIONS, init_keys
+
+    made = init_keys(args.dir, args.institution or list(DEFAULT_INSTITUTIONS), days=args.days)
+    print(f"xds: CA {made.ca.cert_path} (trust anchor), identity provider {made.idp.cert_path}")
+    for ident in made.institutions.values():
+        print(f"xds: {ident.name}: {ident.cert_path} (private key {ident.key_path}, mode 0600)")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from xds import bench
 
@@ -210,6 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("-o", "--output", required=True, help="file to write")
     retrieve.add_argument("--url", default="http://127.0.0.1:8080/repository", help="repository endpoint")
     retrieve.set_defaults(func=_retrieve)
+
+    keys = sub.add_parser("keys", help="development keys and certificates for the trust model")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_init = keys_sub.add_parser(
+        "init", help="create a development CA, an IdP and institution certificates"
+    )
+    keys_init.add_argument("--dir", default="./keys", help="folder for the PEM files (default ./keys)")
+    keys_init.add_argument("--institution", action="append", help="an institution name (repeatable)")
+    keys_init.add_argument("--days", type=int, default=365, help="certificate lifetime")
+    keys_init.set_defaults(func=_keys)
 
     conf = sub.add_parser("conformance", help="replay the NIST XDS test kit against a deployment")
     conf.add_argument("--testkit", required=True, help="the kit folder (shared/conformance/nist-testkit)")

@@ -1,0 +1,295 @@
+"""XUA (ITI-40) SAML 2.0 assertions with Norway's trust-framework attributes: build, sign, verify.
+
+ITI TF-2 §3.40.4.1 (Provide X-User Assertion) and OASIS SAML 2.0 Core §2 give the structure; the
+attribute names are the ones of the national trust framework (``shared/profiles/norway.md``): who
+asks (subject id, HPR number, role, organisation, child organisation, facility), why (purpose of
+use, care-relationship healthcare service, decision reference) and for whom (resource-id: the
+patient), plus the access-consent policy.
+
+Signatures are enveloped XML-DSig, RSA-SHA256, exclusive C14N, the Signature placed after the
+Issuer as SAML requires. Verification trusts only what was signed: the attributes handed back are
+read from the element the signature covers (signxml's ``signed_xml``), never from the surrounding
+document, so moving, duplicating or wrapping elements cannot change what is believed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from lxml import etree
+from signxml import InvalidInput, XMLSigner, XMLVerifier
+from signxml.exceptions import InvalidSignature
+
+NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+NS_DS = "http://www.w3.org/2000/09/xmldsig#"
+_S = "{" + NS_SAML + "}"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+
+# attribute names (shared/profiles/norway.md, "Trust framework")
+A_SUBJECT_ID = "urn:oasis:names:tc:xacml:1.0:subject:subject-id"
+A_HPR = "urn:oasis:names:tc:xspa:1.0:subject:npi"
+A_PROVIDER_ID = "urn:ihe:iti:xua:2017:subject:provider-identifier"
+A_ROLE = "urn:oasis:names:tc:xacml:2.0:subject:role"
+A_ORGANISATION = "urn:oasis:names:tc:xspa:1.0:subject:organization"
+A_ORGANISATION_ID = "urn:oasis:names:tc:xspa:1.0:subject:organization-id"
+A_CHILD_ORGANISATION = "urn:oasis:names:tc:xspa:1.0:subject:child-organization"
+A_FACILITY = "urn:oasis:names:tc:xspa:1.0:subject:facility"
+A_CHILD_ORGANISATION_NAME = "urn:nhn:trust-framework:1.0:ext:subject:child-organization-name"
+A_FACILITY_NAME = "urn:nhn:trust-framework:1.0:ext:subject:facility-name"
+A_HEALTHCARE_SERVICE = "urn:nhn:trust-framework:1.0:ext:care-relationship:healthcare-service"
+A_PURPOSE_DETAILS = "urn:nhn:trust-framework:1.0:ext:care-relationship:purpose-of-use-details"
+A_DECISION_REF = "urn:nhn:trust-framework:1.0:ext:care-relationship:decision-ref"
+A_PURPOSE = "urn:oasis:names:tc:xacml:2.0:action:purpose"
+A_RESOURCE_ID = "urn:oasis:names:tc:xacml:1.0:resource:resource-id"
+A_CONSENT_POLICY = "urn:ihe:iti:xua:2012:acp"
+A_BPPC_DOCID = "urn:ihe:iti:bppc:2007:docid"
+
+PURPOSES_OF_USE = ("TREAT", "ETREAT", "COC", "BTG")
+DEFAULT_AUDIENCE = "nhn:dokumentdeling-saml"
+
+# the attributes a request must carry to be judged at all
+REQUIRED = (A_SUBJECT_ID, A_ORGANISATION_ID, A_PURPOSE, A_RESOURCE_ID)
+
+
+class AssertionRejected(Exception):
+    """The assertion is not acceptable; ``reason`` says why (for the SOAP fault and the audit log)."""
+
+    def __init__(self, reason: str, subcode: str = "wsse:InvalidSecurity") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.subcode = subcode
+
+
+@dataclass
+class TrustAttributes:
+    """Who asks, why and for whom, as the trust framework names it."""
+
+    subject_id: str
+    hpr_number: str = ""
+    role: str = ""
+    organisation: str = ""
+    organisation_id: str = ""  # organisasjonsnummer
+    child_organisation: str = ""
+    child_organisation_name: str = ""
+    facility: str = ""
+    facility_name: str = ""
+    purpose_of_use: str = "TREAT"
+    purpose_of_use_details: str = ""
+    healthcare_service: str = ""
+    decision_ref: str = ""
+    resource_id: str = ""  # the patient, a CX
+    consent_policy: list[str] = field(default_factory=list)
+
+    def as_pairs(self) -> list[tuple[str, str]]:
+        pairs = [
+            (A_SUBJECT_ID, self.subject_id),
+            (A_HPR, self.hpr_number),
+            (A_PROVIDER_ID, self.hpr_number),
+            (A_ROLE, self.role),
+            (A_ORGANISATION, self.organisation),
+            (A_ORGANISATION_ID, self.organisation_id),
+            (A_CHILD_ORGANISATION, self.child_organisation),
+            (A_CHILD_ORGANISATION_NAME, self.child_organisation_name),
+            (A_FACILITY, self.facility),
+            (A_FACILITY_NAME, self.facility_name),
+            (A_PURPOSE, self.purpose_of_use),
+            (A_PURPOSE_DETAILS, self.purpose_of_use_details),
+            (A_HEALTHCARE_SERVICE, self.healthcare_service),
+            (A_DECISION_REF, self.decision_ref),
+            (A_RESOURCE_ID, self.resource_id),
+        ]
+        pairs += [(A_CONSENT_POLICY, p) for p in self.consent_policy]
+        return [(name, value) for name, value in pairs if value]
+
+    @classmethod
+    def from_values(cls, values: dict[str, list[str]]) -> TrustAttributes:
+        def one(name: str) -> str:
+            found = values.get(name, [])
+            if len(found) > 1:
+                raise AssertionRejected(f"attribute {name} appears more than once")
+            return found[0] if found else ""
+
+        return cls(
+            subject_id=one(A_SUBJECT_ID),
+            hpr_number=one(A_HPR),
+            role=one(A_ROLE),
+            organisation=one(A_ORGANISATION),
+            organisation_id=one(A_ORGANISATION_ID),
+            child_organisation=one(A_CHILD_ORGANISATION),
+            child_organisation_name=one(A_CHILD_ORGANISATION_NAME),
+            facility=one(A_FACILITY),
+            facility_name=one(A_FACILITY_NAME),
+            purpose_of_use=one(A_PURPOSE),
+            purpose_of_use_details=one(A_PURPOSE_DETAILS),
+            healthcare_service=one(A_HEALTHCARE_SERVICE),
+            decision_ref=one(A_DECISION_REF),
+            resource_id=one(A_RESOURCE_ID),
+            consent_policy=values.get(A_CONSENT_POLICY, []),
+        )
+
+
+def _instant(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_assertion(
+    attributes: TrustAttributes,
+    *,
+    issuer: str,
+    audience: str = DEFAULT_AUDIENCE,
+    lifetime: dt.timedelta = dt.timedelta(minutes=5),
+    now: dt.datetime | None = None,
+    assertion_id: str | None = None,
+) -> etree._Element:
+    """An unsigned SAML 2.0 Assertion (SAML Core §2.3.3) carrying ``attributes``."""
+    now = now or dt.datetime.now(dt.UTC)
+    aid = assertion_id or f"_{uuid.uuid4().hex}"
+    E = f"{{{NS_SAML}}}"
+    root = etree.Element(
+        E + "Assertion", nsmap={"saml2": NS_SAML}, ID=aid, Version="2.0", IssueInstant=_instant(now)
+    )
+    etree.SubElement(root, E + "Issuer").text = issuer
+    # signxml puts the enveloped signature where this placeholder stands: after Issuer (SAML Core §5.4.1)
+    etree.SubElement(root, f"{{{NS_DS}}}Signature", nsmap={"ds": NS_DS}, Id="placeholder")
+    subject = etree.SubElement(root, E + "Subject")
+    name_id = etree.SubElement(
+        subject, E + "NameID", Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+    )
+    name_id.text = attributes.subject_id
+    etree.SubElement(subject, E + "SubjectConfirmation", Method="urn:oasis:names:tc:SAML:2.0:cm:bearer")
+    conditions = etree.SubElement(
+        root, E + "Conditions", NotBefore=_instant(now), NotOnOrAfter=_instant(now + lifetime)
+    )
+    etree.SubElement(etree.SubElement(conditions, E + "AudienceRestriction"), E + "Audience").text = audience
+    authn = etree.SubElement(root, E + "AuthnStatement", AuthnInstant=_instant(now))
+    etree.SubElement(
+        etree.SubElement(authn, E + "AuthnContext"), E + "AuthnContextClassRef"
+    ).text = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
+    statement = etree.SubElement(root, E + "AttributeStatement")
+    for name, value in attributes.as_pairs():
+        attr = etree.SubElement(statement, E + "Attribute", Name=name)
+        etree.SubElement(attr, E + "AttributeValue").text = value
+    return root
+
+
+def sign_assertion(assertion: etree._Element, key_pem: bytes, cert_pem: bytes) -> etree._Element:
+    """The assertion with an enveloped RSA-SHA256 / exclusive-C14N signature over it."""
+    signer = XMLSigner(signature_algorithm="rsa-sha256", digest_algorithm="sha256", c14n_algorithm=EXC_C14N)
+    return signer.sign(
+        assertion,
+        key=key_pem,
+        cert=cert_pem.decode() if isinstance(cert_pem, bytes) else cert_pem,
+        reference_uri="#" + assertion.get("ID", ""),
+        id_attribute="ID",
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    """What a verified assertion says; every field read from the signed element."""
+
+    assertion_id: str
+    issuer: str
+    audience: list[str]
+    not_on_or_after: dt.datetime
+    attributes: TrustAttributes
+    signer: x509.Certificate
+
+
+def _parse_instant(value: str | None, what: str) -> dt.datetime:
+    if not value:
+        raise AssertionRejected(f"assertion has no {what}")
+    try:
+        return dt.datetime.strptime(value.replace(".000", "")[:19], "%Y-%m-%dT%H:%M:%S").replace(
+            tzinfo=dt.UTC
+        )
+    except ValueError:
+        raise AssertionRejected(f"assertion {what} {value!r} is not an xs:dateTime") from None
+
+
+def verify_assertion(
+    assertion: etree._Element,
+    *,
+    ca_pem_file: str | Path,
+    issuers: tuple[str, ...] | list[str],
+    audience: str = DEFAULT_AUDIENCE,
+    now: dt.datetime | None = None,
+    clock_skew: dt.timedelta = dt.timedelta(seconds=60),
+) -> VerifiedAssertion:
+    """Check signature (chain to the trust anchors), issuer, validity window and audience."""
+    now = now or dt.datetime.now(dt.UTC)
+    if assertion.tag != _S + "Assertion":
+        raise AssertionRejected("not a SAML 2.0 Assertion")
+    try:
+        result = XMLVerifier().verify(
+            assertion,
+            ca_pem_file=str(ca_pem_file),
+            expect_references=1,
+            id_attribute="ID",
+        )
+    except (InvalidSignature, InvalidInput) as exc:
+        raise AssertionRejected(f"assertion signature is not valid: {exc}", "wsse:FailedCheck") from None
+    signed = result.signed_xml
+    if signed is None or signed.tag != _S + "Assertion":
+        raise AssertionRejected("the signature does not cover an Assertion", "wsse:FailedCheck")
+    if signed.get("ID") != assertion.get("ID"):
+        raise AssertionRejected(
+            "the signature covers another assertion than the one presented", "wsse:FailedCheck"
+        )
+    issuer = (signed.findtext(_S + "Issuer") or "").strip()
+    if issuer not in issuers:
+        raise AssertionRejected(f"issuer {issuer!r} is not trusted here", "wsse:FailedAuthentication")
+    conditions = signed.find(_S + "Conditions")
+    if conditions is None:
+        raise AssertionRejected("assertion has no Conditions")
+    not_before = _parse_instant(conditions.get("NotBefore"), "NotBefore")
+    not_after = _parse_instant(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
+    if now + clock_skew < not_before:
+        raise AssertionRejected(
+            "assertion is not yet valid (NotBefore is in the future)", "wsse:FailedAuthentication"
+        )
+    if now - clock_skew >= not_after:
+        raise AssertionRejected(
+            "assertion has expired (NotOnOrAfter has passed)", "wsse:FailedAuthentication"
+        )
+    audiences = [(a.text or "").strip() for a in conditions.iter(_S + "Audience")]
+    if audiences and audience not in audiences:
+        raise AssertionRejected(
+            f"assertion is meant for {audiences}, not {audience!r}", "wsse:FailedAuthentication"
+        )
+    values: dict[str, list[str]] = {}
+    for statement in signed.iter(_S + "AttributeStatement"):
+        for attr in statement.iter(_S + "Attribute"):
+            values.setdefault(attr.get("Name", ""), []).extend(
+                (val.text or "").strip() for val in attr.iter(_S + "AttributeValue")
+            )
+    attrs = TrustAttributes.from_values(values)
+    missing = [name for name in REQUIRED if not values.get(name)]
+    if missing:
+        raise AssertionRejected(f"assertion lacks required attributes: {', '.join(missing)}")
+    if attrs.purpose_of_use not in PURPOSES_OF_USE:
+        raise AssertionRejected(
+            f"purpose of use {attrs.purpose_of_use!r} is not one of {', '.join(PURPOSES_OF_USE)}"
+        )
+    return VerifiedAssertion(
+        assertion_id=signed.get("ID", ""),
+        issuer=issuer,
+        audience=audiences,
+        not_on_or_after=not_after,
+        attributes=attrs,
+        signer=_signer(result.signature_xml),
+    )
+
+
+def _signer(signature: etree._Element | None) -> x509.Certificate:
+    """The certificate signxml checked the signature with (the first of KeyInfo, the signer's)."""
+    import base64
+
+    text = signature.findtext(f".//{{{NS_DS}}}X509Certificate") if signature is not None else None
+    if not text:
+        raise AssertionRejected("the signature carries no X509 certificate", "wsse:FailedCheck")
+    return x509.load_der_x509_certificate(base64.b64decode("".join(text.split())))
