@@ -77,9 +77,24 @@ class RepositoryConfig:
 
 
 @dataclass
+class TrustConfig:
+    """The policy enforcement point in front of every SOAP endpoint (ITI TF-2 §3.40 XUA)."""
+
+    mode: str = "off"  # off | optional | required
+    ca_file: str = ""  # PEM trust anchors for assertion issuers and institution signatures
+    issuers: str = ""  # comma-separated allow-list of assertion issuers
+    audience: str = "nhn:dokumentdeling-saml"
+    clock_skew_s: int = 60
+
+    def issuer_list(self) -> list[str]:
+        return [i.strip() for i in self.issuers.split(",") if i.strip()]
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     repositories: list[RepositoryConfig] = field(default_factory=lambda: [RepositoryConfig()])
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +106,7 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         cfg = cls()
-        for section_name in ("server", "registry"):
+        for section_name in ("server", "registry", "trust"):
             section = getattr(cfg, section_name)
             values = data.get(section_name, {}) or {}
             known = {f.name: f for f in fields(section)}
@@ -130,7 +145,7 @@ def _coerce(current: object, value: object, name: str) -> object:
 
 # Environment variables that override the file: XDS_<SECTION>_<KEY>, e.g. XDS_REGISTRY_DATABASE_URL.
 def _apply_environment(cfg: Config, environ: dict[str, str]) -> None:
-    for section_name in ("server", "registry"):
+    for section_name in ("server", "registry", "trust"):
         section = getattr(cfg, section_name)
         for f in fields(section):
             key = f"XDS_{section_name.upper()}_{f.name.upper()}"
@@ -164,6 +179,13 @@ profile = "norway"
 home_community_id = ""
 mllp_port = 0
 max_query_results = 10000     # a stored query selecting more objects answers XDSTooManyResults
+
+[trust]                     # XUA + WS-Security on every SOAP endpoint
+mode = "off"                # off | optional | required
+# ca_file = "keys/ca.pem"   # trust anchors (xds keys init makes a development CA)
+# issuers = "https://helseid-xdssaml.test.nhn.no"
+audience = "nhn:dokumentdeling-saml"
+clock_skew_s = 60
 
 # [[repository]]            # one per institution; without any, one repository named "default"
 # name = "default"

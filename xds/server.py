@@ -18,8 +18,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from xds.config import Config
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from registry.service import RegistryService
     from repository.service import RepositoryService
+    from xds.trust.enforcement import PolicyEnforcementPoint
 
 WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
 CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
@@ -50,12 +53,17 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             registry.engine.dispose()
 
     max_body = config.server.max_body_mb * 1024 * 1024
+    security = trust_policy(config, registry.engine)
+    registry_endpoint = registry.endpoint()
+    registry_endpoint.security = security
     routes = [
-        Route("/registry", SoapRoute(registry.endpoint(), "registry.wsdl")),
+        Route("/registry", SoapRoute(registry_endpoint, "registry.wsdl")),
         Route("/health", health, methods=["GET"]),
     ]
     for i, repo in enumerate(repositories):
-        route = SoapRoute(repo.endpoint(max_body, config.server.max_document_mb * 2**20), "repository.wsdl")
+        endpoint = repo.endpoint(max_body, config.server.max_document_mb * 2**20)
+        endpoint.security = security
+        route = SoapRoute(endpoint, "repository.wsdl")
         routes.append(Route(f"/repository/{repo.name}", route))
         if i == 0:
             routes.append(Route("/repository", route))
@@ -77,6 +85,26 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     app.state.registry = registry
     app.state.repositories = {r.name: r for r in repositories}
     return app
+
+
+def trust_policy(config: Config, engine: Engine) -> PolicyEnforcementPoint | None:
+    """The trust model's enforcement point for every SOAP endpoint, or None when it is off."""
+    tc = config.trust
+    if tc.mode == "off":
+        return None
+    import datetime as dt
+
+    from xds.trust.enforcement import PolicyEnforcementPoint, ReplayCache
+
+    return PolicyEnforcementPoint(
+        mode=tc.mode,
+        ca_file=tc.ca_file,
+        issuers=tc.issuer_list(),
+        audience=tc.audience,
+        clock_skew=dt.timedelta(seconds=tc.clock_skew_s),
+        replay=ReplayCache(engine),
+        registry_engine=engine,
+    )
 
 
 def build_repositories(config: Config, registry: RegistryService) -> list[RepositoryService]:

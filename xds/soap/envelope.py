@@ -21,6 +21,7 @@ from xds import safexml
 from xds.metadata import vocabulary as v
 
 NS_SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSA_ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
 WSA_NONE = "http://www.w3.org/2005/08/addressing/none"
 WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
@@ -249,7 +250,7 @@ def fault_bytes(fault: SoapFault, *, relates_to: str | None = None) -> bytes:
     sub = ""
     if fault.subcode:
         prefix, _, local = fault.subcode.rpartition(":")
-        ns = v.NS_WSA if prefix in ("wsa", "") else "urn:xds:fault"
+        ns = {"wsa": v.NS_WSA, "": v.NS_WSA, "wsse": NS_WSSE}.get(prefix, "urn:xds:fault")
         sub = f'<env:Subcode><env:Value xmlns:f="{ns}">f:{_text(local)}</env:Value></env:Subcode>'
     detail = f"<env:Detail>{_text(fault.detail)}</env:Detail>" if fault.detail else ""
     body = (

@@ -1,0 +1,348 @@
+"""The trust model over real HTTP: signed requests pass, every forgery is refused with its reason,
+and the endpoint keeps answering valid requests after each refusal."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+from signxml import SignatureConstructionMethod, XMLSigner
+from support import RunningServer, make_config
+
+from xds import safexml, samples
+from xds.metadata import ebrim
+from xds.metadata import vocabulary as v
+from xds.soap.envelope import build_request
+from xds.trust import assertion as xa
+from xds.trust.keys import KeySet, init_keys
+from xds.trust.wssecurity import NS_WSSE, NS_WSU, secure_request
+
+ISSUER = "https://helseid-xdssaml.test.nhn.no"
+PATIENT = samples.patient_cx("13116900216")
+OTHER = samples.patient_cx("29698496140")
+ENV = f"{{{v.NS_SOAP12}}}"
+WSSE = f"{{{NS_WSSE}}}"
+WSU = f"{{{NS_WSU}}}"
+DS = f"{{{xa.NS_DS}}}"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
+    return init_keys(tmp_path_factory.mktemp("keys"), ["ahus", "kommune"])
+
+
+@pytest.fixture(scope="module")
+def rogue(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
+    return init_keys(tmp_path_factory.mktemp("rogue"), ["rogue"], ca_name="Not our CA")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[RunningServer]:
+    from support import new_database
+
+    tmp = tmp_path_factory.mktemp("trust")
+    with new_database(tmp) as url:
+        cfg = make_config(tmp / "data", url)
+        cfg.trust.mode = "required"
+        cfg.trust.ca_file = str(keys.ca.cert_path)
+        cfg.trust.issuers = ISSUER
+        with RunningServer(cfg) as running:
+            yield running
+
+
+def attrs(**over: object) -> xa.TrustAttributes:
+    base: dict[str, object] = dict(
+        subject_id="Kari Nordmann",
+        hpr_number="9144900",
+        organisation="Kommunen",
+        organisation_id="983971636",
+        purpose_of_use="TREAT",
+        resource_id=PATIENT,
+    )
+    base.update(over)
+    return xa.TrustAttributes(**base)  # type: ignore[arg-type]
+
+
+def find_documents(patient: str = PATIENT) -> bytes:
+    return (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef" returnComposedObjects="true"/>'
+        f'<rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}">'
+        f"<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{patient.replace('&', '&amp;')}'"
+        f"</rim:Value></rim:ValueList></rim:Slot>"
+        f"<rim:Slot name=\"$XDSDocumentEntryStatus\"><rim:ValueList><rim:Value>('{v.STATUS_APPROVED}')"
+        f"</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"
+    ).encode()
+
+
+def secured(
+    keys: KeySet,
+    url: str,
+    body: bytes,
+    action: str = v.ACTION_STORED_QUERY,
+    *,
+    attributes: xa.TrustAttributes | None = None,
+    signer: object = None,
+    idp: object = None,
+    **assertion_kw: object,
+) -> bytes:
+    env, _ = build_request(action, body, to=url)
+    who = idp or keys.idp
+    assertion = xa.sign_assertion(
+        xa.build_assertion(attributes or attrs(), issuer=assertion_kw.pop("issuer", ISSUER), **assertion_kw),  # type: ignore[arg-type]
+        who.key_pem(),  # type: ignore[attr-defined]
+        who.cert_pem(),  # type: ignore[attr-defined]
+    )
+    sender = signer or keys.institutions["kommune"]
+    return secure_request(env, assertion=assertion, key_pem=sender.key_pem(), cert_pem=sender.cert_pem())  # type: ignore[attr-defined]
+
+
+def post(url: str, data: bytes, action: str = v.ACTION_STORED_QUERY) -> httpx.Response:
+    ctype = f'application/soap+xml; charset=UTF-8; action="{action}"'
+    return httpx.post(url, content=data, headers={"Content-Type": ctype}, timeout=30)
+
+
+def fault(response: httpx.Response) -> tuple[str, str]:
+    root = safexml.parse(response.content)
+    sub = root.findtext(f".//{ENV}Subcode/{ENV}Value") or ""
+    return sub.split(":")[-1], root.findtext(f".//{ENV}Reason/{ENV}Text") or ""
+
+
+def assert_valid_still_answered(keys: KeySet, url: str) -> None:
+    response = post(url, secured(keys, url, find_documents()))
+    assert response.status_code == 200, response.text
+    assert v.RESPONSE_SUCCESS.encode() in response.content
+
+
+def test_valid_signed_flow(server: RunningServer, keys: KeySet) -> None:
+    url = f"{server.url}/registry"
+    sample = samples.submission(PATIENT, rng=random.Random(5))
+    register = secured(keys, url, ebrim.submit_objects_request_bytes(sample.submission), v.ACTION_REGISTER)
+    response = post(url, register, v.ACTION_REGISTER)
+    assert response.status_code == 200 and v.RESPONSE_SUCCESS.encode() in response.content, response.text
+    response = post(url, secured(keys, url, find_documents()))
+    assert response.status_code == 200
+    refs = safexml.parse(response.content).findall(f".//{{{v.NS_RIM}}}ObjectRef")
+    assert len(refs) == 1
+
+
+def _reparse(data: bytes) -> etree._Element:
+    return etree.fromstring(data)
+
+
+def unsigned(keys: KeySet, url: str) -> bytes:
+    return build_request(v.ACTION_STORED_QUERY, find_documents(), to=url)[0]
+
+
+def tampered_body(keys: KeySet, url: str) -> bytes:
+    root = _reparse(secured(keys, url, find_documents()))
+    for value in root.iter(f"{{{v.NS_RIM}}}Value"):
+        if PATIENT in (value.text or ""):
+            value.text = f"'{OTHER}'"
+    return etree.tostring(root)
+
+
+def moved_body(keys: KeySet, url: str) -> bytes:
+    """The signed Body moved into a header; a new Body with another patient in its place."""
+    root = _reparse(secured(keys, url, find_documents()))
+    body = root.find(ENV + "Body")
+    header = root.find(ENV + "Header")
+    wrapper = etree.SubElement(header, "{urn:attacker}Wrapper")
+    root.remove(body)
+    wrapper.append(body)
+    forged = etree.SubElement(root, ENV + "Body")
+    forged.append(etree.fromstring(find_documents(OTHER)))
+    return etree.tostring(root)
+
+
+def moved_body_same_id(keys: KeySet, url: str) -> bytes:
+    """As above, but the forged Body carries the signed Body's wsu:Id (duplicate ids)."""
+    root = _reparse(moved_body(keys, url))
+    signed_body = root.find(ENV + "Header").find("{urn:attacker}Wrapper")[0]
+    root.find(ENV + "Body").set(WSU + "Id", signed_body.get(WSU + "Id"))
+    return etree.tostring(root)
+
+
+def duplicated_assertion(keys: KeySet, url: str) -> bytes:
+    root = _reparse(secured(keys, url, find_documents()))
+    security = root.find(ENV + "Header").find(WSSE + "Security")
+    token = security.find(f"{{{xa.NS_SAML}}}Assertion")
+    forged = copy.deepcopy(token)
+    for value in forged.iter(f"{{{xa.NS_SAML}}}AttributeValue"):
+        if value.text == PATIENT:
+            value.text = OTHER
+    security.insert(0, forged)
+    return etree.tostring(root)
+
+
+def assertion_in_unknown_header(keys: KeySet, url: str) -> bytes:
+    root = _reparse(secured(keys, url, find_documents()))
+    header = root.find(ENV + "Header")
+    security = header.find(WSSE + "Security")
+    token = security.find(f"{{{xa.NS_SAML}}}Assertion")
+    security.remove(token)
+    etree.SubElement(header, "{urn:attacker}Tokens").append(token)
+    return etree.tostring(root)
+
+
+def second_security_header(keys: KeySet, url: str) -> bytes:
+    root = _reparse(secured(keys, url, find_documents()))
+    header = root.find(ENV + "Header")
+    header.append(copy.deepcopy(header.find(WSSE + "Security")))
+    return etree.tostring(root)
+
+
+def signature_over_other_element(keys: KeySet, url: str) -> bytes:
+    """The institution signs the Timestamp and headers, not the Body."""
+    root = _reparse(secured(keys, url, find_documents()))
+    security = root.find(ENV + "Header").find(WSSE + "Security")
+    security.remove(security.find(DS + "Signature"))
+    ids = ["#" + el.get(WSU + "Id") for el in root.iter() if el.get(WSU + "Id") and el.tag != ENV + "Body"]
+    signer = XMLSigner(
+        method=SignatureConstructionMethod.detached,
+        signature_algorithm="rsa-sha256",
+        digest_algorithm="sha256",
+        c14n_algorithm=xa.EXC_C14N,
+    )
+    sender = keys.institutions["kommune"]
+    security.append(
+        signer.sign(
+            root, key=sender.key_pem(), cert=sender.cert_pem().decode(), reference_uri=ids, id_attribute="Id"
+        )
+    )
+    return etree.tostring(root)
+
+
+def untrusted_signer(keys: KeySet, url: str, rogue: KeySet) -> bytes:
+    return secured(keys, url, find_documents(), signer=rogue.institutions["rogue"])
+
+
+def untrusted_idp(keys: KeySet, url: str, rogue: KeySet) -> bytes:
+    return secured(keys, url, find_documents(), idp=rogue.institutions["rogue"])
+
+
+FORGERIES: list[tuple[str, Callable[..., bytes], str]] = [
+    ("unsigned when required", unsigned, "requires a signed"),
+    ("tampered body", tampered_body, "signature is not valid"),
+    ("moved body", moved_body, "not the envelope's Body"),
+    ("moved body, same id", moved_body_same_id, "Ambiguous reference"),
+    ("duplicated assertion", duplicated_assertion, "exactly one SAML assertion"),
+    ("assertion in unknown header", assertion_in_unknown_header, "exactly one SAML assertion"),
+    ("second Security header", second_security_header, "one wsse:Security"),
+    ("signature over another element", signature_over_other_element, "does not cover Body"),
+]
+
+
+@pytest.mark.parametrize(("name", "forge", "reason"), FORGERIES, ids=[f[0] for f in FORGERIES])
+def test_forgeries_are_refused(
+    server: RunningServer, keys: KeySet, name: str, forge: Callable[..., bytes], reason: str
+) -> None:
+    url = f"{server.url}/registry"
+    response = post(url, forge(keys, url))
+    assert response.status_code == 400, f"{name}: {response.status_code} {response.text[:300]}"
+    sub, text = fault(response)
+    assert sub in ("InvalidSecurity", "FailedCheck", "FailedAuthentication", "InvalidSecurityToken"), (
+        sub,
+        text,
+    )
+    assert reason in text, text
+    assert_valid_still_answered(keys, url)
+
+
+@pytest.mark.parametrize("who", ["signer", "idp"])
+def test_untrusted_certificates(server: RunningServer, keys: KeySet, rogue: KeySet, who: str) -> None:
+    url = f"{server.url}/registry"
+    forge = untrusted_signer if who == "signer" else untrusted_idp
+    response = post(url, forge(keys, url, rogue))
+    assert response.status_code == 400 and "signature is not valid" in fault(response)[1]
+    assert_valid_still_answered(keys, url)
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason", "subcode"),
+    [
+        ({"now": dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)}, "expired", "FailedAuthentication"),
+        ({"now": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)}, "not yet valid", "FailedAuthentication"),
+        ({"audience": "someone-else"}, "meant for", "FailedAuthentication"),
+        ({"issuer": "https://idp.example"}, "not trusted", "FailedAuthentication"),
+        ({"attributes": attrs(resource_id="")}, "lacks required", "InvalidSecurity"),
+        ({"attributes": attrs(purpose_of_use="CURIOUS")}, "purpose of use", "InvalidSecurity"),
+    ],
+)
+def test_assertion_conditions(
+    server: RunningServer, keys: KeySet, kw: dict[str, object], reason: str, subcode: str
+) -> None:
+    url = f"{server.url}/registry"
+    response = post(url, secured(keys, url, find_documents(), **kw))
+    assert response.status_code == 400
+    assert fault(response)[0] == subcode and reason in fault(response)[1], fault(response)
+    assert_valid_still_answered(keys, url)
+
+
+def test_replay_is_refused(server: RunningServer, keys: KeySet) -> None:
+    url = f"{server.url}/registry"
+    data = secured(keys, url, find_documents())
+    assert post(url, data).status_code == 200
+    again = post(url, data)
+    assert again.status_code == 400 and "replayed" in fault(again)[1]
+    assert_valid_still_answered(keys, url)
+
+
+def test_patient_mismatch_is_refused(server: RunningServer, keys: KeySet) -> None:
+    url = f"{server.url}/registry"
+    response = post(url, secured(keys, url, find_documents(OTHER)))
+    assert response.status_code == 400
+    sub, text = fault(response)
+    assert sub == "FailedAuthentication" and OTHER in text
+    assert_valid_still_answered(keys, url)
+
+
+def test_retrieving_another_patients_document_is_refused(
+    server: RunningServer, keys: KeySet, tmp_path: Path
+) -> None:
+    repo_url = f"{server.url}/repository"
+    repo = server.app.state.repositories["default"]
+    # the other patient's document, stored through the repository with the other patient's assertion
+    body = (
+        f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">'.encode()
+        + ebrim.submit_objects_request_bytes(_provide_sample(OTHER))
+        + b'<xdsb:Document id="Document01">aGVsbG8=</xdsb:Document></xdsb:ProvideAndRegisterDocumentSetRequest>'
+    )
+    data = secured(keys, repo_url, body, v.ACTION_PROVIDE_AND_REGISTER, attributes=attrs(resource_id=OTHER))
+    stored = post(repo_url, data, v.ACTION_PROVIDE_AND_REGISTER)
+    assert v.RESPONSE_SUCCESS.encode() in stored.content, stored.text
+    uid = etree.fromstring(body).findtext(
+        f".//{{{v.NS_RIM}}}ExternalIdentifier[@identificationScheme='{v.DE_UNIQUE_ID}']"
+    )
+    uid = next(
+        e.get("value")
+        for e in etree.fromstring(body).iter(f"{{{v.NS_RIM}}}ExternalIdentifier")
+        if e.get("identificationScheme") == v.DE_UNIQUE_ID
+    )
+    request = (
+        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}"><xdsb:DocumentRequest>'
+        f"<xdsb:RepositoryUniqueId>{repo.unique_id}</xdsb:RepositoryUniqueId>"
+        f"<xdsb:DocumentUniqueId>{uid}</xdsb:DocumentUniqueId></xdsb:DocumentRequest></xdsb:RetrieveDocumentSetRequest>"
+    ).encode()
+    refused = post(repo_url, secured(keys, repo_url, request, v.ACTION_RETRIEVE), v.ACTION_RETRIEVE)
+    assert refused.status_code == 400 and "does not belong" in fault(refused)[1]
+    allowed = post(
+        repo_url,
+        secured(keys, repo_url, request, v.ACTION_RETRIEVE, attributes=attrs(resource_id=OTHER)),
+        v.ACTION_RETRIEVE,
+    )
+    assert allowed.status_code == 200 and allowed.headers["content-type"].startswith("multipart/related")
+
+
+def _provide_sample(patient: str):  # type: ignore[no-untyped-def]
+    s = samples.submission(patient, rng=random.Random(uuid.uuid4().int))
+    for d in s.documents:
+        d.slots = [x for x in d.slots if x.name not in ("hash", "size", "repositoryUniqueId")]
+    return s.submission

@@ -1,0 +1,171 @@
+"""The policy enforcement point in front of a SOAP endpoint (ITI TF-2 §3.40.4.2 X-Service Provider).
+
+Per endpoint the trust model is ``off``, ``optional`` (a Security header, when present, must be
+valid) or ``required``. A valid request has a verified XUA assertion and institution signature
+(``xds.trust.wssecurity``); the handler then sees only the signed Body, Action and MessageID.
+Assertion IDs and MessageIDs are remembered in the database until they expire, so a replay is
+refused by every worker process. The queried patient (ITI-18) must be the assertion's
+resource-id, and retrieved documents (ITI-43) must belong to that patient.
+
+Refusals are SOAP 1.2 Sender faults with a WS-Security subcode (wsse:InvalidSecurity,
+wsse:FailedCheck, wsse:FailedAuthentication, wsse:MessageExpired) and a reason in plain words.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from anyio import to_thread
+from lxml import etree
+from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from starlette.types import Scope
+
+from xds.metadata import vocabulary as v
+from xds.soap.envelope import SoapFault, SoapRequest
+from xds.trust.assertion import AssertionRejected
+from xds.trust.wssecurity import NS_WSSE, SecurityContext, verify_request
+
+log = logging.getLogger("xds.trust")
+
+_metadata = MetaData()
+seen_ids = Table(
+    "trust_seen_ids",
+    _metadata,
+    Column("id", String(300), primary_key=True),
+    Column("expires", String(20), nullable=False),
+)
+
+PATIENT_PARAMETERS = (
+    "$XDSDocumentEntryPatientId",
+    "$XDSSubmissionSetPatientId",
+    "$XDSFolderPatientId",
+    "$patientId",
+)
+
+
+class ReplayCache:
+    """Identifiers seen before, shared by every process through the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._inserts = 0
+
+    def first_time(self, identifier: str, expires: dt.datetime) -> bool:
+        stamp = expires.strftime("%Y%m%d%H%M%S")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(seen_ids).values(id=identifier[:300], expires=stamp))
+                self._inserts += 1
+                if self._inserts % 1000 == 0:
+                    now = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+                    conn.execute(delete(seen_ids).where(seen_ids.c.expires < now))
+        except IntegrityError:
+            return False
+        return True
+
+
+class PolicyEnforcementPoint:
+    """A :class:`xds.soap.endpoint.SecurityPolicy` for one endpoint."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        ca_file: str | Path,
+        issuers: list[str],
+        audience: str,
+        clock_skew: dt.timedelta,
+        replay: ReplayCache,
+        registry_engine: Engine | None = None,
+    ) -> None:
+        if mode not in ("off", "optional", "required"):
+            raise ValueError(f"trust mode {mode!r}: choose off, optional or required")
+        if mode != "off" and not Path(ca_file).is_file():
+            raise ValueError(f"trust mode {mode} needs ca_file (trust anchors); {ca_file!r} is not a file")
+        self.mode = mode
+        self.ca_file = ca_file
+        self.issuers = issuers
+        self.audience = audience
+        self.clock_skew = clock_skew
+        self.replay = replay
+        self.registry_engine = registry_engine
+
+    async def check(self, request: SoapRequest, scope: Scope) -> None:
+        if self.mode == "off":
+            return
+        header = request.header
+        has_security = header is not None and header.find(f"{{{NS_WSSE}}}Security") is not None
+        if not has_security:
+            if self.mode == "required":
+                raise SoapFault(
+                    "Sender",
+                    "this endpoint requires a signed XUA assertion in a WS-Security header",
+                    "wsse:InvalidSecurity",
+                )
+            return
+        try:
+            ctx = await to_thread.run_sync(self._verify, request.envelope)
+        except AssertionRejected as exc:
+            log.info("request refused: %s", exc.reason)
+            raise SoapFault("Sender", exc.reason, exc.subcode) from None
+        if ctx.action != request.action:
+            raise SoapFault("Sender", "wsa:Action is not the one that was signed", "wsse:FailedCheck")
+        for ident in (f"assertion:{ctx.assertion.assertion_id}", f"message:{ctx.message_id}"):
+            if not await to_thread.run_sync(self.replay.first_time, ident, ctx.expires):
+                raise SoapFault(
+                    "Sender", f"replayed request ({ident.split(':')[0]} seen before)", "wsse:FailedCheck"
+                )
+        await to_thread.run_sync(self._check_patient, request.action, ctx)
+        request.security = ctx
+        request.body = ctx.payload
+        request.message_id = ctx.message_id
+
+    def _verify(self, envelope: etree._Element) -> SecurityContext:
+        return verify_request(
+            envelope,
+            ca_pem_file=self.ca_file,
+            issuers=self.issuers,
+            audience=self.audience,
+            clock_skew=self.clock_skew,
+        )
+
+    def _check_patient(self, action: str, ctx: SecurityContext) -> None:
+        """The request is about the assertion's patient, and only that patient (resource-id)."""
+        patient = ctx.assertion.attributes.resource_id
+        payload = ctx.payload
+        if action in (v.ACTION_STORED_QUERY, getattr(v, "ACTION_MULTI_PATIENT_QUERY", "")):
+            asked = []
+            for slot in payload.iter(f"{{{v.NS_RIM}}}Slot"):
+                if slot.get("name") in PATIENT_PARAMETERS:
+                    for value in slot.iter(f"{{{v.NS_RIM}}}Value"):
+                        asked += [p.strip().strip("'") for p in (value.text or "").strip("()").split(",")]
+            strangers = [p for p in asked if p and p != patient]
+            if strangers:
+                raise SoapFault(
+                    "Sender",
+                    f"the query asks about {strangers[0]!r}, the assertion is for {patient!r}",
+                    "wsse:FailedAuthentication",
+                )
+        elif action == v.ACTION_RETRIEVE and self.registry_engine is not None:
+            from registry.schema import documents
+
+            uids = [(el.text or "").strip() for el in payload.iter(f"{{{v.NS_XDSB}}}DocumentUniqueId")]
+            with self.registry_engine.connect() as conn:
+                owners = conn.execute(
+                    select(documents.c.unique_id, documents.c.patient_id).where(
+                        documents.c.unique_id.in_(uids)
+                    )
+                ).all()
+            foreign = [uid for uid, owner in owners if owner != patient]
+            if foreign:
+                raise SoapFault(
+                    "Sender",
+                    f"document {foreign[0]} does not belong to the assertion's patient",
+                    "wsse:FailedAuthentication",
+                )
+
+    def secure_response(self, request: SoapRequest, envelope: bytes) -> bytes:
+        return envelope
