@@ -40,10 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also run on this PostgreSQL database (env XDS_BENCH_POSTGRES_URL)",
     )
     reg.add_argument("--sqlite-only", action="store_true", help="skip PostgreSQL even if a URL is known")
-    from xds import bench_query, bench_repository
+    from xds import bench_query, bench_repository, bench_trust
 
     bench_repository.add_arguments(sub)
     bench_query.add_arguments(sub)
+    bench_trust.add_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,6 +54,10 @@ def main(args: argparse.Namespace) -> int:
         from xds import bench_query
 
         return bench_query.bench_load(args) if args.bench == "load" else bench_query.bench_query(args)
+    if args.bench == "trust":
+        from xds import bench_trust
+
+        return bench_trust.bench(args)
     if args.bench in ("provide", "retrieve"):
         from xds import bench_repository
 
