@@ -81,13 +81,21 @@ class RunningServer:
         self.app = build_app(config)
         self.port = config.server.port
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                **config.server.uvicorn_tls(),
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.config.server.tls_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> RunningServer:
         import time

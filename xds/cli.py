@@ -37,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
         r.mllp_port = args.mllp_port
     if args.profile is not None:
         r.profile = args.profile
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        if getattr(args, name) is not None:
+            setattr(s, name, getattr(args, name))
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -54,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     if r.mllp_port:
         print(f"xds: ITI-8 patient identity feed at mllp://{r.mllp_host or s.host}:{r.mllp_port}", flush=True)
     if s.workers <= 1:
-        uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, access_log=False)
+        uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, access_log=False, **s.uvicorn_tls())  # type: ignore[arg-type]
     else:
         os.environ[CONFIG_ENV] = json.dumps(cfg.to_dict())
         uvicorn.run(
@@ -65,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=s.workers,
             log_level=s.log_level,
             access_log=False,
+            **s.uvicorn_tls(),  # type: ignore[arg-type]
         )
     return 0
 
@@ -197,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mllp-port", type=int, help="ITI-8 patient identity feed MLLP port (0 = off)")
     serve.add_argument("--profile", choices=["norway", "none"], help="national profile (default norway)")
     serve.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    serve.add_argument("--tls-cert", help="server certificate (PEM): serve HTTPS")
+    serve.add_argument("--tls-key", help="the server certificate's private key (PEM file)")
+    serve.add_argument("--tls-ca", help="trust anchors (PEM): require client certificates (mutual TLS)")
     serve.set_defaults(func=_serve)
 
     init = sub.add_parser("init", help="write a configuration file with the defaults")

@@ -45,6 +45,20 @@ class ServerConfig:
     max_document_mb: int = 16384  # all documents of one ITI-41 MTOM message together
     log_level: str = "info"
     bench_floor: bool = False  # mount /_bench/floor (parse + serialise only) for `xds bench`
+    tls_cert: str = ""  # server certificate (PEM); with it, HTTPS
+    tls_key: str = ""  # its private key (PEM file, never inline)
+    tls_ca: str = ""  # trust anchors for client certificates; with it, mutual TLS (ATNA secure node)
+
+    def uvicorn_tls(self) -> dict[str, object]:
+        """uvicorn's TLS settings: HTTPS with a certificate, client certificates required with a CA."""
+        import ssl
+
+        if not self.tls_cert:
+            return {}
+        options: dict[str, object] = {"ssl_certfile": self.tls_cert, "ssl_keyfile": self.tls_key or None}
+        if self.tls_ca:
+            options.update(ssl_ca_certs=self.tls_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+        return options
 
 
 @dataclass
