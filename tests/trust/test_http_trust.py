@@ -121,16 +121,102 @@ def assert_valid_still_answered(keys: KeySet, url: str) -> None:
     assert v.RESPONSE_SUCCESS.encode() in response.content
 
 
+def coded(patient: str, class_code: str, confidentiality: str = "N"):  # type: ignore[no-untyped-def]
+    """A one-document submission with the given class and confidentiality codes."""
+    from xds.metadata.model import Classification, Slot
+
+    sample = samples.submission(patient, rng=random.Random(uuid.uuid4().int))
+    doc = sample.documents[0]
+    doc.classifications = [
+        c
+        for c in doc.classifications
+        if c.classification_scheme not in (v.DE_CLASS_CODE, v.DE_CONFIDENTIALITY_CODE)
+    ]
+    for scheme, code, system in (
+        (v.DE_CLASS_CODE, class_code, "2.16.578.1.12.4.1.1.9602"),
+        (v.DE_CONFIDENTIALITY_CODE, confidentiality, "2.16.578.1.12.4.1.1.9603"),
+    ):
+        doc.classifications.append(
+            Classification(
+                id=f"cl-{uuid.uuid4().hex[:8]}",
+                classified_object=doc.id,
+                classification_scheme=scheme,
+                node_representation=code,
+                slots=[Slot("codingScheme", [system])],
+            )
+        )
+    return sample
+
+
+def register(keys: KeySet, url: str, sample, patient: str = PATIENT) -> None:  # type: ignore[no-untyped-def]
+    data = secured(
+        keys,
+        url,
+        ebrim.submit_objects_request_bytes(sample.submission),
+        v.ACTION_REGISTER,
+        attributes=attrs(resource_id=patient),
+    )
+    response = post(url, data, v.ACTION_REGISTER)
+    assert response.status_code == 200 and v.RESPONSE_SUCCESS.encode() in response.content, response.text
+
+
+def found_ids(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {el.get("id") for el in safexml.parse(response.content).iter(f"{{{v.NS_RIM}}}ObjectRef")}
+
+
 def test_valid_signed_flow(server: RunningServer, keys: KeySet) -> None:
     url = f"{server.url}/registry"
-    sample = samples.submission(PATIENT, rng=random.Random(5))
-    register = secured(keys, url, ebrim.submit_objects_request_bytes(sample.submission), v.ACTION_REGISTER)
-    response = post(url, register, v.ACTION_REGISTER)
-    assert response.status_code == 200 and v.RESPONSE_SUCCESS.encode() in response.content, response.text
-    response = post(url, secured(keys, url, find_documents()))
-    assert response.status_code == 200
-    refs = safexml.parse(response.content).findall(f".//{{{v.NS_RIM}}}ObjectRef")
-    assert len(refs) == 1
+    register(keys, url, coded(PATIENT, "C00-1"))
+    assert len(found_ids(post(url, secured(keys, url, find_documents())))) == 1
+
+
+def test_access_policy(server: RunningServer, keys: KeySet) -> None:
+    """Lab/radiology for care; NORS never; a citizen sees their own record except NORU; BTG passes."""
+    person = samples.person_number(random.Random(77))  # a patient of this test alone
+    patient = samples.patient_cx(person)
+    url = f"{server.url}/registry"
+    made = {
+        name: coded(patient, cls, conf)
+        for name, (cls, conf) in {
+            "lab": ("C00-1", "N"),
+            "xray": ("E00-1", "N"),
+            "discharge": ("A00-1", "N"),
+            "blocked": ("C00-1", "NORS"),
+            "delayed": ("C00-1", "NORU"),
+        }.items()
+    }
+    for sample in made.values():
+        register(keys, url, sample, patient)
+
+    def ask(**who: object) -> set[str]:
+        return found_ids(
+            post(
+                url, secured(keys, url, find_documents(patient), attributes=attrs(resource_id=patient, **who))
+            )
+        )
+
+    def names(ids: set[str]) -> set[str]:
+        out = set()
+        with server.app.state.registry.engine.connect() as conn:
+            from sqlalchemy import select
+
+            from registry import schema as t
+
+            for name, sample in made.items():
+                uid = sample.documents[0].unique_id
+                if (
+                    conn.execute(
+                        select(t.documents.c.uuid).where(t.documents.c.unique_id == uid)
+                    ).scalar_one()
+                    in ids
+                ):
+                    out.add(name)
+        return out
+
+    assert names(ask()) == {"lab", "xray", "delayed"}
+    assert names(ask(purpose_of_use="BTG")) == {"lab", "xray", "delayed"}
+    assert names(ask(subject_id=person)) == {"lab", "xray", "discharge"}
 
 
 def _reparse(data: bytes) -> etree._Element:
@@ -342,7 +428,7 @@ def test_retrieving_another_patients_document_is_refused(
 
 
 def _provide_sample(patient: str):  # type: ignore[no-untyped-def]
-    s = samples.submission(patient, rng=random.Random(uuid.uuid4().int))
+    s = coded(patient, "E00-1")  # radiology: released for treatment
     for d in s.documents:
         d.slots = [x for x in d.slots if x.name not in ("hash", "size", "repositoryUniqueId")]
     return s.submission

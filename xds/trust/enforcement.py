@@ -26,6 +26,7 @@ from starlette.types import Scope
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import SoapFault, SoapRequest
 from xds.trust.assertion import AssertionRejected
+from xds.trust.policy import AccessPolicy, refused_documents
 from xds.trust.wssecurity import NS_WSSE, SecurityContext, verify_request
 
 log = logging.getLogger("xds.trust")
@@ -80,6 +81,7 @@ class PolicyEnforcementPoint:
         clock_skew: dt.timedelta,
         replay: ReplayCache,
         registry_engine: Engine | None = None,
+        policy: AccessPolicy | None = None,
     ) -> None:
         if mode not in ("off", "optional", "required"):
             raise ValueError(f"trust mode {mode!r}: choose off, optional or required")
@@ -92,6 +94,7 @@ class PolicyEnforcementPoint:
         self.clock_skew = clock_skew
         self.replay = replay
         self.registry_engine = registry_engine
+        self.policy = policy or AccessPolicy()
 
     async def check(self, request: SoapRequest, scope: Scope) -> None:
         if self.mode == "off":
@@ -166,6 +169,41 @@ class PolicyEnforcementPoint:
                     f"document {foreign[0]} does not belong to the assertion's patient",
                     "wsse:FailedAuthentication",
                 )
+            refused = refused_documents(
+                self.registry_engine, self.policy, ctx.assertion.attributes, unique_ids=uids
+            )
+            if refused:
+                raise SoapFault(
+                    "Sender",
+                    f"the access policy does not release document {sorted(refused)[0]} for this purpose and role",
+                    "wsse:FailedAuthentication",
+                )
 
     def secure_response(self, request: SoapRequest, envelope: bytes) -> bytes:
-        return envelope
+        """ITI-18 answers to a verified request carry only what the access policy releases."""
+        ctx = request.security
+        if not isinstance(ctx, SecurityContext) or self.registry_engine is None:
+            return envelope
+        if request.action not in (v.ACTION_STORED_QUERY, getattr(v, "ACTION_MULTI_PATIENT_QUERY", "")):
+            return envelope
+        root = etree.fromstring(envelope)
+        rim = f"{{{v.NS_RIM}}}"
+        candidates = [el for el in root.iter(rim + "ExtrinsicObject", rim + "ObjectRef")]
+        refused = refused_documents(
+            self.registry_engine,
+            self.policy,
+            ctx.assertion.attributes,
+            uuids=[el.get("id", "") for el in candidates],
+        )
+        if not refused:
+            return envelope
+        for el in candidates:
+            if el.get("id") in refused:
+                el.getparent().remove(el)
+        for assoc in list(root.iter(rim + "Association")):
+            if assoc.get("sourceObject") in refused or assoc.get("targetObject") in refused:
+                assoc.getparent().remove(assoc)
+        log.info(
+            "access policy withheld %d documents from %s", len(refused), ctx.assertion.attributes.subject_id
+        )
+        return etree.tostring(root)
