@@ -99,6 +99,8 @@ class TrustConfig:
     issuers: str = ""  # comma-separated allow-list of assertion issuers
     audience: str = "nhn:dokumentdeling-saml"
     clock_skew_s: int = 60
+    sign_cert: str = ""  # this institution's certificate (PEM); with sign_key, answers are signed
+    sign_key: str = ""  # its private key (PEM file, never inline)
 
     def issuer_list(self) -> list[str]:
         return [i.strip() for i in self.issuers.split(",") if i.strip()]

@@ -53,6 +53,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
         cfg.trust.mode = "required"
         cfg.trust.ca_file = str(keys.ca.cert_path)
         cfg.trust.issuers = ISSUER
+        cfg.trust.sign_cert = str(keys.institutions["ahus"].cert_path)
+        cfg.trust.sign_key = str(keys.institutions["ahus"].key_path)
         with RunningServer(cfg) as running:
             yield running
 
@@ -432,3 +434,24 @@ def _provide_sample(patient: str):  # type: ignore[no-untyped-def]
     for d in s.documents:
         d.slots = [x for x in d.slots if x.name not in ("hash", "size", "repositoryUniqueId")]
     return s.submission
+
+
+def test_answers_are_signed_by_the_responding_institution(server: RunningServer, keys: KeySet) -> None:
+    from xds.trust.assertion import AssertionRejected
+    from xds.trust.wssecurity import verify_response
+
+    url = f"{server.url}/registry"
+    request = secured(keys, url, find_documents())
+    message_id = etree.fromstring(request).findtext(f".//{{{v.NS_WSA}}}MessageID")
+    response = post(url, request)
+    answer = safexml.parse(response.content)
+    signer = verify_response(answer, ca_pem_file=keys.ca.cert_path, relates_to=message_id)
+    assert "CN=ahus" in signer.subject.rfc4514_string()
+    with pytest.raises(AssertionRejected, match="RelatesTo"):
+        verify_response(
+            safexml.parse(response.content), ca_pem_file=keys.ca.cert_path, relates_to="urn:uuid:other"
+        )
+    forged = safexml.parse(response.content)
+    forged.find(ENV + "Body")[0].set("status", v.RESPONSE_FAILURE)
+    with pytest.raises(AssertionRejected, match="not valid"):
+        verify_response(forged, ca_pem_file=keys.ca.cert_path)

@@ -28,6 +28,7 @@ from xds.soap.envelope import SoapFault, SoapRequest
 from xds.trust.assertion import AssertionRejected
 from xds.trust.policy import AccessPolicy, refused_documents
 from xds.trust.wssecurity import NS_WSSE, SecurityContext, verify_request
+from xds.trust.wssecurity import secure_response as sign_response
 
 log = logging.getLogger("xds.trust")
 
@@ -82,6 +83,7 @@ class PolicyEnforcementPoint:
         replay: ReplayCache,
         registry_engine: Engine | None = None,
         policy: AccessPolicy | None = None,
+        signing: tuple[bytes, bytes] | None = None,
     ) -> None:
         if mode not in ("off", "optional", "required"):
             raise ValueError(f"trust mode {mode!r}: choose off, optional or required")
@@ -95,6 +97,7 @@ class PolicyEnforcementPoint:
         self.replay = replay
         self.registry_engine = registry_engine
         self.policy = policy or AccessPolicy()
+        self.signing = signing  # (key PEM, certificate PEM) of the responding institution
 
     async def check(self, request: SoapRequest, scope: Scope) -> None:
         if self.mode == "off":
@@ -180,6 +183,14 @@ class PolicyEnforcementPoint:
                 )
 
     def secure_response(self, request: SoapRequest, envelope: bytes) -> bytes:
+        """Filtered by the access policy, then signed by the responding institution (when configured)."""
+        envelope = self._filter(request, envelope)
+        if self.signing is not None and isinstance(request.security, SecurityContext):
+            key_pem, cert_pem = self.signing
+            envelope = sign_response(envelope, key_pem=key_pem, cert_pem=cert_pem)
+        return envelope
+
+    def _filter(self, request: SoapRequest, envelope: bytes) -> bytes:
         """ITI-18 answers to a verified request carry only what the access policy releases."""
         ctx = request.security
         if not isinstance(ctx, SecurityContext) or self.registry_engine is None:

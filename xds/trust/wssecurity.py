@@ -50,17 +50,16 @@ def _instant(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def secure_request(
+def _sign_envelope(
     envelope: bytes,
-    *,
-    assertion: etree._Element,
+    headers: tuple[str, ...],
     key_pem: bytes,
     cert_pem: bytes,
-    lifetime: dt.timedelta = dt.timedelta(minutes=5),
-    now: dt.datetime | None = None,
+    *,
+    token: etree._Element | None,
+    lifetime: dt.timedelta,
+    now: dt.datetime,
 ) -> bytes:
-    """``envelope`` with a wsse:Security header: Timestamp, the assertion, the institution's signature."""
-    now = now or dt.datetime.now(dt.UTC)
     root = etree.fromstring(envelope)
     header = root.find(_ENV + "Header")
     if header is None:
@@ -70,7 +69,7 @@ def secure_request(
     if body is None:
         raise ValueError("the envelope has no Body")
     uris = []
-    for el in [body, *(header.find(_WSA + name) for name in _SIGNED_HEADERS)]:
+    for el in [body, *(header.find(_WSA + name) for name in headers)]:
         if el is None:
             continue
         el.set(_WSU + "Id", el.get(_WSU + "Id") or f"id-{uuid.uuid4().hex}")
@@ -82,7 +81,8 @@ def secure_request(
     etree.SubElement(timestamp, _WSU + "Created").text = _instant(now)
     etree.SubElement(timestamp, _WSU + "Expires").text = _instant(now + lifetime)
     uris.append("#" + timestamp.get(_WSU + "Id"))
-    security.append(copy.deepcopy(assertion))
+    if token is not None:
+        security.append(copy.deepcopy(token))
     signer = XMLSigner(
         method=SignatureConstructionMethod.detached,
         signature_algorithm="rsa-sha256",
@@ -92,6 +92,72 @@ def secure_request(
     signature = signer.sign(root, key=key_pem, cert=cert_pem.decode(), reference_uri=uris, id_attribute="Id")
     security.append(signature)
     return etree.tostring(root)
+
+
+def secure_request(
+    envelope: bytes,
+    *,
+    assertion: etree._Element,
+    key_pem: bytes,
+    cert_pem: bytes,
+    lifetime: dt.timedelta = dt.timedelta(minutes=5),
+    now: dt.datetime | None = None,
+) -> bytes:
+    """``envelope`` with a wsse:Security header: Timestamp, the assertion, the institution's signature."""
+    return _sign_envelope(
+        envelope,
+        _SIGNED_HEADERS,
+        key_pem,
+        cert_pem,
+        token=assertion,
+        lifetime=lifetime,
+        now=now or dt.datetime.now(dt.UTC),
+    )
+
+
+def secure_response(
+    envelope: bytes, *, key_pem: bytes, cert_pem: bytes, lifetime: dt.timedelta = dt.timedelta(minutes=5)
+) -> bytes:
+    """An answer signed by the responding institution: Body, Timestamp, Action, MessageID, RelatesTo."""
+    return _sign_envelope(
+        envelope,
+        ("Action", "MessageID", "RelatesTo"),
+        key_pem,
+        cert_pem,
+        token=None,
+        lifetime=lifetime,
+        now=dt.datetime.now(dt.UTC),
+    )
+
+
+def verify_response(
+    envelope: etree._Element, *, ca_pem_file: str | Path, relates_to: str | None = None
+) -> x509.Certificate:
+    """The responding institution's certificate, once its signature over the answer holds."""
+    header = envelope.find(_ENV + "Header")
+    securities = header.findall(_WSSE + "Security") if header is not None else []
+    if len(securities) != 1:
+        raise AssertionRejected("the answer carries no (or more than one) wsse:Security header")
+    signatures = securities[0].findall(f"{{{NS_DS}}}Signature")
+    if len(signatures) != 1 or len(envelope.findall(_ENV + "Body")) != 1:
+        raise AssertionRejected("the answer must have one Body and one signature", "wsse:FailedCheck")
+    uris = [ref.get("URI", "") for ref in signatures[0].iter(f"{{{NS_DS}}}Reference")]
+    try:
+        results = XMLVerifier().verify(
+            envelope, ca_pem_file=str(ca_pem_file), expect_references=len(uris), id_attribute="Id"
+        )
+    except (InvalidSignature, InvalidInput) as exc:
+        raise AssertionRejected(f"the answer's signature is not valid: {exc}", "wsse:FailedCheck") from None
+    results = results if isinstance(results, list) else [results]
+    signed = {etree.QName(r.signed_xml).localname: r.signed_xml for r in results if r.signed_xml is not None}
+    body = envelope.find(_ENV + "Body")
+    if "Body" not in signed or signed["Body"].get(_WSU + "Id") != body.get(_WSU + "Id"):
+        raise AssertionRejected("the answer's signature does not cover its Body", "wsse:FailedCheck")
+    if relates_to is not None and (
+        signed.get("RelatesTo") is None or (signed["RelatesTo"].text or "").strip() != relates_to
+    ):
+        raise AssertionRejected("the answer's signed RelatesTo is not our request", "wsse:FailedCheck")
+    return _signer(signatures[0])
 
 
 @dataclass(frozen=True)
