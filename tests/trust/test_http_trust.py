@@ -455,3 +455,70 @@ def test_answers_are_signed_by_the_responding_institution(server: RunningServer,
     forged.find(ENV + "Body")[0].set("status", v.RESPONSE_FAILURE)
     with pytest.raises(AssertionRejected, match="not valid"):
         verify_response(forged, ca_pem_file=keys.ca.cert_path)
+
+
+class XuaPlugin:
+    """A zeep plugin that puts a signed XUA assertion and the institution's signature on every request."""
+
+    def __init__(self, keys: KeySet, attributes: xa.TrustAttributes) -> None:
+        self.keys = keys
+        self.attributes = attributes
+
+    def egress(self, envelope, http_headers, operation, binding_options):  # type: ignore[no-untyped-def]
+        assertion = xa.sign_assertion(
+            xa.build_assertion(self.attributes, issuer=ISSUER),
+            self.keys.idp.key_pem(),
+            self.keys.idp.cert_pem(),
+        )
+        sender = self.keys.institutions["kommune"]
+        data = secure_request(
+            etree.tostring(envelope),
+            assertion=assertion,
+            key_pem=sender.key_pem(),
+            cert_pem=sender.cert_pem(),
+        )
+        return etree.fromstring(data), http_headers
+
+    def ingress(self, envelope, http_headers, operation):  # type: ignore[no-untyped-def]
+        return envelope, http_headers
+
+
+def test_zeep_with_an_assertion_plugin_is_accepted(
+    server: RunningServer, keys: KeySet, standards: Path
+) -> None:
+    import zeep
+
+    url = f"{server.url}/registry"
+    register(keys, url, coded(PATIENT, "E00-1"))
+    client = zeep.Client(
+        str(standards / "iti/wsdl/XDS.b_DocumentRegistry.wsdl"),
+        plugins=[XuaPlugin(keys, attrs())],
+        settings=zeep.Settings(strict=False),
+    )
+    service = client.create_service("{urn:ihe:iti:xds-b:2007}DocumentRegistry_Binding_Soap12", url)
+    result = service["DocumentRegistry_RegistryStoredQuery"](
+        ResponseOption={"returnType": "ObjectRef", "returnComposedObjects": True},
+        AdhocQuery={
+            "id": v.SQ_FIND_DOCUMENTS,
+            "Slot": [
+                {
+                    "name": "$XDSDocumentEntryPatientId",
+                    "ValueList": {"_value_1": [{"Value": f"'{PATIENT}'"}]},
+                },
+                {
+                    "name": "$XDSDocumentEntryStatus",
+                    "ValueList": {"_value_1": [{"Value": f"('{v.STATUS_APPROVED}')"}]},
+                },
+            ],
+        },
+    )
+    assert result.status == v.RESPONSE_SUCCESS
+    # the same client without the plugin is refused: the endpoint requires the assertion
+    plain = zeep.Client(
+        str(standards / "iti/wsdl/XDS.b_DocumentRegistry.wsdl"), settings=zeep.Settings(strict=False)
+    )
+    plain_service = plain.create_service("{urn:ihe:iti:xds-b:2007}DocumentRegistry_Binding_Soap12", url)
+    with pytest.raises(zeep.exceptions.Fault):
+        plain_service["DocumentRegistry_RegistryStoredQuery"](
+            ResponseOption={"returnType": "ObjectRef"}, AdhocQuery={"id": v.SQ_FIND_DOCUMENTS}
+        )
