@@ -13,21 +13,11 @@ from lxml import etree
 
 from xds import safexml
 from xds.trust import assertion as xa
-from xds.trust.keys import KeySet, init_keys
+from xds.trust.keys import KeySet
 
 ISSUER = "https://helseid-xdssaml.test.nhn.no"
 PATIENT = "13116900216^^^&2.16.578.1.12.4.1.4.1&ISO"
 S = f"{{{xa.NS_SAML}}}"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
-    return init_keys(tmp_path_factory.mktemp("keys"), ["ahus", "kommune"])
-
-
-@pytest.fixture(scope="module")
-def other_ca(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
-    return init_keys(tmp_path_factory.mktemp("other"), ["rogue"], ca_name="Somebody else's CA")
 
 
 def attrs(**over: str) -> xa.TrustAttributes:
@@ -86,9 +76,9 @@ def test_tampered_attribute_fails(keys: KeySet) -> None:
         verify(keys, el)
 
 
-def test_untrusted_signer_fails(keys: KeySet, other_ca: KeySet) -> None:
+def test_untrusted_signer_fails(keys: KeySet, rogue: KeySet) -> None:
     with pytest.raises(xa.AssertionRejected, match="signature"):
-        verify(keys, signed(keys, signer=other_ca.institutions["rogue"]))
+        verify(keys, signed(keys, signer=rogue.institutions["rogue"]))
 
 
 def test_wrapped_assertion_is_read_from_what_was_signed(keys: KeySet) -> None:

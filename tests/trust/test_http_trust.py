@@ -21,7 +21,7 @@ from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.trust import assertion as xa
-from xds.trust.keys import KeySet, init_keys
+from xds.trust.keys import KeySet
 from xds.trust.wssecurity import NS_WSSE, NS_WSU, secure_request
 
 ISSUER = "https://helseid-xdssaml.test.nhn.no"
@@ -31,16 +31,6 @@ ENV = f"{{{v.NS_SOAP12}}}"
 WSSE = f"{{{NS_WSSE}}}"
 WSU = f"{{{NS_WSU}}}"
 DS = f"{{{xa.NS_DS}}}"
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
-    return init_keys(tmp_path_factory.mktemp("keys"), ["ahus", "kommune"])
-
-
-@pytest.fixture(scope="module")
-def rogue(tmp_path_factory: pytest.TempPathFactory) -> KeySet:
-    return init_keys(tmp_path_factory.mktemp("rogue"), ["rogue"], ca_name="Not our CA")
 
 
 @pytest.fixture(scope="module")
