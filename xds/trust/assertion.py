@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509.verification import VerificationError
 from lxml import etree
 from signxml import InvalidInput, XMLSigner, XMLVerifier
 from signxml.exceptions import InvalidSignature
+
+from xds.trust.keys import verify_chain
 
 NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -224,14 +227,12 @@ def verify_assertion(
     now = now or dt.datetime.now(dt.UTC)
     if assertion.tag != _S + "Assertion":
         raise AssertionRejected("not a SAML 2.0 Assertion")
+    signature_el = assertion.find(f"{{{NS_DS}}}Signature")
+    leaf, chain = _certificates(signature_el)
     try:
-        result = XMLVerifier().verify(
-            assertion,
-            ca_pem_file=str(ca_pem_file),
-            expect_references=1,
-            id_attribute="ID",
-        )
-    except (InvalidSignature, InvalidInput) as exc:
+        verify_chain(leaf, chain, ca_pem_file)
+        result = XMLVerifier().verify(assertion, x509_cert=leaf, expect_references=1, id_attribute="ID")
+    except (InvalidSignature, InvalidInput, VerificationError) as exc:
         raise AssertionRejected(f"assertion signature is not valid: {exc}", "wsse:FailedCheck") from None
     signed = result.signed_xml
     if signed is None or signed.tag != _S + "Assertion":
@@ -281,15 +282,27 @@ def verify_assertion(
         audience=audiences,
         not_on_or_after=not_after,
         attributes=attrs,
-        signer=_signer(result.signature_xml),
+        signer=leaf,
     )
 
 
-def _signer(signature: etree._Element | None) -> x509.Certificate:
-    """The certificate signxml checked the signature with (the first of KeyInfo, the signer's)."""
+def _certificates(signature: etree._Element | None) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The signer's certificate (the first of KeyInfo) and any others sent with it (intermediates)."""
     import base64
 
-    text = signature.findtext(f".//{{{NS_DS}}}X509Certificate") if signature is not None else None
-    if not text:
+    texts = (
+        [el.text or "" for el in signature.iter(f"{{{NS_DS}}}X509Certificate")]
+        if signature is not None
+        else []
+    )
+    if not texts:
         raise AssertionRejected("the signature carries no X509 certificate", "wsse:FailedCheck")
-    return x509.load_der_x509_certificate(base64.b64decode("".join(text.split())))
+    try:
+        certs = [x509.load_der_x509_certificate(base64.b64decode("".join(t.split()))) for t in texts]
+    except ValueError:
+        raise AssertionRejected("the signature's certificate cannot be read", "wsse:FailedCheck") from None
+    return certs[0], certs[1:]
+
+
+def _signer(signature: etree._Element | None) -> x509.Certificate:
+    return _certificates(signature)[0]

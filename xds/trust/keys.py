@@ -10,6 +10,7 @@ production they come from the institution's own PKI (Buypass/Commfides virksomhe
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import os
 import re
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store
 
 DEFAULT_INSTITUTIONS = ("ahus", "kommune", "fastlege")
 
@@ -171,3 +173,21 @@ def init_keys(
     idp = leaf("idp", "XDS development identity provider")
     members = {_safe(n): leaf(_safe(n), n) for n in institutions}
     return KeySet(folder, ca, idp, members)
+
+
+@functools.lru_cache(maxsize=32)
+def _anchor_store(path: str, mtime: float) -> Store:
+    return Store(load_certificates(path))
+
+
+def verify_chain(
+    leaf: x509.Certificate, intermediates: list[x509.Certificate], ca_pem_file: str | Path
+) -> None:
+    """The certificate chains to one of the trust anchors in ``ca_pem_file`` and is valid now (RFC 5280).
+
+    Raises :class:`cryptography.x509.verification.VerificationError` otherwise. The anchors are read
+    once per file version, not per request.
+    """
+    path = str(ca_pem_file)
+    store = _anchor_store(path, os.stat(path).st_mtime)
+    PolicyBuilder().store(store).build_client_verifier().verify(leaf, intermediates)

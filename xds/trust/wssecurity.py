@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.x509.verification import VerificationError
 from lxml import etree
 from signxml import InvalidInput, SignatureConstructionMethod, XMLSigner, XMLVerifier
 from signxml.exceptions import InvalidSignature
@@ -33,9 +34,11 @@ from xds.trust.assertion import (
     NS_SAML,
     AssertionRejected,
     VerifiedAssertion,
+    _certificates,
     _signer,
     verify_assertion,
 )
+from xds.trust.keys import verify_chain
 
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
@@ -225,11 +228,11 @@ def verify_request(
     uris = [ref.get("URI", "") for ref in keep.iter(f"{{{NS_DS}}}Reference")]
     if not uris:
         raise AssertionRejected("the message signature has no references", "wsse:FailedCheck")
+    leaf, chain = _certificates(keep)
     try:
-        results = XMLVerifier().verify(
-            work, ca_pem_file=str(ca_pem_file), expect_references=len(uris), id_attribute="Id"
-        )
-    except (InvalidSignature, InvalidInput) as exc:
+        verify_chain(leaf, chain, ca_pem_file)
+        results = XMLVerifier().verify(work, x509_cert=leaf, expect_references=len(uris), id_attribute="Id")
+    except (InvalidSignature, InvalidInput, VerificationError) as exc:
         raise AssertionRejected(f"message signature is not valid: {exc}", "wsse:FailedCheck") from None
     results = results if isinstance(results, list) else [results]
     signed: dict[str, etree._Element] = {}
@@ -265,7 +268,7 @@ def verify_request(
         raise AssertionRejected("the signed Body is empty", "wsse:FailedCheck")
     return SecurityContext(
         assertion=verified,
-        signer=_signer(keep),
+        signer=leaf,
         action=(signed["Action"].text or "").strip(),
         message_id=(signed["MessageID"].text or "").strip(),
         payload=payload,
