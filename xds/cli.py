@@ -175,7 +175,9 @@ def _keys(args: argparse.Namespace) -> int:
     """``xds keys init``: a development CA, an identity provider and one identity per institution."""
     from xds.trust.keys import DEFAULT_INSTITUTIONS, init_keys
 
-    made = init_keys(args.dir, args.institution or list(DEFAULT_INSTITUTIONS), days=args.days)
+    made = init_keys(
+        args.dir, args.institution or list(DEFAULT_INSTITUTIONS), days=args.days, algorithm=args.algorithm
+    )
     print(f"xds: CA {made.ca.cert_path} (trust anchor), identity provider {made.idp.cert_path}")
     for ident in made.institutions.values():
         print(f"xds: {ident.name}: {ident.cert_path} (private key {ident.key_path}, mode 0600)")
@@ -237,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.add_argument("--dir", default="./keys", help="folder for the PEM files (default ./keys)")
     keys_init.add_argument("--institution", action="append", help="an institution name (repeatable)")
     keys_init.add_argument("--days", type=int, default=365, help="certificate lifetime")
+    keys_init.add_argument(
+        "--algorithm", choices=["rsa", "ec"], default="rsa", help="RSA-2048 or ECDSA P-256"
+    )
     keys_init.set_defaults(func=_keys)
 
     conf = sub.add_parser("conformance", help="replay the NIST XDS test kit against a deployment")

@@ -13,7 +13,7 @@ from lxml import etree
 
 from xds import safexml
 from xds.trust import assertion as xa
-from xds.trust.keys import KeySet
+from xds.trust.keys import KeySet, init_keys
 
 ISSUER = "https://helseid-xdssaml.test.nhn.no"
 PATIENT = "13116900216^^^&2.16.578.1.12.4.1.4.1&ISO"
@@ -152,3 +152,21 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert main(["keys", "init", "--dir", str(tmp_path / "k"), "--institution", "ahus"]) == 0
     names = sorted(p.name for p in (tmp_path / "k").iterdir())
     assert names == ["ahus.key", "ahus.pem", "ca.key", "ca.pem", "idp.key", "idp.pem"]
+
+
+def test_ecdsa_keys_sign_and_verify(tmp_path: Path) -> None:
+    from xds.soap.envelope import build_request
+    from xds.trust.wssecurity import secure_request, verify_request
+
+    ec_keys = init_keys(tmp_path / "ec", ["kommune"], algorithm="ec")
+    el = xa.sign_assertion(
+        xa.build_assertion(attrs(), issuer=ISSUER), ec_keys.idp.key_pem(), ec_keys.idp.cert_pem()
+    )
+    assert b"ecdsa-sha256" in etree.tostring(el)
+    env, _ = build_request("urn:ihe:iti:2007:RegistryStoredQuery", b"<x/>", to="http://127.0.0.1/registry")
+    sender = ec_keys.institutions["kommune"]
+    data = secure_request(env, assertion=el, key_pem=sender.key_pem(), cert_pem=sender.cert_pem())
+    ctx = verify_request(
+        safexml.parse(data), ca_pem_file=ec_keys.ca.cert_path, issuers=[ISSUER], audience=xa.DEFAULT_AUDIENCE
+    )
+    assert ctx.assertion.attributes.resource_id == PATIENT and ctx.payload.tag == "x"

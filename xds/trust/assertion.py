@@ -25,7 +25,7 @@ from lxml import etree
 from signxml import InvalidInput, XMLSigner, XMLVerifier
 from signxml.exceptions import InvalidSignature
 
-from xds.trust.keys import verify_chain
+from xds.trust.keys import signature_algorithm, verify_chain
 
 NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -180,8 +180,10 @@ def build_assertion(
 
 
 def sign_assertion(assertion: etree._Element, key_pem: bytes, cert_pem: bytes) -> etree._Element:
-    """The assertion with an enveloped RSA-SHA256 / exclusive-C14N signature over it."""
-    signer = XMLSigner(signature_algorithm="rsa-sha256", digest_algorithm="sha256", c14n_algorithm=EXC_C14N)
+    """The assertion with an enveloped RSA-SHA256 (or ECDSA-SHA256) / exclusive-C14N signature over it."""
+    signer = XMLSigner(
+        signature_algorithm=signature_algorithm(key_pem), digest_algorithm="sha256", c14n_algorithm=EXC_C14N
+    )
     return signer.sign(
         assertion,
         key=key_pem,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
@@ -64,7 +64,21 @@ def _safe(name: str) -> str:
     return name
 
 
-def _write_private(path: Path, key: rsa.RSAPrivateKey) -> None:
+def signature_algorithm(key_pem: bytes) -> str:
+    """The XML-DSig algorithm for a private key: RSA-SHA256, or ECDSA-SHA256 for EC keys."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return "ecdsa-sha256" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsa-sha256"
+
+
+def _new_key(algorithm: str, key_size: int) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    if algorithm == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    raise ValueError(f"key algorithm {algorithm!r}: choose rsa or ec")
+
+
+def _write_private(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -86,9 +100,9 @@ def _name(common_name: str, organisation: str) -> x509.Name:
 
 def _issue(
     subject: x509.Name,
-    key: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     issuer: x509.Name,
-    issuer_key: rsa.RSAPrivateKey,
+    issuer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     *,
     ca: bool,
     days: int,
@@ -149,15 +163,21 @@ def init_keys(
     days: int = 365,
     hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
     key_size: int = 2048,
+    algorithm: str = "rsa",
 ) -> KeySet:
-    """Create a development CA, an identity provider and one identity per institution in ``directory``."""
+    """Create a development CA, an identity provider and one identity per institution in ``directory``.
+
+    ``algorithm`` is ``rsa`` (RSA-2048 by default) or ``ec`` (ECDSA P-256).
+    """
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    ca_key = _new_key(algorithm, key_size)
     ca_subject = _name(ca_name, "XDS development")
     ca_cert = _issue(ca_subject, ca_key, ca_subject, ca_key, ca=True, days=days)
 
-    def save(name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> Identity:
+    def save(
+        name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    ) -> Identity:
         cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_private(key_path, key)
@@ -166,7 +186,7 @@ def init_keys(
     ca = save("ca", ca_cert, ca_key)
 
     def leaf(name: str, organisation: str) -> Identity:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+        key = _new_key(algorithm, key_size)
         cert = _issue(_name(name, organisation), key, ca_subject, ca_key, ca=False, days=days, hosts=hosts)
         return save(name, cert, key)
 

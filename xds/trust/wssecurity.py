@@ -38,7 +38,7 @@ from xds.trust.assertion import (
     _signer,
     verify_assertion,
 )
-from xds.trust.keys import verify_chain
+from xds.trust.keys import signature_algorithm, verify_chain
 
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
@@ -88,7 +88,7 @@ def _sign_envelope(
         security.append(copy.deepcopy(token))
     signer = XMLSigner(
         method=SignatureConstructionMethod.detached,
-        signature_algorithm="rsa-sha256",
+        signature_algorithm=signature_algorithm(key_pem),
         digest_algorithm="sha256",
         c14n_algorithm=EXC_C14N,
     )
