@@ -107,16 +107,34 @@ class TrustConfig:
 
 
 @dataclass
+class CommunityConfig:
+    """A community this deployment knows (XCA, ITI TF-2 §3.38): its id, endpoints and trust anchors."""
+
+    home_community_id: str = ""  # urn:oid:...
+    name: str = ""
+    registry_url: str = ""  # its ITI-18 / ITI-38 endpoint
+    repository_url: str = ""  # its ITI-43 / ITI-39 endpoint
+    ca_file: str = ""  # PEM trust anchors for the institutions and identity providers of that community
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
     repositories: list[RepositoryConfig] = field(default_factory=lambda: [RepositoryConfig()])
+    communities: list[CommunityConfig] = field(default_factory=list)
+
+    def trust_anchor_files(self) -> list[str]:
+        """Every trust-anchor file: the deployment's own and each known community's."""
+        files = [self.trust.ca_file] if self.trust.ca_file else []
+        return files + [c.ca_file for c in self.communities if c.ca_file and c.ca_file not in files]
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as the TOML file spells it (``[[repository]]`` tables)."""
         data = asdict(self)
         data["repository"] = data.pop("repositories")
+        data["community"] = data.pop("communities")
         return data
 
     @classmethod
@@ -143,6 +161,16 @@ class Config:
             names = [r.name for r in cfg.repositories]
             if len(set(names)) != len(names):
                 raise ValueError(f"repository names must differ: {names}")
+        for i, values in enumerate(data.get("community") or []):
+            community = CommunityConfig()
+            known_community = {f.name for f in fields(community)}
+            for key, value in values.items():
+                if key not in known_community:
+                    raise ValueError(f"unknown setting [[community]] {key}")
+                setattr(community, key, _coerce(getattr(community, key), value, f"community[{i}].{key}"))
+            if not community.home_community_id.startswith("urn:oid:"):
+                raise ValueError(f"community[{i}]: home_community_id must be urn:oid:…")
+            cfg.communities.append(community)
         return cfg
 
 
@@ -202,6 +230,12 @@ mode = "off"                # off | optional | required
 # issuers = "https://helseid-xdssaml.test.nhn.no"
 audience = "nhn:dokumentdeling-saml"
 clock_skew_s = 60
+
+# [[community]]             # communities this one trusts (directory: id, endpoints, anchors)
+# home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
+# name = "Nasjonal dokumentdeling"
+# registry_url = "https://…/registry"
+# ca_file = "anchors/national.pem"
 
 # [[repository]]            # one per institution; without any, one repository named "default"
 # name = "default"

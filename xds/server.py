@@ -98,7 +98,7 @@ def trust_policy(config: Config, engine: Engine) -> PolicyEnforcementPoint | Non
 
     return PolicyEnforcementPoint(
         mode=tc.mode,
-        ca_file=tc.ca_file,
+        ca_file=config.trust_anchor_files(),
         issuers=tc.issuer_list(),
         audience=tc.audience,
         clock_skew=dt.timedelta(seconds=tc.clock_skew_s),

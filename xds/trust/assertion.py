@@ -219,7 +219,7 @@ def _parse_instant(value: str | None, what: str) -> dt.datetime:
 def verify_assertion(
     assertion: etree._Element,
     *,
-    ca_pem_file: str | Path,
+    ca_pem_file: str | Path | list[str],
     issuers: tuple[str, ...] | list[str],
     audience: str = DEFAULT_AUDIENCE,
     now: dt.datetime | None = None,

@@ -76,7 +76,7 @@ class PolicyEnforcementPoint:
         self,
         *,
         mode: str,
-        ca_file: str | Path,
+        ca_file: str | Path | list[str],
         issuers: list[str],
         audience: str,
         clock_skew: dt.timedelta,
@@ -87,8 +87,9 @@ class PolicyEnforcementPoint:
     ) -> None:
         if mode not in ("off", "optional", "required"):
             raise ValueError(f"trust mode {mode!r}: choose off, optional or required")
-        if mode != "off" and not Path(ca_file).is_file():
-            raise ValueError(f"trust mode {mode} needs ca_file (trust anchors); {ca_file!r} is not a file")
+        files = [str(ca_file)] if isinstance(ca_file, str | Path) else list(ca_file)
+        if mode != "off" and (not files or not all(Path(f).is_file() for f in files)):
+            raise ValueError(f"trust mode {mode} needs trust anchors (ca_file); {files!r} are not all files")
         self.mode = mode
         self.ca_file = ca_file
         self.issuers = issuers

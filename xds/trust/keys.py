@@ -196,18 +196,24 @@ def init_keys(
 
 
 @functools.lru_cache(maxsize=32)
-def _anchor_store(path: str, mtime: float) -> Store:
-    return Store(load_certificates(path))
+def _anchor_store(files: tuple[tuple[str, float], ...]) -> Store:
+    anchors: list[x509.Certificate] = []
+    for path, _ in files:
+        anchors += load_certificates(path)
+    return Store(anchors)
 
 
 def verify_chain(
-    leaf: x509.Certificate, intermediates: list[x509.Certificate], ca_pem_file: str | Path
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    ca_pem_file: str | Path | list[str] | tuple[str, ...],
 ) -> None:
-    """The certificate chains to one of the trust anchors in ``ca_pem_file`` and is valid now (RFC 5280).
+    """The certificate chains to one of the trust anchors (one PEM file or several) and is valid now.
 
-    Raises :class:`cryptography.x509.verification.VerificationError` otherwise. The anchors are read
-    once per file version, not per request.
+    RFC 5280 path validation by ``cryptography``; raises
+    :class:`cryptography.x509.verification.VerificationError` otherwise. The anchors are read once
+    per set of file versions, not per request.
     """
-    path = str(ca_pem_file)
-    store = _anchor_store(path, os.stat(path).st_mtime)
+    paths = [str(ca_pem_file)] if isinstance(ca_pem_file, str | Path) else [str(p) for p in ca_pem_file]
+    store = _anchor_store(tuple((p, os.stat(p).st_mtime) for p in paths))
     PolicyBuilder().store(store).build_client_verifier().verify(leaf, intermediates)

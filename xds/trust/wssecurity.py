@@ -178,7 +178,7 @@ class SecurityContext:
 def verify_request(
     envelope: etree._Element,
     *,
-    ca_pem_file: str | Path,
+    ca_pem_file: str | Path | list[str],
     issuers: tuple[str, ...] | list[str],
     audience: str,
     now: dt.datetime | None = None,

@@ -1,0 +1,79 @@
+"""The communities directory: each known community brings its own trust anchors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from support import RunningServer, make_config
+
+from xds import samples
+from xds.config import CommunityConfig, load
+from xds.metadata import vocabulary as v
+from xds.soap.envelope import build_request
+from xds.trust import assertion as xa
+from xds.trust.keys import KeySet
+from xds.trust.wssecurity import secure_request
+
+ISSUER = "https://helseid-xdssaml.test.nhn.no"
+PATIENT = samples.patient_cx("13116900216")
+
+
+def query(url: str, signer_keys: KeySet, institution: str) -> httpx.Response:
+    body = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}">'
+        f"<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{PATIENT.replace('&', '&amp;')}'"
+        f"</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"
+    ).encode()
+    env, ctype = build_request(v.ACTION_STORED_QUERY, body, to=url)
+    attrs = xa.TrustAttributes(subject_id="Ola", organisation_id="974795787", resource_id=PATIENT)
+    token = xa.sign_assertion(
+        xa.build_assertion(attrs, issuer=ISSUER), signer_keys.idp.key_pem(), signer_keys.idp.cert_pem()
+    )
+    sender = signer_keys.institutions[institution]
+    data = secure_request(env, assertion=token, key_pem=sender.key_pem(), cert_pem=sender.cert_pem())
+    return httpx.post(url, content=data, headers={"Content-Type": ctype}, timeout=30)
+
+
+@pytest.mark.parametrize("known", [False, True])
+def test_a_known_community_is_trusted(
+    tmp_path: Path, database_url: str, keys: KeySet, rogue: KeySet, known: bool
+) -> None:
+    cfg = make_config(tmp_path / "data", database_url)
+    cfg.trust.mode = "required"
+    cfg.trust.ca_file = str(keys.ca.cert_path)
+    cfg.trust.issuers = ISSUER
+    if known:
+        cfg.communities = [
+            CommunityConfig("urn:oid:2.16.578.1.12.4.1.7.2", "Helse Vest", ca_file=str(rogue.ca.cert_path))
+        ]
+    with RunningServer(cfg) as server:
+        url = f"{server.url}/registry"
+        assert query(url, keys, "kommune").status_code == 200  # our own community, always
+        answer = query(url, rogue, "rogue")
+        assert answer.status_code == (200 if known else 400), answer.text[:300]
+
+
+def test_communities_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "xds.toml"
+    path.write_text(
+        """
+[trust]
+mode = "required"
+ca_file = "own.pem"
+
+[[community]]
+home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
+name = "Nasjonal"
+registry_url = "https://nasjonal.example/registry"
+ca_file = "national.pem"
+"""
+    )
+    cfg = load(path, environ={})
+    assert cfg.communities[0].name == "Nasjonal"
+    assert cfg.trust_anchor_files() == ["own.pem", "national.pem"]
+    path.write_text('[[community]]\nhome_community_id = "2.16.578"\n')
+    with pytest.raises(ValueError, match="urn:oid"):
+        load(path, environ={})
