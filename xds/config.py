@@ -32,7 +32,10 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xds.trust.policy import AccessPolicy
 
 
 @dataclass
@@ -101,6 +104,25 @@ class TrustConfig:
     clock_skew_s: int = 60
     sign_cert: str = ""  # this institution's certificate (PEM); with sign_key, answers are signed
     sign_key: str = ""  # its private key (PEM file, never inline)
+    # access policy (comma-separated codes): which classCodes care may read, for which purposes,
+    # which confidentiality codes never leave, which a citizen does not see in their own record
+    readable_classes: str = "C00-1,E00-1"
+    purposes: str = "TREAT,ETREAT,COC,BTG"
+    never_released: str = "NORS"
+    hidden_from_citizen: str = "NORU"
+
+    def access_policy(self) -> AccessPolicy:
+        from xds.trust.policy import AccessPolicy
+
+        def codes(text: str) -> frozenset[str]:
+            return frozenset(c.strip() for c in text.split(",") if c.strip())
+
+        return AccessPolicy(
+            readable_classes=codes(self.readable_classes),
+            purposes=codes(self.purposes),
+            never_released=codes(self.never_released),
+            hidden_from_citizen=codes(self.hidden_from_citizen),
+        )
 
     def issuer_list(self) -> list[str]:
         return [i.strip() for i in self.issuers.split(",") if i.strip()]
@@ -230,6 +252,10 @@ mode = "off"                # off | optional | required
 # issuers = "https://helseid-xdssaml.test.nhn.no"
 audience = "nhn:dokumentdeling-saml"
 clock_skew_s = 60
+readable_classes = "C00-1,E00-1"     # lab results, radiology
+purposes = "TREAT,ETREAT,COC,BTG"     # BTG is allowed and logged
+never_released = "NORS"
+hidden_from_citizen = "NORU"
 
 # [[community]]             # communities this one trusts (directory: id, endpoints, anchors)
 # home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"

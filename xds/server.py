@@ -104,6 +104,7 @@ def trust_policy(config: Config, engine: Engine) -> PolicyEnforcementPoint | Non
         clock_skew=dt.timedelta(seconds=tc.clock_skew_s),
         replay=ReplayCache(engine),
         registry_engine=engine,
+        policy=tc.access_policy(),
         signing=(Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None,
     )
 

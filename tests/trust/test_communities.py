@@ -77,3 +77,21 @@ ca_file = "national.pem"
     path.write_text('[[community]]\nhome_community_id = "2.16.578"\n')
     with pytest.raises(ValueError, match="urn:oid"):
         load(path, environ={})
+
+
+def test_access_policy_from_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "xds.toml"
+    path.write_text(
+        '[trust]\nreadable_classes = "C00-1, A00-1"\npurposes = "TREAT"\nnever_released = "NORS,X"\n'
+    )
+    policy = load(path, environ={}).trust.access_policy()
+    who = xa.TrustAttributes(
+        subject_id="Kari", organisation_id="1", purpose_of_use="TREAT", resource_id=PATIENT
+    )
+    assert policy.allows(who, PATIENT, "A00-1^^2.16.578.1.12.4.1.1.9602", ["N^^2.16.578.1.12.4.1.1.9603"])
+    assert not policy.allows(who, PATIENT, "E00-1^^2.16.578.1.12.4.1.1.9602", ["N^^2.16.578.1.12.4.1.1.9603"])
+    assert not policy.allows(who, PATIENT, "C00-1^^2.16.578.1.12.4.1.1.9602", ["X^^2.16.578.1.12.4.1.1.9603"])
+    btg = xa.TrustAttributes(
+        subject_id="Kari", organisation_id="1", purpose_of_use="BTG", resource_id=PATIENT
+    )
+    assert not policy.allows(btg, PATIENT, "C00-1^^2.16.578.1.12.4.1.1.9602", [])
