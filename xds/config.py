@@ -97,7 +97,9 @@ class RepositoryConfig:
 class TrustConfig:
     """The policy enforcement point in front of every SOAP endpoint (ITI TF-2 §3.40 XUA)."""
 
-    mode: str = "off"  # off | optional | required
+    mode: str = "off"  # off | optional | required, for every endpoint unless overridden below
+    registry_mode: str = ""  # for /registry only ("" = mode)
+    repository_mode: str = ""  # for the repositories only ("" = mode)
     ca_file: str = ""  # PEM trust anchors for assertion issuers and institution signatures
     issuers: str = ""  # comma-separated allow-list of assertion issuers
     audience: str = "nhn:dokumentdeling-saml"
@@ -248,6 +250,8 @@ max_query_results = 10000     # a stored query selecting more objects answers XD
 
 [trust]                     # XUA + WS-Security on every SOAP endpoint
 mode = "off"                # off | optional | required
+# registry_mode = ""        # per endpoint: overrides mode for /registry
+# repository_mode = ""      # ... and for /repository/<name>
 # ca_file = "keys/ca.pem"   # trust anchors (xds keys init makes a development CA)
 # issuers = "https://helseid-xdssaml.test.nhn.no"
 audience = "nhn:dokumentdeling-saml"

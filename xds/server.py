@@ -53,7 +53,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             registry.engine.dispose()
 
     max_body = config.server.max_body_mb * 1024 * 1024
-    security = trust_policy(config, registry.engine)
+    security = trust_policy(config, registry.engine, "registry")
+    repository_security = trust_policy(config, registry.engine, "repository")
     registry_endpoint = registry.endpoint()
     registry_endpoint.security = security
     routes = [
@@ -62,7 +63,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     ]
     for i, repo in enumerate(repositories):
         endpoint = repo.endpoint(max_body, config.server.max_document_mb * 2**20)
-        endpoint.security = security
+        endpoint.security = repository_security
         route = SoapRoute(endpoint, "repository.wsdl")
         routes.append(Route(f"/repository/{repo.name}", route))
         if i == 0:
@@ -87,17 +88,21 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     return app
 
 
-def trust_policy(config: Config, engine: Engine) -> PolicyEnforcementPoint | None:
-    """The trust model's enforcement point for every SOAP endpoint, or None when it is off."""
+def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEnforcementPoint | None:
+    """The trust model's enforcement point for one endpoint (``registry`` / ``repository``), or None.
+
+    ``[trust] mode`` applies everywhere unless ``registry_mode`` / ``repository_mode`` say otherwise.
+    """
     tc = config.trust
-    if tc.mode == "off":
+    mode = {"registry": tc.registry_mode, "repository": tc.repository_mode}.get(endpoint, "") or tc.mode
+    if mode == "off":
         return None
     import datetime as dt
 
     from xds.trust.enforcement import PolicyEnforcementPoint, ReplayCache
 
     return PolicyEnforcementPoint(
-        mode=tc.mode,
+        mode=mode,
         ca_file=config.trust_anchor_files(),
         issuers=tc.issuer_list(),
         audience=tc.audience,

@@ -95,3 +95,24 @@ def test_access_policy_from_configuration(tmp_path: Path) -> None:
         subject_id="Kari", organisation_id="1", purpose_of_use="BTG", resource_id=PATIENT
     )
     assert not policy.allows(btg, PATIENT, "C00-1^^2.16.578.1.12.4.1.1.9602", [])
+
+
+def test_mode_per_endpoint(tmp_path: Path, database_url: str, keys: KeySet) -> None:
+    """Registry required, repositories off: an unsigned query is refused, an unsigned retrieve answered."""
+    cfg = make_config(tmp_path / "data", database_url)
+    cfg.trust.mode = "required"
+    cfg.trust.repository_mode = "off"
+    cfg.trust.ca_file = str(keys.ca.cert_path)
+    cfg.trust.issuers = ISSUER
+    with RunningServer(cfg) as server:
+        data, ctype = build_request(v.ACTION_STORED_QUERY, b"<x/>", to=f"{server.url}/registry")
+        refused = httpx.post(f"{server.url}/registry", content=data, headers={"Content-Type": ctype})
+        assert refused.status_code == 400 and b"requires a signed" in refused.content
+        request = (
+            f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}"><xdsb:DocumentRequest>'
+            f"<xdsb:RepositoryUniqueId>1.2.3</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>1.2.3.4</xdsb:DocumentUniqueId>"
+            f"</xdsb:DocumentRequest></xdsb:RetrieveDocumentSetRequest>"
+        ).encode()
+        data, ctype = build_request(v.ACTION_RETRIEVE, request, to=f"{server.url}/repository")
+        answered = httpx.post(f"{server.url}/repository", content=data, headers={"Content-Type": ctype})
+        assert answered.status_code == 200 and v.XDSUnknownRepositoryId.encode() in answered.content
