@@ -27,7 +27,7 @@ from pathlib import Path
 
 from anyio import to_thread
 from lxml import etree
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
 
 from registry.database import reader
 from repository.blobstore import BlobStore
@@ -299,9 +299,12 @@ class RepositoryService:
         wanted = _document_requests(body)
         if not wanted:
             raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
-        rows = await to_thread.run_sync(
-            self.stored_rows, [uid for repo, uid, _ in wanted if repo == self.unique_id]
-        )
+        uids = [uid for repo, uid, _ in wanted if repo == self.unique_id]
+        if self.engine.dialect.name == "sqlite":
+            # an indexed primary-key read of a local file: cheaper here than handed to a worker thread
+            rows = self.stored_rows(uids)
+        else:
+            rows = await to_thread.run_sync(self.stored_rows, uids)
         errors: list[XdsError] = []
         parts: list[str] = []
         attachments: list[Attachment] = []
@@ -343,13 +346,7 @@ class RepositoryService:
         if not uids:
             return {}
         with self.reader.connect() as conn:
-            rows = conn.execute(
-                select(rd.c.unique_id, rd.c.sha1, rd.c.size, rd.c.mime_type).where(
-                    rd.c.repository_id == self.unique_id,
-                    rd.c.unique_id.in_(set(uids)),
-                    rd.c.state == "stored",
-                )
-            ).all()
+            rows = conn.execute(_STORED_ROWS, {"repository": self.unique_id, "uids": sorted(set(uids))}).all()
         return {r.unique_id: r for r in rows}
 
     # ---------------------------------------------------------------------------------------------
@@ -428,6 +425,13 @@ class RepositoryService:
         if any(counts.values()):
             log.info("repository %s recovered: %s", self.name, counts)
         return counts
+
+
+_STORED_ROWS = select(rd.c.unique_id, rd.c.sha1, rd.c.size, rd.c.mime_type).where(
+    rd.c.repository_id == bindparam("repository"),
+    rd.c.unique_id.in_(bindparam("uids", expanding=True)),
+    rd.c.state == "stored",
+)
 
 
 def _document_requests(body: etree._Element) -> list[tuple[str, str, str]]:

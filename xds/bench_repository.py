@@ -127,9 +127,15 @@ def bench(args: argparse.Namespace) -> int:
             floor_retrieve = [http_request(host, port, "/_bench/retrieve", m, ctype) for m in msgs]
             drive(host, port, floor_retrieve, c, ok)  # fills the floor's memory and warms both paths
             drive(host, port, retrieve[n:], c, ok)
-            floor = drive(host, port, floor_retrieve[:n], c, ok)
-            ours = drive(host, port, retrieve[:n], c, ok)
-            failures += ours.failures + floor.failures
+            # retrieving changes nothing, so floor and ours alternate for three rounds and the best
+            # round of each counts: a burst of noise on this machine then hits both alike
+            floors, ourses = [], []
+            for _ in range(3):
+                floors.append(drive(host, port, floor_retrieve[:n], c, ok))
+                ourses.append(drive(host, port, retrieve[:n], c, ok))
+            floor = max(floors, key=lambda r: r.rate)
+            ours = max(ourses, key=lambda r: r.rate)
+            failures += sum(r.failures for r in floors + ourses)
             _report("retrieve", ours.rate, floor.rate, 0.50, "documents/s")
         if ours.failures or floor.failures:
             print(
