@@ -29,7 +29,8 @@ CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
 
 
 def build_app(config: Config, *, prepare: bool = True) -> Starlette:
-    """The ASGI application for ``config``: registry at /registry (more actors as they come)."""
+    """The ASGI application: the registry at /registry, each repository at /repository/<name>
+    (the first also at /repository), each SOAP endpoint behind its trust policy."""
     from registry.service import RegistryService
 
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
