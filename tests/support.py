@@ -149,3 +149,25 @@ def zeep_send(client, service, operation: str, payload, **placeholder):  # type:
         else None
     )
     return response, result
+
+
+KIT_MISSING = "(kit missing)"
+
+
+def kit_test_ids(collection: str) -> list[str]:
+    """A NIST kit collection's test ids; one placeholder when the kit is absent (it then skips/fails)."""
+    from xds.conformance.testplan import load_collection
+
+    path = shared_dir() / "conformance" / "nist-testkit"
+    return load_collection(path, collection) if path.exists() else [KIT_MISSING]
+
+
+@contextlib.contextmanager
+def kit_session(tmp: Path):  # type: ignore[no-untyped-def]
+    """A replay session against a deployment started for it (fresh database, plain IHE profile)."""
+    from xds.conformance.deployment import local_deployment
+    from xds.conformance.runner import Session
+
+    kit = require_shared("conformance", "nist-testkit")
+    with new_database(tmp) as url, local_deployment(url, str(tmp / "data")) as target:
+        yield Session(kit, target)

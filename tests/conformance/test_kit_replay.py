@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import new_database, postgres_admin_url, require_shared
+from support import kit_session
 
 from xds.conformance import report
-from xds.conformance.deployment import local_deployment
 from xds.conformance.runner import Session
 
 BASELINE = json.loads((Path(__file__).parent / "baseline.json").read_text())
@@ -20,11 +19,8 @@ COLLECTIONS = [name for name in BASELINE if not name.startswith("_")]
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    kit = require_shared("conformance", "nist-testkit")
-    tmp = tmp_path_factory.mktemp("kit")
-    with new_database(tmp) as url:
-        with local_deployment(url if postgres_admin_url() else "", str(tmp / "data")) as target:
-            yield Session(kit, target)
+    with kit_session(tmp_path_factory.mktemp("kit")) as running:
+        yield running
 
 
 @pytest.mark.parametrize("collection", COLLECTIONS)

@@ -11,32 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import RunningServer, make_config, new_database, require_shared, shared_dir
+from support import KIT_MISSING, kit_session, kit_test_ids, require_shared
 
-from xds.conformance.runner import Session, Target
-from xds.conformance.testplan import STORED_QUERY, load_collection
-
-
-def sqb_tests() -> list[str]:
-    """The SQ.b collection's test ids; one placeholder when the kit is absent (it then skips/fails)."""
-    path = shared_dir() / "conformance" / "nist-testkit"
-    return load_collection(path, "SQ.b") if path.exists() else ["(kit missing)"]
+from xds.conformance.runner import Session
+from xds.conformance.testplan import STORED_QUERY
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    kit = require_shared("conformance", "nist-testkit")
-    tmp = tmp_path_factory.mktemp("sqb")
-    with new_database(tmp) as url:
-        # The NIST plans use patients of their own assigning authority: the plain IHE profile.
-        cfg = make_config(tmp / "data", url, profile="none")
-        with RunningServer(cfg) as server:
-            yield Session(kit, Target(f"{server.url}/registry", ("127.0.0.1", cfg.registry.mllp_port)))
+    with kit_session(tmp_path_factory.mktemp("sqb")) as running:
+        yield running
 
 
-@pytest.mark.parametrize("test_id", sqb_tests())
+@pytest.mark.parametrize("test_id", kit_test_ids("SQ.b"))
 def test_sqb(session: Session, test_id: str) -> None:
-    if test_id == "(kit missing)":
+    if test_id == KIT_MISSING:
         require_shared("conformance", "nist-testkit")
     results = session.run_test(test_id)
     queries = [r for r in results if r.transaction == STORED_QUERY]
