@@ -6,9 +6,18 @@ needs no server and no configuration.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from anyio import to_thread
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 
@@ -28,6 +37,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA cache_size=-65536")
+        # Checkpoints run in the background (:class:`Checkpointer`); a commit only checkpoints
+        # itself when the WAL has grown past this many pages (64 MB), as a safety net.
+        cur.execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_PAGES}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -35,10 +47,142 @@ def _configure_sqlite(engine: Engine) -> None:
         # Writers take the lock up front: a reader that later upgrades to a writer can deadlock
         # with another one in WAL mode (SQLITE_BUSY without waiting). Connections of a
         # :func:`reader` engine only read, and begin deferred so they never wait for writers.
-        if conn.get_execution_options().get("xds_read_only"):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # (straight on the driver: this runs for every transaction)
+        begin = "BEGIN" if conn.get_execution_options().get("xds_read_only") else "BEGIN IMMEDIATE"
+        conn.connection.dbapi_connection.execute(begin)
+
+
+T = TypeVar("T")
+
+WAL_SAFETY_PAGES = 16384
+
+
+class Checkpointer:
+    """Copies an SQLite database's write-ahead log into the database file, in a background thread.
+
+    With SQLite's default, the commit that takes the WAL past 1,000 pages runs the checkpoint itself
+    (a copy and an fsync of the database file) — the request that commits it pays for everyone's.
+    Here a daemon thread runs a PASSIVE checkpoint every ``interval`` seconds on its own connection:
+    it never blocks readers or writers, and it stops when the engine it serves is garbage collected.
+    """
+
+    def __init__(self, path: Path, interval: float = 0.25) -> None:
+        self.path = path
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"checkpoint {path.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self.stopped.wait(self.interval):
+                wal = self.path.with_name(self.path.name + "-wal")
+                try:
+                    if not wal.exists() or wal.stat().st_size == 0:
+                        continue
+                    if conn is None:  # mode=rw: never create a database that was removed
+                        conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=0.1)
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except (OSError, sqlite3.Error):
+                    if not self.path.exists():
+                        return
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _start_checkpointer(engine: Engine) -> None:
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return
+    checkpointer = Checkpointer(Path(database))
+    weakref.finalize(engine, checkpointer.stop)
+    checkpointer.start()
+
+
+class WriteGate:
+    """Lets one writer at a time into an SQLite database, across threads and processes.
+
+    SQLite has one write lock; a writer that finds it taken sleeps in its busy handler (1, 2, 5,
+    10 … ms) and retries, so under concurrent registrations most time goes to sleeping. Waiting
+    here instead — a thread lock, then ``flock`` on a file beside the database for the other worker
+    processes — wakes the next writer the moment the previous one commits.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + "-writer")
+        self.threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.threads:
+            if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._pid = os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_gates: dict[str, WriteGate] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate(engine: Engine) -> WriteGate | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database:
+        return None
+    gate = _gates.get(database)
+    if gate is None:
+        with _gates_lock:
+            gate = _gates.setdefault(database, WriteGate(Path(database).resolve()))
+    return gate
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()`` for a transaction that writes, through the database's :class:`WriteGate`."""
+    gate = _gate(engine)
+    if gate is None:
+        with engine.begin() as conn:
+            yield conn
+        return
+    with gate.held(), engine.begin() as conn:
+        yield conn
+
+
+_threads = False
+
+
+def use_threads(enabled: bool) -> None:
+    """Choose where :func:`run_blocking` runs database work (``[server] database_threads``)."""
+    global _threads
+    _threads = enabled
+
+
+async def run_blocking(work: Callable[..., T], *args: object) -> T:
+    """Run blocking database work from async code: inline by default, or in a worker thread.
+
+    Inline is the default because CPython threads cost more than they give here: a thread gives
+    up the interpreter lock for every SQLite call or PostgreSQL round trip and then waits — up to
+    the 5 ms switch interval — to get it back from the busy event loop. Measured with ``xds bench
+    register`` on 2 cores: SQLite 1,030 registrations/s inline against 450/s in threads, PostgreSQL
+    (local) 500/s against 260/s. A transaction never spans an ``await``, so inline work cannot
+    deadlock with itself. With a distant database, turn threads on or run more workers.
+    """
+    if _threads:
+        return await to_thread.run_sync(work, *args)
+    return work(*args)
 
 
 def reader(engine: Engine) -> Engine:
@@ -56,6 +200,7 @@ def open_engine(url: str, *, pool_size: int = 8) -> Engine:
             raise ValueError("the registry needs a file or server database, not an in-memory one")
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine)
+        _start_checkpointer(engine)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]

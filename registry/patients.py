@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from registry.database import reader
+from registry.database import reader, write_transaction
 from registry.schema import patients
+from registry.statements import Prepared
 from xds.metadata.hl7v2 import CX
 
 # How many merge marks resolution follows before giving up (a guard against cycles that a
@@ -54,7 +55,7 @@ class PatientDirectory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.reader = reader(engine)
-        self._lookup = select(patients.c.merged_into).where(patients.c.pid == bindparam("pid"))
+        self._lookup = Prepared(select(patients.c.merged_into).where(patients.c.pid == bindparam("pid")))
 
     # --- reading ------------------------------------------------------------------------------------
     def resolve(self, pid: str, conn: Connection | None = None) -> str | None:
@@ -80,13 +81,15 @@ class PatientDirectory:
     def _resolve(self, conn: Connection, pid: str) -> str | None:
         current = pid
         for _ in range(MAX_MERGE_DEPTH):
-            row = conn.execute(self._lookup, {"pid": current}).first()
+            cursor = self._lookup.execute(conn, {"pid": current})
+            row = cursor.fetchone()
+            cursor.close()
             if row is None:
                 # The first id is unknown; a dangling mark further on still names the survivor.
                 return None if current == pid else current
-            if row.merged_into is None:
+            if row[0] is None:
                 return current
-            current = row.merged_into
+            current = row[0]
         raise ValueError(f"patient identifier {pid!r}: merge chain longer than {MAX_MERGE_DEPTH} (a cycle?)")
 
     # --- ADT^A01/A04/A05/A08 -------------------------------------------------------------------------
@@ -168,8 +171,8 @@ class PatientDirectory:
     def _retrying(self, work: Callable[[Connection], None]) -> None:
         """Run ``work(conn)`` in one transaction; retry once if a concurrent insert won the race."""
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 work(conn)
         except IntegrityError:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 work(conn)

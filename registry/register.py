@@ -12,15 +12,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Insert, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from registry import rows
 from registry import schema as t
-from registry.database import reader
+from registry.database import reader, write_transaction
 from registry.patients import PatientDirectory
+from registry.statements import Prepared
 from xds.errors import XdsError, XdsException
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
@@ -127,7 +128,12 @@ class Registrar:
 
     # ---------------------------------------------------------------------------------------------
     def register(self, sub: Submission) -> None:
-        """Register ``sub`` or raise :class:`XdsException` having stored nothing."""
+        """Register ``sub`` or raise :class:`XdsException` having stored nothing.
+
+        Everything that needs no database (validation, entryUUIDs, statuses, rows and their ebRIM
+        fragments) is done before the transaction begins: on SQLite a writing transaction holds the
+        database's one write lock, so only the statements and the commit happen inside it.
+        """
         errors = validate_submission(sub, profile=self.validation)
         if any(e.is_error for e in errors):
             raise XdsException(errors)
@@ -136,13 +142,21 @@ class Registrar:
         supplied = {o.id for o in sub.objects if o.id.startswith("urn:uuid:")}
         assign_uuids(sub)
         plan = _Plan(sub=sub, patient_id=pid, supplied_uuids=supplied)
+        # resolved before the transaction (a merged id files under its survivor) and checked again inside
+        filed_as = self.resolve_patient(pid, ss.id)
+        if filed_as != pid:
+            _rewrite_patient_id(sub, filed_as)
+        now = self.clock()
+        _settle(sub, now)
+        prepared = _SubmissionRows.of(sub)
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 plan.patient_id = self.resolve_patient(pid, ss.id, conn)
-                if plan.patient_id != pid:
+                if plan.patient_id != filed_as:  # merged while this submission was being prepared
                     _rewrite_patient_id(sub, plan.patient_id)
+                    prepared = _SubmissionRows.of(sub)
                 self._check_against_registry(conn, plan)
-                self._store(conn, plan)
+                self._store(conn, plan, prepared, now)
         except IntegrityError as exc:
             raise XdsException(self._explain_conflict(plan)) from exc
 
@@ -282,44 +296,14 @@ class Registrar:
             plan.touched_folders.add(source)
 
     # ---------------------------------------------------------------------------------------------
-    def _store(self, conn: Connection, plan: _Plan) -> None:
-        sub = plan.sub
-        now = self.clock()
-        ss = sub.submission_sets[0]
-
+    def _store(self, conn: Connection, plan: _Plan, prepared: _SubmissionRows, now: str) -> None:
+        ss = plan.sub.submission_sets[0]
         # Replacement: deprecate the originals and their addenda/transformations, and carry the
         # originals' folder membership over to the replacements (ITI TF-3 §4.2.2.2.1).
         if plan.deprecate:
             self._deprecate(conn, plan, ss, now)
-
-        for folder in sub.folders:
-            folder.set_slot("lastUpdateTime", [now])
-        for obj in sub.objects:
-            if isinstance(obj, DocumentEntry | RegistryPackage | Association):
-                obj.status = v.STATUS_APPROVED
-                if not obj.lid:
-                    obj.lid = obj.id
-
-        kinds: list[dict[str, str]] = []
-        for doc in sub.documents:
-            _insert_document(conn, doc)
-            kinds.append({"uuid": doc.id, "kind": "document"})
-        for pkg in sub.packages:
-            if pkg.is_submission_set:
-                _insert_submission_set(conn, pkg)
-                kinds.append({"uuid": pkg.id, "kind": "submissionset"})
-            else:
-                _insert_folder(conn, pkg)
-                kinds.append({"uuid": pkg.id, "kind": "folder"})
-        assoc_rows = []
-        for assoc in [*sub.associations, *plan.extra_associations]:
-            assoc_rows.append(rows.association_row(assoc))
-            kinds.append({"uuid": assoc.id, "kind": "association"})
-        if assoc_rows:
-            _insert_rows(conn, _INSERT_ASSOCIATIONS, assoc_rows)
-        _insert_rows(conn, _INSERT_OBJECTS, kinds)
-
-        existing_touched = plan.touched_folders - {f.id for f in sub.folders}
+        prepared.insert(conn, plan.extra_associations)
+        existing_touched = plan.touched_folders - {f.id for f in plan.sub.folders}
         if existing_touched:
             _touch_folders(conn, existing_touched, now)
 
@@ -443,17 +427,23 @@ def _load_folders(conn: Connection, ids: set[str]) -> dict[str, StoredFolder]:
 
 
 _CLAIM = {
-    "postgresql": pg_insert(t.document_hashes)
-    .on_conflict_do_nothing(index_elements=["unique_id"])
-    .returning(t.document_hashes.c.unique_id),
-    "sqlite": sqlite_insert(t.document_hashes)
-    .on_conflict_do_nothing(index_elements=["unique_id"])
-    .returning(t.document_hashes.c.unique_id),
+    "postgresql": Prepared(
+        pg_insert(t.document_hashes)
+        .on_conflict_do_nothing(index_elements=["unique_id"])
+        .returning(t.document_hashes.c.unique_id),
+        ["unique_id", "hash"],
+    ),
+    "sqlite": Prepared(
+        sqlite_insert(t.document_hashes)
+        .on_conflict_do_nothing(index_elements=["unique_id"])
+        .returning(t.document_hashes.c.unique_id),
+        ["unique_id", "hash"],
+    ),
 }
 
 
 def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> list[XdsError]:
-    """Bind each DocumentEntry uniqueId to its hash, once and for all, in one statement.
+    """Bind each DocumentEntry uniqueId to its hash, once and for all.
 
     A uniqueId already bound is a resubmission: accepted with the same hash, refused with
     XDSNonIdenticalHash otherwise (ITI TF-2 §3.42.4.1.3.3).
@@ -461,8 +451,8 @@ def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> l
     if not docs:
         return []
     wanted = {doc.unique_id or "": ((doc.hash or "").lower() or None, doc) for doc in docs}
-    rows = [{"unique_id": uid, "hash": digest} for uid, (digest, _) in wanted.items()]
-    claimed = set(conn.execute(_CLAIM[conn.dialect.name], rows).scalars())
+    claim = _CLAIM[conn.dialect.name]
+    claimed = {claim.scalar(conn, {"unique_id": uid, "hash": digest}) for uid, (digest, _) in wanted.items()}
     taken = wanted.keys() - claimed
     if not taken:
         return []
@@ -494,41 +484,82 @@ def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> l
 # -------------------------------------------------------------------------------------------------
 # writing
 # -------------------------------------------------------------------------------------------------
-# Statements built once: executing them with parameter dicts skips per-call statement building.
-_INSERT_DOCUMENT = insert(t.documents).returning(t.documents.c.seq)
-_INSERT_SUBMISSION_SET = insert(t.submission_sets).returning(t.submission_sets.c.seq)
-_INSERT_FOLDER = insert(t.folders).returning(t.folders.c.seq)
-_INSERT_DOCUMENT_CODES = insert(t.document_codes)
-_INSERT_SS_AUTHORS = insert(t.submission_set_authors)
-_INSERT_FOLDER_CODES = insert(t.folder_codes)
-_INSERT_ASSOCIATIONS = insert(t.associations)
-_INSERT_OBJECTS = insert(t.registry_objects)
+def _settle(sub: Submission, now: str) -> None:
+    """What the registry sets on accepted objects: Approved, logicalId, folder lastUpdateTime."""
+    for folder in sub.folders:
+        folder.set_slot("lastUpdateTime", [now])
+    for obj in sub.objects:
+        if isinstance(obj, DocumentEntry | RegistryPackage | Association):
+            obj.status = v.STATUS_APPROVED
+            if not obj.lid:
+                obj.lid = obj.id
 
 
-def _insert_rows(conn: Connection, statement: Insert, rows: list[dict[str, object]]) -> None:
-    """Rows of one table through one prebuilt statement (one executemany)."""
-    conn.execute(statement, rows[0] if len(rows) == 1 else rows)
+# Statements compiled once per dialect and run on the driver's cursor (``registry.statements``).
+_INSERT_DOCUMENT = Prepared(insert(t.documents).returning(t.documents.c.seq), rows.DOCUMENT_COLUMNS)
+_INSERT_SUBMISSION_SET = Prepared(
+    insert(t.submission_sets).returning(t.submission_sets.c.seq), rows.SUBMISSION_SET_COLUMNS
+)
+_INSERT_FOLDER = Prepared(insert(t.folders).returning(t.folders.c.seq), rows.FOLDER_COLUMNS)
+_INSERT_DOCUMENT_CODES = Prepared(insert(t.document_codes), ["doc_seq", "kind", "value"])
+_INSERT_SS_AUTHORS = Prepared(insert(t.submission_set_authors), ["ss_seq", "author_person"])
+_INSERT_FOLDER_CODES = Prepared(insert(t.folder_codes), ["folder_seq", "value"])
+_INSERT_ASSOCIATIONS = Prepared(insert(t.associations), rows.ASSOCIATION_COLUMNS)
+_INSERT_OBJECTS = Prepared(insert(t.registry_objects), ["uuid", "kind"])
 
 
-def _insert_document(conn: Connection, doc: DocumentEntry) -> None:
-    seq = conn.execute(_INSERT_DOCUMENT, rows.document_row(doc)).scalar_one()
-    codes = rows.document_code_rows(doc, seq)
-    if codes:
-        _insert_rows(conn, _INSERT_DOCUMENT_CODES, codes)
+@dataclass
+class _SubmissionRows:
+    """The rows of one submission, fragments included, built before its transaction begins."""
+
+    documents: list[tuple[rows.Row, list[rows.Row]]]
+    submission_sets: list[tuple[rows.Row, list[rows.Row]]]
+    folders: list[tuple[rows.Row, list[rows.Row]]]
+    associations: list[rows.Row]
+    kinds: list[rows.Row]
+
+    @classmethod
+    def of(cls, sub: Submission) -> _SubmissionRows:
+        kinds: list[rows.Row] = [{"uuid": d.id, "kind": "document"} for d in sub.documents]
+        sets, folders = [], []
+        for pkg in sub.packages:
+            if pkg.is_submission_set:
+                sets.append((rows.submission_set_row(pkg), rows.submission_set_author_rows(pkg, 0)))
+                kinds.append({"uuid": pkg.id, "kind": "submissionset"})
+            else:
+                folders.append((rows.folder_row(pkg), rows.folder_code_rows(pkg, 0)))
+                kinds.append({"uuid": pkg.id, "kind": "folder"})
+        kinds += [{"uuid": a.id, "kind": "association"} for a in sub.associations]
+        return cls(
+            documents=[(rows.document_row(d), rows.document_code_rows(d, 0)) for d in sub.documents],
+            submission_sets=sets,
+            folders=folders,
+            associations=[rows.association_row(a) for a in sub.associations],
+            kinds=kinds,
+        )
+
+    def insert(self, conn: Connection, extra_associations: list[Association]) -> None:
+        for row, codes in self.documents:
+            _insert_with_children(conn, _INSERT_DOCUMENT, row, _INSERT_DOCUMENT_CODES, codes, "doc_seq")
+        for row, authors in self.submission_sets:
+            _insert_with_children(conn, _INSERT_SUBMISSION_SET, row, _INSERT_SS_AUTHORS, authors, "ss_seq")
+        for row, codes in self.folders:
+            _insert_with_children(conn, _INSERT_FOLDER, row, _INSERT_FOLDER_CODES, codes, "folder_seq")
+        associations, kinds = self.associations, self.kinds
+        if extra_associations:
+            associations = associations + [rows.association_row(a) for a in extra_associations]
+            kinds = kinds + [{"uuid": a.id, "kind": "association"} for a in extra_associations]
+        _INSERT_ASSOCIATIONS.execute_many(conn, associations)
+        _INSERT_OBJECTS.execute_many(conn, kinds)
 
 
-def _insert_submission_set(conn: Connection, ss: RegistryPackage) -> None:
-    seq = conn.execute(_INSERT_SUBMISSION_SET, rows.submission_set_row(ss)).scalar_one()
-    authors = rows.submission_set_author_rows(ss, seq)
-    if authors:
-        _insert_rows(conn, _INSERT_SS_AUTHORS, authors)
-
-
-def _insert_folder(conn: Connection, folder: RegistryPackage) -> None:
-    seq = conn.execute(_INSERT_FOLDER, rows.folder_row(folder)).scalar_one()
-    codes = rows.folder_code_rows(folder, seq)
-    if codes:
-        _insert_rows(conn, _INSERT_FOLDER_CODES, codes)
+def _insert_with_children(
+    conn: Connection, parent: Prepared, row: rows.Row, child: Prepared, children: list[rows.Row], key: str
+) -> None:
+    seq = parent.scalar(conn, row)
+    for c in children:
+        c[key] = seq
+    child.execute_many(conn, children)
 
 
 def _rewrite_fragment(xml: bytes, change: Callable[[RegistryObject], None]) -> bytes:

@@ -9,6 +9,9 @@ bulk loader both use it.
 
 from __future__ import annotations
 
+from sqlalchemy import Table
+
+from registry import schema
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.hl7v2 import dtm_key
@@ -17,6 +20,17 @@ from xds.metadata.model import Association, DocumentEntry, RegistryObject, Regis
 REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
 
 Row = dict[str, object]
+
+
+def _columns(table: Table) -> tuple[str, ...]:
+    """The columns a row builder fills: all but the database-assigned ``seq``."""
+    return tuple(c.name for c in table.c if c.name != "seq")
+
+
+DOCUMENT_COLUMNS = _columns(schema.documents)
+SUBMISSION_SET_COLUMNS = _columns(schema.submission_sets)
+FOLDER_COLUMNS = _columns(schema.folders)
+ASSOCIATION_COLUMNS = _columns(schema.associations)
 
 
 def code(obj: RegistryObject, scheme: str) -> str | None:

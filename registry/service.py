@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from anyio import to_thread
 from sqlalchemy import Engine
 
-from registry.database import migrate, open_engine
+from registry.database import migrate, open_engine, run_blocking
 from registry.patients import PatientDirectory
 from registry.register import Registrar
 from registry.stored_query import StoredQueryEngine, query_response
@@ -58,7 +57,7 @@ class RegistryService:
     async def register_body(self, body: object) -> bytes:
         try:
             sub = ebrim.parse_submit_objects_request(body)  # type: ignore[arg-type]
-            await to_thread.run_sync(self.registrar.register, sub)
+            await run_blocking(self.registrar.register, sub)
         except XdsException as exc:
             return registry_response(exc.errors)
         except Exception:
@@ -85,7 +84,7 @@ class RegistryService:
     async def query_body(self, body: object) -> bytes:
         """The AdhocQueryResponse for an AdhocQueryRequest; the database work runs in a worker thread."""
         try:
-            return await to_thread.run_sync(self.queries.answer, body)
+            return await run_blocking(self.queries.answer, body)
         except Exception:
             log.exception("stored query failed")
             return query_response([XdsError(v.XDSRegistryError, "the registry could not run the query")])

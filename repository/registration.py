@@ -9,11 +9,10 @@ were.
 from __future__ import annotations
 
 import httpx
-from anyio import to_thread
 from sqlalchemy import select
 
 from registry import schema as t
-from registry.database import reader
+from registry.database import reader, run_blocking
 from registry.service import RegistryService
 from repository.service import LookupFunction, RegisterFunction
 from xds.errors import XdsError, XdsException
@@ -30,7 +29,7 @@ def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
 
     async def register(sub: Submission) -> list[XdsError]:
         try:
-            await to_thread.run_sync(registry.registrar.register, sub)
+            await run_blocking(registry.registrar.register, sub)
         except XdsException as exc:
             return exc.errors
         return []

@@ -29,7 +29,7 @@ from anyio import to_thread
 from lxml import etree
 from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
 
-from registry.database import reader
+from registry.database import reader, run_blocking, write_transaction
 from repository.blobstore import BlobStore
 from repository.schema import repository_documents as rd
 from xds.errors import XdsError, XdsException
@@ -126,7 +126,8 @@ class RepositoryService:
             raise XdsException.of(v.XDSRepositoryMetadataError, "no lcm:SubmitObjectsRequest in the request")
         sub = ebrim.parse_submit_objects_request(sor)
         incoming = self._match_documents(sub, body, request)
-        await to_thread.run_sync(self._store_pending, incoming)
+        await to_thread.run_sync(self._make_durable, incoming)
+        await run_blocking(self._store_pending, incoming)
         try:
             errors = await self._register(sub)
         except Exception:
@@ -135,9 +136,9 @@ class RepositoryService:
                 XdsError(v.XDSRegistryNotAvailable, "the registry could not be reached; nothing was stored")
             ]
         if any(e.is_error for e in errors):
-            await to_thread.run_sync(self._discard_pending, incoming)
+            await run_blocking(self._discard_pending, incoming)
         else:
-            await to_thread.run_sync(self._confirm, incoming)
+            await run_blocking(self._confirm, incoming)
         return errors
 
     def _match_documents(
@@ -221,15 +222,18 @@ class RepositoryService:
             raise XdsException(errors)
         return incoming
 
-    def _store_pending(self, incoming: list[_Incoming]) -> None:
-        """Make the bytes durable and record them ``pending`` before the registry hears of them."""
+    def _make_durable(self, incoming: list[_Incoming]) -> None:
+        """Put the bytes in the blob store (fsynced) — file work, done in a worker thread."""
         for item in incoming:
             att = item.attachment
             if att.path is None or not self.store.put_spooled(att.path, item.sha1):
                 with att.open() as fh:
                     self.store.put_chunks(iter(lambda fh=fh: fh.read(1024 * 1024), b""))
+
+    def _store_pending(self, incoming: list[_Incoming]) -> None:
+        """Record durable bytes ``pending`` before the registry hears of them."""
         now = _now()
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             for item in incoming:
                 uid = item.doc.unique_id or ""
                 row = conn.execute(
@@ -262,7 +266,7 @@ class RepositoryService:
         uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
         if not uids:
             return
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(
                 update(rd)
                 .where(rd.c.repository_id == self.unique_id, rd.c.unique_id.in_(uids))
@@ -271,7 +275,7 @@ class RepositoryService:
 
     def _discard_pending(self, incoming: list[_Incoming]) -> None:
         uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if uids:
                 conn.execute(
                     delete(rd).where(
@@ -300,11 +304,7 @@ class RepositoryService:
         if not wanted:
             raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
         uids = [uid for repo, uid, _ in wanted if repo == self.unique_id]
-        if self.engine.dialect.name == "sqlite":
-            # an indexed primary-key read of a local file: cheaper here than handed to a worker thread
-            rows = self.stored_rows(uids)
-        else:
-            rows = await to_thread.run_sync(self.stored_rows, uids)
+        rows = await run_blocking(self.stored_rows, uids)
         errors: list[XdsError] = []
         parts: list[str] = []
         attachments: list[Attachment] = []
@@ -358,14 +358,14 @@ class RepositoryService:
         if body.tag != "{" + NS_RMD + "}RemoveDocumentsRequest":
             raise SoapFault("Sender", f"expected rmd:RemoveDocumentsRequest, got {body.tag}")
         wanted = _document_requests(body)
-        errors = await to_thread.run_sync(self._remove, wanted)
+        errors = await run_blocking(self._remove, wanted)
         removed_any = len(errors) < len(wanted)
         status = response_status(errors, partial=removed_any)
         return SoapResponse(v.ACTION_REMOVE_DOCUMENTS_RESPONSE, registry_response(errors, status=status))
 
     def _remove(self, wanted: list[tuple[str, str, str]]) -> list[XdsError]:
         errors: list[XdsError] = []
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             for repo, uid, _ in wanted:
                 if repo != self.unique_id:
                     errors.append(

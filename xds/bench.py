@@ -157,9 +157,8 @@ async def _drive(
     failures = 0
     first_failure = ""
 
-    async def worker() -> None:
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal failures, first_failure
-        reader, writer = await asyncio.open_connection(host, port)
         try:
             for req in queue:
                 writer.write(req)
@@ -171,8 +170,14 @@ async def _drive(
         finally:
             writer.close()
 
+    # Connections are opened one by one, a moment apart, so that each server worker process gets
+    # its share (a worker woken by a burst of connections would otherwise accept all of them).
+    connections = []
+    for _ in range(concurrency):
+        connections.append(await asyncio.open_connection(host, port))
+        await asyncio.sleep(0.005)
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(r, w) for r, w in connections))
     return RunResult(len(requests), time.perf_counter() - start, failures, first_failure)
 
 
@@ -244,11 +249,13 @@ def _reset_postgres(url: str) -> None:
     from registry.database import open_engine_nopool
     from registry.schema import metadata
     from repository.schema import metadata as repository_metadata
+    from xds.trust.enforcement import seen_ids
 
     engine = open_engine_nopool(url)
     with engine.begin() as conn:
         metadata.drop_all(conn)
         repository_metadata.drop_all(conn)
+        seen_ids.drop(conn, checkfirst=True)
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
 

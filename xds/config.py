@@ -47,6 +47,7 @@ class ServerConfig:
     max_body_mb: int = 64  # a SOAP envelope (metadata, queries)
     max_document_mb: int = 16384  # all documents of one ITI-41 MTOM message together
     log_level: str = "info"
+    database_threads: bool = False  # database work in worker threads instead of inline (distant databases)
     bench_floor: bool = False  # mount /_bench/floor (parse + serialise only) for `xds bench`
     tls_cert: str = ""  # server certificate (PEM); with it, HTTPS
     tls_key: str = ""  # its private key (PEM file, never inline)
@@ -240,6 +241,7 @@ data_dir = "./data"
 workers = 1
 max_body_mb = 64
 max_document_mb = 16384
+database_threads = false      # true: database work in worker threads (for a distant PostgreSQL)
 
 [registry]
 # database_url = "postgresql+psycopg://user@host/db"   # default: SQLite in data_dir

@@ -23,6 +23,7 @@ from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert, 
 from sqlalchemy.exc import IntegrityError
 from starlette.types import Scope
 
+from registry.database import write_transaction
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import SoapFault, SoapRequest
 from xds.trust.assertion import AssertionRejected
@@ -58,7 +59,7 @@ class ReplayCache:
     def first_time(self, identifier: str, expires: dt.datetime) -> bool:
         stamp = expires.strftime("%Y%m%d%H%M%S")
         try:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 conn.execute(insert(seen_ids).values(id=identifier[:300], expires=stamp))
                 self._inserts += 1
                 if self._inserts % 1000 == 0:
