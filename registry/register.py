@@ -7,7 +7,7 @@ ebRIM fragments — or nothing of it is stored.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +45,12 @@ _DEPENDENT_TYPES = (v.XFRM, v.APND)
 
 
 def new_uuid() -> str:
-    return f"urn:uuid:{uuid.uuid4()}"
+    """A random (version 4) UUID URN, RFC 4122 §4.4 — without building a ``uuid.UUID`` object."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_dtm() -> str:
@@ -142,17 +147,13 @@ class Registrar:
         supplied = {o.id for o in sub.objects if o.id.startswith("urn:uuid:")}
         assign_uuids(sub)
         plan = _Plan(sub=sub, patient_id=pid, supplied_uuids=supplied)
-        # resolved before the transaction (a merged id files under its survivor) and checked again inside
-        filed_as = self.resolve_patient(pid, ss.id)
-        if filed_as != pid:
-            _rewrite_patient_id(sub, filed_as)
         now = self.clock()
         _settle(sub, now)
         prepared = _SubmissionRows.of(sub)
         try:
             with write_transaction(self.engine) as conn:
                 plan.patient_id = self.resolve_patient(pid, ss.id, conn)
-                if plan.patient_id != filed_as:  # merged while this submission was being prepared
+                if plan.patient_id != pid:  # a merged id: filed under the surviving one
                     _rewrite_patient_id(sub, plan.patient_id)
                     prepared = _SubmissionRows.of(sub)
                 self._check_against_registry(conn, plan)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from lxml import etree
 from sqlalchemy import (
@@ -264,7 +265,7 @@ class _Context:
     ) -> ColumnElement[bool]:
         pids = [self.p.one(name) or ""] if single else self.p.any(name)
         ids = sorted({i for pid in pids for i in self.patient_ids(pid)})
-        return column.in_(ids)
+        return one_of(column, ids)
 
     # --- fetching ----------------------------------------------------------------------------------
     def fetch(self, stmt: Select[tuple[object, ...]]) -> list[Row[tuple[object, ...]]]:
@@ -292,7 +293,7 @@ class _Context:
         a = t.associations.c
         statuses = self.p.any(q.ASSOCIATION_STATUS)
         if statuses:
-            return a.status.in_(statuses)
+            return one_of(a.status, statuses)
         if self.req.metadata_level == 1:
             # $MetadataLevel 1 hides Deprecated associations (ITI TF-2 §3.18.4.1.2.3.5.1.1)
             return a.status == v.STATUS_APPROVED
@@ -324,17 +325,26 @@ def _assoc_columns(ctx: _Context) -> Select[tuple[object, ...]]:
 
 
 def _hits(kind: str, rows: Sequence[Row[tuple[object, ...]]]) -> list[Hit]:
-    return [Hit(kind, r.uuid, r.patient_id, r.xml, r.seq) for r in rows]
+    # rows are (seq, uuid, patient_id, xml), as the _*_columns selections give them
+    return [Hit(kind, uuid, pid, xml, seq) for seq, uuid, pid, xml in rows]  # type: ignore[misc]
 
 
 def _links(rows: Sequence[Row[tuple[object, ...]]]) -> list[_Link]:
     return [_Link(r.uuid, r.type, r.source, r.target, r.xml, r.seq) for r in rows]
 
 
+def one_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column IN (values)``; ``column = value`` when there is one (nothing to expand per execution)."""
+    values = list(values)
+    if len(values) == 1:
+        return column == values[0]
+    return column.in_(values)
+
+
 def _code_exists(kind: str, values: list[str]) -> ColumnElement[bool]:
     """The document has a ``kind`` code (event/conf/refid) among ``values``."""
     dc = t.document_codes.c
-    return exists().where(dc.doc_seq == t.documents.c.seq, dc.kind == kind, dc.value.in_(values))
+    return exists().where(dc.doc_seq == t.documents.c.seq, dc.kind == kind, one_of(dc.value, values))
 
 
 def like(column: ColumnElement[str], pattern: str, *, sqlite: bool) -> ColumnElement[bool]:
@@ -389,7 +399,7 @@ def document_conditions(ctx: _Context) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     for name, column in _DOC_CODE_COLUMNS:
         if p.has(name):
-            conds.append(column.in_(p.any(name)))
+            conds.append(one_of(column, p.any(name)))
     for column, low, high in _DOC_TIMES:
         conds += _time_range(ctx, column, low, high)
     for group in p.groups(q.DE_EVENT_CODE):
@@ -403,9 +413,9 @@ def document_conditions(ctx: _Context) -> list[ColumnElement[bool]]:
         matches = [like(dc.value, pattern, sqlite=ctx.sqlite) for pattern in p.any(q.DE_AUTHOR_PERSON)]
         conds.append(exists().where(dc.doc_seq == d.seq, dc.kind == "author", or_(*matches)))
     if p.has(q.DE_STATUS):
-        conds.append(d.status.in_(p.any(q.DE_STATUS)))
+        conds.append(one_of(d.status, p.any(q.DE_STATUS)))
     if ctx.defines(q.DE_TYPE):
-        conds.append(d.object_type.in_(p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE]))
+        conds.append(one_of(d.object_type, p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE]))
     if p.has(q.DE_AVAILABILITY) and v.DOCUMENT_AVAILABILITY_ONLINE not in p.any(q.DE_AVAILABILITY):
         # this registry holds no Offline entries (documentAvailability is changed only by ITI-57)
         conds.append(false())
@@ -416,7 +426,7 @@ def _documents_by_ids(
     ctx: _Context, column: ColumnElement[str], ids: Iterable[str], *, filtered: bool
 ) -> list[Hit]:
     extra = document_conditions(ctx) if filtered else []
-    rows = ctx.fetch_in(lambda chunk: _doc_columns(ctx).where(column.in_(chunk), *extra), ids)
+    rows = ctx.fetch_in(lambda chunk: _doc_columns(ctx).where(one_of(column, chunk), *extra), ids)
     return _hits(DOCUMENT, rows)
 
 
@@ -430,7 +440,7 @@ def _associations_touching(ctx: _Context, ids: Iterable[str], *conds: ColumnElem
     a = t.associations.c
     rows = ctx.fetch_in(
         lambda chunk: _assoc_columns(ctx).where(
-            ctx.association_condition(), or_(a.source.in_(chunk), a.target.in_(chunk)), *conds
+            ctx.association_condition(), or_(one_of(a.source, chunk), one_of(a.target, chunk)), *conds
         ),
         ids,
     )
@@ -456,7 +466,9 @@ def _folders_named(ctx: _Context) -> list[Hit]:
         (q.FOLDER_LOGICAL_ID, f.lid),
     ):
         if p.has(name):
-            rows = ctx.fetch_in(lambda chunk, c=column: _folder_columns(ctx).where(c.in_(chunk)), p.any(name))
+            rows = ctx.fetch_in(
+                lambda chunk, c=column: _folder_columns(ctx).where(one_of(c, chunk)), p.any(name)
+            )
             return _hits(FOLDER, rows)
     return []
 
@@ -485,13 +497,13 @@ def find_submission_sets(ctx: _Context) -> list[Hit]:
     p = ctx.p
     conds = [
         ctx.patients_condition(s.patient_id, q.SS_PATIENT_ID, single=True),
-        s.status.in_(p.any(q.SS_STATUS)),
+        one_of(s.status, p.any(q.SS_STATUS)),
         *_time_range(ctx, s.submission_time, q.SS_SUBMISSION_TIME_FROM, q.SS_SUBMISSION_TIME_TO),
     ]
     if p.has(q.SS_SOURCE_ID):
-        conds.append(s.source_id.in_(p.any(q.SS_SOURCE_ID)))
+        conds.append(one_of(s.source_id, p.any(q.SS_SOURCE_ID)))
     if p.has(q.SS_CONTENT_TYPE):
-        conds.append(s.content_type_code.in_(p.any(q.SS_CONTENT_TYPE)))
+        conds.append(one_of(s.content_type_code, p.any(q.SS_CONTENT_TYPE)))
     if p.has(q.SS_AUTHOR_PERSON):
         sa = t.submission_set_authors.c
         pattern = p.one(q.SS_AUTHOR_PERSON) or ""
@@ -504,7 +516,7 @@ def find_folders(ctx: _Context) -> list[Hit]:
     f = t.folders.c
     p = ctx.p
     conds = [
-        f.status.in_(p.any(q.FOLDER_STATUS)),
+        one_of(f.status, p.any(q.FOLDER_STATUS)),
         *_time_range(ctx, f.last_update_time, q.FOLDER_LAST_UPDATE_FROM, q.FOLDER_LAST_UPDATE_TO),
     ]
     if p.has(q.FOLDER_PATIENT_ID):
@@ -513,7 +525,7 @@ def find_folders(ctx: _Context) -> list[Hit]:
         )
     fc = t.folder_codes.c
     for group in p.groups(q.FOLDER_CODE_LIST):
-        conds.append(exists().where(fc.folder_seq == f.seq, fc.value.in_(group)))
+        conds.append(exists().where(fc.folder_seq == f.seq, one_of(fc.value, group)))
     return _hits(FOLDER, ctx.fetch(_folder_columns(ctx).where(*conds).order_by(f.seq)))
 
 
@@ -536,7 +548,7 @@ def get_all(ctx: _Context) -> list[Hit]:
             _ss_columns(ctx)
             .where(
                 ctx.patients_condition(s.patient_id, q.PATIENT_ID, single=True),
-                s.status.in_(p.any(q.SS_STATUS)),
+                one_of(s.status, p.any(q.SS_STATUS)),
             )
             .order_by(s.seq)
         ),
@@ -547,7 +559,7 @@ def get_all(ctx: _Context) -> list[Hit]:
             _folder_columns(ctx)
             .where(
                 ctx.patients_condition(f.patient_id, q.PATIENT_ID, single=True),
-                f.status.in_(p.any(q.FOLDER_STATUS)),
+                one_of(f.status, p.any(q.FOLDER_STATUS)),
             )
             .order_by(f.seq)
         ),
@@ -587,14 +599,14 @@ def get_submission_sets(ctx: _Context) -> list[Hit]:
             lambda chunk: (
                 _assoc_columns(ctx)
                 .join(t.submission_sets, s.uuid == a.source)
-                .where(ctx.association_condition(), a.type == v.HAS_MEMBER, a.target.in_(chunk))
+                .where(ctx.association_condition(), a.type == v.HAS_MEMBER, one_of(a.target, chunk))
             ),
             ctx.p.any(q.UUID),
         )
     )
     sources = {link.source for link in links}
     sets = _hits(
-        SUBMISSION_SET, ctx.fetch_in(lambda chunk: _ss_columns(ctx).where(s.uuid.in_(chunk)), sources)
+        SUBMISSION_SET, ctx.fetch_in(lambda chunk: _ss_columns(ctx).where(one_of(s.uuid, chunk)), sources)
     )
     return [*sets, *(link.hit() for link in links)]
 
@@ -619,13 +631,13 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     targets = {m.target for m in members}
     docs = _documents_by_ids(ctx, t.documents.c.uuid, targets, filtered=True)
     folders = _hits(
-        FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(f.uuid.in_(chunk)), targets)
+        FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(one_of(f.uuid, chunk)), targets)
     )
     inner = {
         link.uuid: link
         for link in _links(
             ctx.fetch_in(
-                lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), a.uuid.in_(chunk)),
+                lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), one_of(a.uuid, chunk)),
                 targets,
             )
         )
@@ -635,7 +647,7 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
         doc_ids = [h.uuid for h in docs]
         for folder in folders:
             for link in _associations(
-                ctx, a.source == folder.uuid, a.type == v.HAS_MEMBER, a.target.in_(doc_ids)
+                ctx, a.source == folder.uuid, a.type == v.HAS_MEMBER, one_of(a.target, doc_ids)
             ):
                 inner.setdefault(link.uuid, link)
     returned = {ss.uuid} | {h.uuid for h in docs} | {h.uuid for h in folders}
@@ -682,7 +694,7 @@ def get_folders_for_document(ctx: _Context) -> list[Hit]:
     if not docs:
         return []
     holders = select(a.source).where(
-        a.type == v.HAS_MEMBER, a.target.in_([h.uuid for h in docs]), ctx.association_condition()
+        a.type == v.HAS_MEMBER, one_of(a.target, [h.uuid for h in docs]), ctx.association_condition()
     )
     return _hits(FOLDER, ctx.fetch(_folder_columns(ctx).where(f.uuid.in_(holders)).order_by(f.seq)))
 
@@ -694,15 +706,16 @@ def get_related_documents(ctx: _Context) -> list[Hit]:
     associations; nothing at all when it has no such relation.
     """
     a, d = t.associations.c, t.documents.c
-    type_filter = d.object_type.in_(ctx.p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE])
+    type_filter = one_of(d.object_type, ctx.p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE])
     originals = _one_document(ctx, type_filter)
     if not originals:
         return []
     ids = {h.uuid for h in originals}
-    links = _associations_touching(ctx, ids, a.type.in_(ctx.p.any(q.ASSOCIATION_TYPES)))
+    links = _associations_touching(ctx, ids, one_of(a.type, ctx.p.any(q.ASSOCIATION_TYPES)))
     others = {link.target if link.source in ids else link.source for link in links} - ids
     related = _hits(
-        DOCUMENT, ctx.fetch_in(lambda chunk: _doc_columns(ctx).where(d.uuid.in_(chunk), type_filter), others)
+        DOCUMENT,
+        ctx.fetch_in(lambda chunk: _doc_columns(ctx).where(one_of(d.uuid, chunk), type_filter), others),
     )
     related_ids = {h.uuid for h in related}
     kept = [link for link in links if link.source in related_ids or link.target in related_ids]
