@@ -11,14 +11,17 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from registry.statements import Prepared
 
 
 def sqlite_url(data_dir: str | Path) -> str:
@@ -183,6 +186,41 @@ async def run_blocking(work: Callable[..., T], *args: object) -> T:
     if _threads:
         return await to_thread.run_sync(work, *args)
     return work(*args)
+
+
+class QuickReads:
+    """One-statement reads that skip SQLAlchemy's ``Connection`` (checkout, events, result set-up).
+
+    On SQLite each thread keeps its own read-only connection outside the pool, in autocommit: every
+    SELECT is its own snapshot of the WAL, and a thread never waits for a pool slot. On other
+    databases a connection is checked out of the engine's pool for each read and given back.
+    Used where one indexed lookup is the whole of the database work (ITI-43's rows).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._local = threading.local()
+        self._sqlite = engine.dialect.name == "sqlite" and bool(engine.url.database)
+
+    def rows(self, statement: Prepared, params: Mapping[str, object]) -> list[Any]:
+        if self._sqlite:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = self._local.conn = _sqlite_reader(str(self.engine.url.database))
+            return statement.rows_on(conn, self.dialect, params)
+        pooled = self.engine.raw_connection()
+        try:
+            return statement.rows_on(pooled, self.dialect, params)
+        finally:
+            pooled.close()
+
+
+def _sqlite_reader(database: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only=1")
+    conn.execute("PRAGMA cache_size=-16384")
+    return conn
 
 
 def reader(engine: Engine) -> Engine:

@@ -66,6 +66,18 @@ class Prepared:
         finally:
             cursor.close()
 
+    def rows_on(self, dbapi_conn: Any, dialect: Dialect, params: Params) -> list[Any]:
+        """All rows, run on a DB-API connection (see :class:`registry.database.QuickReads`)."""
+        sql, order = self._for(dialect)
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, params if order is None else tuple(params[k] for k in order))
+            return cursor.fetchall()
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+
     def scalar(self, conn: Connection, params: Params) -> Any:
         """The first column of the first row, or None."""
         cursor = self.execute(conn, params)

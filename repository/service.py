@@ -24,12 +24,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from anyio import to_thread
 from lxml import etree
-from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
-from registry.database import reader, run_blocking, write_transaction
+from registry.database import QuickReads, reader, run_blocking, write_transaction
+from registry.statements import Prepared
 from repository.blobstore import BlobStore
 from repository.schema import repository_documents as rd
 from xds.errors import XdsError, XdsException
@@ -87,6 +89,7 @@ class RepositoryService:
         self.store = BlobStore(store_dir)
         self.engine = engine
         self.reader = reader(engine)
+        self.quick = QuickReads(engine)
         self._register = register
         self._lookup = lookup
         self.home_community_id = home_community_id
@@ -342,12 +345,15 @@ class RepositoryService:
         )
         return SoapResponse(v.ACTION_RETRIEVE_RESPONSE, body_bytes, attachments=attachments)
 
-    def stored_rows(self, uids: list[str]) -> dict[str, Row[tuple[str, str, int, str]]]:
-        if not uids:
-            return {}
-        with self.reader.connect() as conn:
-            rows = conn.execute(_STORED_ROWS, {"repository": self.unique_id, "uids": sorted(set(uids))}).all()
-        return {r.unique_id: r for r in rows}
+    def stored_rows(self, uids: list[str]) -> dict[str, StoredRow]:
+        """The stored rows of ``uids`` (one indexed lookup each, straight on the driver)."""
+        out: dict[str, StoredRow] = {}
+        for uid in dict.fromkeys(uids):
+            for row in self.quick.rows(
+                _STORED_ROW, {"repository": self.unique_id, "uid": uid, "state": "stored"}
+            ):
+                out[uid] = StoredRow(*row)
+        return out
 
     # ---------------------------------------------------------------------------------------------
     # ITI-86
@@ -427,10 +433,18 @@ class RepositoryService:
         return counts
 
 
-_STORED_ROWS = select(rd.c.unique_id, rd.c.sha1, rd.c.size, rd.c.mime_type).where(
-    rd.c.repository_id == bindparam("repository"),
-    rd.c.unique_id.in_(bindparam("uids", expanding=True)),
-    rd.c.state == "stored",
+class StoredRow(NamedTuple):
+    sha1: str
+    size: int
+    mime_type: str
+
+
+_STORED_ROW = Prepared(
+    select(rd.c.sha1, rd.c.size, rd.c.mime_type).where(
+        rd.c.repository_id == bindparam("repository"),
+        rd.c.unique_id == bindparam("uid"),
+        rd.c.state == bindparam("state"),
+    )
 )
 
 

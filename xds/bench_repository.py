@@ -199,7 +199,9 @@ def big_document(size_mb: int) -> int:
             pid = _server_pid(host, port)
             repo_id = _repository_id(host, port)
             # Each direction and the plain download run in turn, ROUNDS times; the best of each
-            # counts, so that page-cache and disk write-back effects fall on all three alike.
+            # counts, so that page-cache and disk write-back effects fall on all three alike. Each
+            # leg starts from a clean page cache (os.sync): otherwise the write-back of the
+            # previous leg's gigabyte lands on whichever leg comes next.
             t_in = t_out = t_plain = float("inf")
             grow_in = grow_out = 0
             same = True
@@ -207,6 +209,7 @@ def big_document(size_mb: int) -> int:
                 sub, docs = describe_files([path], samples.patient_cx("13116900216"))
                 _reset_peak(pid)
                 base = _status(pid)["VmRSS"]
+                os.sync()
                 t0 = time.perf_counter()
                 outcome = client.provide_and_register(sub, docs)
                 t_in = min(t_in, time.perf_counter() - t0)
@@ -217,6 +220,7 @@ def big_document(size_mb: int) -> int:
                 uid = sub.documents[0].unique_id or ""
                 _reset_peak(pid)
                 base = _status(pid)["VmRSS"]
+                os.sync()
                 t0 = time.perf_counter()
                 _, found = client.retrieve(repo_id, [uid], Path(tmp) / "out")
                 t_out = min(t_out, time.perf_counter() - t0)
@@ -225,6 +229,7 @@ def big_document(size_mb: int) -> int:
                 if found:
                     found[0].path.unlink()
                 # the plain download saves the bytes to a file too, as the ITI-43 client does
+                os.sync()
                 t0 = time.perf_counter()
                 plain_path = Path(tmp) / "plain.bin"
                 with (

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from registry import database
 from registry.database import (
     Checkpointer,
+    QuickReads,
     WriteGate,
     open_engine,
     run_blocking,
@@ -120,3 +121,32 @@ def test_run_blocking_inline_or_in_threads(threads: bool) -> None:
     on_main = seen == [threading.main_thread().name]
     assert on_main is not threads
     assert database._threads is False
+
+
+_NAME_OF = Prepared(select(_things.c.name).where(_things.c.id == bindparam("id")))
+
+
+def test_quick_reads_see_each_commit_from_any_thread(database_url: str) -> None:
+    """QuickReads (ITI-43's row lookups) on SQLite or PostgreSQL: one statement, its own snapshot."""
+    engine = open_engine(database_url)
+    _meta.create_all(engine)
+    try:
+        quick = QuickReads(engine)
+        assert quick.rows(_NAME_OF, {"id": 1}) == []
+        with write_transaction(engine) as conn:
+            _INSERT.scalar(conn, {"name": "first"})
+        # the connection kept from the first read sees what was committed after it was opened
+        assert [tuple(r) for r in quick.rows(_NAME_OF, {"id": 1})] == [("first",)]
+        seen: list[object] = []
+        worker = threading.Thread(target=lambda: seen.extend(quick.rows(_NAME_OF, {"id": 1})))
+        worker.start()
+        worker.join()
+        assert [tuple(r) for r in seen] == [("first",)]
+        # a read is all it does: on SQLite its connection refuses to write
+        if engine.dialect.name == "sqlite":
+            refuse = Prepared(insert(_things), ["name"])
+            with pytest.raises(DBAPIError):
+                quick.rows(refuse, {"name": "sneaky"})
+    finally:
+        _meta.drop_all(engine)
+        engine.dispose()
