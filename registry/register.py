@@ -132,12 +132,14 @@ class Registrar:
         )
 
     # ---------------------------------------------------------------------------------------------
-    def register(self, sub: Submission) -> None:
+    def register(self, sub: Submission, within: Callable[[Connection], None] | None = None) -> None:
         """Register ``sub`` or raise :class:`XdsException` having stored nothing.
 
         Everything that needs no database (validation, entryUUIDs, statuses, rows and their ebRIM
         fragments) is done before the transaction begins: on SQLite a writing transaction holds the
         database's one write lock, so only the statements and the commit happen inside it.
+        ``within`` runs last in the same transaction (a repository of this process records its
+        documents there, ITI TF-2 §3.41.4.1.3); if it raises, nothing of the submission is stored.
         """
         errors = validate_submission(sub, profile=self.validation)
         if any(e.is_error for e in errors):
@@ -158,6 +160,8 @@ class Registrar:
                     prepared = _SubmissionRows.of(sub)
                 self._check_against_registry(conn, plan)
                 self._store(conn, plan, prepared, now)
+                if within is not None:
+                    within(conn)
         except IntegrityError as exc:
             raise XdsException(self._explain_conflict(plan)) from exc
 

@@ -627,19 +627,41 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     if not sets:
         return []
     ss = sets[0]
-    members = _associations(ctx, a.source == ss.uuid, a.type == v.HAS_MEMBER)
-    targets = {m.target for m in members}
-    docs = _documents_by_ids(ctx, t.documents.c.uuid, targets, filtered=True)
-    folders = _hits(
-        FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(one_of(f.uuid, chunk)), targets)
+    # the HasMembers with the kind of what they point to, so that each table is asked only for
+    # its own objects (a set of documents alone costs no folder or association lookups)
+    r = t.registry_objects.c
+    member_rows = ctx.fetch(
+        _assoc_columns(ctx)
+        .add_columns(r.kind)
+        .outerjoin(t.registry_objects, r.uuid == a.target)
+        .where(ctx.association_condition(), a.source == ss.uuid, a.type == v.HAS_MEMBER)
+        .order_by(a.seq)
+    )
+    members = _links(member_rows)
+    by_kind: dict[str | None, set[str]] = {}
+    for row in member_rows:
+        by_kind.setdefault(row.kind, set()).add(row.target)
+    unknown = by_kind.get(None, set())  # not in registry_objects: looked for everywhere
+    doc_ids = by_kind.get("document", set()) | unknown
+    folder_ids = by_kind.get("folder", set()) | unknown
+    assoc_ids = by_kind.get("association", set()) | unknown
+    docs = _documents_by_ids(ctx, t.documents.c.uuid, doc_ids, filtered=True) if doc_ids else []
+    folders = (
+        _hits(
+            FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(one_of(f.uuid, chunk)), folder_ids)
+        )
+        if folder_ids
+        else []
     )
     inner = {
         link.uuid: link
         for link in _links(
             ctx.fetch_in(
                 lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), one_of(a.uuid, chunk)),
-                targets,
+                assoc_ids,
             )
+            if assoc_ids
+            else []
         )
     }
     if folders and docs:

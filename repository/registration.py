@@ -8,8 +8,10 @@ were.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from registry import schema as t
 from registry.database import reader, run_blocking
@@ -23,16 +25,31 @@ from xds.metadata.registry_response import parse_registry_response
 from xds.soap.envelope import SoapFault, build_request, parse_message
 
 
-def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
-    """Register into the registry of this process."""
-    read_engine = reader(registry.engine)
+class LocalRegistration:
+    """ITI-42 into the registry of this process: straight to its registrar, same validation.
 
-    async def register(sub: Submission) -> list[XdsError]:
+    The repository's rows live in the registry's database (``engine``), so a repository can have
+    its documents recorded in the registration's own transaction (``within``): the document is
+    registered and stored at once, or neither.
+    """
+
+    def __init__(self, registry: RegistryService) -> None:
+        self.registrar = registry.registrar
+        self.engine = registry.engine
+
+    async def __call__(
+        self, sub: Submission, within: Callable[[Connection], None] | None = None
+    ) -> list[XdsError]:
         try:
-            await run_blocking(registry.registrar.register, sub)
+            await run_blocking(self.registrar.register, sub, within)
         except XdsException as exc:
             return exc.errors
         return []
+
+
+def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
+    """Register into the registry of this process."""
+    read_engine = reader(registry.engine)
 
     def lookup(unique_id: str, repository_id: str) -> bool | None:
         d = t.documents.c
@@ -44,7 +61,7 @@ def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
             ).first()
         return row is not None
 
-    return register, lookup
+    return LocalRegistration(registry), lookup
 
 
 def remote(url: str, *, timeout: float = 60.0) -> tuple[RegisterFunction, LookupFunction]:

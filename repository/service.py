@@ -10,9 +10,11 @@
   XDSDocumentUniqueIdError with PartialSuccess, another repository's id XDSUnknownRepositoryId.
 - ITI-86 Remove Documents (ITI TF-2 §3.86.4.1.3): deletes the documents' bytes.
 
-Crash safety: a document's row is written ``pending`` once its bytes are durable, before the
-registry hears of it, and made ``stored`` after the registry accepts it. :meth:`recover` settles
-pending rows against the registry and removes blobs no row points to.
+Crash safety: a document's bytes are made durable (fsynced, renamed into the blob store) before
+anything points to them. With the registry in this process and database, the document's row is
+written in the registration's own transaction: both or neither. With a remote registry the row is
+written ``pending`` before the registry hears of it and made ``stored`` after it accepts.
+:meth:`recover` settles pending rows against the registry and removes blobs no row points to.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ class RepositoryService:
         self.reader = reader(engine)
         self.quick = QuickReads(engine)
         self._register = register
+        # an in-process registry on this database (registration.LocalRegistration) can record our
+        # rows in its own transaction
+        self._together = getattr(register, "engine", None) is engine
         self._lookup = lookup
         self.home_community_id = home_community_id
 
@@ -129,7 +134,18 @@ class RepositoryService:
             raise XdsException.of(v.XDSRepositoryMetadataError, "no lcm:SubmitObjectsRequest in the request")
         sub = ebrim.parse_submit_objects_request(sor)
         incoming = self._match_documents(sub, body, request)
-        await to_thread.run_sync(self._make_durable, incoming)
+        if sum(i.size for i in incoming) <= _INLINE_BYTES and all(
+            i.attachment.path is None for i in incoming
+        ):
+            self._make_durable(incoming)  # a few small fsyncs: cheaper than a thread hop
+        else:
+            await to_thread.run_sync(self._make_durable, incoming)
+        if self._together:
+            # the registry shares our database: rows and registration in one transaction
+            errors = await self._register(sub, within=lambda conn: self._record(conn, incoming, "stored"))  # type: ignore[call-arg]
+            if any(e.is_error for e in errors):
+                await run_blocking(self._discard, incoming, False)
+            return errors
         await run_blocking(self._store_pending, incoming)
         try:
             errors = await self._register(sub)
@@ -139,7 +155,7 @@ class RepositoryService:
                 XdsError(v.XDSRegistryNotAvailable, "the registry could not be reached; nothing was stored")
             ]
         if any(e.is_error for e in errors):
-            await run_blocking(self._discard_pending, incoming)
+            await run_blocking(self._discard, incoming, True)
         else:
             await run_blocking(self._confirm, incoming)
         return errors
@@ -234,36 +250,49 @@ class RepositoryService:
                     self.store.put_chunks(iter(lambda fh=fh: fh.read(1024 * 1024), b""))
 
     def _store_pending(self, incoming: list[_Incoming]) -> None:
-        """Record durable bytes ``pending`` before the registry hears of them."""
-        now = _now()
+        """Record durable bytes ``pending`` before a remote registry hears of them."""
         with write_transaction(self.engine) as conn:
-            for item in incoming:
-                uid = item.doc.unique_id or ""
-                row = conn.execute(
-                    select(rd.c.sha1, rd.c.state).where(
-                        rd.c.repository_id == self.unique_id, rd.c.unique_id == uid
+            self._record(conn, incoming, "pending")
+
+    def _record(self, conn: Connection, incoming: list[_Incoming], state: str) -> None:
+        """Insert a row for each document whose bytes are durable; a resubmission of the same bytes
+        keeps its row, other bytes under a stored uniqueId are XDSNonIdenticalHash."""
+        now = _now()
+        for item in incoming:
+            uid = item.doc.unique_id or ""
+            _lock_blob(conn, item.sha1)
+            stored_sha1 = _SHA1_OF.scalar(conn, {"repository": self.unique_id, "uid": uid})
+            if stored_sha1 is not None:
+                if stored_sha1 != item.sha1:
+                    raise XdsException.of(
+                        v.XDSNonIdenticalHash,
+                        f"document {uid} is stored here with another hash ({stored_sha1})",
+                        item.doc.id,
                     )
-                ).first()
-                if row is not None:
-                    if row.sha1 != item.sha1:
-                        raise XdsException.of(
-                            v.XDSNonIdenticalHash,
-                            f"document {uid} is stored here with another hash ({row.sha1})",
-                            item.doc.id,
-                        )
-                    item.sha1 = ""  # a resubmission of bytes already stored: nothing to undo
-                    continue
-                conn.execute(
-                    insert(rd).values(
-                        repository_id=self.unique_id,
-                        unique_id=uid,
-                        sha1=item.sha1,
-                        size=item.size,
-                        mime_type=item.doc.mime_type or "application/octet-stream",
-                        state="pending",
-                        created=now,
-                    )
+                item.sha1 = ""  # a resubmission of bytes already stored: nothing to undo
+                continue
+            if not self.store.exists(item.sha1):
+                # the same bytes, sent at the same moment by a submission that failed, were removed
+                # with it after this one found them stored
+                raise XdsException.of(
+                    v.XDSRepositoryError,
+                    f"the bytes of document {uid} were removed while it was being stored; send it again",
+                    item.doc.id,
                 )
+            _INSERT_ROW.execute_many(
+                conn,
+                [
+                    {
+                        "repository_id": self.unique_id,
+                        "unique_id": uid,
+                        "sha1": item.sha1,
+                        "size": item.size,
+                        "mime_type": item.doc.mime_type or "application/octet-stream",
+                        "state": state,
+                        "created": now,
+                    }
+                ],
+            )
 
     def _confirm(self, incoming: list[_Incoming]) -> None:
         uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
@@ -276,10 +305,12 @@ class RepositoryService:
                 .values(state="stored")
             )
 
-    def _discard_pending(self, incoming: list[_Incoming]) -> None:
+    def _discard(self, incoming: list[_Incoming], pending_rows: bool) -> None:
+        """After a refused registration: remove this submission's pending rows (if it wrote any) and
+        the bytes it brought that no row points to."""
         uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
         with write_transaction(self.engine) as conn:
-            if uids:
+            if uids and pending_rows:
                 conn.execute(
                     delete(rd).where(
                         rd.c.repository_id == self.unique_id,
@@ -288,6 +319,7 @@ class RepositoryService:
                     )
                 )
             for sha1 in {i.sha1 for i in incoming if i.sha1}:
+                _lock_blob(conn, sha1)
                 self._delete_blob_if_unused(conn, sha1)
 
     def _delete_blob_if_unused(self, conn: Connection, sha1: str) -> None:
@@ -431,6 +463,26 @@ class RepositoryService:
         if any(counts.values()):
             log.info("repository %s recovered: %s", self.name, counts)
         return counts
+
+
+_INLINE_BYTES = 1024 * 1024
+
+_SHA1_OF = Prepared(
+    select(rd.c.sha1).where(rd.c.repository_id == bindparam("repository"), rd.c.unique_id == bindparam("uid"))
+)
+_INSERT_ROW = Prepared(
+    insert(rd), ["repository_id", "unique_id", "sha1", "size", "mime_type", "state", "created"]
+)
+
+
+def _lock_blob(conn: Connection, sha1: str) -> None:
+    """Serialise, per blob, recording a document against removing its bytes after a failure.
+
+    On SQLite every writer already holds the database's one write lock; on PostgreSQL a
+    transaction-scoped advisory lock keyed by the SHA-1 does it.
+    """
+    if conn.dialect.name == "postgresql" and sha1:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(key)s)", {"key": int(sha1[:15], 16)})
 
 
 class StoredRow(NamedTuple):

@@ -307,3 +307,26 @@ def test_invalid_submission_reports_every_error_and_stores_nothing(
     assert v.XDSRegistryDuplicateUniqueIdInMessage in codes
     assert codes.count(v.XDSRegistryMetadataError) >= 2
     assert all(count(engine, table) == 0 for name, table in t.metadata.tables.items() if name != "patients")
+
+
+def test_work_within_the_registration_transaction_commits_or_rolls_back_with_it(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
+    """``within`` (a repository of this process recording its documents) shares the transaction."""
+    seen: list[int] = []
+
+    def count_inside(conn) -> None:  # type: ignore[no-untyped-def]
+        # the submission's own rows are visible: same transaction
+        seen.append(int(conn.execute(select(func.count()).select_from(t.documents)).scalar_one()))
+
+    registrar.register(samples.submission(rng=rng).submission, within=count_inside)
+    assert seen == [1] and count(engine, t.documents) == 1
+
+    def refuse(conn) -> None:  # type: ignore[no-untyped-def]
+        raise XdsException.of(v.XDSRepositoryError, "the repository could not record it")
+
+    before = all_counts(engine)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(samples.submission(rng=rng).submission, within=refuse)
+    assert codes_of(exc) == [v.XDSRepositoryError]
+    assert all_counts(engine) == before

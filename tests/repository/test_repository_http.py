@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -246,6 +247,48 @@ def test_registry_refusal_is_passed_back_and_nothing_stays(server, rs_schema) ->
     assert (status, codes) == ("Failure", [v.XDSRegistryMetadataError])
     assert stored_counts(server) == (0, 0, 0)
     assert list(repo_of(server).store.tmp.iterdir()) == []
+
+
+def provide_one(server, s, data: bytes, rs_schema) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    env = envelope_bytes(v.ACTION_PROVIDE_AND_REGISTER, pnr_body(s.submission, {"Document01": xop("one@x")}))
+    body, ctype = mtom_message(env, [("one@x", data)])
+    return status_and_codes(post_mtom(f"{server.url}/repository", body, ctype), rs_schema)
+
+
+def test_resubmission_and_other_bytes_under_a_stored_unique_id(server, rs_schema) -> None:  # type: ignore[no-untyped-def]
+    patient = samples.patient_cx("13116900216")
+
+    def fresh():  # type: ignore[no-untyped-def]
+        s = samples.submission(patient, rng=random.Random())
+        d = s.documents[0]
+        d.slots = [x for x in d.slots if x.name not in ("hash", "size", "repositoryUniqueId")]
+        return s
+
+    first = fresh()
+    uid = first.documents[0].unique_id or ""
+    data = b"%PDF-1.7 epikrise " + uuid.uuid4().bytes
+    assert provide_one(server, first, data, rs_schema) == ("Success", [])
+
+    def again():  # type: ignore[no-untyped-def]
+        s = fresh()
+        s.documents[0].set_external_id(v.DE_UNIQUE_ID, uid)
+        return s
+
+    # the same bytes again under the same uniqueId: accepted, still one row and one blob
+    assert provide_one(server, again(), data, rs_schema) == ("Success", [])
+    rows, _, blobs = stored_counts(server)
+    assert (rows, blobs) == (1, 1)
+    # other bytes under it: refused, and neither a row nor the refused bytes stay
+    assert provide_one(server, again(), data + b"changed", rs_schema) == ("Failure", [v.XDSNonIdenticalHash])
+    assert stored_counts(server)[0::2] == (1, 1)
+    # a refused submission whose bytes equal a stored document's leaves that document's blob alone
+    other = sample()
+    other.documents[0].set_slot("creationTime", ["20261399"])
+    assert provide_one(server, other, data, rs_schema) == ("Failure", [v.XDSRegistryMetadataError])
+    assert stored_counts(server)[0::2] == (1, 1)
+    with RepositoryClient(f"{server.url}/repository") as client:
+        got, found = client.retrieve(repo_of(server).unique_id, [uid], Path(tempfile.mkdtemp()))
+    assert got.ok and found[0].path.read_bytes() == data
 
 
 def test_truncated_body_is_a_fault_and_server_keeps_serving(server, rs_schema) -> None:  # type: ignore[no-untyped-def]
