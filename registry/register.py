@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from registry import rows
 from registry import schema as t
-from registry.database import reader, write_transaction
+from registry.database import GroupCommit, reader, run_blocking, write_transaction
 from registry.patients import PatientDirectory
 from registry.statements import Prepared
 from xds.errors import XdsError, XdsException
@@ -88,6 +88,35 @@ class _Plan:
     extra_associations: list[Association] = field(default_factory=list)
 
 
+@dataclass
+class _Registration:
+    """One validated submission, ready to be written inside a transaction (``apply``)."""
+
+    registrar: Registrar
+    plan: _Plan
+    rows: _SubmissionRows
+    now: str
+    within: Callable[[Connection], None] | None
+
+    def apply(self, conn: Connection) -> None:
+        registrar, plan = self.registrar, self.plan
+        sub = plan.sub
+        ss = sub.submission_sets[0]
+        pid = ss.patient_id or ""
+        plan.patient_id = registrar.resolve_patient(pid, ss.id, conn)
+        if plan.patient_id != pid:  # a merged id: filed under the surviving one
+            _rewrite_patient_id(sub, plan.patient_id)
+            self.rows = _SubmissionRows.of(sub)
+        registrar._check_against_registry(conn, plan)
+        registrar._store(conn, plan, self.rows, self.now)
+        if self.within is not None:
+            self.within(conn)
+
+    def refusal(self) -> XdsException:
+        """What to answer when a unique constraint refused the submission (after its rollback)."""
+        return XdsException(self.registrar._explain_conflict(self.plan))
+
+
 class Registrar:
     """The Document Registry's ITI-42 logic over one database."""
 
@@ -104,6 +133,7 @@ class Registrar:
         self.profile = profile
         self.clock = clock
         self.validation = ValidationProfile(check_person_number=self._check_person_number)
+        self.commits = GroupCommit(engine)
 
     # ---------------------------------------------------------------------------------------------
     def _check_person_number(self, id_number: str, authority: str) -> str:
@@ -141,6 +171,27 @@ class Registrar:
         ``within`` runs last in the same transaction (a repository of this process records its
         documents there, ITI TF-2 §3.41.4.1.3); if it raises, nothing of the submission is stored.
         """
+        job = self.prepare(sub, within)
+        try:
+            with write_transaction(self.engine) as conn:
+                job.apply(conn)
+        except IntegrityError as exc:
+            raise job.refusal() from exc
+
+    async def register_together(
+        self, sub: Submission, within: Callable[[Connection], None] | None = None
+    ) -> None:
+        """:meth:`register` for the server: submissions that arrive together share one commit
+        (:class:`registry.database.GroupCommit`), each in its own savepoint — one refused leaves
+        the others as they would be had it never come."""
+        job = await run_blocking(self.prepare, sub, within)
+        try:
+            await self.commits.run(job.apply)
+        except IntegrityError as exc:
+            raise job.refusal() from exc
+
+    def prepare(self, sub: Submission, within: Callable[[Connection], None] | None = None) -> _Registration:
+        """Validate ``sub`` and build what it will write; XdsException if it is invalid as it stands."""
         errors = validate_submission(sub, profile=self.validation)
         if any(e.is_error for e in errors):
             raise XdsException(errors)
@@ -151,19 +202,7 @@ class Registrar:
         plan = _Plan(sub=sub, patient_id=pid, supplied_uuids=supplied)
         now = self.clock()
         _settle(sub, now)
-        prepared = _SubmissionRows.of(sub)
-        try:
-            with write_transaction(self.engine) as conn:
-                plan.patient_id = self.resolve_patient(pid, ss.id, conn)
-                if plan.patient_id != pid:  # a merged id: filed under the surviving one
-                    _rewrite_patient_id(sub, plan.patient_id)
-                    prepared = _SubmissionRows.of(sub)
-                self._check_against_registry(conn, plan)
-                self._store(conn, plan, prepared, now)
-                if within is not None:
-                    within(conn)
-        except IntegrityError as exc:
-            raise XdsException(self._explain_conflict(plan)) from exc
+        return _Registration(self, plan, _SubmissionRows.of(sub), now, within)
 
     def _explain_conflict(self, plan: _Plan) -> list[XdsError]:
         """Name what collided when a unique constraint refused the submission.

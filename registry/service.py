@@ -57,7 +57,7 @@ class RegistryService:
     async def register_body(self, body: object) -> bytes:
         try:
             sub = ebrim.parse_submit_objects_request(body)  # type: ignore[arg-type]
-            await run_blocking(self.registrar.register, sub)
+            await self.registrar.register_together(sub)
         except XdsException as exc:
             return registry_response(exc.errors)
         except Exception:

@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import Connection, select
 
 from registry import schema as t
-from registry.database import reader, run_blocking
+from registry.database import reader
 from registry.service import RegistryService
 from repository.service import LookupFunction, RegisterFunction
 from xds.errors import XdsError, XdsException
@@ -41,7 +41,7 @@ class LocalRegistration:
         self, sub: Submission, within: Callable[[Connection], None] | None = None
     ) -> list[XdsError]:
         try:
-            await run_blocking(self.registrar.register, sub, within)
+            await self.registrar.register_together(sub, within)
         except XdsException as exc:
             return exc.errors
         return []

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, event, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from registry import database
 from registry.database import (
     Checkpointer,
+    GroupCommit,
     QuickReads,
     WriteGate,
     open_engine,
@@ -150,3 +151,112 @@ def test_quick_reads_see_each_commit_from_any_thread(database_url: str) -> None:
     finally:
         _meta.drop_all(engine)
         engine.dispose()
+
+
+def _name_inserter(name: str):  # type: ignore[no-untyped-def]
+    def work(conn):  # type: ignore[no-untyped-def]
+        return _INSERT.scalar(conn, {"name": name})
+
+    return work
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_group_commit_shares_one_commit_and_isolates_failures(database_url: str, threads: bool) -> None:
+    """Work arriving together: one commit; a piece that fails is rolled back alone, with its error."""
+    engine = open_engine(database_url)
+    _meta.create_all(engine)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    group = GroupCommit(engine)
+
+    def count(conn):  # type: ignore[no-untyped-def]
+        return conn.execute(select(func.count()).select_from(_things)).scalar_one()
+
+    async def together() -> list[object]:
+        works = [
+            _name_inserter("a"),
+            _name_inserter("b"),
+            _name_inserter("a"),  # a unique constraint refuses this one
+            count,  # sees the work before it, as a serial transaction would
+            _name_inserter("c"),
+        ]
+        return await asyncio.gather(*(group.run(w) for w in works), return_exceptions=True)
+
+    use_threads(threads)
+    try:
+        a, b, refused, seen, c = asyncio.run(together())
+        committed = len(commits)
+    finally:
+        use_threads(False)
+        _meta.drop_all(engine)
+        engine.dispose()
+    assert isinstance(refused, IntegrityError)
+    assert seen == 2 and isinstance(a, int) and isinstance(b, int) and isinstance(c, int)
+    assert committed == 1
+
+
+def test_group_commit_keeps_what_each_piece_wrote(database_url: str) -> None:
+    engine = open_engine(database_url)
+    _meta.create_all(engine)
+    group = GroupCommit(engine)
+
+    async def together() -> None:
+        results = await asyncio.gather(
+            group.run(_name_inserter("x")),
+            group.run(_name_inserter("x")),
+            group.run(_name_inserter("y")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[1], IntegrityError)
+
+    try:
+        asyncio.run(together())
+        with engine.connect() as conn:
+            names = conn.execute(select(_things.c.name).order_by(_things.c.name)).scalars().all()
+        assert names == ["x", "y"]
+    finally:
+        _meta.drop_all(engine)
+        engine.dispose()
+
+
+def test_group_commit_waits_for_the_write_gate_without_blocking_the_loop(tmp_path: Path) -> None:
+    engine = _sqlite(tmp_path)
+    group = GroupCommit(engine)
+    gate = WriteGate(Path(engine.url.database).resolve())  # type: ignore[arg-type]
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:  # another worker process would look the same: flock on the same file
+        with gate.held():
+            held.set()
+            release.wait(10)
+
+    th = threading.Thread(target=holder)
+    th.start()
+    held.wait(10)
+
+    async def scenario() -> tuple[int, object]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        tick_task = asyncio.create_task(ticker())
+        work = asyncio.create_task(group.run(_name_inserter("late")))
+        await asyncio.sleep(0.2)
+        assert not work.done()  # still waiting for the gate ...
+        ticks_while_waiting = ticks  # ... while the loop kept running
+        release.set()
+        result = await asyncio.wait_for(work, 10)
+        tick_task.cancel()
+        return ticks_while_waiting, result
+
+    try:
+        ticks, result = asyncio.run(scenario())
+    finally:
+        release.set()
+        th.join()
+    assert ticks >= 10 and result == 1

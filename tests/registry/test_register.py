@@ -330,3 +330,29 @@ def test_work_within_the_registration_transaction_commits_or_rolls_back_with_it(
         registrar.register(samples.submission(rng=rng).submission, within=refuse)
     assert codes_of(exc) == [v.XDSRepositoryError]
     assert all_counts(engine) == before
+
+
+def test_submissions_arriving_together_share_a_commit_and_are_judged_one_by_one(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
+    """The server's path (register_together): a refused submission in a batch leaves the others."""
+    import asyncio
+
+    good = [samples.submission(rng=rng) for _ in range(3)]
+    clash = samples.submission(rng=rng)
+    ss_uid = good[0].submission.submission_sets[0].unique_id or ""
+    clash.submission.submission_sets[0].set_external_id(v.SS_UNIQUE_ID, ss_uid)
+    bad_patient = samples.submission("123^^^&1.2.3.4.5&ISO", rng=rng)
+
+    async def together() -> list[object]:
+        subs = [good[0].submission, clash.submission, good[1].submission, bad_patient.submission]
+        subs.append(good[2].submission)
+        return await asyncio.gather(*(registrar.register_together(s) for s in subs), return_exceptions=True)
+
+    ok0, clashed, ok1, unknown, ok2 = asyncio.run(together())
+    assert (ok0, ok1, ok2) == (None, None, None)
+    assert isinstance(clashed, XdsException)
+    assert [e.code for e in clashed.errors] == [v.XDSDuplicateUniqueIdInRegistry]
+    assert isinstance(unknown, XdsException)
+    assert [e.code for e in unknown.errors] == [v.XDSUnknownPatientId]
+    assert count(engine, t.submission_sets) == 3 and count(engine, t.documents) == 3
