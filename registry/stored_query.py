@@ -645,13 +645,10 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     doc_ids = by_kind.get("document", set()) | unknown
     folder_ids = by_kind.get("folder", set()) | unknown
     assoc_ids = by_kind.get("association", set()) | unknown
-    docs = _documents_by_ids(ctx, t.documents.c.uuid, doc_ids, filtered=True) if doc_ids else []
-    folders = (
-        _hits(
-            FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(one_of(f.uuid, chunk)), folder_ids)
-        )
-        if folder_ids
-        else []
+    # (fetch_in asks nothing for no ids)
+    docs = _documents_by_ids(ctx, t.documents.c.uuid, doc_ids, filtered=True)
+    folders = _hits(
+        FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(one_of(f.uuid, chunk)), folder_ids)
     )
     inner = {
         link.uuid: link
@@ -660,8 +657,6 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
                 lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), one_of(a.uuid, chunk)),
                 assoc_ids,
             )
-            if assoc_ids
-            else []
         )
     }
     if folders and docs:
