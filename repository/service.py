@@ -255,6 +255,7 @@ class RepositoryService:
         """Insert a row for each document whose bytes are durable; a resubmission of the same bytes
         keeps its row, other bytes under a stored uniqueId are XDSNonIdenticalHash."""
         now = _now()
+        rows = []
         for item in incoming:
             uid = item.doc.unique_id or ""
             _lock_blob(conn, item.sha1)
@@ -276,20 +277,18 @@ class RepositoryService:
                     f"the bytes of document {uid} were removed while it was being stored; send it again",
                     item.doc.id,
                 )
-            _INSERT_ROW.execute_many(
-                conn,
-                [
-                    {
-                        "repository_id": self.unique_id,
-                        "unique_id": uid,
-                        "sha1": item.sha1,
-                        "size": item.size,
-                        "mime_type": item.doc.mime_type or "application/octet-stream",
-                        "state": state,
-                        "created": now,
-                    }
-                ],
+            rows.append(
+                {
+                    "repository_id": self.unique_id,
+                    "unique_id": uid,
+                    "sha1": item.sha1,
+                    "size": item.size,
+                    "mime_type": item.doc.mime_type or "application/octet-stream",
+                    "state": state,
+                    "created": now,
+                }
             )
+        _INSERT_ROW.execute_many(conn, rows)
 
     def _confirm(self, incoming: list[_Incoming]) -> None:
         uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
