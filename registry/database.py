@@ -229,14 +229,33 @@ class QuickReads:
         self._sqlite = engine.dialect.name == "sqlite" and bool(engine.url.database)
 
     def rows(self, statement: Prepared, params: Mapping[str, object]) -> list[Any]:
+        with self.connection() as conn:
+            return statement.rows_on(conn, self.dialect, params)
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A DB-API connection in autocommit for reads, each statement its own snapshot.
+
+        SQLite: this thread's read-only connection. PostgreSQL: one from the engine's pool, in
+        autocommit while it is lent (no BEGIN, no COMMIT, no ROLLBACK when it goes back).
+        """
         if self._sqlite:
             conn = getattr(self._local, "conn", None)
             if conn is None:
                 conn = self._local.conn = _sqlite_reader(str(self.engine.url.database))
-            return statement.rows_on(conn, self.dialect, params)
+            yield conn
+            return
         pooled = self.engine.raw_connection()
         try:
-            return statement.rows_on(pooled, self.dialect, params)
+            driver = pooled.driver_connection
+            autocommit = self.dialect.name == "postgresql" and not driver.autocommit  # type: ignore[union-attr]
+            if autocommit:
+                driver.autocommit = True  # type: ignore[union-attr]
+            try:
+                yield pooled
+            finally:
+                if autocommit:
+                    driver.autocommit = False  # type: ignore[union-attr]
         finally:
             pooled.close()
 

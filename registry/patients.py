@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
 from registry.database import reader, write_transaction
@@ -78,12 +80,33 @@ class PatientDirectory:
         """Whether ``pid`` was fed (or merged) into this registry."""
         return self.resolve(pid) is not None
 
+    def resolve_on(self, dbapi_conn: Any, dialect: Dialect, pid: str) -> str | None:
+        """:meth:`resolve` on a DB-API connection (a stored query's, see ``QuickReads.connection``)."""
+        try:
+            current = canonical_cx(pid)
+        except ValueError:
+            return None
+
+        def merged_into(key: str) -> tuple[Any, ...] | None:
+            rows = self._lookup.rows_on(dbapi_conn, dialect, {"pid": key})
+            return rows[0] if rows else None
+
+        return self._follow(merged_into, current)
+
     def _resolve(self, conn: Connection, pid: str) -> str | None:
-        current = pid
-        for _ in range(MAX_MERGE_DEPTH):
-            cursor = self._lookup.execute(conn, {"pid": current})
+        def merged_into(key: str) -> tuple[Any, ...] | None:
+            cursor = self._lookup.execute(conn, {"pid": key})
             row = cursor.fetchone()
             cursor.close()
+            return row  # type: ignore[no-any-return]
+
+        return self._follow(merged_into, pid)
+
+    @staticmethod
+    def _follow(merged_into: Callable[[str], tuple[Any, ...] | None], pid: str) -> str | None:
+        current = pid
+        for _ in range(MAX_MERGE_DEPTH):
+            row = merged_into(current)
             if row is None:
                 # The first id is unknown; a dangling mark further on still names the survivor.
                 return None if current == pid else current

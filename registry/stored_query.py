@@ -39,17 +39,19 @@ from sqlalchemy import (
     Engine,
     Row,
     Select,
-    exists,
-    false,
+    Table,
+    bindparam,
     literal,
-    or_,
     select,
 )
+from sqlalchemy.engine import Dialect
 
 from registry import query_params as q
 from registry import schema as t
-from registry.database import reader
+from registry.database import QuickReads, reader
 from registry.patients import PatientDirectory, canonical_cx
+from registry.selection import Selections, Where
+from registry.statements import Prepared
 from xds.errors import XdsError, XdsException
 from xds.metadata import vocabulary as v
 from xds.metadata.hl7v2 import dtm_key
@@ -112,6 +114,9 @@ class StoredQueryEngine:
         self.home = home_community_id
         self.max_results = max_results
         self._home_attr = f' home="{home_community_id.translate(_ATTR_ESCAPES)}"'.encode()
+        self.selections = Selections()
+        self.reads = QuickReads(self.engine)
+        self.dialect = self.engine.dialect
 
     # --- the transaction ----------------------------------------------------------------------------
     def answer(self, request: etree._Element) -> bytes:
@@ -125,29 +130,45 @@ class StoredQueryEngine:
 
     def run(self, req: q.QueryRequest) -> list[Hit]:
         """The objects ``req`` selects, checked for patient count and size (ITI TF-2 §3.18.4.1.3)."""
+        if req.query.id in _ONE_TABLE:
+            # nothing returned is joined across statements: each statement may see its own
+            # snapshot, so no transaction (no BEGIN, no COMMIT)
+            with self.reads.connection() as dbapi:
+                return self._run(
+                    _Context(None, dbapi, self.dialect, req, self.patients, self.max_results, self.selections)
+                )
         with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
-                # one snapshot for the several statements of a content query; a query answered
-                # from one table runs without BEGIN and COMMIT (two round trips fewer)
-                one_table = req.query.id in _ONE_TABLE
-                conn = conn.execution_options(
-                    isolation_level="AUTOCOMMIT" if one_table else "REPEATABLE READ"
-                )
+                # one snapshot for the several statements of a content query
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                ctx = _Context(conn, req, self.patients, self.max_results)
-                hits = _HANDLERS[req.query.id](ctx)
-                if len(hits) > self.max_results:
-                    raise _too_many(self.max_results)
-                if req.leaf_class and not req.query.multi_patient:
-                    self._check_single_patient(conn, hits)
+                return self._run(
+                    _Context(
+                        conn,
+                        conn.connection,
+                        self.dialect,
+                        req,
+                        self.patients,
+                        self.max_results,
+                        self.selections,
+                    )
+                )
+
+    def _run(self, ctx: _Context) -> list[Hit]:
+        req = ctx.req
+        hits = _HANDLERS[req.query.id](ctx)
+        if len(hits) > self.max_results:
+            raise _too_many(self.max_results)
+        if req.leaf_class and not req.query.multi_patient:
+            self._check_single_patient(ctx, hits)
         return hits
 
-    def _check_single_patient(self, conn: Connection, hits: list[Hit]) -> None:
+    def _check_single_patient(self, ctx: _Context, hits: list[Hit]) -> None:
         """XDSResultNotSinglePatient when a LeafClass answer spans patients (ITI TF-2 §3.18.4.1.3)."""
         pids = {h.patient_id for h in hits if h.patient_id is not None}
         if len(pids) < 2:
             return
-        survivors = {self.patients.resolve(pid, conn) or pid for pid in pids}
+        survivors = {self.patients.resolve_on(ctx.dbapi, ctx.dialect, pid) or pid for pid in pids}
         if len(survivors) > 1:
             raise XdsException.of(
                 v.XDSResultNotSinglePatient,
@@ -221,12 +242,23 @@ def _too_many(limit: int) -> XdsException:
 # ------------------------------------------------------------------------------------------------
 # query context: the connection, the parameters and the shared selections
 # ------------------------------------------------------------------------------------------------
+_OBJECT = ("seq", "uuid", "patient_id")
+_OBJECT_XML = (*_OBJECT, "xml")
+_LINK = ("seq", "uuid", "type", "source", "target")
+_LINK_XML = (*_LINK, "xml")
+
+_merged_into = Prepared(select(t.patients.c.pid).where(t.patients.c.merged_into == bindparam("survivor")))
+
+
 @dataclass
 class _Context:
-    conn: Connection
+    conn: Connection | None  # for the Core statements of content queries (in a transaction)
+    dbapi: Any  # the DB-API connection every statement here runs on (the same one as conn's)
+    dialect: Dialect
     req: q.QueryRequest
     patients: PatientDirectory
     max_results: int
+    selections: Selections
     _patient_cache: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -239,7 +271,7 @@ class _Context:
 
     @property
     def sqlite(self) -> bool:
-        return self.conn.dialect.name == "sqlite"
+        return self.dialect.name == "sqlite"
 
     def defines(self, name: str) -> bool:
         return name in self.req.query.params
@@ -255,51 +287,90 @@ class _Context:
             ids.add(canonical_cx(pid))
         except ValueError:
             pass
-        survivor = self.patients.resolve(pid, self.conn)
+        survivor = self.patients.resolve_on(self.dbapi, self.dialect, pid)
         if survivor is not None:
             ids.add(survivor)
-            merged = self.conn.execute(select(t.patients.c.pid).where(t.patients.c.merged_into == survivor))
-            ids.update(merged.scalars())
+            ids.update(
+                row[0] for row in _merged_into.rows_on(self.dbapi, self.dialect, {"survivor": survivor})
+            )
         result = sorted(ids)
         self._patient_cache[pid] = result
         return result
 
-    def patients_condition(
-        self, column: ColumnElement[str], name: str, *, single: bool
-    ) -> ColumnElement[bool]:
+    def patients_in(self, where: Where, column: str, name: str, *, single: bool) -> Where:
+        """``where`` and: ``column`` holds one of the identifiers of the patient(s) in parameter ``name``."""
         pids = [self.p.one(name) or ""] if single else self.p.any(name)
-        ids = sorted({i for pid in pids for i in self.patient_ids(pid)})
-        return one_of(column, ids)
+        return where.one_of(column, sorted({i for pid in pids for i in self.patient_ids(pid)}))
 
     # --- fetching ----------------------------------------------------------------------------------
+    def select(self, table: Table, where: Where, *, ordered: bool = True) -> list[Any]:
+        """Rows of ``table`` (seq, uuid, patient_id[, xml] — or an association's columns) meeting
+        ``where``; XDSTooManyResults when there are more than the registry returns."""
+        if table is t.associations:
+            columns = _LINK_XML if self.leaf else _LINK
+        else:
+            columns = _OBJECT_XML if self.leaf else _OBJECT
+        rows = self.selections.rows(
+            self.dbapi, self.dialect, table, columns, where, limit=self.max_results + 1, ordered=ordered
+        )
+        if len(rows) > self.max_results:
+            raise _too_many(self.max_results)
+        return rows
+
+    def select_in(
+        self, table: Table, build: Callable[[list[str]], Where], values: Iterable[str]
+    ) -> list[Any]:
+        """Rows of ``table`` meeting ``build(chunk)`` over ``values`` in chunks of bounded size,
+        in ``seq`` order, each once."""
+        distinct = sorted(set(values))
+        rows: dict[int, Any] = {}
+        for i in range(0, len(distinct), _CHUNK):
+            for row in self.select(table, build(distinct[i : i + _CHUNK]), ordered=False):
+                rows.setdefault(row[0], row)
+            if len(rows) > self.max_results:
+                raise _too_many(self.max_results)
+        return [rows[k] for k in sorted(rows)]
+
     def fetch(self, stmt: Select[tuple[object, ...]]) -> list[Row[tuple[object, ...]]]:
-        """Rows of ``stmt``; XDSTooManyResults when there are more than the registry returns."""
+        """Rows of a Core ``stmt`` (the joined selections); XDSTooManyResults past the limit."""
+        assert self.conn is not None, "Core statements run in content queries' transactions only"
         rows = self.conn.execute(stmt.limit(self.max_results + 1)).all()
         if len(rows) > self.max_results:
             raise _too_many(self.max_results)
         return list(rows)
 
-    def fetch_in(
-        self, build: Callable[[list[str]], Select[tuple[object, ...]]], values: Iterable[str]
-    ) -> list[Row[tuple[object, ...]]]:
-        """``build(chunk)`` over ``values`` in chunks of bounded size, rows in ``seq`` order, unique."""
-        distinct = sorted(set(values))
-        rows: dict[object, Row[tuple[object, ...]]] = {}
-        for i in range(0, len(distinct), _CHUNK):
-            for row in self.fetch(build(distinct[i : i + _CHUNK])):
-                rows.setdefault(row.seq, row)
-            if len(rows) > self.max_results:
-                raise _too_many(self.max_results)
-        return [rows[k] for k in sorted(rows)]  # type: ignore[type-var]
+    def objects(self, kind: str, rows: Sequence[Any]) -> list[Hit]:
+        """Hits of rows of a document, submission set or folder selection."""
+        if self.leaf:
+            return [Hit(kind, uuid, pid, xml, seq) for seq, uuid, pid, xml in rows]
+        return [Hit(kind, uuid, pid, None, seq) for seq, uuid, pid in rows]
+
+    def links(self, rows: Sequence[Any]) -> list[_Link]:
+        """Links of rows of an association selection."""
+        if self.leaf:
+            return [
+                _Link(uuid, kind, source, target, xml, seq) for seq, uuid, kind, source, target, xml in rows
+            ]
+        return [_Link(uuid, kind, source, target, None, seq) for seq, uuid, kind, source, target in rows]
 
     # --- statuses of associations (ITI TF-2 §3.18.4.1.2.3.5.1) ---------------------------------------
+    def association_status(self, where: Where) -> Where:
+        """``where`` and the association statuses the request asks for."""
+        statuses = self.p.any(q.ASSOCIATION_STATUS)
+        if statuses:
+            return where.one_of("status", statuses)
+        if self.req.metadata_level == 1:
+            # $MetadataLevel 1 hides Deprecated associations (ITI TF-2 §3.18.4.1.2.3.5.1.1)
+            return where.one_of("status", [v.STATUS_APPROVED])
+        return where
+
     def association_condition(self) -> ColumnElement[bool]:
+        """The same as :meth:`association_status`, for the Core statements that join."""
         a = t.associations.c
         statuses = self.p.any(q.ASSOCIATION_STATUS)
         if statuses:
             return one_of(a.status, statuses)
         if self.req.metadata_level == 1:
-            # $MetadataLevel 1 hides Deprecated associations (ITI TF-2 §3.18.4.1.2.3.5.1.1)
             return a.status == v.STATUS_APPROVED
         return literal(True)
 
@@ -307,11 +378,6 @@ class _Context:
 # ------------------------------------------------------------------------------------------------
 # selections of each kind of object
 # ------------------------------------------------------------------------------------------------
-def _doc_columns(ctx: _Context) -> Select[tuple[object, ...]]:
-    d = t.documents.c
-    return select(d.seq, d.uuid, d.patient_id, d.xml if ctx.leaf else literal(None).label("xml"))
-
-
 def _ss_columns(ctx: _Context) -> Select[tuple[object, ...]]:
     s = t.submission_sets.c
     return select(s.seq, s.uuid, s.patient_id, s.xml if ctx.leaf else literal(None).label("xml"))
@@ -345,135 +411,95 @@ def one_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[b
     return column.in_(values)
 
 
-def _code_exists(kind: str, values: list[str]) -> ColumnElement[bool]:
-    """The document has a ``kind`` code (event/conf/refid) among ``values``."""
-    dc = t.document_codes.c
-    return exists().where(dc.doc_seq == t.documents.c.seq, dc.kind == kind, one_of(dc.value, values))
-
-
-def like(column: ColumnElement[str], pattern: str, *, sqlite: bool) -> ColumnElement[bool]:
-    """``column`` matches ``pattern`` (``%`` any run, ``_`` one character), case-sensitively.
-
-    PostgreSQL: LIKE with an explicit escape character. SQLite's LIKE ignores ASCII case, so the
-    pattern is translated to GLOB, whose other special characters are bracketed.
-    """
-    if sqlite:
-        glob = []
-        for ch in pattern:
-            if ch == "%":
-                glob.append("*")
-            elif ch == "_":
-                glob.append("?")
-            elif ch in "*?[":
-                glob.append(f"[{ch}]")
-            else:
-                glob.append(ch)
-        return column.op("GLOB")("".join(glob))
-    return column.like(pattern.replace("\\", "\\\\"), escape="\\")
-
-
-def _time_range(ctx: _Context, column: ColumnElement[str], low: str, high: str) -> list[ColumnElement[bool]]:
-    conds = []
+def _time_range(ctx: _Context, where: Where, column: str, low: str, high: str) -> Where:
     start, end = ctx.p.one(low), ctx.p.one(high)
     if start:
-        conds.append(column >= dtm_key(start))
+        where.at_least(column, dtm_key(start))
     if end:
-        conds.append(column < dtm_key(end))
-    return conds
+        where.below(column, dtm_key(end))
+    return where
 
 
 _DOC_CODE_COLUMNS = (
-    (q.DE_CLASS_CODE, t.documents.c.class_code),
-    (q.DE_TYPE_CODE, t.documents.c.type_code),
-    (q.DE_PRACTICE_SETTING_CODE, t.documents.c.practice_setting_code),
-    (q.DE_FACILITY_CODE, t.documents.c.facility_type_code),
-    (q.DE_FORMAT_CODE, t.documents.c.format_code),
+    (q.DE_CLASS_CODE, "class_code"),
+    (q.DE_TYPE_CODE, "type_code"),
+    (q.DE_PRACTICE_SETTING_CODE, "practice_setting_code"),
+    (q.DE_FACILITY_CODE, "facility_type_code"),
+    (q.DE_FORMAT_CODE, "format_code"),
 )
 _DOC_TIMES = (
-    (t.documents.c.creation_time, q.DE_CREATION_TIME_FROM, q.DE_CREATION_TIME_TO),
-    (t.documents.c.service_start_time, q.DE_SERVICE_START_FROM, q.DE_SERVICE_START_TO),
-    (t.documents.c.service_stop_time, q.DE_SERVICE_STOP_FROM, q.DE_SERVICE_STOP_TO),
+    ("creation_time", q.DE_CREATION_TIME_FROM, q.DE_CREATION_TIME_TO),
+    ("service_start_time", q.DE_SERVICE_START_FROM, q.DE_SERVICE_START_TO),
+    ("service_stop_time", q.DE_SERVICE_STOP_FROM, q.DE_SERVICE_STOP_TO),
 )
 
 
-def document_conditions(ctx: _Context) -> list[ColumnElement[bool]]:
-    """The DocumentEntry filters of ITI TF-2 §3.18.4.1.2.3.7.1 that the query defines and the request gives."""
-    d = t.documents.c
+def document_conditions(ctx: _Context, where: Where) -> Where:
+    """``where`` and the DocumentEntry filters of ITI TF-2 §3.18.4.1.2.3.7.1 that the query defines
+    and the request gives."""
     p = ctx.p
-    conds: list[ColumnElement[bool]] = []
     for name, column in _DOC_CODE_COLUMNS:
         if p.has(name):
-            conds.append(one_of(column, p.any(name)))
+            where.one_of(column, p.any(name))
     for column, low, high in _DOC_TIMES:
-        conds += _time_range(ctx, column, low, high)
+        _time_range(ctx, where, column, low, high)
     for group in p.groups(q.DE_EVENT_CODE):
-        conds.append(_code_exists("event", group))
+        where.document_code("event", group)
     for group in p.groups(q.DE_CONFIDENTIALITY_CODE):
-        conds.append(_code_exists("conf", group))
+        where.document_code("conf", group)
     for group in p.groups(q.DE_REFERENCE_ID):
-        conds.append(_code_exists("refid", group))
+        where.document_code("refid", group)
     if p.has(q.DE_AUTHOR_PERSON):
-        dc = t.document_codes.c
-        matches = [like(dc.value, pattern, sqlite=ctx.sqlite) for pattern in p.any(q.DE_AUTHOR_PERSON)]
-        conds.append(exists().where(dc.doc_seq == d.seq, dc.kind == "author", or_(*matches)))
+        where.document_author(p.any(q.DE_AUTHOR_PERSON), sqlite=ctx.sqlite)
     if p.has(q.DE_STATUS):
-        conds.append(one_of(d.status, p.any(q.DE_STATUS)))
+        where.one_of("status", p.any(q.DE_STATUS))
     if ctx.defines(q.DE_TYPE):
-        conds.append(one_of(d.object_type, p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE]))
+        where.one_of("object_type", p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE])
     if p.has(q.DE_AVAILABILITY) and v.DOCUMENT_AVAILABILITY_ONLINE not in p.any(q.DE_AVAILABILITY):
         # this registry holds no Offline entries (documentAvailability is changed only by ITI-57)
-        conds.append(false())
-    return conds
+        where.never()
+    return where
 
 
-def _documents_by_ids(
-    ctx: _Context, column: ColumnElement[str], ids: Iterable[str], *, filtered: bool
-) -> list[Hit]:
-    extra = document_conditions(ctx) if filtered else []
-    rows = ctx.fetch_in(lambda chunk: _doc_columns(ctx).where(one_of(column, chunk), *extra), ids)
-    return _hits(DOCUMENT, rows)
+def _documents_by_ids(ctx: _Context, column: str, ids: Iterable[str], *, filtered: bool) -> list[Hit]:
+    def build(chunk: list[str]) -> Where:
+        where = Where().one_of(column, chunk)
+        return document_conditions(ctx, where) if filtered else where
+
+    return ctx.objects(DOCUMENT, ctx.select_in(t.documents, build, ids))
 
 
-def _associations(ctx: _Context, *conds: ColumnElement[bool]) -> list[_Link]:
-    stmt = _assoc_columns(ctx).where(ctx.association_condition(), *conds).order_by(t.associations.c.seq)
-    return _links(ctx.fetch(stmt))
+def _associations_touching(
+    ctx: _Context, ids: Iterable[str], types: Sequence[str] | None = None
+) -> list[_Link]:
+    """Associations whose source or target is one of ``ids`` (and whose type is in ``types``)."""
 
+    def build(chunk: list[str]) -> Where:
+        where = ctx.association_status(Where()).either("source", "target", chunk)
+        return where if types is None else where.one_of("type", types)
 
-def _associations_touching(ctx: _Context, ids: Iterable[str], *conds: ColumnElement[bool]) -> list[_Link]:
-    """Associations whose source or target is one of ``ids``."""
-    a = t.associations.c
-    rows = ctx.fetch_in(
-        lambda chunk: _assoc_columns(ctx).where(
-            ctx.association_condition(), or_(one_of(a.source, chunk), one_of(a.target, chunk)), *conds
-        ),
-        ids,
-    )
-    return _links(rows)
+    return ctx.links(ctx.select_in(t.associations, build, ids))
 
 
 def _documents_named(ctx: _Context) -> list[Hit]:
     """The entries a Get* query names by entryUUID, uniqueId or logicalID (unfiltered)."""
-    d = t.documents.c
     p = ctx.p
-    for name, column in ((q.DE_ENTRY_UUID, d.uuid), (q.DE_UNIQUE_ID, d.unique_id), (q.DE_LOGICAL_ID, d.lid)):
+    for name, column in ((q.DE_ENTRY_UUID, "uuid"), (q.DE_UNIQUE_ID, "unique_id"), (q.DE_LOGICAL_ID, "lid")):
         if p.has(name):
             return _documents_by_ids(ctx, column, p.any(name), filtered=False)
     return []
 
 
 def _folders_named(ctx: _Context) -> list[Hit]:
-    f = t.folders.c
     p = ctx.p
     for name, column in (
-        (q.FOLDER_ENTRY_UUID, f.uuid),
-        (q.FOLDER_UNIQUE_ID, f.unique_id),
-        (q.FOLDER_LOGICAL_ID, f.lid),
+        (q.FOLDER_ENTRY_UUID, "uuid"),
+        (q.FOLDER_UNIQUE_ID, "unique_id"),
+        (q.FOLDER_LOGICAL_ID, "lid"),
     ):
         if p.has(name):
-            rows = ctx.fetch_in(
-                lambda chunk, c=column: _folder_columns(ctx).where(one_of(c, chunk)), p.any(name)
-            )
-            return _hits(FOLDER, rows)
+            rows = ctx.select_in(t.folders, lambda chunk, c=column: Where().one_of(c, chunk), p.any(name))
+            return ctx.objects(FOLDER, rows)
     return []
 
 
@@ -486,87 +512,52 @@ def _by_seq(hits: Iterable[Hit]) -> list[Hit]:
 # ------------------------------------------------------------------------------------------------
 def find_documents(ctx: _Context) -> list[Hit]:
     """FindDocuments, FindDocumentsByReferenceId and their ITI-51 forms (§3.18.4.1.2.3.7.1, .7.14, §3.51)."""
-    d = t.documents.c
-    conds = document_conditions(ctx)
+    where = document_conditions(ctx, Where())
     if ctx.p.has(q.DE_PATIENT_ID):
-        conds.append(
-            ctx.patients_condition(d.patient_id, q.DE_PATIENT_ID, single=not ctx.req.query.multi_patient)
-        )
-    return _hits(DOCUMENT, ctx.fetch(_doc_columns(ctx).where(*conds).order_by(d.seq)))
+        ctx.patients_in(where, "patient_id", q.DE_PATIENT_ID, single=not ctx.req.query.multi_patient)
+    return ctx.objects(DOCUMENT, ctx.select(t.documents, where))
 
 
 def find_submission_sets(ctx: _Context) -> list[Hit]:
     """FindSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.2)."""
-    s = t.submission_sets.c
     p = ctx.p
-    conds = [
-        ctx.patients_condition(s.patient_id, q.SS_PATIENT_ID, single=True),
-        one_of(s.status, p.any(q.SS_STATUS)),
-        *_time_range(ctx, s.submission_time, q.SS_SUBMISSION_TIME_FROM, q.SS_SUBMISSION_TIME_TO),
-    ]
+    where = ctx.patients_in(Where(), "patient_id", q.SS_PATIENT_ID, single=True)
+    where.one_of("status", p.any(q.SS_STATUS))
+    _time_range(ctx, where, "submission_time", q.SS_SUBMISSION_TIME_FROM, q.SS_SUBMISSION_TIME_TO)
     if p.has(q.SS_SOURCE_ID):
-        conds.append(one_of(s.source_id, p.any(q.SS_SOURCE_ID)))
+        where.one_of("source_id", p.any(q.SS_SOURCE_ID))
     if p.has(q.SS_CONTENT_TYPE):
-        conds.append(one_of(s.content_type_code, p.any(q.SS_CONTENT_TYPE)))
+        where.one_of("content_type_code", p.any(q.SS_CONTENT_TYPE))
     if p.has(q.SS_AUTHOR_PERSON):
-        sa = t.submission_set_authors.c
-        pattern = p.one(q.SS_AUTHOR_PERSON) or ""
-        conds.append(exists().where(sa.ss_seq == s.seq, like(sa.author_person, pattern, sqlite=ctx.sqlite)))
-    return _hits(SUBMISSION_SET, ctx.fetch(_ss_columns(ctx).where(*conds).order_by(s.seq)))
+        where.set_author(p.one(q.SS_AUTHOR_PERSON) or "", sqlite=ctx.sqlite)
+    return ctx.objects(SUBMISSION_SET, ctx.select(t.submission_sets, where))
 
 
 def find_folders(ctx: _Context) -> list[Hit]:
     """FindFolders and FindFoldersForMultiplePatients (ITI TF-2 §3.18.4.1.2.3.7.3, §3.51)."""
-    f = t.folders.c
     p = ctx.p
-    conds = [
-        one_of(f.status, p.any(q.FOLDER_STATUS)),
-        *_time_range(ctx, f.last_update_time, q.FOLDER_LAST_UPDATE_FROM, q.FOLDER_LAST_UPDATE_TO),
-    ]
+    where = Where().one_of("status", p.any(q.FOLDER_STATUS))
+    _time_range(ctx, where, "last_update_time", q.FOLDER_LAST_UPDATE_FROM, q.FOLDER_LAST_UPDATE_TO)
     if p.has(q.FOLDER_PATIENT_ID):
-        conds.append(
-            ctx.patients_condition(f.patient_id, q.FOLDER_PATIENT_ID, single=not ctx.req.query.multi_patient)
-        )
-    fc = t.folder_codes.c
+        ctx.patients_in(where, "patient_id", q.FOLDER_PATIENT_ID, single=not ctx.req.query.multi_patient)
     for group in p.groups(q.FOLDER_CODE_LIST):
-        conds.append(exists().where(fc.folder_seq == f.seq, one_of(fc.value, group)))
-    return _hits(FOLDER, ctx.fetch(_folder_columns(ctx).where(*conds).order_by(f.seq)))
+        where.folder_code(group)
+    return ctx.objects(FOLDER, ctx.select(t.folders, where))
 
 
 def get_all(ctx: _Context) -> list[Hit]:
     """GetAll (ITI TF-2 §3.18.4.1.2.3.7.4): a patient's entries, sets and folders, and every association
     from or to one of them (as the NIST registry simulator answers it)."""
-    d, s, f = t.documents.c, t.submission_sets.c, t.folders.c
     p = ctx.p
-    docs = _hits(
-        DOCUMENT,
-        ctx.fetch(
-            _doc_columns(ctx)
-            .where(ctx.patients_condition(d.patient_id, q.PATIENT_ID, single=True), *document_conditions(ctx))
-            .order_by(d.seq)
-        ),
+    docs_where = ctx.patients_in(Where(), "patient_id", q.PATIENT_ID, single=True)
+    docs = ctx.objects(DOCUMENT, ctx.select(t.documents, document_conditions(ctx, docs_where)))
+    sets_where = ctx.patients_in(Where(), "patient_id", q.PATIENT_ID, single=True)
+    sets = ctx.objects(
+        SUBMISSION_SET, ctx.select(t.submission_sets, sets_where.one_of("status", p.any(q.SS_STATUS)))
     )
-    sets = _hits(
-        SUBMISSION_SET,
-        ctx.fetch(
-            _ss_columns(ctx)
-            .where(
-                ctx.patients_condition(s.patient_id, q.PATIENT_ID, single=True),
-                one_of(s.status, p.any(q.SS_STATUS)),
-            )
-            .order_by(s.seq)
-        ),
-    )
-    folders = _hits(
-        FOLDER,
-        ctx.fetch(
-            _folder_columns(ctx)
-            .where(
-                ctx.patients_condition(f.patient_id, q.PATIENT_ID, single=True),
-                one_of(f.status, p.any(q.FOLDER_STATUS)),
-            )
-            .order_by(f.seq)
-        ),
+    folders_where = ctx.patients_in(Where(), "patient_id", q.PATIENT_ID, single=True)
+    folders = ctx.objects(
+        FOLDER, ctx.select(t.folders, folders_where.one_of("status", p.any(q.FOLDER_STATUS)))
     )
     objects = [*docs, *sets, *folders]
     links = _associations_touching(ctx, [h.uuid for h in objects])
@@ -598,19 +589,26 @@ def get_documents_and_associations(ctx: _Context) -> list[Hit]:
 def get_submission_sets(ctx: _Context) -> list[Hit]:
     """GetSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.9): the sets holding the objects, and their HasMembers."""
     a, s = t.associations.c, t.submission_sets.c
-    links = _links(
-        ctx.fetch_in(
-            lambda chunk: (
-                _assoc_columns(ctx)
-                .join(t.submission_sets, s.uuid == a.source)
-                .where(ctx.association_condition(), a.type == v.HAS_MEMBER, one_of(a.target, chunk))
-            ),
-            ctx.p.any(q.UUID),
+    distinct = sorted(set(ctx.p.any(q.UUID)))
+    rows: dict[object, Row[tuple[object, ...]]] = {}
+    for i in range(0, len(distinct), _CHUNK):
+        stmt = (
+            _assoc_columns(ctx)
+            .join(t.submission_sets, s.uuid == a.source)
+            .where(
+                ctx.association_condition(),
+                a.type == v.HAS_MEMBER,
+                one_of(a.target, distinct[i : i + _CHUNK]),
+            )
         )
-    )
+        for row in ctx.fetch(stmt):
+            rows.setdefault(row.seq, row)
+        if len(rows) > ctx.max_results:
+            raise _too_many(ctx.max_results)
+    links = _links([rows[k] for k in sorted(rows)])  # type: ignore[type-var]
     sources = {link.source for link in links}
-    sets = _hits(
-        SUBMISSION_SET, ctx.fetch_in(lambda chunk: _ss_columns(ctx).where(one_of(s.uuid, chunk)), sources)
+    sets = ctx.objects(
+        SUBMISSION_SET, ctx.select_in(t.submission_sets, lambda chunk: Where().one_of("uuid", chunk), sources)
     )
     return [*sets, *(link.hit() for link in links)]
 
@@ -622,12 +620,12 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     type), the associations it holds and the folder memberships among what is returned (each only
     when both its ends are returned), and its HasMembers to what is returned.
     """
-    s, f, a = t.submission_sets.c, t.folders.c, t.associations.c
+    a = t.associations.c
     p = ctx.p
-    where = (
-        s.uuid == p.one(q.SS_ENTRY_UUID) if p.has(q.SS_ENTRY_UUID) else s.unique_id == p.one(q.SS_UNIQUE_ID)
+    named = ("uuid", q.SS_ENTRY_UUID) if p.has(q.SS_ENTRY_UUID) else ("unique_id", q.SS_UNIQUE_ID)
+    sets = ctx.objects(
+        SUBMISSION_SET, ctx.select(t.submission_sets, Where().one_of(named[0], [p.one(named[1])]))
     )
-    sets = _hits(SUBMISSION_SET, ctx.fetch(_ss_columns(ctx).where(where)))
     if not sets:
         return []
     ss = sets[0]
@@ -649,17 +647,16 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     doc_ids = by_kind.get("document", set()) | unknown
     folder_ids = by_kind.get("folder", set()) | unknown
     assoc_ids = by_kind.get("association", set()) | unknown
-    # (fetch_in asks nothing for no ids)
-    docs = _documents_by_ids(ctx, t.documents.c.uuid, doc_ids, filtered=True)
-    folders = _hits(
-        FOLDER, ctx.fetch_in(lambda chunk: _folder_columns(ctx).where(one_of(f.uuid, chunk)), folder_ids)
+    # (select_in asks nothing for no ids)
+    docs = _documents_by_ids(ctx, "uuid", doc_ids, filtered=True)
+    folders = ctx.objects(
+        FOLDER, ctx.select_in(t.folders, lambda chunk: Where().one_of("uuid", chunk), folder_ids)
     )
     inner = {
         link.uuid: link
-        for link in _links(
-            ctx.fetch_in(
-                lambda chunk: _assoc_columns(ctx).where(ctx.association_condition(), one_of(a.uuid, chunk)),
-                assoc_ids,
+        for link in ctx.links(
+            ctx.select_in(
+                t.associations, lambda chunk: ctx.association_status(Where()).one_of("uuid", chunk), assoc_ids
             )
         )
     }
@@ -667,9 +664,9 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
         # the folder memberships among what is returned, wherever they were submitted
         doc_ids = [h.uuid for h in docs]
         for folder in folders:
-            for link in _associations(
-                ctx, a.source == folder.uuid, a.type == v.HAS_MEMBER, one_of(a.target, doc_ids)
-            ):
+            where = ctx.association_status(Where())
+            where.one_of("source", [folder.uuid]).one_of("type", [v.HAS_MEMBER]).one_of("target", doc_ids)
+            for link in ctx.links(ctx.select(t.associations, where)):
                 inner.setdefault(link.uuid, link)
     returned = {ss.uuid} | {h.uuid for h in docs} | {h.uuid for h in folders}
     inner_kept = [link for link in inner.values() if link.source in returned and link.target in returned]
@@ -681,31 +678,27 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
 
 def get_folder_and_contents(ctx: _Context) -> list[Hit]:
     """GetFolderAndContents (ITI TF-2 §3.18.4.1.2.3.7.11): a folder, its entries and its HasMembers."""
-    f, a = t.folders.c, t.associations.c
     p = ctx.p
-    where = (
-        f.uuid == p.one(q.FOLDER_ENTRY_UUID)
-        if p.has(q.FOLDER_ENTRY_UUID)
-        else f.unique_id == p.one(q.FOLDER_UNIQUE_ID)
-    )
-    folders = _hits(FOLDER, ctx.fetch(_folder_columns(ctx).where(where)))
+    named = ("uuid", q.FOLDER_ENTRY_UUID) if p.has(q.FOLDER_ENTRY_UUID) else ("unique_id", q.FOLDER_UNIQUE_ID)
+    folders = ctx.objects(FOLDER, ctx.select(t.folders, Where().one_of(named[0], [p.one(named[1])])))
     if not folders:
         return []
     folder = folders[0]
-    members = _associations(ctx, a.source == folder.uuid, a.type == v.HAS_MEMBER)
-    docs = _documents_by_ids(ctx, t.documents.c.uuid, {m.target for m in members}, filtered=True)
+    where = ctx.association_status(Where()).one_of("source", [folder.uuid]).one_of("type", [v.HAS_MEMBER])
+    members = ctx.links(ctx.select(t.associations, where))
+    docs = _documents_by_ids(ctx, "uuid", {m.target for m in members}, filtered=True)
     returned = {h.uuid for h in docs}
     return [folder, *docs, *(m.hit() for m in members if m.target in returned)]
 
 
-def _one_document(ctx: _Context, *extra: ColumnElement[bool]) -> list[Hit]:
+def _one_document(ctx: _Context, types: Sequence[str] | None = None) -> list[Hit]:
     """The entry (entries, for a resubmitted uniqueId) a single-document query names."""
-    d = t.documents.c
     p = ctx.p
-    where = (
-        d.uuid == p.one(q.DE_ENTRY_UUID) if p.has(q.DE_ENTRY_UUID) else d.unique_id == p.one(q.DE_UNIQUE_ID)
-    )
-    return _hits(DOCUMENT, ctx.fetch(_doc_columns(ctx).where(where, *extra).order_by(d.seq)))
+    named = ("uuid", q.DE_ENTRY_UUID) if p.has(q.DE_ENTRY_UUID) else ("unique_id", q.DE_UNIQUE_ID)
+    where = Where().one_of(named[0], [p.one(named[1])])
+    if types is not None:
+        where.one_of("object_type", types)
+    return ctx.objects(DOCUMENT, ctx.select(t.documents, where))
 
 
 def get_folders_for_document(ctx: _Context) -> list[Hit]:
@@ -726,17 +719,18 @@ def get_related_documents(ctx: _Context) -> list[Hit]:
     The entry, the entries related to it by associations of the given types, and those
     associations; nothing at all when it has no such relation.
     """
-    a, d = t.associations.c, t.documents.c
-    type_filter = one_of(d.object_type, ctx.p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE])
-    originals = _one_document(ctx, type_filter)
+    types = ctx.p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE]
+    originals = _one_document(ctx, types)
     if not originals:
         return []
     ids = {h.uuid for h in originals}
-    links = _associations_touching(ctx, ids, one_of(a.type, ctx.p.any(q.ASSOCIATION_TYPES)))
+    links = _associations_touching(ctx, ids, ctx.p.any(q.ASSOCIATION_TYPES))
     others = {link.target if link.source in ids else link.source for link in links} - ids
-    related = _hits(
+    related = ctx.objects(
         DOCUMENT,
-        ctx.fetch_in(lambda chunk: _doc_columns(ctx).where(one_of(d.uuid, chunk), type_filter), others),
+        ctx.select_in(
+            t.documents, lambda chunk: Where().one_of("uuid", chunk).one_of("object_type", types), others
+        ),
     )
     related_ids = {h.uuid for h in related}
     kept = [link for link in links if link.source in related_ids or link.target in related_ids]
@@ -783,4 +777,4 @@ _ONE_TABLE = frozenset(
     }
 )
 
-__all__ = ["StoredQueryEngine", "Hit", "query_response", "with_home", "like", "DEFAULT_MAX_RESULTS"]
+__all__ = ["StoredQueryEngine", "Hit", "query_response", "with_home", "DEFAULT_MAX_RESULTS"]
