@@ -132,3 +132,35 @@ def test_normalize_cid() -> None:
     assert mtom.normalize_cid("cid:doc1%40example.org") == "doc1@example.org"
     assert mtom.normalize_cid("<doc1@example.org>") == "doc1@example.org"
     assert mtom.normalize_cid(" doc1@example.org ") == "doc1@example.org"
+
+
+@pytest.mark.parametrize(
+    ("header", "media", "params"),
+    [
+        (
+            'application/soap+xml; charset=UTF-8; action="urn:ihe:iti:2007:RegistryStoredQuery"',
+            "application/soap+xml",
+            {"charset": "UTF-8", "action": "urn:ihe:iti:2007:RegistryStoredQuery"},
+        ),
+        # SOAP stacks that leave the action unquoted
+        (
+            "application/soap+xml;action=urn:a:b;charset=utf-8",
+            "application/soap+xml",
+            {"action": "urn:a:b", "charset": "utf-8"},
+        ),
+        (
+            'Multipart/Related; boundary="----=_Part_0"; start="<r@x>"; start-info="application/soap+xml; action=\\"urn:x\\""',
+            "multipart/related",
+            {
+                "boundary": "----=_Part_0",
+                "start": "<r@x>",
+                "start-info": 'application/soap+xml; action="urn:x"',
+            },
+        ),
+        ('a/b; X = "1" ; y; x=2', "a/b", {"x": "2"}),  # names fold case, the last wins, no "=" is skipped
+        ("garbage; boundary=x", "text/plain", {"boundary": "x"}),  # RFC 2045 §5.2 default type
+        ("", "text/plain", {}),
+    ],
+)
+def test_content_type_params(header: str, media: str, params: dict[str, str]) -> None:
+    assert mtom.content_type_params(header) == (media, params)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from email.message import Message
 from urllib.parse import unquote
 
 from lxml import etree
@@ -26,12 +26,37 @@ XOP_INCLUDE = "{" + NS_XOP + "}Include"
 MAX_HEADER_BYTES = 16 * 1024
 
 
+_PARAM = re.compile(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*?)\s*(?:;|$)')
+
+
 def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
-    """The media type and its parameters (quoted values unquoted), as RFC 2045 reads them."""
-    msg = Message()
-    msg["content-type"] = content_type
-    params = {k.lower(): v for k, v in msg.get_params(failobj=[])[1:]}
-    return msg.get_content_type(), params
+    """The media type (lower case) and its parameters (names lower case, quoted values unquoted).
+
+    RFC 2045 §5.1, read as leniently as mail readers do: unquoted values may hold any character but
+    ``;`` (SOAP stacks send ``action=urn:...`` unquoted), a parameter without ``=`` is skipped, the
+    last of a repeated parameter wins, and a type that is not ``type/subtype`` reads as
+    ``text/plain`` (§5.2).
+    """
+    media, _, rest = content_type.partition(";")
+    media = media.strip().lower()
+    main, slash, sub = media.partition("/")
+    if not slash or not main.strip() or not sub.strip() or "/" in sub:
+        media = "text/plain"
+    params: dict[str, str] = {}
+    at, end = 0, len(rest)
+    while at < end:
+        found = _PARAM.match(rest, at)
+        if found is None:  # no "name=": skip to the next parameter
+            semi = rest.find(";", at)
+            at = end if semi < 0 else semi + 1
+            continue
+        value = found.group(2)
+        if value.startswith('"'):
+            value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+            value = value.replace("\\\\", "\\").replace('\\"', '"')
+        params[found.group(1).lower()] = value
+        at = found.end()
+    return media, params
 
 
 def normalize_cid(value: str) -> str:
