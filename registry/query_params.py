@@ -26,6 +26,7 @@ $XDSAssociationStatus parameters) of ITI TF-2 §3.18.4.1.2.3.5.1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -349,7 +350,31 @@ def parse_value(text: str) -> list[str]:
     return values
 
 
+# one item of a list and what follows it: a quoted string ('' for a quote) or a bare number/word
+_ITEM = re.compile(r"\s*(?:'((?:[^']|'')*)'|([^,'()\s](?:[^,'()]*[^,'()\s])?))\s*(,|\Z)")
+
+
 def _scan_list(s: str) -> list[str]:
+    """The items of a comma-separated list; anything the quick reading cannot take is read again
+    by :func:`_scan_list_slowly`, which says what is wrong."""
+    values: list[str] = []
+    at, n = 0, len(s)
+    if not s or s.isspace():
+        return values
+    while True:
+        found = _ITEM.match(s, at)
+        if found is None:
+            return _scan_list_slowly(s)
+        quoted, bare, comma = found.groups()
+        values.append(bare if quoted is None else quoted.replace("''", "'"))
+        at = found.end()
+        if not comma:
+            return values
+        if at == n:
+            return _scan_list_slowly(s)  # ends with a comma
+
+
+def _scan_list_slowly(s: str) -> list[str]:
     values: list[str] = []
     i, n = 0, len(s)
     while True:
