@@ -259,11 +259,33 @@ class QuickReads:
         finally:
             pooled.close()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """A DB-API connection inside one read-only transaction: every statement sees the same
+        committed state (SQLite: a deferred read transaction on the WAL; PostgreSQL: REPEATABLE READ).
+        The transaction ends when the block does."""
+        with self.connection() as conn:
+            begin = "BEGIN" if self._sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+            cursor = conn.cursor()
+            cursor.execute(begin)
+            try:
+                yield conn
+            except BaseException:
+                try:
+                    cursor.execute("ROLLBACK")
+                except self.dialect.loaded_dbapi.Error:
+                    pass  # the connection is gone or has no transaction left: nothing to undo
+                raise
+            else:
+                cursor.execute("COMMIT")
+            finally:
+                cursor.close()
+
 
 def _sqlite_reader(database: str) -> sqlite3.Connection:
     conn = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA query_only=1")
-    conn.execute("PRAGMA cache_size=-16384")
+    conn.execute("PRAGMA cache_size=-65536")
     return conn
 
 

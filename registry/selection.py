@@ -99,6 +99,12 @@ class Where:
         self.values.extend(values)
         return self
 
+    def kind_in(self, kinds: Sequence[str]) -> Where:
+        """The object named by the ``kind_of`` column is of one of ``kinds`` (see :meth:`Selections.rows`)."""
+        self.parts.append(("kind", len(kinds)))
+        self.values.extend(kinds)
+        return self
+
     def never(self) -> Where:
         self.parts.append(("never",))
         return self
@@ -146,13 +152,18 @@ class Selections:
         *,
         limit: int | None = None,
         ordered: bool = True,
+        kind_of: str | None = None,
     ) -> list[Any]:
         """Rows (tuples of ``columns``) of ``table`` meeting ``where``, in ``seq`` order when
-        ``ordered``, read on ``conn`` (a DB-API connection or SQLAlchemy's proxy of one)."""
-        key = (dialect.name, table.name, columns, limit, ordered, tuple(where.parts))
+        ``ordered``, read on ``conn`` (a DB-API connection or SQLAlchemy's proxy of one).
+
+        ``kind_of``: a column holding entryUUIDs; each row then ends with the kind of the object it
+        names (``registry_objects.kind``; None for an object the registry does not hold).
+        """
+        key = (dialect.name, table.name, columns, limit, ordered, kind_of, tuple(where.parts))
         found = self._compiled.get(key)
         if found is None:
-            found = _compile(dialect, table, columns, where.parts, limit, ordered)
+            found = _compile(dialect, table, columns, where.parts, limit, ordered, kind_of)
             if len(self._compiled) < MAX_SHAPES:
                 self._compiled[key] = found
         sql, order, fixed, names = found
@@ -175,6 +186,7 @@ def _compile(
     parts: Sequence[Part],
     limit: int | None,
     ordered: bool,
+    kind_of: str | None = None,
 ) -> _Compiled:
     numbers = count()
     names: list[str] = []
@@ -213,11 +225,17 @@ def _compile(
             fc = t.folder_codes.c
             values = [bind() for _ in range(part[1])]
             conds.append(exists().where(fc.folder_seq == c.seq, _one_of(fc.value, values)))
+        elif op == "kind":
+            conds.append(_one_of(t.registry_objects.c.kind, [bind() for _ in range(part[1])]))
         elif op == "never":
             conds.append(false())
         else:  # pragma: no cover - a programming error, not a request's
             raise ValueError(f"unknown selection part {part!r}")
-    stmt = select(*(c[name] for name in columns)).where(*conds)
+    stmt = select(*(c[name] for name in columns))
+    if kind_of is not None:
+        r = t.registry_objects.c
+        stmt = stmt.add_columns(r.kind).outerjoin(t.registry_objects, r.uuid == c[kind_of])
+    stmt = stmt.where(*conds)
     if ordered:
         stmt = stmt.order_by(c.seq)
     if limit is not None:

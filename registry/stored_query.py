@@ -34,14 +34,9 @@ from typing import Any
 
 from lxml import etree
 from sqlalchemy import (
-    ColumnElement,
-    Connection,
     Engine,
-    Row,
-    Select,
     Table,
     bindparam,
-    literal,
     select,
 )
 from sqlalchemy.engine import Dialect
@@ -130,29 +125,15 @@ class StoredQueryEngine:
 
     def run(self, req: q.QueryRequest) -> list[Hit]:
         """The objects ``req`` selects, checked for patient count and size (ITI TF-2 §3.18.4.1.3)."""
+        ctx = _Context(None, self.dialect, req, self.patients, self.max_results, self.selections)
         if req.query.id in _ONE_TABLE:
             # nothing returned is joined across statements: each statement may see its own
             # snapshot, so no transaction (no BEGIN, no COMMIT)
-            with self.reads.connection() as dbapi:
-                return self._run(
-                    _Context(None, dbapi, self.dialect, req, self.patients, self.max_results, self.selections)
-                )
-        with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # one snapshot for the several statements of a content query
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                return self._run(
-                    _Context(
-                        conn,
-                        conn.connection,
-                        self.dialect,
-                        req,
-                        self.patients,
-                        self.max_results,
-                        self.selections,
-                    )
-                )
+            with self.reads.connection() as ctx.dbapi:
+                return self._run(ctx)
+        # a content query's statements all see one snapshot
+        with self.reads.snapshot() as ctx.dbapi:
+            return self._run(ctx)
 
     def _run(self, ctx: _Context) -> list[Hit]:
         req = ctx.req
@@ -252,8 +233,7 @@ _merged_into = Prepared(select(t.patients.c.pid).where(t.patients.c.merged_into 
 
 @dataclass
 class _Context:
-    conn: Connection | None  # for the Core statements of content queries (in a transaction)
-    dbapi: Any  # the DB-API connection every statement here runs on (the same one as conn's)
+    dbapi: Any  # the DB-API connection every statement of the query runs on
     dialect: Dialect
     req: q.QueryRequest
     patients: PatientDirectory
@@ -303,41 +283,48 @@ class _Context:
         return where.one_of(column, sorted({i for pid in pids for i in self.patient_ids(pid)}))
 
     # --- fetching ----------------------------------------------------------------------------------
-    def select(self, table: Table, where: Where, *, ordered: bool = True) -> list[Any]:
+    def select(
+        self, table: Table, where: Where, *, ordered: bool = True, kind_of: str | None = None
+    ) -> list[Any]:
         """Rows of ``table`` (seq, uuid, patient_id[, xml] — or an association's columns) meeting
-        ``where``; XDSTooManyResults when there are more than the registry returns."""
+        ``where``; XDSTooManyResults when there are more than the registry returns. ``kind_of``:
+        see :meth:`registry.selection.Selections.rows`."""
         if table is t.associations:
             columns = _LINK_XML if self.leaf else _LINK
         else:
             columns = _OBJECT_XML if self.leaf else _OBJECT
         rows = self.selections.rows(
-            self.dbapi, self.dialect, table, columns, where, limit=self.max_results + 1, ordered=ordered
+            self.dbapi,
+            self.dialect,
+            table,
+            columns,
+            where,
+            limit=self.max_results + 1,
+            ordered=ordered,
+            kind_of=kind_of,
         )
         if len(rows) > self.max_results:
             raise _too_many(self.max_results)
         return rows
 
     def select_in(
-        self, table: Table, build: Callable[[list[str]], Where], values: Iterable[str]
+        self,
+        table: Table,
+        build: Callable[[list[str]], Where],
+        values: Iterable[str],
+        *,
+        kind_of: str | None = None,
     ) -> list[Any]:
         """Rows of ``table`` meeting ``build(chunk)`` over ``values`` in chunks of bounded size,
         in ``seq`` order, each once."""
         distinct = sorted(set(values))
         rows: dict[int, Any] = {}
         for i in range(0, len(distinct), _CHUNK):
-            for row in self.select(table, build(distinct[i : i + _CHUNK]), ordered=False):
+            for row in self.select(table, build(distinct[i : i + _CHUNK]), ordered=False, kind_of=kind_of):
                 rows.setdefault(row[0], row)
             if len(rows) > self.max_results:
                 raise _too_many(self.max_results)
         return [rows[k] for k in sorted(rows)]
-
-    def fetch(self, stmt: Select[tuple[object, ...]]) -> list[Row[tuple[object, ...]]]:
-        """Rows of a Core ``stmt`` (the joined selections); XDSTooManyResults past the limit."""
-        assert self.conn is not None, "Core statements run in content queries' transactions only"
-        rows = self.conn.execute(stmt.limit(self.max_results + 1)).all()
-        if len(rows) > self.max_results:
-            raise _too_many(self.max_results)
-        return list(rows)
 
     def objects(self, kind: str, rows: Sequence[Any]) -> list[Hit]:
         """Hits of rows of a document, submission set or folder selection."""
@@ -364,53 +351,10 @@ class _Context:
             return where.one_of("status", [v.STATUS_APPROVED])
         return where
 
-    def association_condition(self) -> ColumnElement[bool]:
-        """The same as :meth:`association_status`, for the Core statements that join."""
-        a = t.associations.c
-        statuses = self.p.any(q.ASSOCIATION_STATUS)
-        if statuses:
-            return one_of(a.status, statuses)
-        if self.req.metadata_level == 1:
-            return a.status == v.STATUS_APPROVED
-        return literal(True)
-
 
 # ------------------------------------------------------------------------------------------------
 # selections of each kind of object
 # ------------------------------------------------------------------------------------------------
-def _ss_columns(ctx: _Context) -> Select[tuple[object, ...]]:
-    s = t.submission_sets.c
-    return select(s.seq, s.uuid, s.patient_id, s.xml if ctx.leaf else literal(None).label("xml"))
-
-
-def _folder_columns(ctx: _Context) -> Select[tuple[object, ...]]:
-    f = t.folders.c
-    return select(f.seq, f.uuid, f.patient_id, f.xml if ctx.leaf else literal(None).label("xml"))
-
-
-def _assoc_columns(ctx: _Context) -> Select[tuple[object, ...]]:
-    a = t.associations.c
-    xml = a.xml if ctx.leaf else literal(None).label("xml")
-    return select(a.seq, a.uuid, a.type, a.source, a.target, xml)
-
-
-def _hits(kind: str, rows: Sequence[Row[tuple[object, ...]]]) -> list[Hit]:
-    # rows are (seq, uuid, patient_id, xml), as the _*_columns selections give them
-    return [Hit(kind, uuid, pid, xml, seq) for seq, uuid, pid, xml in rows]  # type: ignore[misc]
-
-
-def _links(rows: Sequence[Row[tuple[object, ...]]]) -> list[_Link]:
-    return [_Link(r.uuid, r.type, r.source, r.target, r.xml, r.seq) for r in rows]
-
-
-def one_of(column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
-    """``column IN (values)``; ``column = value`` when there is one (nothing to expand per execution)."""
-    values = list(values)
-    if len(values) == 1:
-        return column == values[0]
-    return column.in_(values)
-
-
 def _time_range(ctx: _Context, where: Where, column: str, low: str, high: str) -> Where:
     start, end = ctx.p.one(low), ctx.p.one(high)
     if start:
@@ -588,24 +532,13 @@ def get_documents_and_associations(ctx: _Context) -> list[Hit]:
 
 def get_submission_sets(ctx: _Context) -> list[Hit]:
     """GetSubmissionSets (ITI TF-2 §3.18.4.1.2.3.7.9): the sets holding the objects, and their HasMembers."""
-    a, s = t.associations.c, t.submission_sets.c
-    distinct = sorted(set(ctx.p.any(q.UUID)))
-    rows: dict[object, Row[tuple[object, ...]]] = {}
-    for i in range(0, len(distinct), _CHUNK):
-        stmt = (
-            _assoc_columns(ctx)
-            .join(t.submission_sets, s.uuid == a.source)
-            .where(
-                ctx.association_condition(),
-                a.type == v.HAS_MEMBER,
-                one_of(a.target, distinct[i : i + _CHUNK]),
-            )
-        )
-        for row in ctx.fetch(stmt):
-            rows.setdefault(row.seq, row)
-        if len(rows) > ctx.max_results:
-            raise _too_many(ctx.max_results)
-    links = _links([rows[k] for k in sorted(rows)])  # type: ignore[type-var]
+
+    def has_members(chunk: list[str]) -> Where:
+        where = ctx.association_status(Where()).one_of("type", [v.HAS_MEMBER]).one_of("target", chunk)
+        return where.kind_in([SUBMISSION_SET])  # kind of the source
+
+    rows = ctx.select_in(t.associations, has_members, ctx.p.any(q.UUID), kind_of="source")
+    links = ctx.links([row[:-1] for row in rows])
     sources = {link.source for link in links}
     sets = ctx.objects(
         SUBMISSION_SET, ctx.select_in(t.submission_sets, lambda chunk: Where().one_of("uuid", chunk), sources)
@@ -620,7 +553,6 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     type), the associations it holds and the folder memberships among what is returned (each only
     when both its ends are returned), and its HasMembers to what is returned.
     """
-    a = t.associations.c
     p = ctx.p
     named = ("uuid", q.SS_ENTRY_UUID) if p.has(q.SS_ENTRY_UUID) else ("unique_id", q.SS_UNIQUE_ID)
     sets = ctx.objects(
@@ -631,18 +563,12 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     ss = sets[0]
     # the HasMembers with the kind of what they point to, so that each table is asked only for
     # its own objects (a set of documents alone costs no folder or association lookups)
-    r = t.registry_objects.c
-    member_rows = ctx.fetch(
-        _assoc_columns(ctx)
-        .add_columns(r.kind)
-        .outerjoin(t.registry_objects, r.uuid == a.target)
-        .where(ctx.association_condition(), a.source == ss.uuid, a.type == v.HAS_MEMBER)
-        .order_by(a.seq)
-    )
-    members = _links(member_rows)
+    where = ctx.association_status(Where()).one_of("source", [ss.uuid]).one_of("type", [v.HAS_MEMBER])
+    member_rows = ctx.select(t.associations, where, kind_of="target")
+    members = ctx.links([row[:-1] for row in member_rows])
     by_kind: dict[str | None, set[str]] = {}
-    for row in member_rows:
-        by_kind.setdefault(row.kind, set()).add(row.target)
+    for member, row in zip(members, member_rows, strict=True):
+        by_kind.setdefault(row[-1], set()).add(member.target)
     unknown = by_kind.get(None, set())  # not in registry_objects: looked for everywhere
     doc_ids = by_kind.get("document", set()) | unknown
     folder_ids = by_kind.get("folder", set()) | unknown
@@ -703,14 +629,13 @@ def _one_document(ctx: _Context, types: Sequence[str] | None = None) -> list[Hit
 
 def get_folders_for_document(ctx: _Context) -> list[Hit]:
     """GetFoldersForDocument (ITI TF-2 §3.18.4.1.2.3.7.12): the folders holding an entry."""
-    f, a = t.folders.c, t.associations.c
     docs = _one_document(ctx)
     if not docs:
         return []
-    holders = select(a.source).where(
-        a.type == v.HAS_MEMBER, one_of(a.target, [h.uuid for h in docs]), ctx.association_condition()
-    )
-    return _hits(FOLDER, ctx.fetch(_folder_columns(ctx).where(f.uuid.in_(holders)).order_by(f.seq)))
+    where = ctx.association_status(Where()).one_of("type", [v.HAS_MEMBER])
+    memberships = ctx.links(ctx.select(t.associations, where.one_of("target", [h.uuid for h in docs])))
+    holders = {link.source for link in memberships}
+    return ctx.objects(FOLDER, ctx.select_in(t.folders, lambda chunk: Where().one_of("uuid", chunk), holders))
 
 
 def get_related_documents(ctx: _Context) -> list[Hit]:

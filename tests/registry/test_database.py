@@ -153,6 +153,35 @@ def test_quick_reads_see_each_commit_from_any_thread(database_url: str) -> None:
         engine.dispose()
 
 
+_COUNT = Prepared(select(func.count()).select_from(_things))
+
+
+def test_quick_reads_snapshot_holds_one_state_until_it_ends(database_url: str) -> None:
+    """A content query's statements see one committed state; autocommit reads see each commit."""
+    engine = open_engine(database_url)
+    _meta.create_all(engine)
+    try:
+        quick = QuickReads(engine)
+        with write_transaction(engine) as conn:
+            _INSERT.scalar(conn, {"name": "before"})
+        with quick.snapshot() as snap:
+            assert _COUNT.rows_on(snap, engine.dialect, {})[0][0] == 1
+            with write_transaction(engine) as conn:  # a writer commits meanwhile
+                _INSERT.scalar(conn, {"name": "during"})
+            assert _COUNT.rows_on(snap, engine.dialect, {})[0][0] == 1
+        with quick.connection() as conn:
+            assert _COUNT.rows_on(conn, engine.dialect, {})[0][0] == 2
+        # a failure inside ends the transaction too; the connection serves the next read
+        with pytest.raises(RuntimeError), quick.snapshot() as snap:
+            _COUNT.rows_on(snap, engine.dialect, {})
+            raise RuntimeError("the query failed")
+        with quick.snapshot() as snap:
+            assert _COUNT.rows_on(snap, engine.dialect, {})[0][0] == 2
+    finally:
+        _meta.drop_all(engine)
+        engine.dispose()
+
+
 def _name_inserter(name: str):  # type: ignore[no-untyped-def]
     def work(conn):  # type: ignore[no-untyped-def]
         return _INSERT.scalar(conn, {"name": name})
