@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:
@@ -253,11 +255,31 @@ class QuickReads:
                 driver.autocommit = True  # type: ignore[union-attr]
             try:
                 yield pooled
+            except (self.dialect.loaded_dbapi.Error, DBAPIError) as exc:
+                if self.lost(exc, driver):
+                    # the server went away: this connection is dropped, and the pool's others
+                    # (connected before the same loss) are replaced as they come back
+                    pooled.invalidate(exc)
+                    self.engine.dispose(close=False)
+                    autocommit = False
+                    if isinstance(exc, DBAPIError):
+                        exc.connection_invalidated = True  # what lost() reads afterwards
+                raise
             finally:
                 if autocommit:
                     driver.autocommit = False  # type: ignore[union-attr]
         finally:
             pooled.close()
+
+    def lost(self, exc: BaseException, driver: Any = None) -> bool:
+        """Whether ``exc`` (the driver's error or SQLAlchemy's wrapping of it) says the database
+        connection is gone — a read that failed so may be run again on a new connection."""
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        if not isinstance(orig, self.dialect.loaded_dbapi.Error):
+            return False
+        return bool(self.dialect.is_disconnect(orig, driver, None))
 
     @contextmanager
     def snapshot(self) -> Iterator[Any]:
@@ -414,7 +436,42 @@ def open_engine(url: str, *, pool_size: int = 8) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled server connection unused for this long is tested with a round trip before it is lent.
+PING_AFTER_IDLE = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling for a database server, without a round trip per checkout.
+
+    A connection lent again within :data:`PING_AFTER_IDLE` seconds was working a moment ago and
+    is lent as it is (a busy server saves a ``SELECT 1`` per request); one that rested longer —
+    over a database restart, a failover, a firewall's idle timeout — is tested first, and replaced
+    when the test fails (the pool retries on ``DisconnectionError``). A connection that breaks in
+    use is dealt with where it breaks (:meth:`QuickReads.connection`, SQLAlchemy's own disconnect
+    detection for ``Connection``s).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["xds_rested_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        since = record.info.get("xds_rested_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return  # new, or in use a moment ago
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_conn.rollback()  # lent as it came back: outside a transaction
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("the pooled connection no longer answers") from exc
 
 
 def open_engine_nopool(url: str) -> Engine:

@@ -171,7 +171,12 @@ class Selections:
         params.update(zip(names, where.values, strict=True))
         cursor = conn.cursor()
         try:
-            cursor.execute(sql, params if order is None else tuple(params[k] for k in order))
+            args = params if order is None else tuple(params[k] for k in order)
+            if dialect.name == "postgresql":
+                # binary results: fragments (bytea) arrive as their bytes, not as hex text
+                cursor.execute(sql, args, binary=True)
+            else:
+                cursor.execute(sql, args)
             return cursor.fetchall()
         except dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc

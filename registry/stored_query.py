@@ -40,6 +40,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from registry import query_params as q
 from registry import schema as t
@@ -125,6 +126,15 @@ class StoredQueryEngine:
 
     def run(self, req: q.QueryRequest) -> list[Hit]:
         """The objects ``req`` selects, checked for patient count and size (ITI TF-2 §3.18.4.1.3)."""
+        try:
+            return self._read(req)
+        except DBAPIError as exc:
+            if not self.reads.lost(exc):
+                raise
+            log.warning("the database connection was lost during a query; asking again on a new one")
+            return self._read(req)
+
+    def _read(self, req: q.QueryRequest) -> list[Hit]:
         ctx = _Context(None, self.dialect, req, self.patients, self.max_results, self.selections)
         if req.query.id in _ONE_TABLE:
             # nothing returned is joined across statements: each statement may see its own

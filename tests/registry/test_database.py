@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, event, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from registry import database
@@ -20,6 +20,7 @@ from registry.database import (
     QuickReads,
     WriteGate,
     open_engine,
+    open_engine_nopool,
     run_blocking,
     use_threads,
     write_transaction,
@@ -289,3 +290,64 @@ def test_group_commit_waits_for_the_write_gate_without_blocking_the_loop(tmp_pat
         release.set()
         th.join()
     assert ticks >= 10 and result == 1
+
+
+def _end_other_sessions(database_url: str) -> None:
+    """Every other session of this test's database ends, as a server restart would end them."""
+    admin = open_engine_nopool(database_url)
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    admin.dispose()
+
+
+def test_lost_server_connections_are_replaced(
+    database_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL restarts: a pooled connection that rested is tested before it is lent; one that
+    breaks in use is dropped with the pool's others, and a stored query is asked again."""
+    if backend != "postgresql":
+        pytest.skip("needs a database server whose sessions can be ended: runs in the PostgreSQL pass")
+    from registry.database import migrate
+    from registry.patients import PatientDirectory
+    from registry.stored_query import StoredQueryEngine
+    from xds.bench_query import _slot, query_message
+    from xds.metadata import vocabulary as v
+    from xds.soap.envelope import parse_envelope
+
+    engine = open_engine(database_url)
+    migrate(engine)
+    _meta.create_all(engine)
+    try:
+        with write_transaction(engine) as conn:
+            _INSERT.scalar(conn, {"name": "a"})
+        quick = QuickReads(engine)
+        assert quick.rows(_NAME_OF, {"id": 1})
+        # rested (here: any time at all) -> tested and replaced on checkout; nothing fails
+        monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.0)
+        _end_other_sessions(database_url)
+        with write_transaction(engine) as conn:
+            _INSERT.scalar(conn, {"name": "b"})
+        assert [tuple(r) for r in quick.rows(_NAME_OF, {"id": 2})] == [("b",)]
+        # in use a moment ago -> lent untested; the read that finds it gone says so
+        monkeypatch.setattr(database, "PING_AFTER_IDLE", 3600.0)
+        _end_other_sessions(database_url)
+        with pytest.raises(DBAPIError) as lost:
+            quick.rows(_NAME_OF, {"id": 1})
+        assert quick.lost(lost.value)
+        assert [tuple(r) for r in quick.rows(_NAME_OF, {"id": 1})] == [("a",)]
+        # a stored query that meets a lost connection is asked again, and answers
+        queries = StoredQueryEngine(engine, PatientDirectory(engine))
+        slots = _slot("$XDSDocumentEntryPatientId", "'13116900216^^^&2.16.578.1.12.4.1.4.1&ISO'")
+        slots += _slot("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')")
+        body = parse_envelope(query_message(v.SQ_FIND_DOCUMENTS, "ObjectRef", slots)).body
+        assert b'status="' + v.RESPONSE_SUCCESS.encode() in queries.answer(body)
+        _end_other_sessions(database_url)
+        assert b'status="' + v.RESPONSE_SUCCESS.encode() in queries.answer(body)
+    finally:
+        _meta.drop_all(engine)
+        engine.dispose()
