@@ -298,7 +298,7 @@ def _end_other_sessions(database_url: str) -> None:
     with admin.connect() as conn:
         conn.execute(
             text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         )
@@ -344,6 +344,14 @@ def test_lost_server_connections_are_replaced(
         queries = StoredQueryEngine(engine, PatientDirectory(engine))
         slots = _slot("$XDSDocumentEntryPatientId", "'13116900216^^^&2.16.578.1.12.4.1.4.1&ISO'")
         slots += _slot("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')")
+        # a write that meets a dead connection fails once (nothing stored); the next one works
+        _end_other_sessions(database_url)
+        with pytest.raises(DBAPIError), write_transaction(engine) as conn:
+            _INSERT.scalar(conn, {"name": "lost"})
+        with write_transaction(engine) as conn:
+            _INSERT.scalar(conn, {"name": "c"})
+        names = {row[0] for row in quick.rows(Prepared(select(_things.c.name)), {})}
+        assert names == {"a", "b", "c"}
         body = parse_envelope(query_message(v.SQ_FIND_DOCUMENTS, "ObjectRef", slots)).body
         assert b'status="' + v.RESPONSE_SUCCESS.encode() in queries.answer(body)
         _end_other_sessions(database_url)
