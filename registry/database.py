@@ -307,7 +307,9 @@ class QuickReads:
 def _sqlite_reader(database: str) -> sqlite3.Connection:
     conn = sqlite3.connect(database, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA query_only=1")
-    conn.execute("PRAGMA cache_size=-65536")
+    # one per thread that reads (40 in a worker with database_threads on): kept small, the
+    # operating system's page cache holds the rest of the file
+    conn.execute("PRAGMA cache_size=-16384")
     return conn
 
 
