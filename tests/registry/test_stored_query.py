@@ -1321,3 +1321,33 @@ def test_value_lists_read_quickly_read_as_the_careful_reader_does() -> None:
     texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 9))) for _ in range(20000)]
     for text in texts:
         assert read(qp._scan_list, text) == read(qp._scan_list_slowly, text), text
+
+
+def test_long_id_lists_are_asked_in_chunks_with_the_same_answers(
+    query: Q, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids beyond one IN list (1,000) are asked in chunks; the answers are those of one list:
+    the same objects, once each, in registration order."""
+    from registry import stored_query
+
+    u = world.uuids
+    cases = [
+        (v.SQ_GET_DOCUMENTS, (qp.DE_ENTRY_UUID, ql(u["A3"], u["A1"], u["A2"], u["A1"]))),
+        (v.SQ_GET_ASSOCIATIONS, (qp.UUID, ql(u["A1"], u["SS4"], u["A3"]))),
+        (v.SQ_GET_SUBMISSION_SETS, (qp.UUID, ql(u["A1"], u["A4"], u["FA"]))),
+        (v.SQ_GET_DOCUMENTS_AND_ASSOCIATIONS, (qp.DE_UNIQUE_ID, ql(world.uids["A2"], world.uids["A3"]))),
+        (v.SQ_GET_SUBMISSION_SET_AND_CONTENTS, (qp.SS_ENTRY_UUID, qs(u["SS2"]))),
+        (
+            v.SQ_GET_ALL,
+            (qp.PATIENT_ID, qs(world.patients["A"])),
+            (qp.DE_STATUS, ql(APPROVED)),
+            (qp.SS_STATUS, ql(APPROVED)),
+            (qp.FOLDER_STATUS, ql(APPROVED)),
+        ),
+    ]
+    whole = [query(qid, *slots, return_type="ObjectRef") for qid, *slots in cases]
+    monkeypatch.setattr(stored_query, "_CHUNK", 1)
+    chunked = [query(qid, *slots, return_type="ObjectRef") for qid, *slots in cases]
+    for one, many in zip(whole, chunked, strict=True):
+        assert one.status == many.status == "Success"
+        assert one.ids() and many.ids() == one.ids()
