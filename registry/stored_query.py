@@ -2,7 +2,7 @@
 
 ITI TF-2 §3.18.4.1.3 (expected actions) and §3.51.4.1.3: the registry finds the objects a stored
 query selects (§3.18.4.1.2.3.7.1-14, §3.51.4.1.2.3) with SQL over the indexed columns and side
-tables of ``registry.schema``, and answers with a ``query:AdhocQueryResponse`` (ebRS 3.0 §6.3)
+tables of ``registry.schema`` (built once per query shape, see ``registry.selection``), and answers with a ``query:AdhocQueryResponse`` (ebRS 3.0 §6.3)
 assembled by concatenating the canonical ebRIM fragments stored beside each row (LeafClass) or
 ``rim:ObjectRef`` elements (ObjectRef). Nothing is parsed or re-serialised on the way out.
 
