@@ -21,17 +21,22 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     Table,
     bindparam,
+    cast,
     exists,
     false,
+    literal,
     or_,
     select,
+    union,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from registry import schema as t
+from registry.patients import MAX_MERGE_DEPTH
 
 Part = tuple[Any, ...]
 # (sql, positional bind names or None for named, fixed parameters, names of the request's values)
@@ -97,6 +102,15 @@ class Where:
         """The folder has one of the codes ``values``."""
         self.parts.append(("folder_code", len(values)))
         self.values.extend(values)
+        return self
+
+    def patient(self, column: str, given: str, canonical: str) -> Where:
+        """``column`` holds an identifier of the patient given as ``given`` (canonical form
+        ``canonical``): either form, the identifier that survived the ITI-8 merges ``canonical``
+        went through, or one merged into that survivor (ITI TF-2 §3.8.4.2) — resolved by the same
+        statement, in one round trip. See ``PatientDirectory.resolve`` for the merge rules."""
+        self.parts.append(("patient", column))
+        self.values.extend((canonical, given, canonical))
         return self
 
     def kind_in(self, kinds: Sequence[str]) -> Where:
@@ -230,6 +244,8 @@ def _compile(
             fc = t.folder_codes.c
             values = [bind() for _ in range(part[1])]
             conds.append(exists().where(fc.folder_seq == c.seq, _one_of(fc.value, values)))
+        elif op == "patient":
+            conds.append(c[part[1]].in_(_patient_identifiers(bind(), bind(), bind())))
         elif op == "kind":
             conds.append(_one_of(t.registry_objects.c.kind, [bind() for _ in range(part[1])]))
         elif op == "never":
@@ -249,6 +265,33 @@ def _compile(
     fixed = {k: v for k, v in compiled.params.items() if k not in names}
     order = tuple(compiled.positiontup or ()) if dialect.positional else None
     return compiled.string, order, fixed, tuple(names)
+
+
+def _patient_identifiers(start: Any, given: Any, canonical: Any) -> Any:
+    """SELECT of every identifier a patient's objects may be filed under (see :meth:`Where.patient`).
+
+    The merge chain from ``start`` is followed as ``PatientDirectory.resolve`` follows it: each
+    step to ``merged_into`` while there is one, at most ``MAX_MERGE_DEPTH`` steps; the last
+    identifier reached survives (an unknown ``start`` has none).
+    """
+    p = t.patients
+    step = p.alias("step")
+    chain = (
+        select(p.c.pid, literal(0).label("depth")).where(p.c.pid == start).cte("merge_chain", recursive=True)
+    )
+    chain = chain.union_all(
+        select(step.c.merged_into, chain.c.depth + 1).where(
+            step.c.pid == chain.c.pid, step.c.merged_into.is_not(None), chain.c.depth < MAX_MERGE_DEPTH - 1
+        )
+    )
+    survivor = select(chain.c.pid).order_by(chain.c.depth.desc()).limit(1).scalar_subquery()
+    merged = p.alias("merged")
+    return union(
+        select(cast(given, String)),
+        select(cast(canonical, String)),
+        select(survivor),
+        select(merged.c.pid).where(merged.c.merged_into == survivor),
+    )
 
 
 def _one_of(column: ColumnElement[Any], binds: list[Any]) -> ColumnElement[bool]:

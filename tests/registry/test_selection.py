@@ -113,3 +113,55 @@ def test_match_pattern() -> None:
     assert match_pattern("^Ha_sen%", sqlite=True) == "^Ha?sen*"
     assert match_pattern("a*b?[c", sqlite=True) == "a[*]b[?][[]c"
     assert match_pattern("a\\b%", sqlite=False) == "a\\\\b%"
+
+
+def test_patient_merges_are_followed_by_the_statement_as_the_directory_follows_them(engine: Engine) -> None:
+    """Where.patient resolves ITI-8 merges inside the SELECT; it finds exactly what the
+    identifiers PatientDirectory gives (the forms, the survivor, those merged into it) find."""
+    from sqlalchemy import select
+
+    from registry.patients import PatientDirectory, canonical_cx
+
+    def cx(n: str) -> str:
+        return f"{n}^^^&1.2.3&ISO"
+
+    merges = {"X1": "X2", "X2": "X3", "X3": None, "V1": "X3", "Y1": "Y2", "Z1": None}  # Y2: dangling
+    with write_transaction(engine) as conn:
+        conn.execute(
+            insert(t.patients),
+            [
+                {"pid": cx(k), "merged_into": cx(m) if m else None, "updated": "20240101"}
+                for k, m in merges.items()
+            ],
+        )
+        filed = ["X1", "X2", "X3", "V1", "Y1", "Y2", "Z1", "W"]  # W: never fed
+        conn.execute(
+            insert(t.documents),
+            [_document(i + 1, cx(n), _APPROVED, "A^^s", "20240101000000") for i, n in enumerate(filed)],
+        )
+    directory = PatientDirectory(engine)
+
+    def by_directory(given: str) -> list[int]:
+        ids = {given, canonical_cx(given)}
+        survivor = directory.resolve(given)
+        if survivor is not None:
+            ids.add(survivor)
+            with engine.connect() as conn:
+                ids.update(
+                    conn.execute(
+                        select(t.patients.c.pid).where(t.patients.c.merged_into == survivor)
+                    ).scalars()
+                )
+        return _seqs(engine, Selections(), Where().one_of("patient_id", sorted(ids)))
+
+    sel = Selections()
+    for name in [*filed, "Q"]:
+        for given in (cx(name), f" {name}^^^NS&1.2.3&ISO"):  # canonical, and another form of it
+            found = _seqs(engine, sel, Where().patient("patient_id", given, canonical_cx(given)))
+            assert found == by_directory(given), given
+    # spelled out: the survivor X3 finds X2 and V1 (merged into it) and itself; X1 finds the same
+    x3 = _seqs(engine, sel, Where().patient("patient_id", cx("X3"), cx("X3")))
+    assert x3 == [2, 3, 4]
+    assert _seqs(engine, sel, Where().patient("patient_id", cx("X1"), cx("X1"))) == [1, 2, 3, 4]
+    assert _seqs(engine, sel, Where().patient("patient_id", cx("Y1"), cx("Y1"))) == [5, 6]
+    assert _seqs(engine, sel, Where().patient("patient_id", cx("W"), cx("W"))) == [8]
