@@ -155,6 +155,8 @@ class Selections:
 
     def __init__(self) -> None:
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        # when a list: every statement run, with its arguments, is added to it (for EXPLAIN)
+        self.trace: list[tuple[str, Any]] | None = None
 
     def rows(
         self,
@@ -186,6 +188,8 @@ class Selections:
         cursor = conn.cursor()
         try:
             args = params if order is None else tuple(params[k] for k in order)
+            if self.trace is not None:
+                self.trace.append((sql, args))
             if dialect.name == "postgresql":
                 # binary results: fragments (bytea) arrive as their bytes, not as hex text
                 cursor.execute(sql, args, binary=True)

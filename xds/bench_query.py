@@ -213,23 +213,13 @@ def _pcts(samples: list[float]) -> tuple[float, float, float]:
 
 def plans(engine: Engine, message: bytes) -> list[str]:
     """The query plans of the SQL a FindDocuments request runs (EXPLAIN on the same database)."""
-    from sqlalchemy import event
-
     from registry.patients import PatientDirectory
     from registry.stored_query import StoredQueryEngine
     from xds.soap.envelope import parse_envelope
 
-    statements: list[tuple[str, object]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        StoredQueryEngine(engine, PatientDirectory(engine)).answer(parse_envelope(message).body)
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
+    queries = StoredQueryEngine(engine, PatientDirectory(engine))
+    queries.selections.trace = statements = []
+    queries.answer(parse_envelope(message).body)
     out = []
     with engine.connect() as conn:
         for statement, params in statements:
