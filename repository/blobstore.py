@@ -26,6 +26,7 @@ class BlobStore:
         self.tmp = self.root / "tmp"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()  # fan-out directories known to exist, durably
 
     def path(self, sha1: str) -> Path:
         return self.blobs / sha1[:2] / sha1[2:4] / sha1
@@ -106,9 +107,27 @@ class BlobStore:
 
     def _install(self, temp_name: str, digest: str) -> None:
         target = self.path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp_name, target)
+        self._make_dirs(target.parent)
+        try:
+            os.replace(temp_name, target)
+        except FileNotFoundError:  # the directory was removed behind our back: make it again
+            self._known_dirs.discard(target.parent)
+            self._make_dirs(target.parent)
+            os.replace(temp_name, target)
         _fsync_dir(target.parent)
+
+    def _make_dirs(self, directory: Path) -> None:
+        """``directory`` (``blobs/ab/cd``) and its parent, each made durable where it is new: a blob
+        renamed into a directory whose own entry was never synced could vanish with it in a crash."""
+        if directory in self._known_dirs:
+            return
+        for level in (directory.parent, directory):
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_dir(level.parent)
+        self._known_dirs.add(directory)
 
     def open(self, sha1: str) -> BinaryIO:
         return open(self.path(sha1), "rb")

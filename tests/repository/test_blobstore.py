@@ -70,3 +70,29 @@ def test_failed_stream_leaves_nothing(tmp_path: Path) -> None:
     except ConnectionError:
         pass
     assert list(store.tmp.iterdir()) == [] and list(store.all_blobs()) == []
+
+
+def test_new_fan_out_directories_are_made_durable(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A blob's directory entry is synced, and so is the entry of each fan-out directory it needed."""
+    from repository import blobstore
+
+    synced: list[Path] = []
+    real = blobstore._fsync_dir
+    monkeypatch.setattr(blobstore, "_fsync_dir", lambda path: (synced.append(Path(path)), real(path)))
+    store = BlobStore(tmp_path)
+    first, _ = store.put_bytes(b"first")
+    ab, cd = store.blobs / first[:2], store.blobs / first[:2] / first[2:4]
+    assert synced == [store.blobs, ab, cd]  # blobs/ab made, blobs/ab/cd made, the blob renamed in
+    synced.clear()
+    # another blob in a directory known to exist: only its own entry
+    same_dir = next(
+        data for i in range(100000) if hashlib.sha1(data := f"doc {i}".encode()).hexdigest()[:4] == first[:4]
+    )
+    store.put_bytes(same_dir)
+    assert synced == [cd]
+    # a directory removed behind the store's back is made again
+    for blob in store.all_blobs():
+        store.delete(blob)
+    cd.rmdir()
+    again, _ = store.put_bytes(b"first")
+    assert again == first and store.exists(first)
