@@ -40,7 +40,11 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        # FULL: the WAL is synced at every commit, so a submission answered with Success survives
+        # a power loss or an operating-system crash, as the blob store's fsyncs make its bytes do
+        # (NORMAL would only survive the process dying). Group commit shares the sync; the
+        # measured cost is ~8 % of ITI-42 throughput.
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA cache_size=-65536")
         # Checkpoints run in the background (:class:`Checkpointer`); a commit only checkpoints
