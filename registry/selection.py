@@ -10,7 +10,8 @@ and compiling a Core statement per request cost several times what SQLite spends
 
 Every value a request brings is bound, never written into the SQL text, and a shape names only
 columns of the schema; a request cannot change the SQL beyond choosing among shapes. The number of
-shapes kept is bounded (``MAX_SHAPES``); past it a shape is compiled for the request and dropped.
+shapes kept is bounded (``MAX_SHAPES``, each at most ``MAX_KEPT_SQL`` long); a shape past either
+bound is compiled for its request and dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ Part = tuple[Any, ...]
 _Compiled = tuple[str, tuple[str, ...] | None, dict[str, Any], tuple[str, ...]]
 
 MAX_SHAPES = 1024
+# SQL longer than this (an IN list of hundreds of values) is compiled for its request and not kept:
+# such shapes are rare, and a client sending many of them must not fill the memory.
+MAX_KEPT_SQL = 16 * 1024
 
 
 class Where:
@@ -180,7 +184,7 @@ class Selections:
         found = self._compiled.get(key)
         if found is None:
             found = _compile(dialect, table, columns, where.parts, limit, ordered, kind_of)
-            if len(self._compiled) < MAX_SHAPES:
+            if len(self._compiled) < MAX_SHAPES and len(found[0]) <= MAX_KEPT_SQL:
                 self._compiled[key] = found
         sql, order, fixed, names = found
         params = dict(fixed)
@@ -306,4 +310,4 @@ def _one_of(column: ColumnElement[Any], binds: list[Any]) -> ColumnElement[bool]
     return column.in_(binds)
 
 
-__all__ = ["Where", "Selections", "match", "match_pattern", "MAX_SHAPES"]
+__all__ = ["Where", "Selections", "match", "match_pattern", "MAX_SHAPES", "MAX_KEPT_SQL"]

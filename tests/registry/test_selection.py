@@ -107,6 +107,11 @@ def test_the_number_of_shapes_kept_is_bounded(filled: Engine, monkeypatch: pytes
         values = ["p1"] + [f"x{i}" for i in range(n - 1)]
         assert _seqs(filled, sel, Where().one_of("patient_id", values)) == [1, 2, 3]
     assert len(sel._compiled) == 3
+    # a very long statement is not kept, whatever room is left
+    monkeypatch.setattr(selection, "MAX_SHAPES", 1024)
+    many = ["p1"] + [f"x{i}" for i in range(6000)]
+    assert _seqs(filled, sel, Where().one_of("patient_id", many)) == [1, 2, 3]
+    assert len(sel._compiled) == 3
 
 
 def test_match_pattern() -> None:
