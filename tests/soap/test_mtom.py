@@ -164,3 +164,14 @@ def test_normalize_cid() -> None:
 )
 def test_content_type_params(header: str, media: str, params: dict[str, str]) -> None:
     assert mtom.content_type_params(header) == (media, params)
+
+
+def test_content_type_params_read_hostile_headers_in_linear_time() -> None:
+    """Long runs that made an earlier pattern backtrack quadratically (a 64 KB header: 27 s)."""
+    n = 64 * 1024
+    assert mtom.content_type_params("a/b; x=y" + " " * n + "z; q=1") == (
+        "a/b",
+        {"x": "y" + " " * n + "z", "q": "1"},
+    )
+    assert mtom.content_type_params('a/b; x="' + "a" * n)[1] == {"x": "a" * n}
+    assert mtom.content_type_params("a/b" + ';x="a' * (n // 5))[1]["x"].startswith("a")

@@ -26,7 +26,8 @@ XOP_INCLUDE = "{" + NS_XOP + "}Include"
 MAX_HEADER_BYTES = 16 * 1024
 
 
-_PARAM = re.compile(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*?)\s*(?:;|$)')
+# one parameter: its name and its value, quoted or not (linear: no two ways to match a character)
+_PARAM = re.compile(r'\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
 def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
@@ -54,8 +55,11 @@ def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
         if value.startswith('"'):
             value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
             value = value.replace("\\\\", "\\").replace('\\"', '"')
+        else:
+            value = value.strip()
         params[found.group(1).lower()] = value
-        at = found.end()
+        semi = rest.find(";", found.end())  # anything after a quoted value up to the next ';' is ignored
+        at = end if semi < 0 else semi + 1
     return media, params
 
 
