@@ -21,3 +21,24 @@ def test_plans_show_the_statements_a_find_documents_runs_and_they_use_the_index(
     assert "--" in lines  # at least one statement explained
     text = "\n".join(lines)
     assert "ix_documents_patient_status" in text, text
+
+
+def test_bench_query_end_to_end_small(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The whole of ``xds bench query`` at two small sizes on SQLite: every figure next to its
+    floor, the plan, and the p50 growth between the sizes."""
+    import argparse
+    import re
+
+    from xds import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["query", "--sizes", "400,800", "--requests", "20", "--cache-dir", str(tmp_path), "--sqlite-only"]
+    )
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    figures = re.findall(r"p50 +[\d.]+ ms .* ([\d,]+) q/s  \| floor p50 +[\d.]+ ms +([\d,]+) q/s", out)
+    assert len(figures) == 8, out  # four workloads at two sizes
+    assert "ix_documents_patient_status" in out
+    assert len(re.findall(r"p50 at 800 is [\d.]+x p50 at 400", out)) == 4, out
