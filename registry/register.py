@@ -11,11 +11,12 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from registry import rows
 from registry import schema as t
@@ -552,6 +553,37 @@ _INSERT_ASSOCIATIONS = Prepared(insert(t.associations), rows.ASSOCIATION_COLUMNS
 _INSERT_OBJECTS = Prepared(insert(t.registry_objects), ["uuid", "kind"])
 
 
+def _parent_seq(parent: Table) -> Any:
+    """The seq PostgreSQL just gave a row of ``parent`` in this session (its sequence's currval)."""
+    return literal_column(f"currval(pg_get_serial_sequence('{parent.name}', 'seq'))")  # schema names only
+
+
+# PostgreSQL: children take their parent's seq from its sequence, so no statement waits for the
+# one before it and a submission's rows go to the server in one pipeline (one round trip)
+_PIPELINED = {
+    "documents": (
+        Prepared(insert(t.documents), rows.DOCUMENT_COLUMNS),
+        Prepared(
+            insert(t.document_codes).values(
+                doc_seq=_parent_seq(t.documents), kind=bindparam("kind"), value=bindparam("value")
+            )
+        ),
+    ),
+    "submission_sets": (
+        Prepared(insert(t.submission_sets), rows.SUBMISSION_SET_COLUMNS),
+        Prepared(
+            insert(t.submission_set_authors).values(
+                ss_seq=_parent_seq(t.submission_sets), author_person=bindparam("author_person")
+            )
+        ),
+    ),
+    "folders": (
+        Prepared(insert(t.folders), rows.FOLDER_COLUMNS),
+        Prepared(insert(t.folder_codes).values(folder_seq=_parent_seq(t.folders), value=bindparam("value"))),
+    ),
+}
+
+
 @dataclass
 class _SubmissionRows:
     """The rows of one submission, fragments included, built before its transaction begins."""
@@ -583,6 +615,9 @@ class _SubmissionRows:
         )
 
     def insert(self, conn: Connection, extra_associations: list[Association]) -> None:
+        if conn.dialect.name == "postgresql":
+            self._insert_pipelined(conn, extra_associations)
+            return
         for row, codes in self.documents:
             _insert_with_children(conn, _INSERT_DOCUMENT, row, _INSERT_DOCUMENT_CODES, codes, "doc_seq")
         for row, authors in self.submission_sets:
@@ -595,6 +630,32 @@ class _SubmissionRows:
             kinds = kinds + [{"uuid": a.id, "kind": "association"} for a in extra_associations]
         _INSERT_ASSOCIATIONS.execute_many(conn, associations)
         _INSERT_OBJECTS.execute_many(conn, kinds)
+
+    def _insert_pipelined(self, conn: Connection, extra_associations: list[Association]) -> None:
+        associations, kinds = self.associations, self.kinds
+        if extra_associations:
+            associations = associations + [rows.association_row(a) for a in extra_associations]
+            kinds = kinds + [{"uuid": a.id, "kind": "association"} for a in extra_associations]
+        dialect = conn.dialect
+        driver = conn.connection.driver_connection
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            with driver.pipeline():  # type: ignore[union-attr]
+                for name, parents in (
+                    ("documents", self.documents),
+                    ("submission_sets", self.submission_sets),
+                    ("folders", self.folders),
+                ):
+                    parent, child = _PIPELINED[name]
+                    for row, children in parents:
+                        parent.queue(cursor, dialect, [row])
+                        child.queue(cursor, dialect, children)
+                _INSERT_ASSOCIATIONS.queue(cursor, dialect, associations)
+                _INSERT_OBJECTS.queue(cursor, dialect, kinds)
+        except dialect.loaded_dbapi.Error as exc:  # as Connection.execute would raise it
+            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
 
 
 def _insert_with_children(

@@ -66,6 +66,13 @@ class Prepared:
         finally:
             cursor.close()
 
+    def queue(self, cursor: Any, dialect: Dialect, rows: Iterable[Params]) -> None:
+        """Run for each row on ``cursor`` without reading anything back (in a pipeline, they are
+        sent together; errors surface when the pipeline syncs)."""
+        sql, order = self._for(dialect)
+        for row in rows:
+            cursor.execute(sql, row if order is None else tuple(row[k] for k in order))
+
     def rows_on(self, dbapi_conn: Any, dialect: Dialect, params: Params) -> list[Any]:
         """All rows, run on a DB-API connection (see :class:`registry.database.QuickReads`)."""
         sql, order = self._for(dialect)

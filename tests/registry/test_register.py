@@ -356,3 +356,33 @@ def test_submissions_arriving_together_share_a_commit_and_are_judged_one_by_one(
     assert isinstance(unknown, XdsException)
     assert [e.code for e in unknown.errors] == [v.XDSUnknownPatientId]
     assert count(engine, t.submission_sets) == 3 and count(engine, t.documents) == 3
+
+
+def test_rows_of_a_submission_link_children_to_their_parents_and_clash_as_integrity_errors(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
+    """Each document's codes and each set's authors carry their parent's seq (on PostgreSQL taken
+    from the sequence inside one pipeline), and inserting the same rows again is refused by the
+    database as SQLAlchemy's IntegrityError, which the registration's race handling catches."""
+    from sqlalchemy.exc import IntegrityError
+
+    from registry.database import write_transaction
+    from registry.register import _SubmissionRows
+
+    for _ in range(3):
+        registrar.register(samples.submission(rng=rng, with_folder=True).submission)
+    with engine.connect() as conn:
+        docs = dict(conn.execute(select(t.documents.c.seq, t.documents.c.uuid)).all())
+        code_seqs = set(conn.execute(select(t.document_codes.c.doc_seq)).scalars())
+        sets = set(conn.execute(select(t.submission_sets.c.seq)).scalars())
+        author_seqs = set(conn.execute(select(t.submission_set_authors.c.ss_seq)).scalars())
+        folders = set(conn.execute(select(t.folders.c.seq)).scalars())
+        folder_code_seqs = set(conn.execute(select(t.folder_codes.c.folder_seq)).scalars())
+    assert code_seqs == set(docs) and author_seqs == sets and folder_code_seqs == folders
+    sample = samples.submission(rng=rng)
+    registrar.register(sample.submission)
+    before = all_counts(engine)
+    again = _SubmissionRows.of(sample.submission)  # the same uuids and uniqueIds once more
+    with pytest.raises(IntegrityError), write_transaction(engine) as conn:
+        again.insert(conn, [])
+    assert all_counts(engine) == before
