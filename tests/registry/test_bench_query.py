@@ -34,7 +34,18 @@ def test_bench_query_end_to_end_small(tmp_path, capsys) -> None:  # type: ignore
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     args = parser.parse_args(
-        ["query", "--sizes", "400,800", "--requests", "20", "--cache-dir", str(tmp_path), "--sqlite-only"]
+        [
+            "query",
+            "--sizes",
+            "400,800",
+            "--requests",
+            "20",
+            "--throughput-requests",
+            "200",
+            "--cache-dir",
+            str(tmp_path),
+            "--sqlite-only",
+        ]
     )
     assert bench.main(args) == 0
     out = capsys.readouterr().out
