@@ -171,3 +171,14 @@ def kit_session(tmp: Path):  # type: ignore[no-untyped-def]
     kit = require_shared("conformance", "nist-testkit")
     with new_database(tmp) as url, local_deployment(url, str(tmp / "data")) as target:
         yield Session(kit, target)
+
+
+def run_bench(*argv: str) -> int:
+    """``xds bench ARGV...`` in this process (its output goes to stdout); the exit status."""
+    import argparse
+
+    from xds import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return bench.main(parser.parse_args(list(argv)))

@@ -26,28 +26,23 @@ def test_plans_show_the_statements_a_find_documents_runs_and_they_use_the_index(
 def test_bench_query_end_to_end_small(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     """The whole of ``xds bench query`` at two small sizes on SQLite: every figure next to its
     floor, the plan, and the p50 growth between the sizes."""
-    import argparse
     import re
 
-    from xds import bench
+    from support import run_bench
 
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(
-        [
-            "query",
-            "--sizes",
-            "400,800",
-            "--requests",
-            "20",
-            "--throughput-requests",
-            "200",
-            "--cache-dir",
-            str(tmp_path),
-            "--sqlite-only",
-        ]
+    rc = run_bench(
+        "query",
+        "--sizes",
+        "400,800",
+        "--requests",
+        "20",
+        "--throughput-requests",
+        "200",
+        "--cache-dir",
+        str(tmp_path),
+        "--sqlite-only",
     )
-    assert bench.main(args) == 0
+    assert rc == 0
     out = capsys.readouterr().out
     figures = re.findall(r"p50 +[\d.]+ ms .* ([\d,]+) q/s  \| floor p50 +[\d.]+ ms +([\d,]+) q/s", out)
     assert len(figures) == 8, out  # four workloads at two sizes

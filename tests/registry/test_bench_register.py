@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import pytest
-
-from xds import bench
+from support import run_bench
 
 
 def test_bench_register_prints_medians_next_to_the_floor(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(
-        [
-            "register",
-            "--sqlite-only",
-            "--requests",
-            "40",
-            "--rounds",
-            "2",
-            "--workers",
-            "1",
-            "--concurrency",
-            "4",
-        ]
+    rc = run_bench(
+        "register",
+        "--sqlite-only",
+        "--requests",
+        "40",
+        "--rounds",
+        "2",
+        "--workers",
+        "1",
+        "--concurrency",
+        "4",
     )
-    assert bench.main(args) == 0  # no failed registration, no failed floor request
+    assert rc == 0  # no failed registration, no failed floor request
     out = capsys.readouterr().out
     line = re.search(
         r"register sqlite: ([\d,]+) registrations/s  floor ([\d,]+) req/s  ratio ([\d.]+)%  "

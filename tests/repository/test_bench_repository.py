@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import pytest
-
-from xds import bench
-
-
-def _run(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    return bench.main(parser.parse_args(list(argv)))
+from support import run_bench
 
 
 @pytest.mark.parametrize(
@@ -33,7 +25,7 @@ def _run(*argv: str) -> int:
 def test_bench_documents_per_second_next_to_the_floor(
     name: str, pattern: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = _run(name, "--requests", "30", "--workers", "1", "--concurrency", "4", "--big-mb", "0")
+    rc = run_bench(name, "--requests", "30", "--workers", "1", "--concurrency", "4", "--big-mb", "0")
     out = capsys.readouterr().out
     assert rc == 0, out  # every document stored / retrieved, every floor request answered
     found = re.search(pattern, out)
