@@ -560,28 +560,22 @@ def _parent_seq(parent: Table) -> Any:
 
 # PostgreSQL: children take their parent's seq from its sequence, so no statement waits for the
 # one before it and a submission's rows go to the server in one pipeline (one round trip)
-_PIPELINED = {
-    "documents": (
-        Prepared(insert(t.documents), rows.DOCUMENT_COLUMNS),
-        Prepared(
-            insert(t.document_codes).values(
-                doc_seq=_parent_seq(t.documents), kind=bindparam("kind"), value=bindparam("value")
-            )
-        ),
-    ),
-    "submission_sets": (
-        Prepared(insert(t.submission_sets), rows.SUBMISSION_SET_COLUMNS),
-        Prepared(
-            insert(t.submission_set_authors).values(
-                ss_seq=_parent_seq(t.submission_sets), author_person=bindparam("author_person")
-            )
-        ),
-    ),
-    "folders": (
-        Prepared(insert(t.folders), rows.FOLDER_COLUMNS),
-        Prepared(insert(t.folder_codes).values(folder_seq=_parent_seq(t.folders), value=bindparam("value"))),
-    ),
-}
+_PIPELINED_DOCUMENT = Prepared(insert(t.documents), rows.DOCUMENT_COLUMNS)
+_PIPELINED_DOCUMENT_CODES = Prepared(
+    insert(t.document_codes).values(
+        doc_seq=_parent_seq(t.documents), kind=bindparam("kind"), value=bindparam("value")
+    )
+)
+_PIPELINED_SUBMISSION_SET = Prepared(insert(t.submission_sets), rows.SUBMISSION_SET_COLUMNS)
+_PIPELINED_SS_AUTHORS = Prepared(
+    insert(t.submission_set_authors).values(
+        ss_seq=_parent_seq(t.submission_sets), author_person=bindparam("author_person")
+    )
+)
+_PIPELINED_FOLDER = Prepared(insert(t.folders), rows.FOLDER_COLUMNS)
+_PIPELINED_FOLDER_CODES = Prepared(
+    insert(t.folder_codes).values(folder_seq=_parent_seq(t.folders), value=bindparam("value"))
+)
 
 
 @dataclass
@@ -615,8 +609,9 @@ class _SubmissionRows:
         )
 
     def insert(self, conn: Connection, extra_associations: list[Association]) -> None:
+        associations, kinds = self._associations_and_kinds(extra_associations)
         if conn.dialect.name == "postgresql":
-            self._insert_pipelined(conn, extra_associations)
+            self._insert_pipelined(conn, associations, kinds)
             return
         for row, codes in self.documents:
             _insert_with_children(conn, _INSERT_DOCUMENT, row, _INSERT_DOCUMENT_CODES, codes, "doc_seq")
@@ -624,29 +619,31 @@ class _SubmissionRows:
             _insert_with_children(conn, _INSERT_SUBMISSION_SET, row, _INSERT_SS_AUTHORS, authors, "ss_seq")
         for row, codes in self.folders:
             _insert_with_children(conn, _INSERT_FOLDER, row, _INSERT_FOLDER_CODES, codes, "folder_seq")
-        associations, kinds = self.associations, self.kinds
-        if extra_associations:
-            associations = associations + [rows.association_row(a) for a in extra_associations]
-            kinds = kinds + [{"uuid": a.id, "kind": "association"} for a in extra_associations]
         _INSERT_ASSOCIATIONS.execute_many(conn, associations)
         _INSERT_OBJECTS.execute_many(conn, kinds)
 
-    def _insert_pipelined(self, conn: Connection, extra_associations: list[Association]) -> None:
-        associations, kinds = self.associations, self.kinds
-        if extra_associations:
-            associations = associations + [rows.association_row(a) for a in extra_associations]
-            kinds = kinds + [{"uuid": a.id, "kind": "association"} for a in extra_associations]
+    def _associations_and_kinds(self, extra: list[Association]) -> tuple[list[rows.Row], list[rows.Row]]:
+        """The association rows and registry_objects rows, with ``extra`` associations added."""
+        if not extra:
+            return self.associations, self.kinds
+        return (
+            self.associations + [rows.association_row(a) for a in extra],
+            self.kinds + [{"uuid": a.id, "kind": "association"} for a in extra],
+        )
+
+    def _insert_pipelined(
+        self, conn: Connection, associations: list[rows.Row], kinds: list[rows.Row]
+    ) -> None:
         dialect = conn.dialect
         driver = conn.connection.driver_connection
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
             with driver.pipeline():  # type: ignore[union-attr]
-                for name, parents in (
-                    ("documents", self.documents),
-                    ("submission_sets", self.submission_sets),
-                    ("folders", self.folders),
+                for parent, child, parents in (
+                    (_PIPELINED_DOCUMENT, _PIPELINED_DOCUMENT_CODES, self.documents),
+                    (_PIPELINED_SUBMISSION_SET, _PIPELINED_SS_AUTHORS, self.submission_sets),
+                    (_PIPELINED_FOLDER, _PIPELINED_FOLDER_CODES, self.folders),
                 ):
-                    parent, child = _PIPELINED[name]
                     for row, children in parents:
                         parent.queue(cursor, dialect, [row])
                         child.queue(cursor, dialect, children)

@@ -61,71 +61,58 @@ class Where:
         self.parts: list[Part] = []
         self.values: list[Any] = []
 
-    def one_of(self, column: str, values: Sequence[Any]) -> Where:
-        """``column`` equals one of ``values`` (``=`` for one value, ``IN`` for more, FALSE for none)."""
-        self.parts.append(("in", column, len(values)))
+    def _add(self, part: Part, values: Sequence[Any]) -> Where:
+        """One condition: its part of the shape, and the values it binds, in the order
+        :func:`_compile` binds them."""
+        self.parts.append(part)
         self.values.extend(values)
         return self
 
+    def one_of(self, column: str, values: Sequence[Any]) -> Where:
+        """``column`` equals one of ``values`` (``=`` for one value, ``IN`` for more, FALSE for none)."""
+        return self._add(("in", column, len(values)), values)
+
     def at_least(self, column: str, value: Any) -> Where:
-        self.parts.append((">=", column))
-        self.values.append(value)
-        return self
+        return self._add((">=", column), [value])
 
     def below(self, column: str, value: Any) -> Where:
-        self.parts.append(("<", column))
-        self.values.append(value)
-        return self
+        return self._add(("<", column), [value])
 
     def either(self, first: str, second: str, values: Sequence[Any]) -> Where:
         """``first`` or ``second`` equals one of ``values``."""
-        self.parts.append(("either", first, second, len(values)))
-        self.values.extend(values)
-        self.values.extend(values)
-        return self
+        return self._add(("either", first, second, len(values)), [*values, *values])
 
     def document_code(self, kind: str, values: Sequence[str]) -> Where:
         """The document has a ``kind`` row in ``document_codes`` with one of ``values``."""
-        self.parts.append(("code", kind, len(values)))
-        self.values.extend(values)
-        return self
+        return self._add(("code", kind, len(values)), values)
 
     def document_author(self, patterns: Sequence[str], *, sqlite: bool) -> Where:
         """An author of the document matches one of ``patterns`` (``%`` and ``_`` wildcards)."""
-        self.parts.append(("author", len(patterns), sqlite))
-        self.values.extend(match_pattern(p, sqlite=sqlite) for p in patterns)
-        return self
+        return self._add(
+            ("author", len(patterns), sqlite), [match_pattern(p, sqlite=sqlite) for p in patterns]
+        )
 
     def set_author(self, pattern: str, *, sqlite: bool) -> Where:
         """An author of the submission set matches ``pattern``."""
-        self.parts.append(("set_author", sqlite))
-        self.values.append(match_pattern(pattern, sqlite=sqlite))
-        return self
+        return self._add(("set_author", sqlite), [match_pattern(pattern, sqlite=sqlite)])
 
     def folder_code(self, values: Sequence[str]) -> Where:
         """The folder has one of the codes ``values``."""
-        self.parts.append(("folder_code", len(values)))
-        self.values.extend(values)
-        return self
+        return self._add(("folder_code", len(values)), values)
 
     def patient(self, column: str, given: str, canonical: str) -> Where:
         """``column`` holds an identifier of the patient given as ``given`` (canonical form
         ``canonical``): either form, the identifier that survived the ITI-8 merges ``canonical``
         went through, or one merged into that survivor (ITI TF-2 §3.8.4.2) — resolved by the same
         statement, in one round trip. See ``PatientDirectory.resolve`` for the merge rules."""
-        self.parts.append(("patient", column))
-        self.values.extend((canonical, given, canonical))
-        return self
+        return self._add(("patient", column), [canonical, given, canonical])
 
     def kind_in(self, kinds: Sequence[str]) -> Where:
         """The object named by the ``kind_of`` column is of one of ``kinds`` (see :meth:`Selections.rows`)."""
-        self.parts.append(("kind", len(kinds)))
-        self.values.extend(kinds)
-        return self
+        return self._add(("kind", len(kinds)), kinds)
 
     def never(self) -> Where:
-        self.parts.append(("never",))
-        return self
+        return self._add(("never",), [])
 
 
 def match_pattern(pattern: str, *, sqlite: bool) -> str:

@@ -2,8 +2,8 @@
 
 ITI TF-2 §3.18.4.1.3 (expected actions) and §3.51.4.1.3: the registry finds the objects a stored
 query selects (§3.18.4.1.2.3.7.1-14, §3.51.4.1.2.3) with SQL over the indexed columns and side
-tables of ``registry.schema`` (built once per query shape, see ``registry.selection``), and answers with a ``query:AdhocQueryResponse`` (ebRS 3.0 §6.3)
-assembled by concatenating the canonical ebRIM fragments stored beside each row (LeafClass) or
+tables of ``registry.schema`` (built once per query shape, see ``registry.selection``), and answers
+with a ``query:AdhocQueryResponse`` (ebRS 3.0 §6.3) assembled by concatenating the canonical ebRIM fragments stored beside each row (LeafClass) or
 ``rim:ObjectRef`` elements (ObjectRef). Nothing is parsed or re-serialised on the way out.
 
 Rules applied to every answer (§3.18.4.1.3):
@@ -467,6 +467,18 @@ def _folders_named(ctx: _Context) -> list[Hit]:
     return []
 
 
+def _with_uuid(chunk: list[str]) -> Where:
+    return Where().one_of("uuid", chunk)
+
+
+def _named(ctx: _Context, entry_uuid: str, unique_id: str) -> Where:
+    """The object a single-object query names: by entryUUID when it is given, else by uniqueId."""
+    p = ctx.p
+    if p.has(entry_uuid):
+        return Where().one_of("uuid", [p.one(entry_uuid)])
+    return Where().one_of("unique_id", [p.one(unique_id)])
+
+
 def _by_seq(hits: Iterable[Hit]) -> list[Hit]:
     return sorted(hits, key=lambda h: h.seq)
 
@@ -560,9 +572,7 @@ def get_submission_sets(ctx: _Context) -> list[Hit]:
     rows = ctx.select_in(t.associations, has_members, ctx.p.any(q.UUID), kind_of="source")
     links = ctx.links([row[:-1] for row in rows])
     sources = {link.source for link in links}
-    sets = ctx.objects(
-        SUBMISSION_SET, ctx.select_in(t.submission_sets, lambda chunk: Where().one_of("uuid", chunk), sources)
-    )
+    sets = ctx.objects(SUBMISSION_SET, ctx.select_in(t.submission_sets, _with_uuid, sources))
     return [*sets, *(link.hit() for link in links)]
 
 
@@ -573,10 +583,8 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     type), the associations it holds and the folder memberships among what is returned (each only
     when both its ends are returned), and its HasMembers to what is returned.
     """
-    p = ctx.p
-    named = ("uuid", q.SS_ENTRY_UUID) if p.has(q.SS_ENTRY_UUID) else ("unique_id", q.SS_UNIQUE_ID)
     sets = ctx.objects(
-        SUBMISSION_SET, ctx.select(t.submission_sets, Where().one_of(named[0], [p.one(named[1])]))
+        SUBMISSION_SET, ctx.select(t.submission_sets, _named(ctx, q.SS_ENTRY_UUID, q.SS_UNIQUE_ID))
     )
     if not sets:
         return []
@@ -595,9 +603,7 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     assoc_ids = by_kind.get("association", set()) | unknown
     # (select_in asks nothing for no ids)
     docs = _documents_by_ids(ctx, "uuid", doc_ids, filtered=True)
-    folders = ctx.objects(
-        FOLDER, ctx.select_in(t.folders, lambda chunk: Where().one_of("uuid", chunk), folder_ids)
-    )
+    folders = ctx.objects(FOLDER, ctx.select_in(t.folders, _with_uuid, folder_ids))
     inner = {
         link.uuid: link
         for link in ctx.links(
@@ -624,9 +630,7 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
 
 def get_folder_and_contents(ctx: _Context) -> list[Hit]:
     """GetFolderAndContents (ITI TF-2 §3.18.4.1.2.3.7.11): a folder, its entries and its HasMembers."""
-    p = ctx.p
-    named = ("uuid", q.FOLDER_ENTRY_UUID) if p.has(q.FOLDER_ENTRY_UUID) else ("unique_id", q.FOLDER_UNIQUE_ID)
-    folders = ctx.objects(FOLDER, ctx.select(t.folders, Where().one_of(named[0], [p.one(named[1])])))
+    folders = ctx.objects(FOLDER, ctx.select(t.folders, _named(ctx, q.FOLDER_ENTRY_UUID, q.FOLDER_UNIQUE_ID)))
     if not folders:
         return []
     folder = folders[0]
@@ -639,9 +643,7 @@ def get_folder_and_contents(ctx: _Context) -> list[Hit]:
 
 def _one_document(ctx: _Context, types: Sequence[str] | None = None) -> list[Hit]:
     """The entry (entries, for a resubmitted uniqueId) a single-document query names."""
-    p = ctx.p
-    named = ("uuid", q.DE_ENTRY_UUID) if p.has(q.DE_ENTRY_UUID) else ("unique_id", q.DE_UNIQUE_ID)
-    where = Where().one_of(named[0], [p.one(named[1])])
+    where = _named(ctx, q.DE_ENTRY_UUID, q.DE_UNIQUE_ID)
     if types is not None:
         where.one_of("object_type", types)
     return ctx.objects(DOCUMENT, ctx.select(t.documents, where))
@@ -655,7 +657,7 @@ def get_folders_for_document(ctx: _Context) -> list[Hit]:
     where = ctx.association_status(Where()).one_of("type", [v.HAS_MEMBER])
     memberships = ctx.links(ctx.select(t.associations, where.one_of("target", [h.uuid for h in docs])))
     holders = {link.source for link in memberships}
-    return ctx.objects(FOLDER, ctx.select_in(t.folders, lambda chunk: Where().one_of("uuid", chunk), holders))
+    return ctx.objects(FOLDER, ctx.select_in(t.folders, _with_uuid, holders))
 
 
 def get_related_documents(ctx: _Context) -> list[Hit]:
@@ -673,9 +675,7 @@ def get_related_documents(ctx: _Context) -> list[Hit]:
     others = {link.target if link.source in ids else link.source for link in links} - ids
     related = ctx.objects(
         DOCUMENT,
-        ctx.select_in(
-            t.documents, lambda chunk: Where().one_of("uuid", chunk).one_of("object_type", types), others
-        ),
+        ctx.select_in(t.documents, lambda chunk: _with_uuid(chunk).one_of("object_type", types), others),
     )
     related_ids = {h.uuid for h in related}
     kept = [link for link in links if link.source in related_ids or link.target in related_ids]

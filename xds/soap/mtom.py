@@ -47,18 +47,16 @@ def content_type_params(content_type: str) -> tuple[str, dict[str, str]]:
     at, end = 0, len(rest)
     while at < end:
         found = _PARAM.match(rest, at)
-        if found is None:  # no "name=": skip to the next parameter
-            semi = rest.find(";", at)
-            at = end if semi < 0 else semi + 1
-            continue
-        value = found.group(2)
-        if value.startswith('"'):
-            value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
-            value = value.replace("\\\\", "\\").replace('\\"', '"')
-        else:
-            value = value.strip()
-        params[found.group(1).lower()] = value
-        semi = rest.find(";", found.end())  # anything after a quoted value up to the next ';' is ignored
+        if found is not None:  # (a parameter without "name=" is skipped)
+            value = found.group(2)
+            if value.startswith('"'):
+                value = value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+                value = value.replace("\\\\", "\\").replace('\\"', '"')
+            else:
+                value = value.strip()
+            params[found.group(1).lower()] = value
+        # on to the next parameter (anything after a quoted value up to the next ';' is ignored)
+        semi = rest.find(";", at if found is None else found.end())
         at = end if semi < 0 else semi + 1
     return media, params
 
