@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +129,56 @@ class RunResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
+@dataclass
+class Rounds:
+    """Floor runs and server runs, alternated so that a burst of noise on the machine hits both."""
+
+    floors: list[RunResult]
+    ours: list[RunResult]
+
+    def median(self) -> tuple[float, float]:
+        """(ours, floor): the median rate of each."""
+        return statistics.median(r.rate for r in self.ours), statistics.median(r.rate for r in self.floors)
+
+    def best(self) -> tuple[float, float]:
+        """(ours, floor): the best rate of each."""
+        return max(r.rate for r in self.ours), max(r.rate for r in self.floors)
+
+    def spread(self, label: str, unit: str = "") -> str:
+        def span(runs: list[RunResult]) -> str:
+            return f"{min(r.rate for r in runs):,.0f}-{max(r.rate for r in runs):,.0f}"
+
+        return f"  (rounds: {label} {span(self.ours)}, floor {span(self.floors)}{unit})"
+
+    @property
+    def failures(self) -> tuple[int, int]:
+        """(ours, floor): failed requests over every round."""
+        return sum(r.failures for r in self.ours), sum(r.failures for r in self.floors)
+
+    @property
+    def first_failure(self) -> str:
+        return next((r.first_failure for r in [*self.ours, *self.floors] if r.first_failure), "")
+
+
+def alternate(
+    host: str,
+    port: int,
+    floor_requests: Callable[[int], Sequence[bytes]],
+    our_requests: Callable[[int], Sequence[bytes]],
+    *,
+    rounds: int,
+    concurrency: int,
+    floor_ok: bytes,
+    our_ok: bytes,
+) -> Rounds:
+    """``rounds`` pairs of runs, the floor's first: ``floor_requests(r)`` then ``our_requests(r)``."""
+    result = Rounds([], [])
+    for r in range(rounds):
+        result.floors.append(drive(host, port, floor_requests(r), concurrency, floor_ok))
+        result.ours.append(drive(host, port, our_requests(r), concurrency, our_ok))
+    return result
+
+
 def http_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
@@ -227,35 +277,33 @@ def bench_register(args: argparse.Namespace) -> int:
     for label, url in targets:
         if url:
             _reset_postgres(url)
-        floors: list[RunResult] = []
-        ours: list[RunResult] = []
         with running_server(workers=args.workers, database_url=url) as (host, port):
             floor_reqs = [http_request(host, port, "/_bench/floor", m, ctype) for m in messages[:n]]
             reg_reqs = [http_request(host, port, "/registry", m, ctype) for m in messages]
             drive(host, port, floor_reqs[:warm], c, b"SubmitObjectsRequest")
             drive(host, port, reg_reqs[n * rounds :], c, v.RESPONSE_SUCCESS.encode())
-            for r in range(rounds):  # each round registers submissions of its own
-                floors.append(drive(host, port, floor_reqs, c, b"SubmitObjectsRequest"))
-                ours.append(drive(host, port, reg_reqs[r * n : (r + 1) * n], c, v.RESPONSE_SUCCESS.encode()))
-        floor_rate = statistics.median(f.rate for f in floors)
-        our_rate = statistics.median(o.rate for o in ours)
+            runs = alternate(
+                host,
+                port,
+                lambda r, reqs=floor_reqs: reqs,
+                lambda r, reqs=reg_reqs: reqs[r * n : (r + 1) * n],  # each round registers its own
+                rounds=rounds,
+                concurrency=c,
+                floor_ok=b"SubmitObjectsRequest",
+                our_ok=v.RESPONSE_SUCCESS.encode(),
+            )
+        our_rate, floor_rate = runs.median()
         ratio = our_rate / floor_rate if floor_rate else 0.0
         target = 0.50 if label == "sqlite" else 0.35
         verdict = "meets" if ratio >= target else "BELOW"
-        spread = (
-            f"  (rounds: registry {min(o.rate for o in ours):,.0f}-{max(o.rate for o in ours):,.0f}, "
-            f"floor {min(f.rate for f in floors):,.0f}-{max(f.rate for f in floors):,.0f})"
-            if rounds > 1
-            else ""
-        )
+        spread = runs.spread("registry") if rounds > 1 else ""
         print(
             f"register {label}: {our_rate:,.0f} registrations/s  floor {floor_rate:,.0f} req/s  "
             f"ratio {ratio:.1%}  (target >= {target:.0%}: {verdict}){spread}"
         )
-        failures = sum(o.failures for o in ours) + sum(f.failures for f in floors)
+        failures = sum(runs.failures)
         if failures:
-            first = next((r.first_failure for r in [*ours, *floors] if r.first_failure), "")
-            print(f"  failures: {failures}; first: {first}")
+            print(f"  failures: {failures}; first: {runs.first_failure}")
             worst = 1
     return worst
 

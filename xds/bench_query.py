@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select, text
 
-from xds.bench import _read_response, drive, http_request, running_server
+from xds.bench import _read_response, alternate, drive, http_request, running_server
 from xds.metadata import vocabulary as v
 
 
@@ -276,27 +276,29 @@ def bench_query(args: argparse.Namespace) -> int:
                     ours_many = [ours_reqs[i % len(ours_reqs)] for i in range(many)]
                     floor_many = [floor_reqs[i % len(floor_reqs)] for i in range(many)]
                     # floor and ours alternate for three rounds; the median round of each counts
-                    floors, ourses = [], []
-                    for _ in range(3):
-                        floors.append(drive(host, port, floor_many, args.concurrency, b"Success"))
-                        ourses.append(drive(host, port, ours_many, args.concurrency, b"Success"))
-                    floor = sorted(floors, key=lambda run: run.rate)[1]
-                    ours = sorted(ourses, key=lambda run: run.rate)[1]
+                    runs = alternate(
+                        host,
+                        port,
+                        lambda r, reqs=floor_many: reqs,
+                        lambda r, reqs=ours_many: reqs,
+                        rounds=3,
+                        concurrency=args.concurrency,
+                        floor_ok=b"Success",
+                        our_ok=b"Success",
+                    )
+                    our_rate, floor_rate = runs.median()
                     p50, p95, p99 = _pcts(ours_lat)
                     f50, _, _ = _pcts(floor_lat)
                     p50_at[(w.name, size)] = p50
-                    ratio = ours.rate / floor.rate if floor.rate else 0.0
+                    ratio = our_rate / floor_rate if floor_rate else 0.0
                     print(
-                        f"  {w.name:<28} p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}  {ours.rate:7,.0f} q/s"
-                        f"  | floor p50 {f50:5.2f} ms {floor.rate:7,.0f} q/s  | throughput {ratio:.0%} of floor"
+                        f"  {w.name:<28} p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}  {our_rate:7,.0f} q/s"
+                        f"  | floor p50 {f50:5.2f} ms {floor_rate:7,.0f} q/s  | throughput {ratio:.0%} of floor"
                     )
-                    failed = sum(run.failures for run in ourses), sum(run.failures for run in floors)
+                    failed = runs.failures
                     if any(failed):
                         worst = 1
-                        print(
-                            f"    failures: {failed[0]} ours, {failed[1]} floor: "
-                            f"{next((run.first_failure for run in ourses + floors if run.first_failure), '')}"
-                        )
+                        print(f"    failures: {failed[0]} ours, {failed[1]} floor: {runs.first_failure}")
             print("  FindDocuments query plan:")
             for line in plans(engine, loads[0].messages[0]):
                 print(f"    {line}")

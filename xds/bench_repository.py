@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import Route
 
 from xds import samples
-from xds.bench import drive, http_request, running_server
+from xds.bench import Rounds, alternate, drive, http_request, running_server
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
@@ -117,19 +117,20 @@ def bench(args: argparse.Namespace) -> int:
         drive(host, port, provide[n * rounds :], c, ok)
         # floor and ours alternate; the median round of each counts (the machine's noise moves a
         # single run by ±20 %)
-        floors, ourses = [], []
-        for r in range(rounds):
-            floors.append(drive(host, port, floor_provide[:n], c, ok))
-            ourses.append(drive(host, port, provide[r * n : (r + 1) * n], c, ok))
-        floor = sorted(floors, key=lambda run: run.rate)[len(floors) // 2]
-        ours = sorted(ourses, key=lambda run: run.rate)[len(ourses) // 2]
-        failures += sum(run.failures for run in floors + ourses)
+        runs = alternate(
+            host,
+            port,
+            lambda r: floor_provide[:n],
+            lambda r: provide[r * n : (r + 1) * n],
+            rounds=rounds,
+            concurrency=c,
+            floor_ok=ok,
+            our_ok=ok,
+        )
+        failures += _failures(runs)
         if args.bench == "provide":
-            _report("provide", ours.rate, floor.rate, 0.40, "documents/s")
-            print(
-                f"  (rounds: provide {min(o.rate for o in ourses):,.0f}-{max(o.rate for o in ourses):,.0f}, "
-                f"floor {min(f.rate for f in floors):,.0f}-{max(f.rate for f in floors):,.0f} documents/s)"
-            )
+            _report("provide", *runs.median(), 0.40, "documents/s")
+            print(runs.spread("provide", " documents/s"))
         else:
             repo_id = _repository_id(host, port)
             ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_RETRIEVE}"'
@@ -140,21 +141,29 @@ def bench(args: argparse.Namespace) -> int:
             drive(host, port, retrieve[n:], c, ok)
             # retrieving changes nothing, so floor and ours alternate for three rounds and the best
             # round of each counts: a burst of noise on this machine then hits both alike
-            floors, ourses = [], []
-            for _ in range(3):
-                floors.append(drive(host, port, floor_retrieve[:n], c, ok))
-                ourses.append(drive(host, port, retrieve[:n], c, ok))
-            floor = max(floors, key=lambda r: r.rate)
-            ours = max(ourses, key=lambda r: r.rate)
-            failures += sum(r.failures for r in floors + ourses)
-            _report("retrieve", ours.rate, floor.rate, 0.50, "documents/s")
-        if ours.failures or floor.failures:
-            print(
-                f"  failures: {ours.failures} ours, {floor.failures} floor; first: {ours.first_failure or floor.first_failure}"
+            runs = alternate(
+                host,
+                port,
+                lambda r: floor_retrieve[:n],
+                lambda r: retrieve[:n],
+                rounds=3,
+                concurrency=c,
+                floor_ok=ok,
+                our_ok=ok,
             )
+            _report("retrieve", *runs.best(), 0.50, "documents/s")
+            failures += _failures(runs)
     if args.big_mb:
         failures += big_document(args.big_mb)
     return 1 if failures else 0
+
+
+def _failures(runs: Rounds) -> int:
+    """How many requests of ``runs`` failed, said with the first failure when there are any."""
+    ours, floor = runs.failures
+    if ours or floor:
+        print(f"  failures: {ours} ours, {floor} floor; first: {runs.first_failure}")
+    return ours + floor
 
 
 def _report(label: str, ours: float, floor: float, target: float, unit: str) -> None:
