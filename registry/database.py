@@ -334,10 +334,12 @@ class GroupCommit:
     their own :meth:`run`, then runs the whole batch in one transaction (inline or in a thread, as
     :func:`run_blocking` decides), each piece of work in its own SAVEPOINT so that one that fails
     is rolled back alone, with its own exception, as if it had never come. Work in a batch runs in
-    arrival order and sees the work before it, exactly as serial transactions would.
+    arrival order and sees the work before it, exactly as serial transactions would. Work must be
+    safe to run again: a batch that meets a deadlock is rolled back and its work run one by one.
     """
 
     MAX_BATCH = 64
+    ATTEMPTS = 3
     GATHER_ROUNDS = 8
     GATE_POLL = 0.0002
 
@@ -407,22 +409,73 @@ class GroupCommit:
                     future.set_exception(value)
 
     def _commit(self, works: list[Callable[[Connection], Any]], gate_held: bool) -> list[tuple[bool, Any]]:
+        """Run ``works`` in one transaction, each in a savepoint; (ok, value or exception) each.
+
+        Two batches can deadlock on PostgreSQL where serial transactions would only have waited:
+        each holds locks its earlier pieces took (a claimed document uniqueId, a relationship
+        target, a folder, a blob) that a later piece of the other one needs. The server then fails
+        one piece with a deadlock, but the locks that close the cycle belong to the pieces before
+        it, so no retry inside the same transaction can succeed. The whole transaction is rolled
+        back instead, and each piece runs again in a transaction of its own.
+        """
+        if len(works) > 1:
+            try:
+                return self._together(works, gate_held)
+            except _Conflict:
+                pass  # rolled back as a whole: nothing of the batch is stored
+        return [self._alone(work, gate_held) for work in works]
+
+    def _together(self, works: list[Callable[[Connection], Any]], gate_held: bool) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
-        with write_transaction(self.engine, gate_held=gate_held) as conn:
-            if len(works) == 1:  # alone: the transaction is its savepoint
-                return [(True, works[0](conn))]
-            for work in works:
-                conn.exec_driver_sql("SAVEPOINT xds_work")
-                try:
-                    value = work(conn)
-                except Exception as exc:
-                    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT xds_work")
-                    conn.exec_driver_sql("RELEASE SAVEPOINT xds_work")
-                    outcomes.append((False, exc))
-                else:
-                    conn.exec_driver_sql("RELEASE SAVEPOINT xds_work")
-                    outcomes.append((True, value))
+        try:
+            with write_transaction(self.engine, gate_held=gate_held) as conn:
+                for work in works:
+                    conn.exec_driver_sql("SAVEPOINT xds_work")
+                    try:
+                        value = work(conn)
+                    except Exception as exc:
+                        if conflict(exc):
+                            raise _Conflict from exc
+                        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT xds_work")
+                        conn.exec_driver_sql("RELEASE SAVEPOINT xds_work")
+                        outcomes.append((False, exc))
+                    else:
+                        conn.exec_driver_sql("RELEASE SAVEPOINT xds_work")
+                        outcomes.append((True, value))
+        except DBAPIError as exc:
+            if conflict(exc):  # at COMMIT
+                raise _Conflict from exc
+            raise
         return outcomes
+
+    def _alone(self, work: Callable[[Connection], Any], gate_held: bool) -> tuple[bool, Any]:
+        """``work`` in a transaction of its own, begun again (up to ATTEMPTS times) after a conflict."""
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                with write_transaction(self.engine, gate_held=gate_held) as conn:
+                    value = work(conn)
+            except Exception as exc:
+                if conflict(exc) and attempt < self.ATTEMPTS:
+                    continue
+                return False, exc
+            return True, value
+        raise AssertionError("unreachable")
+
+
+class _Conflict(Exception):
+    """A batch met a deadlock or serialisation failure and was rolled back as a whole."""
+
+
+# SQLSTATEs of a transaction that lost a race and can simply be run again: serialization_failure
+# and deadlock_detected (PostgreSQL Appendix A, class 40 "Transaction Rollback").
+_RETRYABLE_STATES = frozenset({"40001", "40P01"})
+
+
+def conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` (the driver's or SQLAlchemy's wrapping of it) says the transaction lost a
+    race with another one — a deadlock or a serialisation failure — and may be run again."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_STATES
 
 
 def reader(engine: Engine) -> Engine:

@@ -100,7 +100,12 @@ class _Registration:
     within: Callable[[Connection], None] | None
 
     def apply(self, conn: Connection) -> None:
+        """Write the submission in ``conn``'s transaction. It may run again in a new transaction
+        after one that was rolled back (:class:`registry.database.GroupCommit`), so what it learns
+        from the database is gathered afresh each time."""
         registrar, plan = self.registrar, self.plan
+        plan.existing_docs, plan.existing_folders = {}, {}
+        plan.deprecate, plan.touched_folders, plan.extra_associations = [], set(), []
         sub = plan.sub
         ss = sub.submission_sets[0]
         pid = ss.patient_id or ""
@@ -497,7 +502,8 @@ def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> l
         return []
     wanted = {doc.unique_id or "": ((doc.hash or "").lower() or None, doc) for doc in docs}
     claim = _CLAIM[conn.dialect.name]
-    claimed = {claim.scalar(conn, {"unique_id": uid, "hash": digest}) for uid, (digest, _) in wanted.items()}
+    # in one order everywhere, so that two submissions claiming the same ids wait, not deadlock
+    claimed = {claim.scalar(conn, {"unique_id": uid, "hash": wanted[uid][0]}) for uid in sorted(wanted)}
     taken = wanted.keys() - claimed
     if not taken:
         return []

@@ -68,6 +68,12 @@ class _Incoming:
     attachment: Attachment
     sha1: str = ""
     size: int = 0
+    resubmitted: bool = False  # the same bytes under this uniqueId were stored here before
+
+    @property
+    def brought(self) -> str:
+        """The SHA-1 of bytes this submission brought and must undo on failure, or ""."""
+        return "" if self.resubmitted else self.sha1
 
 
 class RepositoryService:
@@ -256,9 +262,12 @@ class RepositoryService:
         keeps its row, other bytes under a stored uniqueId are XDSNonIdenticalHash."""
         now = _now()
         rows = []
+        for sha1 in sorted({item.sha1 for item in incoming}):  # one order everywhere: no deadlock
+            _lock_blob(conn, sha1)
+        for item in incoming:  # may run again after a rollback: each time from what is stored
+            item.resubmitted = False
         for item in incoming:
             uid = item.doc.unique_id or ""
-            _lock_blob(conn, item.sha1)
             stored_sha1 = _SHA1_OF.scalar(conn, {"repository": self.unique_id, "uid": uid})
             if stored_sha1 is not None:
                 if stored_sha1 != item.sha1:
@@ -267,7 +276,7 @@ class RepositoryService:
                         f"document {uid} is stored here with another hash ({stored_sha1})",
                         item.doc.id,
                     )
-                item.sha1 = ""  # a resubmission of bytes already stored: nothing to undo
+                item.resubmitted = True  # bytes already stored: nothing to undo
                 continue
             if not self.store.exists(item.sha1):
                 # the same bytes, sent at the same moment by a submission that failed, were removed
@@ -291,7 +300,7 @@ class RepositoryService:
         _INSERT_ROW.execute_many(conn, rows)
 
     def _confirm(self, incoming: list[_Incoming]) -> None:
-        uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
+        uids = [i.doc.unique_id or "" for i in incoming if i.brought]
         if not uids:
             return
         with write_transaction(self.engine) as conn:
@@ -304,7 +313,7 @@ class RepositoryService:
     def _discard(self, incoming: list[_Incoming], pending_rows: bool) -> None:
         """After a refused registration: remove this submission's pending rows (if it wrote any) and
         the bytes it brought that no row points to."""
-        uids = [i.doc.unique_id or "" for i in incoming if i.sha1]
+        uids = [i.doc.unique_id or "" for i in incoming if i.brought]
         with write_transaction(self.engine) as conn:
             if uids and pending_rows:
                 conn.execute(
@@ -314,7 +323,7 @@ class RepositoryService:
                         rd.c.state == "pending",
                     )
                 )
-            for sha1 in {i.sha1 for i in incoming if i.sha1}:
+            for sha1 in {i.brought for i in incoming if i.brought}:
                 _lock_blob(conn, sha1)
                 self._delete_blob_if_unused(conn, sha1)
 

@@ -292,6 +292,69 @@ def test_group_commit_waits_for_the_write_gate_without_blocking_the_loop(tmp_pat
     assert ticks >= 10 and result == 1
 
 
+def test_group_commits_that_deadlock_run_their_work_again_one_by_one(database_url: str, backend: str) -> None:
+    """Two batches on PostgreSQL, each holding a lock (from its first piece) that the other's
+    second piece needs: the server fails one of them with a deadlock. That batch is rolled back
+    as a whole and each of its pieces runs again in a transaction of its own, so every piece is
+    stored and none is answered with the deadlock."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time (the write gate): runs in the PostgreSQL pass")
+    engine = open_engine(database_url)
+    _meta.create_all(engine)
+    both_locked = threading.Barrier(2, timeout=10)
+    runs: list[str] = []
+
+    def piece(name: str, key: int, wait: bool):  # type: ignore[no-untyped-def]
+        first = [wait]
+
+        def work(conn):  # type: ignore[no-untyped-def]
+            runs.append(name)
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(k)s)", {"k": key})
+            if first[0]:
+                first[0] = False
+                both_locked.wait()
+            return _INSERT.scalar(conn, {"name": name})
+
+        return work
+
+    def batch(works: list[object], out: list[object]) -> None:
+        group = GroupCommit(engine)  # each thread: its own event loop, as each server worker has
+
+        async def together() -> list[object]:
+            return await asyncio.gather(*(group.run(w) for w in works), return_exceptions=True)  # type: ignore[arg-type]
+
+        out.extend(asyncio.run(together()))
+
+    a_out: list[object] = []
+    b_out: list[object] = []
+    a = threading.Thread(target=batch, args=([piece("a1", 1, True), piece("a2", 2, False)], a_out))
+    b = threading.Thread(target=batch, args=([piece("b1", 2, True), piece("b2", 1, False)], b_out))
+    try:
+        a.start()
+        b.start()
+        a.join(30)
+        b.join(30)
+        with engine.connect() as conn:
+            names = conn.execute(select(_things.c.name).order_by(_things.c.name)).scalars().all()
+    finally:
+        _meta.drop_all(engine)
+        engine.dispose()
+    assert [type(r) for r in a_out + b_out] == [int] * 4, a_out + b_out
+    assert names == ["a1", "a2", "b1", "b2"]
+    assert len(runs) > 4  # one batch did run again
+
+
+def test_conflicts_are_told_apart_from_other_errors() -> None:
+    class DriverError(Exception):
+        def __init__(self, sqlstate: str | None) -> None:
+            self.sqlstate = sqlstate
+
+    assert database.conflict(DriverError("40P01")) and database.conflict(DriverError("40001"))
+    assert database.conflict(DBAPIError("stmt", {}, DriverError("40P01")))
+    assert not database.conflict(DriverError("23505"))  # unique_violation: a refusal, not a race
+    assert not database.conflict(DriverError(None)) and not database.conflict(ValueError("x"))
+
+
 def _end_other_sessions(database_url: str) -> None:
     """Every other session of this test's database ends, as a server restart would end them."""
     admin = open_engine_nopool(database_url)

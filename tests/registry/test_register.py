@@ -386,3 +386,37 @@ def test_rows_of_a_submission_link_children_to_their_parents_and_clash_as_integr
     with pytest.raises(IntegrityError), write_transaction(engine) as conn:
         again.insert(conn, [])
     assert all_counts(engine) == before
+
+
+def test_a_registration_rolled_back_and_run_again_writes_what_it_would_have_once(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
+    """GroupCommit runs a submission again in a new transaction after a batch was rolled back
+    (a deadlock on PostgreSQL): what the first run learnt from the database (the replaced
+    document, the folder membership it carries over) must not be counted twice."""
+    from registry.database import write_transaction
+
+    original = samples.submission(rng=rng, with_folder=True)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    replacement = rplc(original.patient, v.RPLC, target, rng)
+    job = registrar.prepare(replacement.submission)
+    before = all_counts(engine)
+    with write_transaction(engine) as conn:
+        job.apply(conn)
+        conn.rollback()  # as a batch that met a deadlock is
+    assert all_counts(engine) == before
+    with write_transaction(engine) as conn:
+        job.apply(conn)
+    after = all_counts(engine)
+    # the submission's own associations (HasMember, RPLC) plus one folder membership and its link
+    assert after["associations"] - before["associations"] == len(replacement.submission.associations) + 2
+    assert after["documents"] - before["documents"] == 1
+    new_uuid = uuid_of(engine, replacement.documents[0].unique_id)
+    with engine.connect() as conn:
+        folder_uuid = conn.execute(select(t.folders.c.uuid)).scalar_one()
+        a = t.associations.c
+        members = conn.execute(select(a.target).where(a.source == folder_uuid, a.type == v.HAS_MEMBER))
+        assert sorted(members.scalars()) == sorted([target, new_uuid])
+        status = conn.execute(select(t.documents.c.status).where(t.documents.c.uuid == target)).scalar_one()
+    assert status == v.STATUS_DEPRECATED

@@ -147,3 +147,35 @@ def test_recover_settles_pending_rows(tmp_path: Path, engine, registered: bool) 
         states = conn.execute(select(rd.c.state)).scalars().all()
     assert states == (["stored"] if registered else [])
     assert repo.store.exists(sha1) is registered and not repo.store.exists(orphan)
+
+
+def test_recording_a_resubmission_again_after_a_rollback_finds_it_the_same(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
+    """The repository's rows are written inside the registration's transaction, which GroupCommit
+    may roll back (a deadlock on PostgreSQL) and run again: a document whose bytes were stored
+    before is a resubmission each time, never "another hash", and never bytes to undo."""
+    from registry.database import write_transaction
+    from repository.service import RepositoryService, _Incoming
+    from xds.soap.envelope import Attachment
+
+    async def never(_sub):  # type: ignore[no-untyped-def]
+        raise AssertionError("not registered here")
+
+    repo = RepositoryService("r", "1.2.3.4", tmp_path, engine, never, lambda uid, rid: True)
+    sha1, size = repo.store.put_bytes(b"a document sent twice")
+    doc = samples.submission().submission.documents[0]
+    uid = doc.unique_id
+
+    def incoming() -> list[_Incoming]:
+        return [_Incoming(doc, Attachment("cid", "text/plain", sha1=sha1, size=size), sha1, size)]
+
+    with write_transaction(engine) as conn:
+        repo._record(conn, incoming(), "stored")
+    again = incoming()
+    with write_transaction(engine) as conn:
+        repo._record(conn, again, "stored")
+        conn.rollback()
+    with write_transaction(engine) as conn:
+        repo._record(conn, again, "stored")
+    assert again[0].resubmitted and again[0].brought == ""
+    with engine.connect() as conn:
+        assert conn.execute(select(rd.c.unique_id, rd.c.sha1)).all() == [(uid, sha1)]
