@@ -100,6 +100,16 @@ TEXT = "text"  # any non-empty string (ids, uuids, author patterns, association 
 
 MAX_METADATA_LEVEL = 2
 
+# Bounds on what one request may ask. ITI TF-2 §3.18.4.1.2.3.5 sets none, but every value becomes
+# a bound parameter of one SQL statement (SQLite takes at most 32,766, PostgreSQL 65,535), each
+# AND'ed slot a subquery, and each author pattern a match against every author of every candidate
+# document; past these a request is refused up front, naming the parameter, rather than left to
+# fail in the database or to occupy a worker for minutes.
+MAX_VALUES = 10_000  # values of one parameter, over all its slots
+MAX_REQUEST_VALUES = 20_000  # values of all parameters of one request
+MAX_AND_SLOTS = 64  # slots of one AND/OR parameter (event codes, confidentiality codes, ...)
+MAX_PATTERNS = 100  # author-person patterns of one request
+
 
 @dataclass(frozen=True, slots=True)
 class ParamSpec:
@@ -443,7 +453,7 @@ def check_value(kind: str, value: str) -> str:
         problem = check_cx(value)
         return f"{value!r} is not a patient identifier: {problem}" if problem else ""
     if kind == LEVEL:
-        if not value.isdigit() or not 1 <= int(value) <= MAX_METADATA_LEVEL:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_METADATA_LEVEL:
             return f"{value!r} is not a metadata level (1 or 2)"
         return ""
     return "" if value else "empty value"
@@ -564,16 +574,39 @@ def _read_params(
             )
             continue
         values: list[str] = []
+        malformed = False
         for value in slot.iterfind(f"{_R}ValueList/{_R}Value"):
             try:
                 values.extend(parse_value(value.text or ""))
             except MalformedValue as exc:
                 errors.append(XdsError(v.XDSRegistryError, f"parameter {name}: {exc}", name))
+                malformed = True
         if values:
             raw.setdefault(name, []).append(values)
+        elif not malformed and not spec.required:  # (a required one is reported missing)
+            # an empty list would drop the filter and widen the answer; say so instead
+            errors.append(XdsError(v.XDSRegistryError, f"parameter {name} is given without a value", name))
 
+    total = 0
     for name, slots in raw.items():
         spec = query.params[name]
+        given = sum(len(s) for s in slots)
+        total += given
+        cap = MAX_PATTERNS if name in (DE_AUTHOR_PERSON, SS_AUTHOR_PERSON) else MAX_VALUES
+        if given > cap:
+            errors.append(
+                XdsError(
+                    v.XDSRegistryError, f"parameter {name} has {given} values; at most {cap} are taken", name
+                )
+            )
+        if spec.and_or and len(slots) > MAX_AND_SLOTS:
+            errors.append(
+                XdsError(
+                    v.XDSRegistryError,
+                    f"parameter {name} is given in {len(slots)} slots; at most {MAX_AND_SLOTS} are taken",
+                    name,
+                )
+            )
         if len(slots) > 1 and not spec.and_or:
             errors.append(
                 XdsError(
@@ -595,6 +628,14 @@ def _read_params(
             if problem:
                 errors.append(XdsError(v.XDSRegistryError, f"parameter {name}: {problem}", name))
 
+    if total > MAX_REQUEST_VALUES:
+        errors.append(
+            XdsError(
+                v.XDSRegistryError,
+                f"the query gives {total} values in all; at most {MAX_REQUEST_VALUES} are taken",
+                query.name,
+            )
+        )
     for spec in query.params.values():
         if spec.required and spec.name not in raw:
             errors.append(

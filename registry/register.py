@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from registry import rows
 from registry import schema as t
 from registry.database import GroupCommit, reader, run_blocking, write_transaction
-from registry.patients import PatientDirectory
+from registry.patients import PatientDirectory, canonical_cx
 from registry.statements import Prepared
 from xds.errors import XdsError, XdsException
 from xds.metadata import ebrim
@@ -161,11 +161,22 @@ class Registrar:
         resolved = self.patients.resolve(pid, conn)
         if resolved is not None:
             return resolved
-        if status == "valid":
-            return pid
+        if status == "valid":  # filed in canonical form, as an identifier from the feed is
+            return canonical_cx(pid)
         raise XdsException.of(
             v.XDSUnknownPatientId, f"patient id {pid!r} is not known to this registry", location
         )
+
+    def _survivor(self, pid: str, conn: Connection) -> str:
+        """The identifier an object filed under ``pid`` now belongs to: the survivor of its merges,
+        in canonical form (``pid`` itself when it is neither known nor a CX)."""
+        resolved = self.patients.resolve(pid, conn)
+        if resolved is not None:
+            return resolved
+        try:
+            return canonical_cx(pid)
+        except ValueError:
+            return pid
 
     # ---------------------------------------------------------------------------------------------
     def register(self, sub: Submission, within: Callable[[Connection], None] | None = None) -> None:
@@ -262,6 +273,10 @@ class Registrar:
             )
         plan.existing_docs = _load_documents(conn, {r for r in referenced if kinds.get(r) == "document"})
         plan.existing_folders = _load_folders(conn, {r for r in referenced if kinds.get(r) == "folder"})
+        # objects filed under an identifier since merged away belong to the survivor (ITI TF-2
+        # §3.8.4.2): the same patient for the same-patient rules below
+        for stored in (*plan.existing_docs.values(), *plan.existing_folders.values()):
+            stored.patient_id = self._survivor(stored.patient_id, conn)
 
         by_id = sub.by_id()
         ss = sub.submission_sets[0]

@@ -87,7 +87,8 @@ document_codes = Table(
     Column("value", String(512), nullable=False),
 )
 Index("ix_document_codes_value", document_codes.c.kind, document_codes.c.value, document_codes.c.doc_seq)
-Index("ix_document_codes_doc", document_codes.c.doc_seq)
+# per document: the filters ask "has this document a row of this kind with this value?"
+Index("ix_document_codes_doc_kind", document_codes.c.doc_seq, document_codes.c.kind, document_codes.c.value)
 
 # --- submission sets (ITI TF-3 §4.2.3.3) --------------------------------------------------------------
 submission_sets = Table(

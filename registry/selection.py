@@ -257,7 +257,8 @@ def _compile(
     if limit is not None:
         stmt = stmt.limit(limit)
     compiled = stmt.compile(dialect=dialect)
-    fixed = {k: v for k, v in compiled.params.items() if k not in names}
+    ours = set(names)  # (a list here made a request with n values cost n² steps)
+    fixed = {k: v for k, v in compiled.params.items() if k not in ours}
     order = tuple(compiled.positiontup or ()) if dialect.positional else None
     return compiled.string, order, fixed, tuple(names)
 

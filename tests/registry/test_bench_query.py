@@ -48,3 +48,29 @@ def test_bench_query_end_to_end_small(tmp_path, capsys) -> None:  # type: ignore
     assert len(figures) == 8, out  # four workloads at two sizes
     assert "ix_documents_patient_status" in out
     assert len(re.findall(r"p50 at 800 is [\d.]+x p50 at 400", out)) == 4, out
+
+
+def test_author_and_event_code_filters_look_codes_up_by_document(engine: Engine) -> None:
+    """An author pattern has no prefix to search by: the filter must read the candidate
+    document's own rows (doc_seq, kind, value), not every author row of the registry."""
+    from sqlalchemy import select
+
+    from registry import query_params as qp
+    from registry import schema as t
+    from xds.bench_query import _slot, query_message
+    from xds.metadata import vocabulary as v
+
+    fill(engine, 2000)
+    with engine.connect() as conn:
+        patient = conn.execute(select(t.documents.c.patient_id).limit(1)).scalar_one()
+    patient_slot = _slot(qp.DE_PATIENT_ID, f"'{patient}'")
+    message = query_message(
+        v.SQ_FIND_DOCUMENTS,
+        v.RETURN_OBJECT_REF,
+        patient_slot
+        + _slot(qp.DE_STATUS, f"('{v.STATUS_APPROVED}')")
+        + _slot(qp.DE_AUTHOR_PERSON, "'%Hansen%'")
+        + _slot(qp.DE_EVENT_CODE, "('T-D4909^^2.16.578.1.12.4.1.1.7010')"),
+    )
+    text = "\n".join(plans(engine, message))
+    assert "ix_document_codes_doc_kind" in text, text

@@ -420,3 +420,47 @@ def test_a_registration_rolled_back_and_run_again_writes_what_it_would_have_once
         assert sorted(members.scalars()) == sorted([target, new_uuid])
         status = conn.execute(select(t.documents.c.status).where(t.documents.c.uuid == target)).scalar_one()
     assert status == v.STATUS_DEPRECATED
+
+
+@pytest.mark.parametrize("submit_under", ["old", "new"])
+def test_documents_filed_before_a_merge_can_be_replaced_under_either_identifier(
+    registrar: Registrar, engine: Engine, rng, submit_under: str
+) -> None:
+    """After ADT^A40 the survivor owns what was filed under the merged-away identifier (ITI TF-2
+    §3.8.4.2): replacing, appending to or filing into it is the same patient, not
+    XDSPatientIdDoesNotMatch."""
+    old, new = "OLD2^^^&1.2.3.4.5&ISO", "NEW2^^^&1.2.3.4.5&ISO"
+    registrar.patients.register(old)
+    registrar.patients.register(new)
+    original = samples.submission(old, rng=rng, with_folder=True)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    registrar.patients.merge(old, new)
+    patient = old if submit_under == "old" else new
+    registrar.register(rplc(patient, v.RPLC, target, rng).submission)
+    with engine.connect() as conn:
+        status = conn.execute(select(t.documents.c.status).where(t.documents.c.uuid == target)).scalar_one()
+    assert status == v.STATUS_DEPRECATED
+    # a document of another patient is still refused
+    other = "OTHER2^^^&1.2.3.4.5&ISO"
+    registrar.patients.register(other)
+    with engine.connect() as conn:
+        approved = conn.execute(
+            select(t.documents.c.uuid).where(t.documents.c.status == v.STATUS_APPROVED)
+        ).scalar_one()
+    with pytest.raises(XdsException) as exc:
+        registrar.register(rplc(other, v.APND, approved, rng).submission)
+    assert codes_of(exc) == [v.XDSPatientIdDoesNotMatch]
+
+
+def test_a_national_id_is_filed_in_canonical_form(registrar: Registrar, engine: Engine, rng) -> None:
+    """A valid fødselsnummer never fed is accepted (Norwegian profile) and, like one from the
+    feed, filed as ID^^^&OID&ISO: a trailing empty component does not make another patient
+    (ITI TF-3 §4.2.3.1.7 keeps only CX.1 and CX.4)."""
+    canonical = samples.submission(rng=rng).patient
+    for form in (canonical + "^", canonical + "^^", canonical):
+        registrar.register(samples.submission(form, rng=rng).submission)
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(t.documents.c.patient_id)).scalars())
+        stored |= set(conn.execute(select(t.submission_sets.c.patient_id)).scalars())
+    assert stored == {canonical}

@@ -1220,6 +1220,14 @@ def test_alternatives_given_together_is_parameter_number(query: Q, world: World)
         ((qp.METADATA_LEVEL, "3"), qp.METADATA_LEVEL),
         ((qp.DE_FORMAT_CODE, "('x^^y'"), qp.DE_FORMAT_CODE),
         ((qp.DE_AUTHOR_PERSON, "'unterminated"), qp.DE_AUTHOR_PERSON),
+        # '$' in a pattern also matches before a final newline; digits are ASCII digits only
+        ((qp.DE_CREATION_TIME_FROM, "'20041224\n'"), qp.DE_CREATION_TIME_FROM),
+        ((qp.DE_CREATION_TIME_TO, "'\u0661\u0662\u0663\u0664'"), qp.DE_CREATION_TIME_TO),
+        ((qp.DE_SERVICE_START_FROM, "'\uff12\uff10\uff10\uff14'"), qp.DE_SERVICE_START_FROM),
+        ((qp.METADATA_LEVEL, "'\u0661'"), qp.METADATA_LEVEL),
+        # an empty list on an optional filter would silently widen the answer
+        ((qp.DE_CLASS_CODE, "()"), qp.DE_CLASS_CODE),
+        ((qp.DE_AUTHOR_PERSON, "( )"), qp.DE_AUTHOR_PERSON),
     ],
 )
 def test_malformed_values_are_registry_errors_naming_the_parameter(
@@ -1351,3 +1359,41 @@ def test_long_id_lists_are_asked_in_chunks_with_the_same_answers(
     for one, many in zip(whole, chunked, strict=True):
         assert one.status == many.status == "Success"
         assert one.ids() and many.ids() == one.ids()
+
+
+@pytest.mark.parametrize(
+    ("slots", "location"),
+    [
+        (((qp.DE_CLASS_CODE, ql(*(f"c{i}^^1.2" for i in range(qp.MAX_VALUES + 1)))),), qp.DE_CLASS_CODE),
+        (((qp.DE_AUTHOR_PERSON, ql(*(f"%{i}%" for i in range(qp.MAX_PATTERNS + 1)))),), qp.DE_AUTHOR_PERSON),
+        (tuple((qp.DE_EVENT_CODE, ql(f"e{i}^^1.2")) for i in range(qp.MAX_AND_SLOTS + 1)), qp.DE_EVENT_CODE),
+        (
+            tuple(
+                (name, ql(*(f"c{i}^^1.2" for i in range(qp.MAX_VALUES))))
+                for name in (qp.DE_CLASS_CODE, qp.DE_TYPE_CODE, qp.DE_FORMAT_CODE)
+            ),
+            v.STORED_QUERY_NAMES[v.SQ_FIND_DOCUMENTS],
+        ),
+    ],
+    ids=["values", "patterns", "and-slots", "request"],
+)
+def test_requests_past_the_bounds_are_refused_naming_the_parameter(
+    query: Q, slots: tuple[tuple[str, str], ...], location: str
+) -> None:
+    """ITI TF-2 sets no bound, but each value is a bound SQL parameter (SQLite takes 32,766), each
+    AND slot a subquery and each author pattern a scan of every candidate's authors: a request past
+    the bounds is refused up front rather than failing in the database or holding the worker."""
+    answer = query(v.SQ_FIND_DOCUMENTS, query.pid("A"), STATUS_APPROVED, *slots)
+    assert answer.status == "Failure"
+    assert answer.errors == [(v.XDSRegistryError, v.SEVERITY_ERROR, location)]
+
+
+def test_lists_up_to_the_bounds_are_answered(query: Q) -> None:
+    """The longest list, the most AND slots and the most author patterns taken are answered
+    (SQLite refuses an expression tree deeper than 1,000, so these must not nest that deep)."""
+    codes = (qp.DE_CLASS_CODE, ql(*(f"c{i}^^1.2" for i in range(qp.MAX_VALUES - 1)), "C1^^1.2.3"))
+    events = tuple((qp.DE_EVENT_CODE, ql("E1^^1.2.3", f"e{i}^^1.2")) for i in range(qp.MAX_AND_SLOTS))
+    authors = (qp.DE_AUTHOR_PERSON, ql(*(f"%{i}%" for i in range(qp.MAX_PATTERNS - 1)), "%"))
+    for slots in ((codes,), events, (authors,)):
+        answer = query(v.SQ_FIND_DOCUMENTS, query.pid("A"), STATUS_APPROVED, *slots)
+        assert answer.status == "Success", answer.errors

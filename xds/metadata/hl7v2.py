@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+\Z")
 MAX_OID_LENGTH = 64
 
 
@@ -165,7 +165,7 @@ def check_xtn(text: str) -> str:
     return ""
 
 
-_DTM = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2})?)?)?)?)?$")
+_DTM = re.compile(r"^[0-9]{4}([0-9]{2}([0-9]{2}([0-9]{2}([0-9]{2}([0-9]{2})?)?)?)?)?\Z")
 _DTM_LENGTHS = (4, 6, 8, 10, 12, 14)
 
 

@@ -39,10 +39,10 @@ from xds.metadata.model import (
     Submission,
 )
 
-_SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
-_SIZE = re.compile(r"^[0-9]{1,19}$")
-_MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(\s*;.*)?$")
-_LANG = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$")
+_SHA1 = re.compile(r"^[0-9a-fA-F]{40}\Z")
+_SIZE = re.compile(r"^[0-9]{1,19}\Z")
+_MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(\s*;.*)?\Z")
+_LANG = re.compile(r"^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*\Z")
 
 SUBMISSION_SET_STATUS = "SubmissionSetStatus"
 SS_STATUS_VALUES = frozenset({"Original", "Reference"})

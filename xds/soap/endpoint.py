@@ -109,7 +109,7 @@ class SoapEndpoint:
         media, params = content_type_params(content_type) if content_type else ("", {})
         multipart = media.startswith("multipart/")
         limit = self.max_total_bytes if multipart else self.max_body_bytes
-        if length and length.isdigit() and int(length) > limit:
+        if length and length.isascii() and length.isdigit() and int(length) > limit:
             raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
         if multipart:
             parser = MultipartParser(content_type, spool_threshold=self.spool_threshold, tmp_dir=self.tmp_dir)
