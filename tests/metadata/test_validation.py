@@ -9,7 +9,14 @@ import pytest
 
 from xds import samples
 from xds.metadata import vocabulary as v
-from xds.metadata.model import Classification, DocumentEntry, RegistryPackage, Slot, Submission
+from xds.metadata.model import (
+    Classification,
+    DocumentEntry,
+    LocalizedString,
+    RegistryPackage,
+    Slot,
+    Submission,
+)
 from xds.metadata.validation import ValidationProfile, validate_submission
 
 META = v.XDSRegistryMetadataError
@@ -76,6 +83,21 @@ CASES: list[tuple[str, Callable[[Submission], None], str, str]] = [
     ("creationTime month 13", set_slot("creationTime", "20051301"), META, "doc"),
     ("creationTime twice", set_slot("creationTime", "2005", "2006"), META, "doc"),
     ("serviceStopTime before start", set_slot("serviceStopTime", "1999"), META, "doc"),
+    # '$' also matches before a final newline, and \d takes any Unicode digit: neither may pass
+    ("creationTime with a final newline", set_slot("creationTime", "20051224\n"), META, "doc"),
+    ("creationTime in fullwidth digits", set_slot("creationTime", "\uff12\uff10\uff10\uff15"), META, "doc"),
+    ("hash with a final newline", set_slot("hash", "a" * 40 + "\n"), META, "doc"),
+    ("repositoryUniqueId with a final newline", set_slot("repositoryUniqueId", "1.2.3\n"), META, "doc"),
+    # longer than rim.xsd allows: stored, it would make every answer carrying it invalid
+    ("title past FreeFormText", lambda sub: doc(sub).name.append(LocalizedString("t" * 1025)), META, "doc"),
+    ("slot value past LongName", set_slot("urn:example:note", "n" * 257), META, "doc"),
+    ("slot name past LongName", set_slot("urn:example:" + "n" * 250, "x"), META, "doc"),
+    (
+        "code past LongName",
+        lambda sub: setattr(doc(sub).classifications[0], "node_representation", "c" * 257),
+        META,
+        "doc",
+    ),
     ("hash not SHA-1", set_slot("hash", "xyz"), META, "doc"),
     ("hash 39 hex", set_slot("hash", "a" * 39), META, "doc"),
     ("size not integer", set_slot("size", "12kB"), META, "doc"),

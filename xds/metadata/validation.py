@@ -34,6 +34,7 @@ from xds.metadata.model import (
     Association,
     Classification,
     DocumentEntry,
+    ExternalIdentifier,
     RegistryObject,
     RegistryPackage,
     Submission,
@@ -140,6 +141,42 @@ def _err(context: str, location: str, code: str = v.XDSRegistryMetadataError) ->
     return XdsError(code, context, location)
 
 
+# Lengths the ebRIM 3.0 schema allows (rim.xsd: FreeFormText, LongName, String16). A value past
+# them would be stored and make every later answer carrying the object invalid.
+FREE_FORM_TEXT = 1024
+LONG_NAME = 256
+STRING16 = 16
+
+
+def _lengths(obj: RegistryObject, location: str) -> Iterator[XdsError]:
+    """Values of ``obj`` (and of its Classifications and ExternalIdentifiers) longer than
+    rim.xsd allows them to be."""
+
+    def too_long(what: str, value: str | None, limit: int, type_name: str) -> Iterator[XdsError]:
+        if value is not None and len(value) > limit:
+            yield _err(
+                f"{what} is {len(value)} characters long; ebRIM allows at most {limit} ({type_name})",
+                location,
+            )
+
+    for part in ("name", "description"):
+        for text in getattr(obj, part):
+            yield from too_long(f"{type(obj).__name__} {part}", text.value, FREE_FORM_TEXT, "FreeFormText")
+    for slot in obj.slots:
+        yield from too_long("a slot name", slot.name, LONG_NAME, "LongName")
+        for value in slot.values:
+            yield from too_long(f"a value of slot {slot.name[:64]}", value, LONG_NAME, "LongName")
+    yield from too_long("versionName", obj.version_name, STRING16, "String16")
+    if isinstance(obj, DocumentEntry):
+        yield from too_long("mimeType", obj.mime_type, LONG_NAME, "LongName")
+    elif isinstance(obj, Classification):
+        yield from too_long("a code (nodeRepresentation)", obj.node_representation, LONG_NAME, "LongName")
+    elif isinstance(obj, ExternalIdentifier):
+        yield from too_long("an ExternalIdentifier value", obj.value, LONG_NAME, "LongName")
+    for nested in (*obj.classifications, *obj.external_ids):
+        yield from _lengths(nested, location)
+
+
 class _Validator:
     def __init__(self, sub: Submission, profile: ValidationProfile) -> None:
         self.sub = sub
@@ -175,6 +212,8 @@ class _Validator:
                     f"top-level Classification of {obj.classified_object!r} is not a SubmissionSet or Folder label",
                     obj.id,
                 )
+        for obj in sub.objects:
+            yield from _lengths(obj, obj.id)
         if len(sets) == 1:
             yield from self._membership(sets[0])
             yield from self._patient_consistency(sets[0])
