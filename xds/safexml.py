@@ -17,8 +17,22 @@ class XmlRejected(ValueError):
     """The bytes are not acceptable XML (malformed, DTD present, nested too deep)."""
 
 
+class _NothingOutside(etree.Resolver):
+    """Answers every request to load something from outside the document with nothing.
+
+    With ``load_dtd=False`` libxml2 still opens a DOCTYPE's external subset (and a parameter
+    entity's SYSTEM file) to look for entity declarations. Opening ``/proc/self/fd/N`` of one of
+    the server's own pipes blocks the event loop for good, and whether the open succeeded shows
+    in the error, telling a client which files exist. Every such load is handed to this resolver
+    first, and it gives back an empty text; the DOCTYPE is then refused after the parse.
+    """
+
+    def resolve(self, system_url: str, public_id: str, context: object) -> object:
+        return self.resolve_string("", context)
+
+
 def _make_parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -28,6 +42,8 @@ def _make_parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
     )
+    parser.resolvers.add(_NothingOutside())
+    return parser
 
 
 _local = threading.local()

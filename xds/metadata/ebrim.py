@@ -11,6 +11,7 @@ import re
 
 from lxml import etree
 
+from xds import safexml
 from xds.errors import XdsException
 from xds.metadata import vocabulary as v
 from xds.metadata.model import (
@@ -331,7 +332,7 @@ def to_bytes(obj: RegistryObject) -> bytes:
 
 def to_element(obj: RegistryObject) -> etree._Element:
     """``obj`` as a rim 3.0 element."""
-    return etree.fromstring(to_bytes(obj))
+    return safexml.parse(to_bytes(obj))
 
 
 def object_ref_xml(ref: ObjectRef, *, declare: bool = True) -> str:
@@ -358,4 +359,4 @@ def submit_objects_request_bytes(sub: Submission) -> bytes:
 
 def submit_objects_request(sub: Submission) -> etree._Element:
     """:func:`submit_objects_request_bytes` as an element."""
-    return etree.fromstring(submit_objects_request_bytes(sub))
+    return safexml.parse(submit_objects_request_bytes(sub))

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.types import Scope
 
 from registry.database import write_transaction
+from xds import safexml
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import SoapFault, SoapRequest
 from xds.trust.assertion import AssertionRejected
@@ -199,7 +200,7 @@ class PolicyEnforcementPoint:
             return envelope
         if request.action not in (v.ACTION_STORED_QUERY, getattr(v, "ACTION_MULTI_PATIENT_QUERY", "")):
             return envelope
-        root = etree.fromstring(envelope)
+        root = safexml.parse(envelope)
         rim = f"{{{v.NS_RIM}}}"
         candidates = [el for el in root.iter(rim + "ExtrinsicObject", rim + "ObjectRef")]
         refused = refused_documents(

@@ -27,6 +27,7 @@ from lxml import etree
 from signxml import InvalidInput, SignatureConstructionMethod, XMLSigner, XMLVerifier
 from signxml.exceptions import InvalidSignature
 
+from xds import safexml
 from xds.metadata import vocabulary as v
 from xds.trust.assertion import (
     EXC_C14N,
@@ -63,7 +64,7 @@ def _sign_envelope(
     lifetime: dt.timedelta,
     now: dt.datetime,
 ) -> bytes:
-    root = etree.fromstring(envelope)
+    root = safexml.parse(envelope)
     header = root.find(_ENV + "Header")
     if header is None:
         header = etree.Element(_ENV + "Header")
