@@ -246,7 +246,11 @@ class RepositoryService:
 
     def _make_durable(self, incoming: list[_Incoming]) -> None:
         """Put the bytes in the blob store (fsynced) — file work, done in a worker thread."""
+        durable: set[str] = set()
         for item in incoming:
+            if item.sha1 in durable:  # the same bytes for two documents (or one part named twice)
+                continue
+            durable.add(item.sha1)
             att = item.attachment
             if att.path is None or not self.store.put_spooled(att.path, item.sha1):
                 with att.open() as fh:

@@ -28,7 +28,7 @@ from xds.client import RepositoryClient, describe_files
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.registry_response import parse_registry_response
-from xds.soap.envelope import envelope_bytes, parse_message
+from xds.soap.envelope import NS_WSSE, envelope_bytes, parse_message
 from xds.soap.mtom import multipart_content_type
 
 X = f"{{{v.NS_XDSB}}}"
@@ -366,3 +366,56 @@ def test_wsdl_is_served(server) -> None:  # type: ignore[no-untyped-def]
     root = safexml.parse(response.content)
     assert f"{server.url}/repository/default" in response.text
     assert root.tag == "{http://schemas.xmlsoap.org/wsdl/}definitions"
+
+
+def test_refused_envelopes_and_duplicate_parts_leave_no_spooled_files(server, rs_schema) -> None:  # type: ignore[no-untyped-def]
+    """Parts spooled to disk while the message streamed in are removed whatever refuses it: an
+    envelope that is not XML, an unknown action, two parts with one Content-ID."""
+    big = b"z" * 400_000  # past the spool threshold
+    tmp = repo_of(server).store.tmp
+    bad_envelope, ctype = mtom_message(b"this is not XML", [("one@x", big)])
+    s = sample()
+    env = envelope_bytes("urn:example:NoSuchAction", pnr_body(s.submission, {"Document01": xop("one@x")}))
+    unknown_action, ctype2 = mtom_message(env, [("one@x", big)])
+    env = envelope_bytes(v.ACTION_PROVIDE_AND_REGISTER, pnr_body(s.submission, {"Document01": xop("one@x")}))
+    twins, ctype3 = mtom_message(env, [("one@x", big), ("one@x", big + b"!")])
+    for body, content_type in ((bad_envelope, ctype), (unknown_action, ctype2), (twins, ctype3)):
+        response = post_mtom(
+            f"{server.url}/repository", body, content_type.replace(v.ACTION_PROVIDE_AND_REGISTER, "")
+        )
+        assert response.status_code == 400 and b"Fault" in response.content
+        assert list(tmp.iterdir()) == []
+    assert stored_counts(server) == (0, 0, 0)
+
+
+def test_two_documents_of_the_same_spooled_part_are_both_stored(server, rs_schema, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s = sample(2)
+    same = b"the same bytes twice " * 20_000
+    env = envelope_bytes(
+        v.ACTION_PROVIDE_AND_REGISTER,
+        pnr_body(s.submission, {"Document01": xop("one@x"), "Document02": xop("one@x")}),
+    )
+    body, ctype = mtom_message(env, [("one@x", same)])
+    assert status_and_codes(post_mtom(f"{server.url}/repository", body, ctype), rs_schema) == ("Success", [])
+    assert stored_counts(server) == (2, 2, 1)
+    with RepositoryClient(f"{server.url}/repository") as client:
+        outcome, found = client.retrieve(
+            repo_of(server).unique_id, [d.unique_id for d in s.documents], tmp_path
+        )
+    assert outcome.ok and [f.path.read_bytes() == same for f in found] == [True, True]
+
+
+def test_header_blocks_that_must_be_understood_are_refused(server) -> None:  # type: ignore[no-untyped-def]
+    """SOAP 1.2 Part 1 §5.4.8: a mandatory header block this endpoint does not process (here a
+    WS-Security header to a repository without the trust model) is a MustUnderstand fault,
+    never silently ignored."""
+    security = f'<wsse:Security xmlns:wsse="{NS_WSSE}" xmlns:env="{v.NS_SOAP12}" env:mustUnderstand="true"/>'
+    env = envelope_bytes(
+        v.ACTION_RETRIEVE,
+        f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}"/>'.encode(),
+        extra_headers=[security.encode()],
+    )
+    response = httpx.post(
+        f"{server.url}/repository", content=env, headers={"Content-Type": "application/soap+xml"}, timeout=30
+    )
+    assert response.status_code == 400 and b"MustUnderstand" in response.content

@@ -175,3 +175,44 @@ def test_content_type_params_read_hostile_headers_in_linear_time() -> None:
     )
     assert mtom.content_type_params('a/b; x="' + "a" * n)[1] == {"x": "a" * n}
     assert mtom.content_type_params("a/b" + ';x="a' * (n // 5))[1]["x"].startswith("a")
+
+
+def test_two_parts_with_one_content_id_are_refused_and_leave_no_files(tmp_path: Path) -> None:
+    """One of them would be dropped unseen, and a spooled one left on disk for good."""
+    for twin in (ATT, ({"Content-Type": "application/pdf"}, DOC)):
+        parser = mtom.MultipartParser(ctype(), spool_threshold=10, tmp_dir=str(tmp_path))
+        parser.feed(multipart([ROOT, twin, twin]))
+        with pytest.raises(SoapFault, match="two parts"):
+            parser.close()
+        assert os.listdir(tmp_path) == []
+
+
+def test_the_number_of_parts_is_bounded() -> None:
+    empty = ({}, b"")
+    parser = mtom.MultipartParser(ctype(start=None), max_parts=50)
+    with pytest.raises(SoapFault, match="more than 50 parts"):
+        parser.feed(multipart([ROOT] + [empty] * 60))
+    parser = mtom.MultipartParser(ctype(start=None), max_parts=50)
+    parser.feed(multipart([ROOT] + [({"Content-ID": f"<p{i}@example.org>"}, b"") for i in range(49)]))
+    assert len(parser.close()[1]) == 49
+
+
+@pytest.mark.parametrize("start", ["<root@example.org>", None])
+def test_an_oversized_envelope_is_refused_while_it_streams(tmp_path: Path, start: str | None) -> None:
+    """The root part is the SOAP envelope: refused as soon as it passes the limit, not after the
+    whole of it has been read into memory."""
+    big_root = (ROOT[0], ENV + b" " * 5000)
+    parts = [ATT, big_root] if start else [big_root, ATT]
+    parser = mtom.MultipartParser(
+        ctype(start), spool_threshold=100, tmp_dir=str(tmp_path), max_root_bytes=len(ENV) + 1000
+    )
+    data = multipart(parts)
+    with pytest.raises(SoapFault, match="larger than the limit"):
+        for i in range(0, len(data), 512):
+            parser.feed(data[i : i + 512])
+    parser.discard()
+    assert os.listdir(tmp_path) == []
+    # an attachment may be as large as it likes
+    parser = mtom.MultipartParser(ctype(), max_root_bytes=len(ENV) + 10)
+    parser.feed(multipart([ROOT, ({"Content-ID": "<doc1@example.org>"}, DOC * 100)]))
+    parser.close()

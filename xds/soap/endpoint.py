@@ -17,8 +17,10 @@ from typing import Protocol
 from starlette.types import Receive, Scope, Send
 
 from xds.soap.envelope import (
+    NS_WSSE,
     SOAP12_CONTENT_TYPE,
     WSA_ANONYMOUS,
+    WSA_HEADERS,
     WSA_NONE,
     Attachment,
     SoapFault,
@@ -26,6 +28,7 @@ from xds.soap.envelope import (
     SoapResponse,
     envelope_bytes,
     fault_bytes,
+    not_understood,
     parse_envelope,
 )
 from xds.soap.mtom import (
@@ -39,6 +42,7 @@ from xds.soap.mtom import (
 log = logging.getLogger("xds.soap")
 
 Handler = Callable[[SoapRequest], Awaitable[SoapResponse]]
+_WSSE_SECURITY = frozenset({"{" + NS_WSSE + "}Security"})
 
 
 class SecurityPolicy(Protocol):
@@ -112,7 +116,12 @@ class SoapEndpoint:
         if length and length.isascii() and length.isdigit() and int(length) > limit:
             raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
         if multipart:
-            parser = MultipartParser(content_type, spool_threshold=self.spool_threshold, tmp_dir=self.tmp_dir)
+            parser = MultipartParser(
+                content_type,
+                spool_threshold=self.spool_threshold,
+                tmp_dir=self.tmp_dir,
+                max_root_bytes=self.max_body_bytes,
+            )
             try:
                 await self._pump(receive, parser.feed, limit)
                 root, attachments = parser.close()
@@ -125,11 +134,18 @@ class SoapEndpoint:
                 raise SoapFault(
                     "Sender", f"the SOAP envelope is larger than the limit of {self.max_body_bytes} bytes"
                 )
-            request = parse_envelope(root, attachments, mtom=True)
+            try:
+                request = parse_envelope(root, attachments, mtom=True, request=True)
+                self._check_addressing(request, params.get("action"))
+            except BaseException:  # the request is refused: its spooled parts go with it
+                for att in attachments.values():
+                    att.discard()
+                raise
+            return request
         elif media in (SOAP12_CONTENT_TYPE, "application/xml", "text/xml", ""):
             chunks: list[bytes] = []
             await self._pump(receive, chunks.append, limit)
-            request = parse_envelope(b"".join(chunks))
+            request = parse_envelope(b"".join(chunks), request=True)
         else:
             raise SoapFault("Sender", f"unsupported Content-Type {media!r}; use application/soap+xml or MTOM")
         self._check_addressing(request, params.get("action"))
@@ -151,7 +167,12 @@ class SoapEndpoint:
                 return
 
     def _check_addressing(self, request: SoapRequest, ct_action: str | None) -> None:
-        """WS-Addressing 1.0 checks (Core §3, SOAP Binding §6)."""
+        """WS-Addressing 1.0 checks (Core §3, SOAP Binding §6), and no header block this endpoint
+        must understand but does not (SOAP 1.2 Part 1 §5.4.8: MustUnderstand)."""
+        understood = WSA_HEADERS | _WSSE_SECURITY if self.security is not None else WSA_HEADERS
+        missed = not_understood(request.header, understood)
+        if missed is not None:
+            raise SoapFault("MustUnderstand", f"header block {missed} is not understood by this endpoint")
         if not request.action:
             raise SoapFault("Sender", "wsa:Action header is required", "wsa:MessageAddressingHeaderRequired")
         if ct_action and ct_action != request.action:

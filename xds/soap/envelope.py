@@ -29,6 +29,13 @@ SOAP12_CONTENT_TYPE = "application/soap+xml"
 
 _ENV = "{" + v.NS_SOAP12 + "}"
 _WSA = "{" + v.NS_WSA + "}"
+# WS-Addressing message addressing properties this service reads or may be sent
+WSA_HEADERS = frozenset(
+    _WSA + name for name in ("Action", "MessageID", "ReplyTo", "To", "From", "FaultTo", "RelatesTo")
+)
+_WSA_ONCE = frozenset(_WSA + name for name in ("Action", "MessageID", "ReplyTo", "To", "From", "FaultTo"))
+_ROLE_ULTIMATE = "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver"
+_ROLE_NEXT = "http://www.w3.org/2003/05/soap-envelope/role/next"
 
 
 class SoapFault(Exception):
@@ -118,9 +125,17 @@ class SoapResponse:
 # parsing
 # -------------------------------------------------------------------------------------------------
 def parse_envelope(
-    data: bytes, attachments: dict[str, Attachment] | None = None, *, mtom: bool = False
+    data: bytes,
+    attachments: dict[str, Attachment] | None = None,
+    *,
+    mtom: bool = False,
+    request: bool = False,
 ) -> SoapRequest:
-    """Parse a SOAP 1.2 envelope; SoapFault (Sender / VersionMismatch) when it is not one."""
+    """Parse a SOAP 1.2 envelope; SoapFault (Sender / VersionMismatch) when it is not one.
+
+    An answer whose Body is a Fault raises that fault (as a client reads it); a ``request``
+    carrying a Fault is refused as the sender's error, never taken for the service's own.
+    """
     try:
         root = safexml.parse(data)
     except safexml.XmlRejected as exc:
@@ -130,19 +145,32 @@ def parse_envelope(
     if root.tag != _ENV + "Envelope":
         raise SoapFault("Sender", "the message is not a SOAP 1.2 Envelope")
     header = body = None
-    for child in root:
+    children = [c for c in root if isinstance(c.tag, str)]
+    for child in children:
         if child.tag == _ENV + "Header":
             header = child
         elif child.tag == _ENV + "Body":
             body = child
     if body is None:
         raise SoapFault("Sender", "the SOAP Envelope has no Body")
-    payload = next((c for c in body if isinstance(c.tag, str)), None)
-    if payload is None:
+    if request and children != ([header, body] if header is not None else [body]):
+        # SOAP 1.2 Part 1 §5.1: an optional Header, then the Body, and nothing else
+        raise SoapFault("Sender", "the SOAP Envelope must hold an optional Header followed by one Body")
+    payloads = [c for c in body if isinstance(c.tag, str)]
+    if not payloads:
         raise SoapFault("Sender", "the SOAP Body is empty")
+    if request and len(payloads) > 1:
+        raise SoapFault("Sender", f"the SOAP Body holds {len(payloads)} elements; a request is one")
+    payload = payloads[0]
     action = message_id = reply_to = None
     if header is not None:
+        seen: set[str] = set()
         for h in header:
+            if h.tag in _WSA_ONCE:
+                if request and h.tag in seen:  # WS-Addressing 1.0 Core §3.2: at most one of each
+                    name = etree.QName(h).localname
+                    raise SoapFault("Sender", f"wsa:{name} appears twice", "wsa:InvalidAddressingHeader")
+                seen.add(h.tag)
             if h.tag == _WSA + "Action":
                 action = (h.text or "").strip()
             elif h.tag == _WSA + "MessageID":
@@ -151,6 +179,8 @@ def parse_envelope(
                 addr = h.find(_WSA + "Address")
                 reply_to = (addr.text or "").strip() if addr is not None else ""
     if payload.tag == _ENV + "Fault":
+        if request:
+            raise SoapFault("Sender", "the Body holds a SOAP Fault, which is not a request")
         raise fault_from_element(payload)
     return SoapRequest(
         raw=data,
@@ -163,6 +193,22 @@ def parse_envelope(
         attachments=attachments or {},
         mtom=mtom,
     )
+
+
+def not_understood(header: etree._Element | None, understood: frozenset[str]) -> str | None:
+    """The first header block addressed to this node with ``mustUnderstand`` whose name is not in
+    ``understood``, as ``{ns}local`` (SOAP 1.2 Part 1 §5.2.3, §2.4), or None."""
+    if header is None:
+        return None
+    for h in header:
+        if not isinstance(h.tag, str) or h.tag in understood:
+            continue
+        if (h.get(_ENV + "mustUnderstand") or "").strip() not in ("true", "1"):
+            continue
+        role = (h.get(_ENV + "role") or _ROLE_ULTIMATE).strip()
+        if role in (_ROLE_ULTIMATE, _ROLE_NEXT):
+            return str(h.tag)
+    return None
 
 
 def fault_from_element(el: etree._Element) -> SoapFault:
@@ -245,6 +291,10 @@ def build_request(
     return data, f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="{action}"'
 
 
+# SOAP 1.2 Part 1 §5.4.6: the only values of a Fault's Code
+FAULT_CODES = frozenset({"VersionMismatch", "MustUnderstand", "DataEncodingUnknown", "Sender", "Receiver"})
+
+
 def fault_bytes(fault: SoapFault, *, relates_to: str | None = None) -> bytes:
     """A SOAP 1.2 Fault envelope (SOAP 1.2 Part 1 §5.4) with the WS-Addressing fault action."""
     sub = ""
@@ -253,8 +303,9 @@ def fault_bytes(fault: SoapFault, *, relates_to: str | None = None) -> bytes:
         ns = {"wsa": v.NS_WSA, "": v.NS_WSA, "wsse": NS_WSSE}.get(prefix, "urn:xds:fault")
         sub = f'<env:Subcode><env:Value xmlns:f="{ns}">f:{_text(local)}</env:Value></env:Subcode>'
     detail = f"<env:Detail>{_text(fault.detail)}</env:Detail>" if fault.detail else ""
+    code = fault.code if fault.code in FAULT_CODES else "Receiver"
     body = (
-        f'<env:Fault xmlns:env="{v.NS_SOAP12}"><env:Code><env:Value>env:{fault.code}</env:Value>{sub}</env:Code>'
+        f'<env:Fault xmlns:env="{v.NS_SOAP12}"><env:Code><env:Value>env:{code}</env:Value>{sub}</env:Code>'
         f'<env:Reason><env:Text xml:lang="en">{_text(fault.reason)}</env:Text></env:Reason>{detail}</env:Fault>'
     ).encode()
     return envelope_bytes(WSA_FAULT_ACTION, body, relates_to=relates_to)

@@ -24,6 +24,9 @@ from xds.soap.envelope import SOAP12_CONTENT_TYPE, Attachment, SoapFault
 NS_XOP = "http://www.w3.org/2004/08/xop/include"
 XOP_INCLUDE = "{" + NS_XOP + "}Include"
 MAX_HEADER_BYTES = 16 * 1024
+# Parts in one message: a provide-and-register carries one per document. Each part costs a few
+# hundred bytes even when empty, so without a bound 43 MB of empty parts held 1.25 GB.
+MAX_PARTS = 10_000
 
 
 # one parameter: its name and its value, quoted or not (linear: no two ways to match a character)
@@ -139,8 +142,15 @@ class MultipartParser:
         spool_threshold: int = 1024 * 1024,
         tmp_dir: str | None = None,
         digest: bool = True,
+        max_parts: int = 0,
+        max_root_bytes: int = 0,
     ) -> None:
-        """``digest``: SHA-1 each part while it streams (a repository needs it; a reader may not)."""
+        """``digest``: SHA-1 each part while it streams (a repository needs it; a reader may not).
+
+        ``max_parts`` (0: :data:`MAX_PARTS`) bounds the number of parts, and ``max_root_bytes`` (0:
+        no bound) the root part (the SOAP envelope), checked as the bytes stream in, so that
+        neither millions of empty parts nor a gigabyte envelope are held before being refused.
+        """
         media, params = content_type_params(content_type)
         if not media.startswith("multipart/"):
             raise SoapFault("Sender", f"expected a multipart message, got {media}")
@@ -157,6 +167,8 @@ class MultipartParser:
         self._threshold = spool_threshold
         self._tmp_dir = tmp_dir
         self._digest = digest
+        self._max_parts = max_parts or MAX_PARTS
+        self._max_root = max_root_bytes
         self.parts: list[Attachment] = []
 
     def feed(self, data: bytes) -> None:
@@ -185,6 +197,8 @@ class MultipartParser:
                 del self._buf[: end + 2]  # transport padding after the boundary
                 self._state = "headers"
             elif self._state == "headers":
+                if len(self.parts) >= self._max_parts:
+                    raise SoapFault("Sender", f"the multipart message has more than {self._max_parts} parts")
                 if self._buf.startswith(b"\r\n"):  # a part with no headers at all
                     del self._buf[:2]
                     self._part = _Part({}, self._threshold, self._tmp_dir, self._digest)
@@ -209,16 +223,26 @@ class MultipartParser:
                         with memoryview(self._buf) as view:
                             self._part.write(view[:cut])
                         del self._buf[:cut]
+                        self._check_root_size()
                     return
                 with memoryview(self._buf) as view:
                     self._part.write(view[:idx])
                 del self._buf[: idx + len(self._delim)]
+                self._check_root_size()
                 self.parts.append(self._part.finish())
                 self._part = None
                 self._state = "after-boundary"
             else:  # done: ignore the epilogue
                 self._buf.clear()
                 return
+
+    def _check_root_size(self) -> None:
+        part = self._part
+        if not self._max_root or part is None or part.size <= self._max_root:
+            return
+        is_root = part.content_id == self.start if self.start else not self.parts
+        if is_root:
+            raise SoapFault("Sender", f"the SOAP envelope is larger than the limit of {self._max_root} bytes")
 
     def _find_first(self) -> int:
         if self._buf.startswith(self._first):
@@ -241,7 +265,16 @@ class MultipartParser:
                 raise SoapFault("Sender", f"the multipart start part <{self.start}> is missing")
             root_index = matches[0]
         root = self.parts[root_index]
-        attachments = {p.content_id: p for i, p in enumerate(self.parts) if i != root_index}
+        attachments: dict[str, Attachment] = {}
+        for i, p in enumerate(self.parts):
+            if i == root_index:
+                continue
+            if p.content_id in attachments:
+                # one of them would be dropped unseen (and its spooled file left behind)
+                self.discard()
+                named = f"Content-ID <{p.content_id}>" if p.content_id else "no Content-ID"
+                raise SoapFault("Sender", f"two parts of the multipart message have {named}")
+            attachments[p.content_id] = p
         data = root.read()
         root.discard()
         return data, attachments
