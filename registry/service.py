@@ -98,6 +98,7 @@ class RegistryService:
                 v.ACTION_MULTI_PATIENT_QUERY: self.stored_query,
             },
             max_body_bytes=max_body,
+            read_timeout=self.config.server.read_timeout_s,
         )
 
     # --- ITI-8 ------------------------------------------------------------------------------------

@@ -105,7 +105,9 @@ class RepositoryService:
         self._lookup = lookup
         self.home_community_id = home_community_id
 
-    def endpoint(self, max_body_bytes: int, max_document_bytes: int = 16 * 2**30) -> SoapEndpoint:
+    def endpoint(
+        self, max_body_bytes: int, max_document_bytes: int = 16 * 2**30, read_timeout: float = 60.0
+    ) -> SoapEndpoint:
         return SoapEndpoint(
             {
                 v.ACTION_PROVIDE_AND_REGISTER: self.provide_and_register,
@@ -114,6 +116,7 @@ class RepositoryService:
             },
             max_body_bytes=max_body_bytes,
             max_attachment_bytes=max_document_bytes,
+            read_timeout=read_timeout,
             spool_threshold=256 * 1024,
             tmp_dir=str(self.store.tmp),
         )

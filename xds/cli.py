@@ -57,7 +57,15 @@ def _serve(args: argparse.Namespace) -> int:
     if r.mllp_port:
         print(f"xds: ITI-8 patient identity feed at mllp://{r.mllp_host or s.host}:{r.mllp_port}", flush=True)
     if s.workers <= 1:
-        uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level, access_log=False, **s.uvicorn_tls())  # type: ignore[arg-type]
+        uvicorn.run(
+            app,
+            host=s.host,
+            port=s.port,
+            log_level=s.log_level,
+            access_log=False,
+            limit_concurrency=s.max_connections,
+            **s.uvicorn_tls(),  # type: ignore[arg-type]
+        )
     else:
         os.environ[CONFIG_ENV] = json.dumps(cfg.to_dict())
         uvicorn.run(
@@ -68,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=s.workers,
             log_level=s.log_level,
             access_log=False,
+            limit_concurrency=s.max_connections,
             **s.uvicorn_tls(),  # type: ignore[arg-type]
         )
     return 0

@@ -46,6 +46,8 @@ class ServerConfig:
     workers: int = 1
     max_body_mb: int = 64  # a SOAP envelope (metadata, queries)
     max_document_mb: int = 16384  # all documents of one ITI-41 MTOM message together
+    read_timeout_s: int = 60  # a request body that pauses longer is given up
+    max_connections: int = 1000  # per worker; past it requests get HTTP 503 (uvicorn limit_concurrency)
     log_level: str = "info"
     database_threads: bool = False  # database work in worker threads instead of inline (distant databases)
     bench_floor: bool = False  # mount /_bench/floor (parse + serialise only) for `xds bench`

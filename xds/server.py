@@ -65,7 +65,9 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         Route("/health", health, methods=["GET"]),
     ]
     for i, repo in enumerate(repositories):
-        endpoint = repo.endpoint(max_body, config.server.max_document_mb * 2**20)
+        endpoint = repo.endpoint(
+            max_body, config.server.max_document_mb * 2**20, config.server.read_timeout_s
+        )
         endpoint.security = repository_security
         route = SoapRoute(endpoint, "repository.wsdl")
         routes.append(Route(f"/repository/{repo.name}", route))

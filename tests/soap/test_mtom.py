@@ -216,3 +216,14 @@ def test_an_oversized_envelope_is_refused_while_it_streams(tmp_path: Path, start
     parser = mtom.MultipartParser(ctype(), max_root_bytes=len(ENV) + 10)
     parser.feed(multipart([ROOT, ({"Content-ID": "<doc1@example.org>"}, DOC * 100)]))
     parser.close()
+
+
+@pytest.mark.parametrize("encoding", ["base64", "quoted-printable", "x-evil"])
+def test_encoded_parts_are_refused(encoding: str) -> None:
+    """A part's octets are the document's (XOP 1.0 §3): an encoded part would be stored, hashed
+    and measured as its encoded text."""
+    encoded = ({**ATT[0], "Content-Transfer-Encoding": encoding}, DOC)
+    with pytest.raises(SoapFault, match="Content-Transfer-Encoding"):
+        parse_message(ctype(), multipart([ROOT, encoded]))
+    plain = ({**ATT[0], "Content-Transfer-Encoding": "binary"}, DOC)
+    assert parse_message(ctype(), multipart([ROOT, plain])).attachments

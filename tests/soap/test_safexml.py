@@ -55,3 +55,11 @@ def test_missing_and_existing_files_named_by_a_doctype_are_refused_alike(tmp_pat
             safexml.parse(f'<!DOCTYPE r SYSTEM "file://{path}"><r/>'.encode())
         answers.append(str(exc.value))
     assert answers[0] == answers[1]
+
+
+def test_documents_of_too_many_tags_are_refused_before_parsing() -> None:
+    """Each element costs far more memory than its bytes: many empty ones would grow the process
+    by tens of times the body's size."""
+    with pytest.raises(safexml.XmlRejected, match="tags"):
+        safexml.parse(b"<r>" + b"<h/>" * safexml.MAX_MARKUP + b"</r>")
+    assert len(safexml.parse(b"<r>" + b"<h/>" * 1000 + b"</r>")) == 1000

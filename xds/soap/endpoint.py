@@ -9,6 +9,7 @@ with no internals in it, and the endpoint keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ from xds.soap.mtom import (
 log = logging.getLogger("xds.soap")
 
 Handler = Callable[[SoapRequest], Awaitable[SoapResponse]]
+# seconds a request body may pause before the request is given up (slow or stalled clients)
+READ_TIMEOUT = 60.0
 _WSSE_SECURITY = frozenset({"{" + NS_WSSE + "}Security"})
 
 
@@ -70,8 +73,10 @@ class SoapEndpoint:
         spool_threshold: int = 1024 * 1024,
         tmp_dir: str | None = None,
         security: SecurityPolicy | None = None,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         self.handlers = handlers
+        self.read_timeout = read_timeout
         self.security = security
         self.max_body_bytes = max_body_bytes
         # MTOM messages may carry attachments up to this size in all; the SOAP envelope itself
@@ -152,19 +157,29 @@ class SoapEndpoint:
         return request
 
     async def _pump(self, receive: Receive, sink: Callable[[bytes], None], limit: int) -> None:
+        """Feed the body to ``sink`` as it arrives; a client that sends nothing for
+        ``read_timeout`` seconds is answered and let go instead of holding its connection."""
         total = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise SoapFault("Sender", "the client went away before the message was complete")
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > limit:
-                raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
-            if chunk:
-                sink(chunk)
-            if not message.get("more_body", False):
-                return
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.read_timeout) as idle:
+                while True:
+                    message = await receive()
+                    idle.reschedule(loop.time() + self.read_timeout)
+                    if message["type"] == "http.disconnect":
+                        raise SoapFault("Sender", "the client went away before the message was complete")
+                    chunk = message.get("body", b"")
+                    total += len(chunk)
+                    if total > limit:
+                        raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
+                    if chunk:
+                        sink(chunk)
+                    if not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            raise SoapFault(
+                "Sender", f"the message stopped arriving: nothing came for {self.read_timeout:g} s"
+            ) from None
 
     def _check_addressing(self, request: SoapRequest, ct_action: str | None) -> None:
         """WS-Addressing 1.0 checks (Core §3, SOAP Binding §6), and no header block this endpoint

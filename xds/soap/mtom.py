@@ -27,6 +27,7 @@ MAX_HEADER_BYTES = 16 * 1024
 # Parts in one message: a provide-and-register carries one per document. Each part costs a few
 # hundred bytes even when empty, so without a bound 43 MB of empty parts held 1.25 GB.
 MAX_PARTS = 10_000
+_IDENTITY_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
 
 
 # one parameter: its name and its value, quoted or not (linear: no two ways to match a character)
@@ -77,6 +78,13 @@ class _Part:
     def __init__(
         self, headers: dict[str, str], spool_threshold: int, tmp_dir: str | None, digest: bool = True
     ) -> None:
+        encoding = headers.get("content-transfer-encoding", "binary").strip().lower()
+        if encoding not in _IDENTITY_ENCODINGS:
+            # XOP parts carry their octets as they are (XOP 1.0 §3); a base64 or quoted-printable
+            # part would be stored, hashed and counted as its encoded text
+            raise SoapFault(
+                "Sender", f"Content-Transfer-Encoding {encoding[:40]!r} is not accepted in a part"
+            )
         self.headers = headers
         self.content_id = normalize_cid(headers.get("content-id", ""))
         self.content_type = headers.get("content-type", "application/octet-stream")
