@@ -7,7 +7,9 @@ number of messages, each answered (with an ACK) before the next one is read.
 
 The server hands every message, without its framing, to a synchronous handler in a worker thread
 and sends its answer back framed, as UTF-8. A message larger than :data:`MAX_MESSAGE_BYTES`, or
-bytes outside a frame, close that connection; the server keeps serving others.
+bytes outside a frame, close that connection; the server keeps serving others. So do a frame left
+unfinished for :data:`FRAME_TIMEOUT` seconds and a connection silent for :data:`IDLE_TIMEOUT`; at
+most :data:`MAX_CONNECTIONS` are served at once (a feed has a few senders, each keeping one open).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections.abc import Callable
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 MAX_MESSAGE_BYTES = 1024 * 1024
+FRAME_TIMEOUT = 30.0  # seconds a started frame may take to be completed
+IDLE_TIMEOUT = 3600.0  # seconds a connection may stay silent between messages
+MAX_CONNECTIONS = 64
 _READ_SIZE = 64 * 1024
 
 log = logging.getLogger("xds.feed")
@@ -46,11 +51,21 @@ async def _serve_connection(
     buffer = bytearray()
     try:
         while True:
-            chunk = await reader.read(_READ_SIZE)
+            try:
+                chunk = await asyncio.wait_for(
+                    reader.read(_READ_SIZE), FRAME_TIMEOUT if buffer else IDLE_TIMEOUT
+                )
+            except TimeoutError:
+                state = "an unfinished frame" if buffer else "no message"
+                log.warning("MLLP %s: %s for too long; closing the connection", peer, state)
+                return
             if not chunk:
                 return
             buffer += chunk
             while buffer:
+                if buffer[:1] in (b"\r", b"\n"):  # line ends some senders put after a frame
+                    del buffer[:1]
+                    continue
                 if buffer[:1] != START_BLOCK:
                     log.warning("MLLP %s: bytes outside a frame; closing the connection", peer)
                     return
@@ -86,8 +101,19 @@ async def serve_mllp(host: str, port: int, handler: Callable[[bytes], str]) -> a
     the port (the kernel spreads connections over them).
     """
 
+    active = 0
+
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve_connection(reader, writer, handler)
+        nonlocal active
+        if active >= MAX_CONNECTIONS:
+            log.warning("MLLP: %d connections open already; refusing another", active)
+            writer.close()
+            return
+        active += 1
+        try:
+            await _serve_connection(reader, writer, handler)
+        finally:
+            active -= 1
 
     reuse_port = hasattr(socket, "SO_REUSEPORT")
     return await asyncio.start_server(on_connect, host, port, reuse_port=reuse_port or None)

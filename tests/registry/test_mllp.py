@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -163,3 +164,46 @@ def _send_raw(port: int, data: bytes) -> bytes:
         while chunk := sock.recv(4096):
             out += chunk
         return bytes(out)
+
+
+def test_line_ends_after_a_frame_are_tolerated(mllp_port: int) -> None:
+    with socket.create_connection((HOST, mllp_port), timeout=5) as sock:
+        sock.sendall(frame("one") + b"\r\n" + frame("two") + b"\n")
+        assert _read_frame(sock) == b"ACK:ONE"
+        assert _read_frame(sock) == b"ACK:TWO"
+
+
+def test_unfinished_frames_and_silent_connections_are_closed(
+    mllp_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender holding a started frame (or saying nothing) does not keep its connection, and
+    the memory of what it sent, for good."""
+    import registry.mllp as mllp
+
+    monkeypatch.setattr(mllp, "FRAME_TIMEOUT", 0.3)
+    monkeypatch.setattr(mllp, "IDLE_TIMEOUT", 0.6)
+    with socket.create_connection((HOST, mllp_port), timeout=5) as partial:
+        partial.sendall(START_BLOCK + b"half a message")
+        with socket.create_connection((HOST, mllp_port), timeout=5) as silent:
+            assert _closed(partial)  # within the socket timeout: closed by the server
+            assert _closed(silent)
+    assert send_mllp(HOST, mllp_port, "after", timeout=5) == "ACK:AFTER"
+
+
+def test_connections_past_the_limit_are_refused(mllp_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry.mllp as mllp
+
+    monkeypatch.setattr(mllp, "MAX_CONNECTIONS", 2)
+    first = socket.create_connection((HOST, mllp_port), timeout=5)
+    second = socket.create_connection((HOST, mllp_port), timeout=5)
+    try:
+        first.sendall(frame("a"))
+        second.sendall(frame("b"))
+        assert _read_frame(first) == b"ACK:A" and _read_frame(second) == b"ACK:B"
+        with socket.create_connection((HOST, mllp_port), timeout=5) as third:
+            assert _closed(third)
+    finally:
+        first.close()
+        second.close()
+    time.sleep(0.2)  # the server notices the two are gone
+    assert send_mllp(HOST, mllp_port, "after", timeout=5) == "ACK:AFTER"
