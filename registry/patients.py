@@ -13,7 +13,7 @@ primary-key look-up for an unmerged patient and two for a merged one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,14 @@ def canonical_cx(text: str) -> str:
     if not oid:
         raise ValueError(f"patient identifier {text!r} has no assigning authority universal id (CX.4.2)")
     return f"{ident}^^^&{oid}&ISO"
+
+
+class MergeRefused(ValueError):
+    """A merge of an A40 that cannot be applied; ``index``: which pair of the message."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def _now() -> str:
@@ -129,7 +137,22 @@ class PatientDirectory:
 
         Demographics given as None are left as they are. A merged-away identifier stays merged.
         """
-        canonical = canonical_cx(pid)
+        self.register_all(
+            [pid], family_name=family_name, given_name=given_name, birth_date=birth_date, sex=sex
+        )
+
+    def register_all(
+        self,
+        pids: Sequence[str],
+        *,
+        family_name: str | None = None,
+        given_name: str | None = None,
+        birth_date: str | None = None,
+        sex: str | None = None,
+    ) -> None:
+        """:meth:`register` for every identifier of one patient (PID-3's list), in one transaction:
+        all of them or none."""
+        canonical = [canonical_cx(pid) for pid in pids]
         values = {
             k: v
             for k, v in {
@@ -140,7 +163,12 @@ class PatientDirectory:
             }.items()
             if v is not None
         }
-        self._retrying(lambda conn: self._upsert(conn, canonical, values))
+
+        def work(conn: Connection) -> None:
+            for pid in canonical:
+                self._upsert(conn, pid, values)
+
+        self._retrying(work)
 
     def _upsert(self, conn: Connection, pid: str, values: dict[str, str]) -> None:
         exists = conn.execute(select(patients.c.pid).where(patients.c.pid == pid)).first()
@@ -157,11 +185,25 @@ class PatientDirectory:
         the survivor. Raises ValueError for a merge of an identifier into itself or one that would
         make a cycle (``surviving`` already resolves to ``subsumed``).
         """
-        old = canonical_cx(subsumed)
-        new = canonical_cx(surviving)
-        if old == new:
-            raise ValueError(f"cannot merge patient identifier {old!r} into itself")
-        self._retrying(lambda conn: self._merge(conn, old, new))
+        self.merge_all([(subsumed, surviving)])
+
+    def merge_all(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """:meth:`merge` of each (subsumed, surviving) pair in order, in one transaction: all of
+        them or none. Raises :class:`MergeRefused` naming the first pair that cannot be applied
+        after the ones before it (into itself, or a cycle)."""
+        canonical = [(canonical_cx(old), canonical_cx(new)) for old, new in pairs]
+        for index, (old, new) in enumerate(canonical):
+            if old == new:
+                raise MergeRefused(index, f"cannot merge patient identifier {old!r} into itself")
+
+        def work(conn: Connection) -> None:
+            for index, (old, new) in enumerate(canonical):
+                try:
+                    self._merge(conn, old, new)
+                except ValueError as exc:
+                    raise MergeRefused(index, str(exc)) from exc
+
+        self._retrying(work)
 
     def _merge(self, conn: Connection, old: str, new: str) -> None:
         now = _now()

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from registry.patients import PatientDirectory, canonical_cx
+from registry.patients import MergeRefused, PatientDirectory, canonical_cx
 from xds.metadata.hl7v2 import is_oid
 from xds.profiles import Profile
 
@@ -363,8 +363,13 @@ def _register(msg: _Message, directory: PatientDirectory, profile: Profile) -> N
     given = _optional(msg.value(pid, 5, 2), _MAX_NAME)
     birth = _optional(msg.value(pid, 7, 1)[:8], 8)
     sex = _optional(msg.value(pid, 8, 1), _MAX_SEX)
-    for canonical, _ in identifiers:
-        directory.register(canonical, family_name=family, given_name=given, birth_date=birth, sex=sex)
+    directory.register_all(
+        [canonical for canonical, _ in identifiers],
+        family_name=family,
+        given_name=given,
+        birth_date=birth,
+        sex=sex,
+    )
 
 
 def _merge(msg: _Message, directory: PatientDirectory, profile: Profile) -> None:
@@ -374,6 +379,7 @@ def _merge(msg: _Message, directory: PatientDirectory, profile: Profile) -> None
     identifier in PID-3 is merged into the first PID-3 identifier.
     """
     pairs: list[tuple[str, str]] = []
+    where: list[str] = []  # the MRG-1 field of each pair, for the ERR segment
     surviving: list[tuple[str, str]] | None = None
     pid_seq = mrg_seq = 0
     awaiting_mrg = False
@@ -395,6 +401,7 @@ def _merge(msg: _Message, directory: PatientDirectory, profile: Profile) -> None
             by_authority = {oid: cx for cx, oid in reversed(surviving)}
             for old, oid in _identifiers(msg, seg, 1, mrg_seq, profile):
                 pairs.append((old, by_authority.get(oid, surviving[0][0])))
+                where.append(f"MRG^{mrg_seq}^1")
             awaiting_mrg = False
     if pid_seq == 0:
         raise _Reject(
@@ -404,26 +411,13 @@ def _merge(msg: _Message, directory: PatientDirectory, profile: Profile) -> None
         raise _Reject(
             "AE", SEGMENT_SEQUENCE_ERROR, "MRG", "the message has no MRG segment; nothing was stored"
         )
-    for old, new in pairs:
-        if old == new:
-            raise _Reject(
-                "AE",
-                APPLICATION_INTERNAL_ERROR,
-                "MRG^1^1",
-                f"{old} cannot be merged into itself; nothing was stored",
-            )
-        if directory.resolve(new) == old:
-            raise _Reject(
-                "AE",
-                APPLICATION_INTERNAL_ERROR,
-                "MRG^1^1",
-                f"{new} is already merged into {old}; merging {old} into it would make a cycle; nothing was stored",
-            )
-    for old, new in pairs:
-        try:
-            directory.merge(old, new)
-        except ValueError as exc:
-            raise _Reject("AE", APPLICATION_INTERNAL_ERROR, "MRG^1^1", str(exc)) from exc
+    # every pair in one transaction, each judged after the ones before it: all applied or none
+    try:
+        directory.merge_all(pairs)
+    except MergeRefused as refused:
+        raise _Reject(
+            "AE", APPLICATION_INTERNAL_ERROR, where[refused.index], f"{refused}; nothing was stored"
+        ) from refused
 
 
 # --- entry point ------------------------------------------------------------------------------------

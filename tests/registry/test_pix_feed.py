@@ -209,6 +209,37 @@ def test_a40_cycle_and_self_merge_are_ae(directory: PatientDirectory) -> None:
     assert directory.resolve(a) == b and directory.resolve(b) == b
 
 
+def test_an_a40_whose_later_group_fails_applies_none_of_its_merges(directory: PatientDirectory) -> None:
+    """An AE means the message was not applied (HL7 v2.5 §2.9.2): the groups of one A40 are
+    judged in order, each after the ones before it, and stored together or not at all. The ERR
+    points at the group that failed."""
+    p, q, r = (f"{x}^^^&{LOCAL}&ISO" for x in "PQR")
+    cycle = parse_ack(
+        handle_message(
+            message(msh("A40", "ADT_A39"), f"PID|||{q}", f"MRG|{p}", f"PID|||{p}", f"MRG|{q}"),
+            directory,
+            NORWAY,
+        )
+    )
+    assert cycle["MSA"][1] == "AE" and cycle["ERR"][2] == "MRG^2^1"
+    assert directory.resolve(p) is None and directory.resolve(q) is None  # nothing stored
+    chain = parse_ack(
+        handle_message(
+            message(msh("A40", "ADT_A39"), f"PID|||{q}", f"MRG|{p}", f"PID|||{r}", f"MRG|{q}"),
+            directory,
+            NORWAY,
+        )
+    )
+    assert chain["MSA"][1] == "AA"
+    assert directory.resolve(p) == r and directory.resolve(q) == r
+
+
+def test_every_identifier_of_a_registration_is_stored_together(directory: PatientDirectory) -> None:
+    ids = "~".join(f"ID{i}^^^&{LOCAL}&ISO" for i in range(200))
+    assert "MSA|AA|" in handle_message(message(msh("A04"), f"PID|||{ids}||N^K"), directory, NORWAY)
+    assert all(directory.resolve(f"ID{i}^^^&{LOCAL}&ISO") for i in range(200))
+
+
 def test_a40_without_mrg_is_ae(directory: PatientDirectory, engine: Engine) -> None:
     segs = parse_ack(
         handle_message(message(msh("A40", "ADT_A39"), f"PID|||N^^^&{LOCAL}&ISO"), directory, NORWAY)
@@ -287,7 +318,7 @@ def test_unexpected_failure_is_generic_ae(caplog: pytest.LogCaptureFixture) -> N
         def __init__(self) -> None:
             pass
 
-        def register(self, pid: str, **kw: str | None) -> None:
+        def register_all(self, pids: object, **kw: str | None) -> None:
             raise RuntimeError("database on fire")
 
     with caplog.at_level(logging.ERROR, logger="xds.feed"):
