@@ -62,3 +62,46 @@ def test_profiles() -> None:
     assert get_profile("none").patient_id_status("13116900216", FNR) == "not-national"
     with pytest.raises(ValueError):
         get_profile("sweden")
+
+
+def _with_check_digits(first_nine: str) -> str:
+    """``first_nine`` with the first serial (digits 7–9) from it on that has check digits."""
+    head, serial = first_nine[:6], int(first_nine[6:9])
+    for i in range(serial, serial + 1000):
+        candidate = f"{head}{i % 1000:03d}"
+        digits = norway.check_digits(candidate)
+        if digits is not None:
+            return candidate + digits
+    raise AssertionError("no check digits")
+
+
+@pytest.mark.parametrize(
+    ("first_nine", "oid"),
+    [
+        ("000000000", FNR),  # right check digits, no person: would pool every unknown patient
+        ("001169000", FNR),  # day 00
+        ("321169000", FNR),  # day 32
+        ("991169000", FNR),  # day 99
+        ("130069000", FNR),  # month 00
+        ("131169000", norway.OID_DNR),  # a D-nummer without the day's +40
+        ("131169000", norway.OID_HNR),  # an H-nummer without the month's +40
+    ],
+)
+def test_person_numbers_no_scheme_can_give_are_refused(first_nine: str, oid: str) -> None:
+    number = _with_check_digits(first_nine)
+    assert norway.check_digits_ok(number)
+    assert not norway.valid_person_number(number, oid)
+
+
+@pytest.mark.parametrize(
+    ("first_nine", "oid"),
+    [
+        ("531169000", norway.OID_DNR),
+        ("531169000", FNR),  # D-numbers travel under the fødselsnummer OID in the field
+        ("135169000", norway.OID_HNR),
+        ("139169000", FNR),  # synthetic persons: month + 80
+        ("311269000", FNR),
+    ],
+)
+def test_person_numbers_of_each_scheme_are_accepted(first_nine: str, oid: str) -> None:
+    assert norway.valid_person_number(_with_check_digits(first_nine), oid)

@@ -68,12 +68,22 @@ def person_number_kind(number: str) -> str | None:
 def valid_person_number(number: str, authority_oid: str) -> bool:
     """A person number with valid check digits under one of the three person-number OIDs.
 
-    Validity is the two mod-11 check digits, as the national rules state; the date part is not
-    judged, because synthetic test persons shift the month by amounts that differ between test
-    registers (NHN's ``29698496140`` is one), and the kind is not matched against the OID because
-    D-numbers travel under the fødselsnummer OID in the field.
+    Validity is the two mod-11 check digits, as the national rules state, and a day that some
+    scheme can give: 01–31, or 41–71 for a D-nummer. The month is judged only as far as every
+    scheme agrees (never 00), because synthetic test persons shift it by amounts that differ
+    between test registers (NHN's ``29698496140`` is one). A D-nummer OID needs the day's +40 and
+    an H-nummer OID the month's +40; a D-nummer may travel under the fødselsnummer OID, as in the
+    field. Without the day check ``00000000000`` — whose check digits are right — would file
+    every unknown patient under one record.
     """
-    return authority_oid in PERSON_ID_OIDS and check_digits_ok(number)
+    if authority_oid not in PERSON_ID_OIDS or not check_digits_ok(number):
+        return False
+    day, month = int(number[0:2]), int(number[2:4])
+    if not (1 <= day <= 31 or 41 <= day <= 71) or month == 0:
+        return False
+    if authority_oid == OID_DNR and day < 41:
+        return False
+    return not (authority_oid == OID_HNR and month < 41)
 
 
 def valid_organisation_number(number: str) -> bool:
