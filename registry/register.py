@@ -428,9 +428,14 @@ def assign_uuids(sub: Submission) -> dict[str, str]:
             mapping[obj.id] = new_uuid()
 
     def fix(ref: str) -> str:
-        return mapping.get(ref, ref)
+        # UUIDs are case-insensitive on input and lower case as stored (RFC 4122 §3): one object
+        # cannot come in again under another spelling of its entryUUID
+        found = mapping.get(ref)
+        if found is not None:
+            return found
+        return ref.lower() if ref.startswith("urn:uuid:") else ref
 
-    seen = {obj.id for obj in sub.objects}
+    seen = {fix(obj.id) for obj in sub.objects}
     for obj in sub.objects:
         obj.id = fix(obj.id)
         if isinstance(obj, Association):
@@ -439,11 +444,13 @@ def assign_uuids(sub: Submission) -> dict[str, str]:
         if isinstance(obj, Classification):
             obj.classified_object = fix(obj.classified_object)
         for c in obj.classifications:
+            c.id = c.id.lower() if c.id.startswith("urn:uuid:") else c.id
             if not c.id.startswith("urn:uuid:") or c.id in seen:
                 c.id = new_uuid()
             seen.add(c.id)
             c.classified_object = obj.id
         for e in obj.external_ids:
+            e.id = e.id.lower() if e.id.startswith("urn:uuid:") else e.id
             if not e.id.startswith("urn:uuid:") or e.id in seen:
                 e.id = new_uuid()
             seen.add(e.id)

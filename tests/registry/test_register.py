@@ -464,3 +464,44 @@ def test_a_national_id_is_filed_in_canonical_form(registrar: Registrar, engine: 
         stored = set(conn.execute(select(t.documents.c.patient_id)).scalars())
         stored |= set(conn.execute(select(t.submission_sets.c.patient_id)).scalars())
     assert stored == {canonical}
+
+
+def _rename_document(sub: Submission, new_id: str) -> None:
+    doc = sub.documents[0]
+    old = doc.id
+    doc.id = new_id
+    for nested in (*doc.classifications, *doc.external_ids):
+        if getattr(nested, "classified_object", None) == old:
+            nested.classified_object = new_id  # type: ignore[attr-defined]
+        if getattr(nested, "registry_object", None) == old:
+            nested.registry_object = new_id  # type: ignore[attr-defined]
+    for a in sub.associations:
+        if a.target_object == old:
+            a.target_object = new_id
+
+
+def test_entry_uuids_must_be_uuids_and_are_kept_in_lower_case(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
+    """An id given as urn:uuid: must be one (ITI TF-3 §4.1.12.3); UUIDs are case-insensitive on
+    input (RFC 4122 §3), so an upper-case spelling of a stored entryUUID is that object, not a
+    second one."""
+    import uuid as uuidlib
+
+    bad = samples.submission(rng=rng)
+    _rename_document(bad.submission, "urn:uuid:not-a-uuid")
+    with pytest.raises(XdsException) as exc:
+        registrar.register(bad.submission)
+    assert codes_of(exc) == [v.XDSRegistryMetadataError]
+    assert count(engine, t.documents) == 0
+
+    chosen = f"urn:uuid:{str(uuidlib.uuid4()).upper()}"
+    first = samples.submission(rng=rng)
+    _rename_document(first.submission, chosen)
+    registrar.register(first.submission)
+    assert uuid_of(engine, first.documents[0].unique_id) == chosen.lower()
+    again = samples.submission(rng=rng)
+    _rename_document(again.submission, chosen.lower())
+    with pytest.raises(XdsException) as exc:
+        registrar.register(again.submission)
+    assert codes_of(exc) == [v.XDSRegistryMetadataError]  # the entryUUID is already used

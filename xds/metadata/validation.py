@@ -40,6 +40,9 @@ from xds.metadata.model import (
     Submission,
 )
 
+_UUID_URN = re.compile(
+    r"^urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}\Z")
 _SIZE = re.compile(r"^[0-9]{1,19}\Z")
 _MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(\s*;.*)?\Z")
@@ -231,6 +234,11 @@ class _Validator:
             if not obj.id:
                 yield _err(f"{type(obj).__name__} has no id", "")
                 continue
+            for oid in (obj.id, *(n.id for n in (*obj.classifications, *obj.external_ids))):
+                if oid.startswith("urn:uuid:") and not _UUID_URN.match(oid):
+                    yield _err(
+                        f"id {oid[:80]!r} is not a UUID URN (urn:uuid: and 8-4-4-4-12 hex digits)", obj.id
+                    )
             counts[obj.id] += 1
             self.by_id.setdefault(obj.id, obj)
         for oid, n in sorted(counts.items()):
