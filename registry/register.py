@@ -319,6 +319,14 @@ class Registrar:
                     assoc.id,
                 )
             if atype in v.REPLACING_TYPES:
+                if target in plan.deprecate:
+                    # two replacements of one document would both stay Approved; across two
+                    # submissions the second is refused, so it is here too
+                    yield XdsError(
+                        v.XDSRegistryMetadataError,
+                        f"{target} is replaced twice in this submission; one replacement only",
+                        assoc.id,
+                    )
                 plan.deprecate.append(target)
             return
         if atype != v.HAS_MEMBER:

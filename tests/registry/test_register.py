@@ -505,3 +505,19 @@ def test_entry_uuids_must_be_uuids_and_are_kept_in_lower_case(
     with pytest.raises(XdsException) as exc:
         registrar.register(again.submission)
     assert codes_of(exc) == [v.XDSRegistryMetadataError]  # the entryUUID is already used
+
+
+def test_one_document_replaced_twice_in_one_submission_is_refused(
+    registrar: Registrar, engine: Engine, rng
+) -> None:
+    original = samples.submission(rng=rng)
+    registrar.register(original.submission)
+    target = uuid_of(engine, original.documents[0].unique_id)
+    twice = samples.submission(original.patient, rng=rng, documents=2)
+    for n, doc in enumerate(twice.submission.documents):
+        twice.submission.objects.append(samples.relationship(f"rel{n}", v.RPLC, doc.id, target))
+    before = all_counts(engine)
+    with pytest.raises(XdsException) as exc:
+        registrar.register(twice.submission)
+    assert codes_of(exc) == [v.XDSRegistryMetadataError]
+    assert all_counts(engine) == before
