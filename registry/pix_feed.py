@@ -37,6 +37,7 @@ REQUIRED_FIELD_MISSING = "101"
 DATA_TYPE_ERROR = "102"
 UNSUPPORTED_MESSAGE_TYPE = "200"
 UNSUPPORTED_EVENT_CODE = "201"
+UNSUPPORTED_VERSION_ID = "203"
 APPLICATION_INTERNAL_ERROR = "207"
 _ERROR_NAMES = {
     SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
@@ -44,6 +45,7 @@ _ERROR_NAMES = {
     DATA_TYPE_ERROR: "Data type error",
     UNSUPPORTED_MESSAGE_TYPE: "Unsupported message type",
     UNSUPPORTED_EVENT_CODE: "Unsupported event code",
+    UNSUPPORTED_VERSION_ID: "Unsupported version id",
     APPLICATION_INTERNAL_ERROR: "Application internal error",
 }
 
@@ -286,6 +288,18 @@ def _check_header(msg: _Message) -> None:
             "MSH^1^9",
             f"message type {msg.message_type!r} is not supported (only ADT)",
         )
+    second = next((n for n, seg in enumerate(msg.segments) if n and seg[0] == "MSH"), None)
+    if second is not None:
+        # one frame, one message (HL7 v2.5 Appendix C §C.4.2): a second would go unanswered
+        raise _Reject("AR", SEGMENT_SEQUENCE_ERROR, "MSH^2", "a second MSH segment: one message per frame")
+    version = msg.value(msg.msh, 12, 1)
+    if not version.startswith("2."):
+        raise _Reject(
+            "AR",
+            UNSUPPORTED_VERSION_ID,
+            "MSH^1^12",
+            f"HL7 version {version!r} is not supported (ITI-8 is HL7 v2.3.1 to 2.x)",
+        )
     if not msg.trigger:
         raise _Reject("AR", REQUIRED_FIELD_MISSING, "MSH^1^9^1^2", "no trigger event in MSH-9.2 or EVN-1")
     if msg.trigger not in REGISTER_TRIGGERS and msg.trigger != MERGE_TRIGGER:
@@ -314,9 +328,12 @@ def _identifiers(msg: _Message, seg: list[str], n: int, seq: int, profile: Profi
         if not ident or kind != "ISO" or not is_oid(oid):
             continue
         location = f"{name}^{seq}^{n}^{rep_no}"
-        if any(c in ident for c in "^~\\&|") or any(c.isspace() for c in ident):
+        if any(c in ident for c in "^~\\&|") or any(c.isspace() or not c.isprintable() for c in ident):
             raise _Reject(
-                "AE", DATA_TYPE_ERROR, location, f"identifier {ident!r} contains delimiters or spaces"
+                "AE",
+                DATA_TYPE_ERROR,
+                location,
+                f"identifier {ident!r} contains delimiters, spaces or controls",
             )
         status = profile.patient_id_status(ident, oid)
         if status == "malformed":
@@ -343,12 +360,13 @@ def _identifiers(msg: _Message, seg: list[str], n: int, seq: int, profile: Profi
 
 
 def _optional(value: str, limit: int) -> str | None:
-    """An HL7 field value for storage: None when empty (no change), '' for the HL7 null ``""``."""
+    """An HL7 field value for storage: None when empty (no change), '' for the HL7 null ``""``;
+    control characters (NUL, or a line end sent as an escape) are dropped."""
     if not value:
         return None
     if value == '""':
         return ""
-    return value[:limit]
+    return "".join(c for c in value if c.isprintable())[:limit]
 
 
 def _register(msg: _Message, directory: PatientDirectory, profile: Profile) -> None:

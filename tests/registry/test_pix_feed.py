@@ -386,3 +386,34 @@ def test_escape_round_trip() -> None:
     assert unescape(escape(text), STD) == text
     assert unescape("\\X41C3A6\\x\\H\\y\\.br\\", STD) == "Aæxy"
     assert escape("line\rbreak\n") == "line break "
+
+
+def test_one_frame_is_one_message(directory: PatientDirectory) -> None:
+    """A second MSH in a frame would be applied (or not) without an answer of its own."""
+    raw = message(
+        msh("A04", control="C1"),
+        f"PID|||TWO1^^^&{LOCAL}&ISO",
+        msh("A04", control="C2"),
+        f"PID|||TWO2^^^&{LOCAL}&ISO",
+    )
+    segs = parse_ack(handle_message(raw, directory, NORWAY))
+    assert segs["MSA"][1:3] == ["AR", "C1"] and segs["ERR"][2] == "MSH^2"
+    assert directory.resolve(f"TWO1^^^&{LOCAL}&ISO") is None
+
+
+@pytest.mark.parametrize("version", ["3.0", "", "X"])
+def test_versions_other_than_hl7_v2_are_refused(directory: PatientDirectory, version: str) -> None:
+    header = msh("A04").rsplit("|", 1)[0] + f"|{version}"
+    segs = parse_ack(handle_message(message(header, f"PID|||V1^^^&{LOCAL}&ISO"), directory, NORWAY))
+    assert segs["MSA"][1] == "AR" and segs["ERR"][3].startswith("203^")
+    assert directory.resolve(f"V1^^^&{LOCAL}&ISO") is None
+
+
+def test_control_characters_never_reach_the_directory(directory: PatientDirectory, engine: Engine) -> None:
+    """NUL (which PostgreSQL refuses in text) or a line end sent escaped: dropped from names,
+    refused in identifiers."""
+    raw = message(msh("A04"), f"PID|||C1^^^&{LOCAL}&ISO||Nord\\X0D0A\\mann\x00^Kari")
+    assert "MSA|AA|" in handle_message(raw, directory, NORWAY)
+    assert _row(engine, f"C1^^^&{LOCAL}&ISO").family_name == "Nordmann"
+    raw = message(msh("A04"), f"PID|||C\x002^^^&{LOCAL}&ISO")
+    assert parse_ack(handle_message(raw, directory, NORWAY))["MSA"][1] == "AE"
