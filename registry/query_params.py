@@ -99,6 +99,9 @@ LEVEL = "level"  # $MetadataLevel: 1 or 2
 TEXT = "text"  # any non-empty string (ids, uuids, author patterns, association types)
 
 MAX_METADATA_LEVEL = 2
+_UUID_PARAMS = frozenset(
+    {DE_ENTRY_UUID, SS_ENTRY_UUID, FOLDER_ENTRY_UUID, UUID, DE_LOGICAL_ID, FOLDER_LOGICAL_ID}
+)
 
 # Bounds on what one request may ask. ITI TF-2 §3.18.4.1.2.3.5 sets none, but every value becomes
 # a bound parameter of one SQL statement (SQLite takes at most 32,766, PostgreSQL 65,535), each
@@ -582,6 +585,8 @@ def _read_params(
                 errors.append(XdsError(v.XDSRegistryError, f"parameter {name}: {exc}", name))
                 malformed = True
         if values:
+            if name in _UUID_PARAMS:  # stored in lower case (RFC 4122 §3: case-insensitive input)
+                values = [x.lower() if x.lower().startswith("urn:uuid:") else x for x in values]
             raw.setdefault(name, []).append(values)
         elif not malformed and not spec.required:  # (a required one is reported missing)
             # an empty list would drop the filter and widen the answer; say so instead

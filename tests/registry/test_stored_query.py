@@ -908,6 +908,9 @@ def test_get_documents_by_uuid_unique_id_and_logical_id(query: Q, world: World) 
     )
     assert query.keys(refs, OR) == ["A4"]
     assert query.keys(query(v.SQ_GET_DOCUMENTS, (qp.DE_ENTRY_UUID, ql("urn:uuid:0")))) == []
+    # UUIDs are case-insensitive on input (RFC 4122 §3)
+    upper = "urn:uuid:" + world.uuids["A1"].removeprefix("urn:uuid:").upper()
+    assert query.keys(query(v.SQ_GET_DOCUMENTS, (qp.DE_ENTRY_UUID, ql(upper)))) == ["A1"]
 
 
 def test_get_documents_of_merged_patients_is_one_patient(query: Q, world: World) -> None:
