@@ -228,9 +228,14 @@ class QuickReads:
     Used where one indexed lookup is the whole of the database work (ITI-43's rows).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, time_limit: float = 0.0) -> None:
+        """``time_limit`` (seconds, 0: none): on SQLite, a read still running after it is
+        interrupted (``sqlite3.OperationalError: interrupted``, see :meth:`interrupted`), so one
+        request cannot hold a worker that runs reads on its event loop. On PostgreSQL the server's
+        own ``statement_timeout`` does this (set it for the registry's role)."""
         self.engine = engine
         self.dialect = engine.dialect
+        self.time_limit = time_limit
         self._local = threading.local()
         self._sqlite = engine.dialect.name == "sqlite" and bool(engine.url.database)
 
@@ -249,7 +254,18 @@ class QuickReads:
             conn = getattr(self._local, "conn", None)
             if conn is None:
                 conn = self._local.conn = _sqlite_reader(str(self.engine.url.database))
-            yield conn
+                self._local.deadline = [0.0]
+                if self.time_limit:
+                    deadline = self._local.deadline
+                    conn.set_progress_handler(
+                        lambda: deadline[0] and time.monotonic() > deadline[0], _PROGRESS_STEPS
+                    )
+            if self.time_limit:
+                self._local.deadline[0] = time.monotonic() + self.time_limit
+            try:
+                yield conn
+            finally:
+                self._local.deadline[0] = 0.0
             return
         pooled = self.engine.raw_connection()
         try:
@@ -274,6 +290,12 @@ class QuickReads:
                     driver.autocommit = False  # type: ignore[union-attr]
         finally:
             pooled.close()
+
+    @staticmethod
+    def interrupted(exc: BaseException) -> bool:
+        """Whether ``exc`` says a read was stopped for running past the time limit."""
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        return isinstance(orig, sqlite3.OperationalError) and "interrupted" in str(orig)
 
     def lost(self, exc: BaseException, driver: Any = None) -> bool:
         """Whether ``exc`` (the driver's error or SQLAlchemy's wrapping of it) says the database
@@ -306,6 +328,10 @@ class QuickReads:
                 cursor.execute("COMMIT")
             finally:
                 cursor.close()
+
+
+# SQLite virtual-machine steps between two looks at the clock (well under a millisecond of work)
+_PROGRESS_STEPS = 20_000
 
 
 def _sqlite_reader(database: str) -> sqlite3.Connection:

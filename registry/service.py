@@ -42,6 +42,7 @@ class RegistryService:
             self.patients,
             home_community_id=rc.home_community_id,
             max_results=rc.max_query_results,
+            time_limit=rc.query_time_limit_s,
         )
         self._mllp: asyncio.AbstractServer | None = None
 

@@ -104,6 +104,7 @@ class StoredQueryEngine:
         *,
         home_community_id: str = "",
         max_results: int = DEFAULT_MAX_RESULTS,
+        time_limit: float = 0.0,
     ) -> None:
         self.engine = reader(engine)
         self.patients = patients
@@ -111,7 +112,7 @@ class StoredQueryEngine:
         self.max_results = max_results
         self._home_attr = f' home="{home_community_id.translate(_ATTR_ESCAPES)}"'.encode()
         self.selections = Selections()
-        self.reads = QuickReads(self.engine)
+        self.reads = QuickReads(self.engine, time_limit=time_limit)
         self.dialect = self.engine.dialect
 
     # --- the transaction ----------------------------------------------------------------------------
@@ -129,6 +130,12 @@ class StoredQueryEngine:
         try:
             return self._read(req)
         except DBAPIError as exc:
+            if self.reads.interrupted(exc):
+                raise XdsException.of(
+                    v.XDSRegistryError,
+                    f"the query ran longer than {self.reads.time_limit:g} s and was stopped; "
+                    "narrow it (fewer patients, codes or author patterns, or a time range)",
+                ) from None
             if not self.reads.lost(exc):
                 raise
             log.warning("the database connection was lost during a query; asking again on a new one")

@@ -76,6 +76,7 @@ class RegistryConfig:
     mllp_port: int = 0
     pool_size: int = 8
     max_query_results: int = 10_000  # ITI-18: more objects than this is XDSTooManyResults
+    query_time_limit_s: float = 10.0  # ITI-18 on SQLite: a query still running is stopped (0: never)
 
     def url(self, data_dir: str) -> str:
         from registry.database import sqlite_url

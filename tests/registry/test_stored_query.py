@@ -1400,3 +1400,23 @@ def test_lists_up_to_the_bounds_are_answered(query: Q) -> None:
     for slots in ((codes,), events, (authors,)):
         answer = query(v.SQ_FIND_DOCUMENTS, query.pid("A"), STATUS_APPROVED, *slots)
         assert answer.status == "Success", answer.errors
+
+
+def test_a_query_running_past_its_time_limit_is_stopped_with_a_registry_error(
+    world: World, query_schema: etree.XMLSchema, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads run on the worker's event loop: on SQLite a query still running after
+    ``[registry] query_time_limit_s`` is interrupted, and answered as an XDSRegistryError that
+    says so, rather than holding every other request of the worker. (PostgreSQL has the server's
+    statement_timeout.)"""
+    if backend != "sqlite":
+        pytest.skip("the time limit is SQLite's progress handler; PostgreSQL uses statement_timeout")
+    from registry import database
+
+    monkeypatch.setattr(database, "_PROGRESS_STEPS", 1)  # look at the clock at every step
+    slow = Q(world, query_schema, time_limit=1e-9)  # every query is past it at once
+    answer = slow(v.SQ_FIND_DOCUMENTS, slow.pid("A"), STATUS_APPROVED)
+    assert answer.status == "Failure"
+    assert answer.codes == [v.XDSRegistryError]
+    in_time = Q(world, query_schema, time_limit=60)
+    assert in_time(v.SQ_FIND_DOCUMENTS, in_time.pid("A"), STATUS_APPROVED).status == "Success"
