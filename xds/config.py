@@ -212,6 +212,11 @@ def _coerce(current: object, value: object, name: str) -> object:
             return int(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ValueError(f"setting {name} must be a whole number, not {value!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"setting {name} must be a number, not {value!r}") from None
     return str(value)
 
 
@@ -244,6 +249,8 @@ data_dir = "./data"
 workers = 1
 max_body_mb = 64
 max_document_mb = 16384
+read_timeout_s = 60           # a request body that pauses longer is given up
+max_connections = 1000        # per worker; past it requests are answered HTTP 503
 database_threads = false      # true: database work in worker threads (for a distant PostgreSQL)
 
 [registry]
@@ -252,6 +259,7 @@ profile = "norway"
 home_community_id = ""
 mllp_port = 0
 max_query_results = 10000     # a stored query selecting more objects answers XDSTooManyResults
+query_time_limit_s = 10.0     # SQLite: a stored query still running is stopped (PostgreSQL: statement_timeout)
 
 [trust]                     # XUA + WS-Security on every SOAP endpoint
 mode = "off"                # off | optional | required
