@@ -11,7 +11,7 @@ Example::
     data_dir = "/var/lib/xds"
     workers = 2
     max_body_mb = 64
-max_document_mb = 16384
+    max_document_mb = 16384
 
     [registry]
     database_url = "postgresql+psycopg://xds@db/xds"   # default: SQLite in data_dir
@@ -248,7 +248,7 @@ port = 8080
 data_dir = "./data"
 workers = 1
 max_body_mb = 64
-max_document_mb = 16384
+    max_document_mb = 16384
 read_timeout_s = 60           # a request body that pauses longer is given up
 max_connections = 1000        # per worker; past it requests are answered HTTP 503
 database_threads = false      # true: database work in worker threads (for a distant PostgreSQL)

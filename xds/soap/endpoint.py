@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from xds.soap.envelope import (
     NS_WSSE,
@@ -157,25 +157,33 @@ class SoapEndpoint:
         return request
 
     async def _pump(self, receive: Receive, sink: Callable[[bytes], None], limit: int) -> None:
-        """Feed the body to ``sink`` as it arrives; a client that sends nothing for
-        ``read_timeout`` seconds is answered and let go instead of holding its connection."""
+        """Feed the body to ``sink`` as it arrives. Once part of it has come, a client that sends
+        nothing more for ``read_timeout`` seconds is answered and let go instead of holding its
+        connection. (The first part is awaited without a timer: most bodies arrive whole with
+        their headers, and a timer per request costs more than the rest of reading it. A client
+        that stalls before any body is held like one that stalls in its headers: that is a
+        reverse proxy's to cut, see the README.)"""
         total = 0
+
+        def take(message: Message) -> bool:
+            nonlocal total
+            if message["type"] == "http.disconnect":
+                raise SoapFault("Sender", "the client went away before the message was complete")
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
+            if chunk:
+                sink(chunk)
+            return not message.get("more_body", False)
+
+        if take(await receive()):
+            return
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.read_timeout) as idle:
-                while True:
-                    message = await receive()
+                while not take(await receive()):
                     idle.reschedule(loop.time() + self.read_timeout)
-                    if message["type"] == "http.disconnect":
-                        raise SoapFault("Sender", "the client went away before the message was complete")
-                    chunk = message.get("body", b"")
-                    total += len(chunk)
-                    if total > limit:
-                        raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
-                    if chunk:
-                        sink(chunk)
-                    if not message.get("more_body", False):
-                        return
         except TimeoutError:
             raise SoapFault(
                 "Sender", f"the message stopped arriving: nothing came for {self.read_timeout:g} s"
