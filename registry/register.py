@@ -214,7 +214,7 @@ class Registrar:
             raise XdsException(errors)
         ss = sub.submission_sets[0]
         pid = ss.patient_id or ""
-        supplied = {o.id for o in sub.objects if o.id.startswith("urn:uuid:")}
+        supplied = {o.id.lower() for o in sub.objects if o.id.startswith("urn:uuid:")}
         assign_uuids(sub)
         plan = _Plan(sub=sub, patient_id=pid, supplied_uuids=supplied)
         now = self.clock()
