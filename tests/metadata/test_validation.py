@@ -212,6 +212,22 @@ CASES: list[tuple[str, Callable[[Submission], None], str, str]] = [
         "ss-doc-0",
     ),
     (
+        "SubmissionSet a member of itself",
+        lambda sub: sub.objects.append(
+            samples.has_member("self", "SubmissionSet01", "SubmissionSet01", status=None)
+        ),
+        META,
+        "self",
+    ),
+    (
+        "SubmissionSet holding an association that is not a folder's",
+        lambda sub: sub.objects.append(
+            samples.has_member("loop", "SubmissionSet01", "ss-doc-0", status=None)
+        ),
+        META,
+        "loop",
+    ),
+    (
         "limited metadata not accepted",
         lambda sub: doc(sub).classifications.append(
             Classification(
