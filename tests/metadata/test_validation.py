@@ -220,7 +220,7 @@ CASES: list[tuple[str, Callable[[Submission], None], str, str]] = [
         "self",
     ),
     (
-        "SubmissionSet holding an association that is not a folder's",
+        "SubmissionSet holding one of its own memberships",
         lambda sub: sub.objects.append(
             samples.has_member("loop", "SubmissionSet01", "ss-doc-0", status=None)
         ),

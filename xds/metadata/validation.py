@@ -508,17 +508,9 @@ class _Validator:
                         )
             elif isinstance(target, RegistryPackage) and target.is_submission_set:
                 yield _err("a SubmissionSet cannot be a member of a SubmissionSet", assoc.id)
-            elif isinstance(target, Association):
-                # ITI TF-3 §4.2.2.1: the SubmissionSet may hold the association that puts a
-                # document in a folder, and no other
-                folder = self.by_id.get(target.source_object)
-                if target.association_type != v.HAS_MEMBER or not (
-                    folder is None or (isinstance(folder, RegistryPackage) and folder.is_folder)
-                ):
-                    yield _err(
-                        "a SubmissionSet's HasMember to an association must point to a Folder's HasMember",
-                        assoc.id,
-                    )
+            elif isinstance(target, Association) and target.source_object == source.id:
+                # the set holding one of its own memberships: a loop, not a member (ITI TF-3 §4.2.2.1)
+                yield _err("a SubmissionSet's HasMember cannot point to one of its own HasMembers", assoc.id)
         elif isinstance(source, RegistryPackage) and source.is_folder:
             if target is not None and not isinstance(target, DocumentEntry):
                 yield _err("a Folder HasMember must point to a DocumentEntry", assoc.id)
