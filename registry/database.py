@@ -294,7 +294,7 @@ class QuickReads:
     @staticmethod
     def interrupted(exc: BaseException) -> bool:
         """Whether ``exc`` says a read was stopped for running past the time limit."""
-        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        orig = driver_error(exc)
         return isinstance(orig, sqlite3.OperationalError) and "interrupted" in str(orig)
 
     def lost(self, exc: BaseException, driver: Any = None) -> bool:
@@ -302,7 +302,7 @@ class QuickReads:
         connection is gone — a read that failed so may be run again on a new connection."""
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
-        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        orig = driver_error(exc)
         if not isinstance(orig, self.dialect.loaded_dbapi.Error):
             return False
         return bool(self.dialect.is_disconnect(orig, driver, None))
@@ -500,8 +500,12 @@ _RETRYABLE_STATES = frozenset({"40001", "40P01"})
 def conflict(exc: BaseException) -> bool:
     """Whether ``exc`` (the driver's or SQLAlchemy's wrapping of it) says the transaction lost a
     race with another one — a deadlock or a serialisation failure — and may be run again."""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return getattr(orig, "sqlstate", None) in _RETRYABLE_STATES
+    return getattr(driver_error(exc), "sqlstate", None) in _RETRYABLE_STATES
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The database driver's own error behind ``exc`` (SQLAlchemy wraps it as ``orig``)."""
+    return exc.orig if isinstance(exc, DBAPIError) else exc  # type: ignore[return-value]
 
 
 def reader(engine: Engine) -> Engine:

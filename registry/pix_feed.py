@@ -288,8 +288,7 @@ def _check_header(msg: _Message) -> None:
             "MSH^1^9",
             f"message type {msg.message_type!r} is not supported (only ADT)",
         )
-    second = next((n for n, seg in enumerate(msg.segments) if n and seg[0] == "MSH"), None)
-    if second is not None:
+    if any(seg[0] == "MSH" for seg in msg.segments[1:]):
         # one frame, one message (HL7 v2.5 Appendix C §C.4.2): a second would go unanswered
         raise _Reject("AR", SEGMENT_SEQUENCE_ERROR, "MSH^2", "a second MSH segment: one message per frame")
     version = msg.value(msg.msh, 12, 1)

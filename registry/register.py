@@ -435,13 +435,14 @@ def assign_uuids(sub: Submission) -> dict[str, str]:
         if not obj.id.startswith("urn:uuid:"):
             mapping[obj.id] = new_uuid()
 
-    def fix(ref: str) -> str:
+    def lowered(ref: str) -> str:
         # UUIDs are case-insensitive on input and lower case as stored (RFC 4122 §3): one object
         # cannot come in again under another spelling of its entryUUID
-        found = mapping.get(ref)
-        if found is not None:
-            return found
         return ref.lower() if ref.startswith("urn:uuid:") else ref
+
+    def fix(ref: str) -> str:
+        found = mapping.get(ref)
+        return found if found is not None else lowered(ref)
 
     seen = {fix(obj.id) for obj in sub.objects}
     for obj in sub.objects:
@@ -452,13 +453,13 @@ def assign_uuids(sub: Submission) -> dict[str, str]:
         if isinstance(obj, Classification):
             obj.classified_object = fix(obj.classified_object)
         for c in obj.classifications:
-            c.id = c.id.lower() if c.id.startswith("urn:uuid:") else c.id
+            c.id = lowered(c.id)
             if not c.id.startswith("urn:uuid:") or c.id in seen:
                 c.id = new_uuid()
             seen.add(c.id)
             c.classified_object = obj.id
         for e in obj.external_ids:
-            e.id = e.id.lower() if e.id.startswith("urn:uuid:") else e.id
+            e.id = lowered(e.id)
             if not e.id.startswith("urn:uuid:") or e.id in seen:
                 e.id = new_uuid()
             seen.add(e.id)

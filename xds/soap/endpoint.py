@@ -45,7 +45,8 @@ log = logging.getLogger("xds.soap")
 Handler = Callable[[SoapRequest], Awaitable[SoapResponse]]
 # seconds a request body may pause before the request is given up (slow or stalled clients)
 READ_TIMEOUT = 60.0
-_WSSE_SECURITY = frozenset({"{" + NS_WSSE + "}Security"})
+# what an endpoint behind a security policy also processes (the policy reads wsse:Security)
+_WITH_WSSE = WSA_HEADERS | {"{" + NS_WSSE + "}Security"}
 
 
 class SecurityPolicy(Protocol):
@@ -120,40 +121,33 @@ class SoapEndpoint:
         limit = self.max_total_bytes if multipart else self.max_body_bytes
         if length and length.isascii() and length.isdigit() and int(length) > limit:
             raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
+        attachments: dict[str, Attachment] = {}
         if multipart:
             parser = MultipartParser(
                 content_type,
                 spool_threshold=self.spool_threshold,
                 tmp_dir=self.tmp_dir,
-                max_root_bytes=self.max_body_bytes,
+                max_root_bytes=self.max_body_bytes,  # the envelope part, checked as it streams
             )
             try:
                 await self._pump(receive, parser.feed, limit)
-                root, attachments = parser.close()
+                data, attachments = parser.close()
             except BaseException:
                 parser.discard()
                 raise
-            if len(root) > self.max_body_bytes:
-                for att in attachments.values():
-                    att.discard()
-                raise SoapFault(
-                    "Sender", f"the SOAP envelope is larger than the limit of {self.max_body_bytes} bytes"
-                )
-            try:
-                request = parse_envelope(root, attachments, mtom=True, request=True)
-                self._check_addressing(request, params.get("action"))
-            except BaseException:  # the request is refused: its spooled parts go with it
-                for att in attachments.values():
-                    att.discard()
-                raise
-            return request
         elif media in (SOAP12_CONTENT_TYPE, "application/xml", "text/xml", ""):
             chunks: list[bytes] = []
             await self._pump(receive, chunks.append, limit)
-            request = parse_envelope(b"".join(chunks), request=True)
+            data = b"".join(chunks)
         else:
             raise SoapFault("Sender", f"unsupported Content-Type {media!r}; use application/soap+xml or MTOM")
-        self._check_addressing(request, params.get("action"))
+        try:
+            request = parse_envelope(data, attachments, mtom=multipart, request=True)
+            self._check_addressing(request, params.get("action"))
+        except BaseException:  # the request is refused: its spooled parts go with it
+            for att in attachments.values():
+                att.discard()
+            raise
         return request
 
     async def _pump(self, receive: Receive, sink: Callable[[bytes], None], limit: int) -> None:
@@ -192,7 +186,7 @@ class SoapEndpoint:
     def _check_addressing(self, request: SoapRequest, ct_action: str | None) -> None:
         """WS-Addressing 1.0 checks (Core §3, SOAP Binding §6), and no header block this endpoint
         must understand but does not (SOAP 1.2 Part 1 §5.4.8: MustUnderstand)."""
-        understood = WSA_HEADERS | _WSSE_SECURITY if self.security is not None else WSA_HEADERS
+        understood = _WITH_WSSE if self.security is not None else WSA_HEADERS
         missed = not_understood(request.header, understood)
         if missed is not None:
             raise SoapFault("MustUnderstand", f"header block {missed} is not understood by this endpoint")

@@ -29,11 +29,10 @@ SOAP12_CONTENT_TYPE = "application/soap+xml"
 
 _ENV = "{" + v.NS_SOAP12 + "}"
 _WSA = "{" + v.NS_WSA + "}"
-# WS-Addressing message addressing properties this service reads or may be sent
-WSA_HEADERS = frozenset(
-    _WSA + name for name in ("Action", "MessageID", "ReplyTo", "To", "From", "FaultTo", "RelatesTo")
-)
+# WS-Addressing message addressing properties this service reads or may be sent; a request
+# carries each at most once, but RelatesTo
 _WSA_ONCE = frozenset(_WSA + name for name in ("Action", "MessageID", "ReplyTo", "To", "From", "FaultTo"))
+WSA_HEADERS = _WSA_ONCE | {_WSA + "RelatesTo"}
 _ROLE_ULTIMATE = "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver"
 _ROLE_NEXT = "http://www.w3.org/2003/05/soap-envelope/role/next"
 
