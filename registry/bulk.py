@@ -2,7 +2,7 @@
 
 Each patient gets one submission set holding their documents, built with ``xds.samples``
 (Norwegian-profile ids and Volven codes), given UUIDs and Approved status as ITI-42 would, and
-written with the same row builders as registration (``registry.rows``) — but many submissions per
+written with the same row builders as registration (``xds.registry.rows``) — but many submissions per
 transaction and sequence numbers assigned here, so a million entries load in minutes. It skips
 the per-submission checks of ITI-42 (the data are made valid), never the storage format.
 """
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, insert, select
 
-from registry import rows
-from registry import schema as t
-from registry.register import assign_uuids
 from xds import samples
 from xds.metadata import vocabulary as v
+from xds.registry import rows
+from xds.registry import schema as t
+from xds.registry.register import assign_uuids
 
 
 @dataclass

@@ -21,10 +21,10 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
-from registry.database import reader, write_transaction
-from registry.schema import patients
-from registry.statements import Prepared
+from xds.database import reader, write_transaction
+from xds.database.statements import Prepared
 from xds.metadata.hl7v2 import CX
+from xds.registry.schema import patients
 
 # How many merge marks resolution follows before giving up (a guard against cycles that a
 # concurrent writer or a hand-edited database could leave behind).

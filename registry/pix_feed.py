@@ -22,9 +22,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from registry.patients import MergeRefused, PatientDirectory, canonical_cx
 from xds.metadata.hl7v2 import is_oid
 from xds.profiles import Profile
+from xds.registry.patients import MergeRefused, PatientDirectory, canonical_cx
 
 log = logging.getLogger("xds.feed")
 

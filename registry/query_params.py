@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from xds.errors import XdsError, XdsException
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError, XdsException
 from xds.metadata.hl7v2 import check_cx, check_dtm
 
 _Q = "{" + v.NS_QUERY + "}"

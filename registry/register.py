@@ -18,14 +18,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from registry import rows
-from registry import schema as t
-from registry.database import GroupCommit, reader, run_blocking, write_transaction
-from registry.patients import PatientDirectory, canonical_cx
-from registry.statements import Prepared
-from xds.errors import XdsError, XdsException
+from xds.database import GroupCommit, reader, run_blocking, write_transaction
+from xds.database.statements import Prepared
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError, XdsException
 from xds.metadata.hl7v2 import CX
 from xds.metadata.model import (
     Association,
@@ -37,6 +34,9 @@ from xds.metadata.model import (
 )
 from xds.metadata.validation import ValidationProfile, validate_submission
 from xds.profiles import Profile
+from xds.registry import rows
+from xds.registry import schema as t
+from xds.registry.patients import PatientDirectory, canonical_cx
 
 # Relationship associations whose target must be an Approved document of the same patient
 # (ITI TF-3 §4.2.2.2); RPLC and XFRM_RPLC also deprecate it.
@@ -101,7 +101,7 @@ class _Registration:
 
     def apply(self, conn: Connection) -> None:
         """Write the submission in ``conn``'s transaction. It may run again in a new transaction
-        after one that was rolled back (:class:`registry.database.GroupCommit`), so what it learns
+        after one that was rolled back (:class:`xds.database.GroupCommit`), so what it learns
         from the database is gathered afresh each time."""
         registrar, plan = self.registrar, self.plan
         plan.existing_docs, plan.existing_folders = {}, {}
@@ -199,7 +199,7 @@ class Registrar:
         self, sub: Submission, within: Callable[[Connection], None] | None = None
     ) -> None:
         """:meth:`register` for the server: submissions that arrive together share one commit
-        (:class:`registry.database.GroupCommit`), each in its own savepoint — one refused leaves
+        (:class:`xds.database.GroupCommit`), each in its own savepoint — one refused leaves
         the others as they would be had it never come."""
         job = await run_blocking(self.prepare, sub, within)
         try:
@@ -577,7 +577,7 @@ def _settle(sub: Submission, now: str) -> None:
                 obj.lid = obj.id
 
 
-# Statements compiled once per dialect and run on the driver's cursor (``registry.statements``).
+# Statements compiled once per dialect and run on the driver's cursor (``xds.database.statements``).
 _INSERT_DOCUMENT = Prepared(insert(t.documents).returning(t.documents.c.seq), rows.DOCUMENT_COLUMNS)
 _INSERT_SUBMISSION_SET = Prepared(
     insert(t.submission_sets).returning(t.submission_sets.c.seq), rows.SUBMISSION_SET_COLUMNS

@@ -1,7 +1,7 @@
 """Table rows for registry objects: the indexed columns stored queries filter on, and the fragment.
 
 One place that says how a DocumentEntry, SubmissionSet, Folder or Association becomes rows
-(ITI TF-3 §4.2.3 attributes → ``registry.schema`` columns): coded attributes as ``code^^scheme``
+(ITI TF-3 §4.2.3 attributes → ``xds.registry.schema`` columns): coded attributes as ``code^^scheme``
 (the stored-query parameter form, ITI TF-2 §3.18.4.1.2.3.7), times as 14-digit sortable DTM keys,
 hashes in lower case, and the object's canonical ebRIM 3.0 fragment. ITI-42 registration and the
 bulk loader both use it.
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from registry import schema
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.hl7v2 import dtm_key
 from xds.metadata.model import Association, DocumentEntry, RegistryObject, RegistryPackage
+from xds.registry import schema
 
 REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
 

@@ -4,7 +4,7 @@ The stored queries (ITI TF-2 §3.18.4.1.2.3.7, §3.51.4.1.2.3) select rows of on
 conditions whose *kind and number* follow from which parameters a request gives and how many values
 each has — the values themselves change from one request to the next. A :class:`Where` records the
 conditions as a hashable shape plus the values bound to it. :class:`Selections` builds the SQL of a
-shape from the Core schema (``registry.schema``) the first time it meets it, compiles it for the
+shape from the Core schema (``xds.registry.schema``) the first time it meets it, compiles it for the
 dialect, and from then on only binds values and runs it on the driver's cursor: building, caching
 and compiling a Core statement per request cost several times what SQLite spends answering it.
 
@@ -36,8 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from registry import schema as t
-from registry.patients import MAX_MERGE_DEPTH
+from xds.registry import schema as t
+from xds.registry.patients import MAX_MERGE_DEPTH
 
 Part = tuple[Any, ...]
 # (sql, positional bind names or None for named, fixed parameters, names of the request's values)

@@ -11,16 +11,16 @@ import logging
 
 from sqlalchemy import Engine
 
-from registry.database import migrate, open_engine, run_blocking
-from registry.patients import PatientDirectory
-from registry.register import Registrar
-from registry.stored_query import StoredQueryEngine, query_response
 from xds.config import Config
-from xds.errors import XdsError, XdsException
+from xds.database import migrate, open_engine, run_blocking
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError, XdsException
 from xds.metadata.registry_response import registry_response
 from xds.profiles import get_profile
+from xds.registry.patients import PatientDirectory
+from xds.registry.register import Registrar
+from xds.registry.stored_query import StoredQueryEngine, query_response
 from xds.soap.endpoint import SoapEndpoint
 from xds.soap.envelope import SoapRequest, SoapResponse
 
@@ -107,8 +107,8 @@ class RegistryService:
         rc = self.config.registry
         if not rc.mllp_port:
             return
-        from registry.mllp import serve_mllp
-        from registry.pix_feed import handle_message
+        from xds.registry.mllp import serve_mllp
+        from xds.registry.pix_feed import handle_message
 
         def handler(raw: bytes) -> str:
             return handle_message(raw, self.patients, self.profile)

@@ -2,7 +2,7 @@
 
 ITI TF-2 §3.18.4.1.3 (expected actions) and §3.51.4.1.3: the registry finds the objects a stored
 query selects (§3.18.4.1.2.3.7.1-14, §3.51.4.1.2.3) with SQL over the indexed columns and side
-tables of ``registry.schema`` (built once per query shape, see ``registry.selection``), and answers
+tables of ``xds.registry.schema`` (built once per query shape, see ``xds.registry.selection``), and answers
 with a ``query:AdhocQueryResponse`` (ebRS 3.0 §6.3) assembled by concatenating the canonical ebRIM fragments stored beside each row (LeafClass) or
 ``rim:ObjectRef`` elements (ObjectRef). Nothing is parsed or re-serialised on the way out.
 
@@ -42,16 +42,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from registry import query_params as q
-from registry import schema as t
-from registry.database import QuickReads, reader
-from registry.patients import PatientDirectory, canonical_cx
-from registry.selection import Selections, Where
-from registry.statements import Prepared
-from xds.errors import XdsError, XdsException
+from xds.database import QuickReads, reader
+from xds.database.statements import Prepared
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError, XdsException
 from xds.metadata.hl7v2 import dtm_key
 from xds.metadata.registry_response import error_list_xml, response_status
+from xds.registry import query_params as q
+from xds.registry import schema as t
+from xds.registry.patients import PatientDirectory, canonical_cx
+from xds.registry.selection import Selections, Where
 
 log = logging.getLogger("xds.registry.query")
 
@@ -315,7 +315,7 @@ class _Context:
     ) -> list[Any]:
         """Rows of ``table`` (seq, uuid, patient_id[, xml] — or an association's columns) meeting
         ``where``; XDSTooManyResults when there are more than the registry returns. ``kind_of``:
-        see :meth:`registry.selection.Selections.rows`."""
+        see :meth:`xds.registry.selection.Selections.rows`."""
         if table is t.associations:
             columns = _LINK_XML if self.leaf else _LINK
         else:

@@ -13,16 +13,17 @@ from collections.abc import Callable
 import httpx
 from sqlalchemy import Connection, select
 
-from registry import schema as t
-from registry.database import reader
-from registry.service import RegistryService
-from repository.service import LookupFunction, RegisterFunction
-from xds.errors import XdsError, XdsException
+from xds.database import reader
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError, XdsException
 from xds.metadata.model import DocumentEntry, Submission
 from xds.metadata.registry_response import parse_registry_response
-from xds.soap.envelope import SoapFault, build_request, parse_message
+from xds.registry import schema as t
+from xds.registry.service import RegistryService
+from xds.repository.service import LookupFunction, RegisterFunction
+from xds.soap.envelope import SoapFault, build_request
+from xds.soap.mtom import parse_message
 
 
 class LocalRegistration:

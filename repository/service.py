@@ -32,16 +32,16 @@ from anyio import to_thread
 from lxml import etree
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
-from registry.database import QuickReads, reader, run_blocking, write_transaction
-from registry.statements import Prepared
-from repository.blobstore import BlobStore
-from repository.schema import repository_documents as rd
-from xds.errors import XdsError, XdsException
+from xds.database import QuickReads, reader, run_blocking, write_transaction
+from xds.database.statements import Prepared
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError, XdsException
 from xds.metadata.hl7v2 import is_oid
 from xds.metadata.model import DocumentEntry, Submission
 from xds.metadata.registry_response import registry_response, response_status
+from xds.repository.blobstore import BlobStore
+from xds.repository.schema import repository_documents as rd
 from xds.soap.endpoint import SoapEndpoint
 from xds.soap.envelope import Attachment, SoapFault, SoapRequest, SoapResponse
 from xds.soap.mtom import inline_or_xop_bytes

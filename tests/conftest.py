@@ -40,7 +40,7 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    from registry.database import migrate, open_engine
+    from xds.database import migrate, open_engine
 
     eng = open_engine(database_url)
     migrate(eng)

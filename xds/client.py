@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 
 from xds import samples
-from xds.errors import XdsError
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError
 from xds.metadata.model import Classification, DocumentEntry, LocalizedString, Slot, Submission
 from xds.metadata.registry_response import parse_registry_response
 from xds.soap.envelope import SoapFault, envelope_bytes, parse_envelope
@@ -247,7 +247,7 @@ def _safe_name(unique_id: str) -> str:
 
 
 def _outcome(content_type: str, data: bytes) -> Outcome:
-    from xds.soap.envelope import parse_message
+    from xds.soap.mtom import parse_message
 
     try:
         message = parse_message(content_type, data)

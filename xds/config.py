@@ -79,7 +79,7 @@ class RegistryConfig:
     query_time_limit_s: float = 10.0  # ITI-18 on SQLite: a query still running is stopped (0: never)
 
     def url(self, data_dir: str) -> str:
-        from registry.database import sqlite_url
+        from xds.database import sqlite_url
 
         return self.database_url or sqlite_url(data_dir)
 

@@ -20,8 +20,8 @@ from xds.config import Config
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from registry.service import RegistryService
-    from repository.service import RepositoryService
+    from xds.registry.service import RegistryService
+    from xds.repository.service import RepositoryService
     from xds.trust.enforcement import PolicyEnforcementPoint
 
 WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
@@ -31,8 +31,8 @@ CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
 def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     """The ASGI application: the registry at /registry, each repository at /repository/<name>
     (the first also at /repository), each SOAP endpoint behind its trust policy."""
-    from registry.database import use_threads
-    from registry.service import RegistryService
+    from xds.database import use_threads
+    from xds.registry.service import RegistryService
 
     use_threads(config.server.database_threads)
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
@@ -74,14 +74,14 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         if i == 0:
             routes.append(Route("/repository", route))
     if config.server.bench_floor:
-        from xds.bench import floor_route
+        from xds.bench.register import floor_route
 
         routes.append(Route("/_bench/floor", floor_route(), methods=["POST"]))
-        from xds.bench_query import answer_floor
+        from xds.bench.query import answer_floor
 
         routes.append(Route("/_bench/answer", answer_floor(registry.endpoint())))
         if repositories:
-            from xds.bench_repository import floor_routes
+            from xds.bench.repository import floor_routes
 
             routes += floor_routes(repositories[0])
     app = Starlette(
@@ -104,7 +104,9 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
         return None
     import datetime as dt
 
-    from xds.trust.enforcement import PolicyEnforcementPoint, ReplayCache
+    from xds.database.replay import DatabaseReplayStore
+    from xds.registry.access import RegistryDocumentFacts
+    from xds.trust.enforcement import PolicyEnforcementPoint
 
     return PolicyEnforcementPoint(
         mode=mode,
@@ -112,8 +114,8 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
         issuers=tc.issuer_list(),
         audience=tc.audience,
         clock_skew=dt.timedelta(seconds=tc.clock_skew_s),
-        replay=ReplayCache(engine),
-        registry_engine=engine,
+        replay=DatabaseReplayStore(engine),
+        documents=RegistryDocumentFacts(engine),
         policy=tc.access_policy(),
         signing=(Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None,
     )
@@ -121,8 +123,8 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
 
 def build_repositories(config: Config, registry: RegistryService) -> list[RepositoryService]:
     """One RepositoryService per ``[[repository]]``, registering in process or at a remote registry."""
-    from repository import registration
-    from repository.service import RepositoryService, persistent_unique_id
+    from xds.repository import registration
+    from xds.repository.service import RepositoryService, persistent_unique_id
 
     out = []
     for rc in config.repositories:

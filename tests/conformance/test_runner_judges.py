@@ -17,8 +17,8 @@ from support import free_port
 
 from xds.conformance import report
 from xds.conformance.runner import Session, Target
-from xds.errors import XdsError
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError
 from xds.metadata.registry_response import registry_response
 from xds.soap.envelope import envelope_bytes
 

@@ -104,7 +104,7 @@ def test_single_object_fragment_round_trip() -> None:
 
 
 def test_wrong_root_is_a_metadata_error() -> None:
-    from xds.errors import XdsException
+    from xds.metadata.errors import XdsException
 
     with pytest.raises(XdsException) as exc:
         ebrim.parse_submit_objects_request(etree.fromstring(b"<nope/>"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from xds.bench_query import fill, plans, workloads
+from xds.bench.query import fill, plans, workloads
 
 
 def test_plans_show_the_statements_a_find_documents_runs_and_they_use_the_index(engine: Engine) -> None:
@@ -55,10 +55,10 @@ def test_author_and_event_code_filters_look_codes_up_by_document(engine: Engine)
     document's own rows (doc_seq, kind, value), not every author row of the registry."""
     from sqlalchemy import select
 
-    from registry import query_params as qp
-    from registry import schema as t
-    from xds.bench_query import _slot, query_message
+    from xds.bench.query import _slot, query_message
     from xds.metadata import vocabulary as v
+    from xds.registry import query_params as qp
+    from xds.registry import schema as t
 
     fill(engine, 2000)
     with engine.connect() as conn:

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, event, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from registry import database
-from registry.database import (
+from xds import database
+from xds.database import (
     Checkpointer,
     GroupCommit,
     QuickReads,
@@ -25,7 +25,7 @@ from registry.database import (
     use_threads,
     write_transaction,
 )
-from registry.statements import Prepared
+from xds.database.statements import Prepared
 
 _meta = MetaData()
 _things = Table(
@@ -375,11 +375,11 @@ def test_lost_server_connections_are_replaced(
     breaks in use is dropped with the pool's others, and a stored query is asked again."""
     if backend != "postgresql":
         pytest.skip("needs a database server whose sessions can be ended: runs in the PostgreSQL pass")
-    from registry.database import migrate
-    from registry.patients import PatientDirectory
-    from registry.stored_query import StoredQueryEngine
-    from xds.bench_query import _slot, query_message
+    from xds.bench.query import _slot, query_message
+    from xds.database import migrate
     from xds.metadata import vocabulary as v
+    from xds.registry.patients import PatientDirectory
+    from xds.registry.stored_query import StoredQueryEngine
     from xds.soap.envelope import parse_envelope
 
     engine = open_engine(database_url)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from support import free_port
 
-from registry.mllp import END_BLOCK, MAX_MESSAGE_BYTES, START_BLOCK, frame, send_mllp, serve_mllp
+from xds.registry.mllp import END_BLOCK, MAX_MESSAGE_BYTES, START_BLOCK, frame, send_mllp, serve_mllp
 
 HOST = "127.0.0.1"
 
@@ -178,7 +178,7 @@ def test_unfinished_frames_and_silent_connections_are_closed(
 ) -> None:
     """A sender holding a started frame (or saying nothing) does not keep its connection, and
     the memory of what it sent, for good."""
-    import registry.mllp as mllp
+    import xds.registry.mllp as mllp
 
     monkeypatch.setattr(mllp, "FRAME_TIMEOUT", 0.3)
     monkeypatch.setattr(mllp, "IDLE_TIMEOUT", 0.6)
@@ -191,7 +191,7 @@ def test_unfinished_frames_and_silent_connections_are_closed(
 
 
 def test_connections_past_the_limit_are_refused(mllp_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    import registry.mllp as mllp
+    import xds.registry.mllp as mllp
 
     monkeypatch.setattr(mllp, "MAX_CONNECTIONS", 2)
     first = socket.create_connection((HOST, mllp_port), timeout=5)

@@ -7,8 +7,8 @@ import threading
 import pytest
 from sqlalchemy import Engine, select
 
-from registry.patients import PatientDirectory, canonical_cx
-from registry.schema import patients
+from xds.registry.patients import PatientDirectory, canonical_cx
+from xds.registry.schema import patients
 
 OID = "1.2.3.4.5"
 A = f"A1^^^&{OID}&ISO"

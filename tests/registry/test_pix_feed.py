@@ -7,11 +7,11 @@ import logging
 import pytest
 from sqlalchemy import Engine, select
 
-from registry.patients import PatientDirectory
-from registry.pix_feed import STANDARD as STD
-from registry.pix_feed import escape, handle_message, unescape
-from registry.schema import patients
 from xds.profiles import get_profile
+from xds.registry.patients import PatientDirectory
+from xds.registry.pix_feed import STANDARD as STD
+from xds.registry.pix_feed import escape, handle_message, unescape
+from xds.registry.schema import patients
 
 NO = "2.16.578.1.12.4.1.4.1"  # Norwegian fødselsnummer
 LOCAL = "1.2.3.4.5"

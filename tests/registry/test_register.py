@@ -8,15 +8,15 @@ import pytest
 from lxml import etree
 from sqlalchemy import Engine, func, select
 
-from registry import schema as t
-from registry.patients import PatientDirectory
-from registry.register import Registrar
 from xds import safexml, samples
-from xds.errors import XdsException
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsException
 from xds.metadata.model import Submission
 from xds.profiles import get_profile
+from xds.registry import schema as t
+from xds.registry.patients import PatientDirectory
+from xds.registry.register import Registrar
 
 
 @pytest.fixture
@@ -366,8 +366,8 @@ def test_rows_of_a_submission_link_children_to_their_parents_and_clash_as_integr
     database as SQLAlchemy's IntegrityError, which the registration's race handling catches."""
     from sqlalchemy.exc import IntegrityError
 
-    from registry.database import write_transaction
-    from registry.register import _SubmissionRows
+    from xds.database import write_transaction
+    from xds.registry.register import _SubmissionRows
 
     for _ in range(3):
         registrar.register(samples.submission(rng=rng, with_folder=True).submission)
@@ -394,7 +394,7 @@ def test_a_registration_rolled_back_and_run_again_writes_what_it_would_have_once
     """GroupCommit runs a submission again in a new transaction after a batch was rolled back
     (a deadlock on PostgreSQL): what the first run learnt from the database (the replaced
     document, the folder membership it carries over) must not be counted twice."""
-    from registry.database import write_transaction
+    from xds.database import write_transaction
 
     original = samples.submission(rng=rng, with_folder=True)
     registrar.register(original.submission)

@@ -1,14 +1,14 @@
-"""registry.selection: stored-query SQL compiled once per shape, values bound per request."""
+"""xds.registry.selection: stored-query SQL compiled once per shape, values bound per request."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import Engine, insert
 
-from registry import schema as t
-from registry import selection
-from registry.database import QuickReads, write_transaction
-from registry.selection import Selections, Where, match_pattern
+from xds.database import QuickReads, write_transaction
+from xds.registry import schema as t
+from xds.registry import selection
+from xds.registry.selection import Selections, Where, match_pattern
 
 _APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 _DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
@@ -125,7 +125,7 @@ def test_patient_merges_are_followed_by_the_statement_as_the_directory_follows_t
     identifiers PatientDirectory gives (the forms, the survivor, those merged into it) find."""
     from sqlalchemy import select
 
-    from registry.patients import PatientDirectory, canonical_cx
+    from xds.registry.patients import PatientDirectory, canonical_cx
 
     def cx(n: str) -> str:
         return f"{n}^^^&1.2.3&ISO"

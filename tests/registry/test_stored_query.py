@@ -17,13 +17,8 @@ from lxml import etree
 from sqlalchemy import Engine, select
 from support import new_database
 
-from registry import query_params as qp
-from registry import schema as t
-from registry.database import migrate, open_engine
-from registry.patients import PatientDirectory
-from registry.register import Registrar
-from registry.stored_query import StoredQueryEngine, with_home
 from xds import safexml, samples
+from xds.database import migrate, open_engine
 from xds.metadata import vocabulary as v
 from xds.metadata.model import (
     Classification,
@@ -34,6 +29,11 @@ from xds.metadata.model import (
     Submission,
 )
 from xds.profiles import get_profile
+from xds.registry import query_params as qp
+from xds.registry import schema as t
+from xds.registry.patients import PatientDirectory
+from xds.registry.register import Registrar
+from xds.registry.stored_query import StoredQueryEngine, with_home
 
 APPROVED = v.STATUS_APPROVED
 DEPRECATED = v.STATUS_DEPRECATED
@@ -1339,7 +1339,7 @@ def test_long_id_lists_are_asked_in_chunks_with_the_same_answers(
 ) -> None:
     """Ids beyond one IN list (1,000) are asked in chunks; the answers are those of one list:
     the same objects, once each, in registration order."""
-    from registry import stored_query
+    from xds.registry import stored_query
 
     u = world.uuids
     cases = [
@@ -1411,7 +1411,7 @@ def test_a_query_running_past_its_time_limit_is_stopped_with_a_registry_error(
     statement_timeout.)"""
     if backend != "sqlite":
         pytest.skip("the time limit is SQLite's progress handler; PostgreSQL uses statement_timeout")
-    from registry import database
+    from xds import database
 
     monkeypatch.setattr(database, "_PROGRESS_STEPS", 1)  # look at the clock at every step
     slow = Q(world, query_schema, time_limit=1e-9)  # every query is past it at once

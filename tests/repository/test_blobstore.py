@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from repository.blobstore import BlobStore
+from xds.repository.blobstore import BlobStore
 
 
 def test_put_and_read_back(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_failed_stream_leaves_nothing(tmp_path: Path) -> None:
 
 def test_new_fan_out_directories_are_made_durable(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A blob's directory entry is synced, and so is the entry of each fan-out directory it needed."""
-    from repository import blobstore
+    from xds.repository import blobstore
 
     synced: list[Path] = []
     real = blobstore._fsync_dir

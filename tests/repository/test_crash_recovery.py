@@ -21,13 +21,13 @@ import pytest
 from sqlalchemy import select
 from support import free_port
 
-from registry import schema as t
-from registry.database import open_engine
-from repository.blobstore import BlobStore
-from repository.schema import repository_documents as rd
-from repository.service import persistent_unique_id
 from xds import samples
 from xds.client import RepositoryClient, describe_files
+from xds.database import open_engine
+from xds.registry import schema as t
+from xds.repository.blobstore import BlobStore
+from xds.repository.schema import repository_documents as rd
+from xds.repository.service import persistent_unique_id
 
 
 def start_server(data_dir: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
@@ -119,7 +119,7 @@ def test_sigkill_during_concurrent_provides(tmp_path: Path, database_url: str) -
 
 @pytest.mark.parametrize("registered", [True, False])
 def test_recover_settles_pending_rows(tmp_path: Path, engine, registered: bool) -> None:  # type: ignore[no-untyped-def]
-    from repository.service import RepositoryService
+    from xds.repository.service import RepositoryService
 
     async def never(_sub):  # type: ignore[no-untyped-def]
         raise AssertionError("recovery does not register")
@@ -153,8 +153,8 @@ def test_recording_a_resubmission_again_after_a_rollback_finds_it_the_same(tmp_p
     """The repository's rows are written inside the registration's transaction, which GroupCommit
     may roll back (a deadlock on PostgreSQL) and run again: a document whose bytes were stored
     before is a resubmission each time, never "another hash", and never bytes to undo."""
-    from registry.database import write_transaction
-    from repository.service import RepositoryService, _Incoming
+    from xds.database import write_transaction
+    from xds.repository.service import RepositoryService, _Incoming
     from xds.soap.envelope import Attachment
 
     async def never(_sub):  # type: ignore[no-untyped-def]

@@ -41,7 +41,7 @@ def test_two_institutions(tmp_path: Path, database_url: str) -> None:
         # the registry knows each document with its own repository
         from sqlalchemy import select
 
-        from registry import schema as t
+        from xds.registry import schema as t
 
         engine = server.app.state.registry.engine
         with engine.connect() as conn:
@@ -51,7 +51,7 @@ def test_two_institutions(tmp_path: Path, database_url: str) -> None:
         assert rows == {found["ahus"][1]: found["ahus"][0], found["kommune"][1]: found["kommune"][0]}
 
         # after a crash the remote-registering repository asks the registry (ITI-18) about pending rows
-        from repository.schema import repository_documents as rd
+        from xds.repository.schema import repository_documents as rd
 
         kommune = server.app.state.repositories["kommune"]
         with kommune.engine.begin() as conn:

@@ -21,15 +21,15 @@ from lxml import etree
 from sqlalchemy import func, select
 from support import zeep_send
 
-from registry import schema as t
-from repository.schema import repository_documents as rd
 from xds import safexml, samples
 from xds.client import RepositoryClient, describe_files
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.registry_response import parse_registry_response
-from xds.soap.envelope import NS_WSSE, envelope_bytes, parse_message
-from xds.soap.mtom import multipart_content_type
+from xds.registry import schema as t
+from xds.repository.schema import repository_documents as rd
+from xds.soap.envelope import NS_WSSE, envelope_bytes
+from xds.soap.mtom import multipart_content_type, parse_message
 
 X = f"{{{v.NS_XDSB}}}"
 

@@ -10,7 +10,8 @@ import pytest
 
 from xds.metadata import vocabulary as v
 from xds.soap import mtom
-from xds.soap.envelope import SoapFault, parse_message
+from xds.soap.envelope import SoapFault
+from xds.soap.mtom import parse_message
 
 ENV = (
     f'<env:Envelope xmlns:env="{v.NS_SOAP12}" xmlns:wsa="{v.NS_WSA}"><env:Header>'

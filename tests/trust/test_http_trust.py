@@ -193,7 +193,7 @@ def test_access_policy(server: RunningServer, keys: KeySet) -> None:
         with server.app.state.registry.engine.connect() as conn:
             from sqlalchemy import select
 
-            from registry import schema as t
+            from xds.registry import schema as t
 
             for name, sample in made.items():
                 uid = sample.documents[0].unique_id

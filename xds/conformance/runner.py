@@ -227,7 +227,7 @@ class Session:
 
     def _feed_patient(self, pid: str) -> str:
         """Send an ADT^A04 registering ``pid`` over MLLP; the ACK's text."""
-        from registry.mllp import send_mllp
+        from xds.registry.mllp import send_mllp
 
         assert self.target.feed is not None
         ident, _, rest = pid.partition("^^^&")
@@ -441,7 +441,8 @@ class Session:
         return answer
 
     def _answer(self, response: httpx.Response) -> Answer:
-        from xds.soap.envelope import SoapFault, parse_message
+        from xds.soap.envelope import SoapFault
+        from xds.soap.mtom import parse_message
 
         try:
             message = parse_message(response.headers.get("content-type", ""), response.content)

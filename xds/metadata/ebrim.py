@@ -12,8 +12,8 @@ import re
 from lxml import etree
 
 from xds import safexml
-from xds.errors import XdsException
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsException
 from xds.metadata.model import (
     Association,
     Classification,

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from xds.errors import XdsError
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError
 
 _RS = "{" + v.NS_RS + "}"
 _ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;"})

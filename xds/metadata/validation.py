@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from xds.errors import XdsError
 from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError
 from xds.metadata.hl7v2 import (
     CX,
     check_cx,

@@ -219,16 +219,6 @@ def fault_from_element(el: etree._Element) -> SoapFault:
     return SoapFault(code.split(":")[-1], reason, subcode, detail)
 
 
-def parse_message(content_type: str, data: bytes) -> SoapRequest:
-    """Parse a SOAP message (plain or MTOM) as a client reads an answer; faults raise SoapFault."""
-    if content_type.lower().startswith("multipart/"):
-        from xds.soap.mtom import parse_multipart_bytes
-
-        root, attachments = parse_multipart_bytes(content_type, data)
-        return parse_envelope(root, attachments, mtom=True)
-    return parse_envelope(data)
-
-
 # -------------------------------------------------------------------------------------------------
 # writing
 # -------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 from lxml import etree
 
-from xds.soap.envelope import SOAP12_CONTENT_TYPE, Attachment, SoapFault
+from xds.soap.envelope import SOAP12_CONTENT_TYPE, Attachment, SoapFault, SoapRequest, parse_envelope
 
 NS_XOP = "http://www.w3.org/2004/08/xop/include"
 XOP_INCLUDE = "{" + NS_XOP + "}Include"
@@ -407,3 +407,11 @@ async def stream_mtom(
             while chunk := fh.read(1024 * 1024):
                 yield chunk
     yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def parse_message(content_type: str, data: bytes) -> SoapRequest:
+    """Parse a SOAP message (plain or MTOM) as a client reads an answer; faults raise SoapFault."""
+    if content_type.lower().startswith("multipart/"):
+        root, attachments = parse_multipart_bytes(content_type, data)
+        return parse_envelope(root, attachments, mtom=True)
+    return parse_envelope(data)

@@ -3,7 +3,8 @@
 Per endpoint the trust model is ``off``, ``optional`` (a Security header, when present, must be
 valid) or ``required``. A valid request has a verified XUA assertion and institution signature
 (``xds.trust.wssecurity``); the handler then sees only the signed Body, Action and MessageID.
-Assertion IDs and MessageIDs are remembered in the database until they expire, so a replay is
+Assertion IDs and MessageIDs are remembered by a :class:`ReplayStore` (the deployment's database)
+until they expire, so a replay is
 refused by every worker process. The queried patient (ITI-18) must be the assertion's
 resource-id, and retrieved documents (ITI-43) must belong to that patient.
 
@@ -15,32 +16,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from anyio import to_thread
 from lxml import etree
-from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert, select
-from sqlalchemy.exc import IntegrityError
 from starlette.types import Scope
 
-from registry.database import write_transaction
 from xds import safexml
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import SoapFault, SoapRequest
-from xds.trust.assertion import AssertionRejected
-from xds.trust.policy import AccessPolicy, refused_documents
+from xds.trust.assertion import AssertionRejected, TrustAttributes
+from xds.trust.policy import AccessPolicy
 from xds.trust.wssecurity import NS_WSSE, SecurityContext, verify_request
 from xds.trust.wssecurity import secure_response as sign_response
 
 log = logging.getLogger("xds.trust")
-
-_metadata = MetaData()
-seen_ids = Table(
-    "trust_seen_ids",
-    _metadata,
-    Column("id", String(300), primary_key=True),
-    Column("expires", String(20), nullable=False),
-)
 
 PATIENT_PARAMETERS = (
     "$XDSDocumentEntryPatientId",
@@ -50,25 +42,25 @@ PATIENT_PARAMETERS = (
 )
 
 
-class ReplayCache:
-    """Identifiers seen before, shared by every process through the database."""
+class ReplayStore(Protocol):
+    """Where identifiers already used are remembered (the deployment's database, every worker)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._inserts = 0
+    def first_time(self, identifier: str, expires: dt.datetime) -> bool: ...
 
-    def first_time(self, identifier: str, expires: dt.datetime) -> bool:
-        stamp = expires.strftime("%Y%m%d%H%M%S")
-        try:
-            with write_transaction(self.engine) as conn:
-                conn.execute(insert(seen_ids).values(id=identifier[:300], expires=stamp))
-                self._inserts += 1
-                if self._inserts % 1000 == 0:
-                    now = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
-                    conn.execute(delete(seen_ids).where(seen_ids.c.expires < now))
-        except IntegrityError:
-            return False
-        return True
+
+class DocumentFacts(Protocol):
+    """What the decision needs to know of stored documents (read by the registry actor)."""
+
+    def owners(self, unique_ids: Iterable[str]) -> list[tuple[str, str]]: ...
+
+    def refused(
+        self,
+        policy: AccessPolicy,
+        who: TrustAttributes,
+        *,
+        uuids: Iterable[str] = (),
+        unique_ids: Iterable[str] = (),
+    ) -> set[str]: ...
 
 
 class PolicyEnforcementPoint:
@@ -82,8 +74,8 @@ class PolicyEnforcementPoint:
         issuers: list[str],
         audience: str,
         clock_skew: dt.timedelta,
-        replay: ReplayCache,
-        registry_engine: Engine | None = None,
+        replay: ReplayStore,
+        documents: DocumentFacts | None = None,
         policy: AccessPolicy | None = None,
         signing: tuple[bytes, bytes] | None = None,
     ) -> None:
@@ -98,7 +90,7 @@ class PolicyEnforcementPoint:
         self.audience = audience
         self.clock_skew = clock_skew
         self.replay = replay
-        self.registry_engine = registry_engine
+        self.documents = documents
         self.policy = policy or AccessPolicy()
         self.signing = signing  # (key PEM, certificate PEM) of the responding institution
 
@@ -158,16 +150,9 @@ class PolicyEnforcementPoint:
                     f"the query asks about {strangers[0]!r}, the assertion is for {patient!r}",
                     "wsse:FailedAuthentication",
                 )
-        elif action == v.ACTION_RETRIEVE and self.registry_engine is not None:
-            from registry.schema import documents
-
+        elif action == v.ACTION_RETRIEVE and self.documents is not None:
             uids = [(el.text or "").strip() for el in payload.iter(f"{{{v.NS_XDSB}}}DocumentUniqueId")]
-            with self.registry_engine.connect() as conn:
-                owners = conn.execute(
-                    select(documents.c.unique_id, documents.c.patient_id).where(
-                        documents.c.unique_id.in_(uids)
-                    )
-                ).all()
+            owners = self.documents.owners(uids)
             foreign = [uid for uid, owner in owners if owner != patient]
             if foreign:
                 raise SoapFault(
@@ -175,9 +160,7 @@ class PolicyEnforcementPoint:
                     f"document {foreign[0]} does not belong to the assertion's patient",
                     "wsse:FailedAuthentication",
                 )
-            refused = refused_documents(
-                self.registry_engine, self.policy, ctx.assertion.attributes, unique_ids=uids
-            )
+            refused = self.documents.refused(self.policy, ctx.assertion.attributes, unique_ids=uids)
             if refused:
                 raise SoapFault(
                     "Sender",
@@ -196,15 +179,14 @@ class PolicyEnforcementPoint:
     def _filter(self, request: SoapRequest, envelope: bytes) -> bytes:
         """ITI-18 answers to a verified request carry only what the access policy releases."""
         ctx = request.security
-        if not isinstance(ctx, SecurityContext) or self.registry_engine is None:
+        if not isinstance(ctx, SecurityContext) or self.documents is None:
             return envelope
         if request.action not in (v.ACTION_STORED_QUERY, getattr(v, "ACTION_MULTI_PATIENT_QUERY", "")):
             return envelope
         root = safexml.parse(envelope)
         rim = f"{{{v.NS_RIM}}}"
         candidates = [el for el in root.iter(rim + "ExtrinsicObject", rim + "ObjectRef")]
-        refused = refused_documents(
-            self.registry_engine,
+        refused = self.documents.refused(
             self.policy,
             ctx.assertion.attributes,
             uuids=[el.get("id", "") for el in candidates],

@@ -16,8 +16,6 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select
-
 from xds.trust.assertion import TrustAttributes
 
 log = logging.getLogger("xds.trust.policy")
@@ -59,35 +57,3 @@ class AccessPolicy:
                 patient,
             )
         return True
-
-
-def refused_documents(
-    engine: Engine,
-    policy: AccessPolicy,
-    who: TrustAttributes,
-    *,
-    uuids: Iterable[str] = (),
-    unique_ids: Iterable[str] = (),
-) -> set[str]:
-    """The documents (by the identifiers given) this request may not see."""
-    from registry import schema as t
-
-    d, c = t.documents.c, t.document_codes.c
-    uuids, unique_ids = set(uuids), set(unique_ids)
-    if not uuids and not unique_ids:
-        return set()
-    cond = d.uuid.in_(uuids) if uuids else d.unique_id.in_(unique_ids)
-    with engine.connect() as conn:
-        rows = conn.execute(select(d.seq, d.uuid, d.unique_id, d.patient_id, d.class_code).where(cond)).all()
-        seqs = [r.seq for r in rows]
-        conf: dict[int, list[str]] = {}
-        if seqs:
-            for seq, value in conn.execute(
-                select(c.doc_seq, c.value).where(c.doc_seq.in_(seqs), c.kind == "conf")
-            ):
-                conf.setdefault(seq, []).append(value)
-    refused = set()
-    for r in rows:
-        if not policy.allows(who, r.patient_id, r.class_code or "", conf.get(r.seq, [])):
-            refused.add(r.uuid if uuids else r.unique_id)
-    return refused

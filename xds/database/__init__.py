@@ -1,6 +1,6 @@
 """Opening the registry database: SQLite (WAL) in a data directory by default, PostgreSQL by URL.
 
-The schema is created and upgraded with Alembic (``registry/migrations``); the embedded default
+The schema is created and upgraded with Alembic (``xds/database/migrations``); the embedded default
 needs no server and no configuration.
 """
 
@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 if TYPE_CHECKING:
-    from registry.statements import Prepared
+    from xds.database.statements import Prepared
 
 
 def sqlite_url(data_dir: str | Path) -> str:

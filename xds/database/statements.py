@@ -1,7 +1,7 @@
 """Prebuilt SQL statements executed on the driver's cursor.
 
 Registration runs the same handful of statements for every submission (ITI TF-2 §3.42.4.1.3). The
-SQL text still comes from the Core schema (``registry.schema``), compiled once per dialect; what is
+SQL text still comes from the Core schema (``xds.registry.schema``), compiled once per dialect; what is
 skipped is SQLAlchemy's per-execution work (parameter processing, result set-up, events), which costs
 more than the SQLite statement itself. Only plain statements belong here: no ``IN`` lists expanded
 at execution time, no types that need bind processing beyond what the drivers do natively (text,
@@ -74,7 +74,7 @@ class Prepared:
             cursor.execute(sql, row if order is None else tuple(row[k] for k in order))
 
     def rows_on(self, dbapi_conn: Any, dialect: Dialect, params: Params) -> list[Any]:
-        """All rows, run on a DB-API connection (see :class:`registry.database.QuickReads`)."""
+        """All rows, run on a DB-API connection (see :class:`xds.database.QuickReads`)."""
         sql, order = self._for(dialect)
         cursor = dbapi_conn.cursor()
         try:

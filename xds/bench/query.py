@@ -1,7 +1,7 @@
 """``xds bench load`` and ``xds bench query``: ITI-18 latency and throughput at scale, next to a floor.
 
 load: fills a registry with N synthetic DocumentEntries (default 1,000,000 over 100,000 patients,
-Norwegian-profile ids and codes) through the storage layer (``registry.bulk``), with a progress bar.
+Norwegian-profile ids and codes) through the storage layer (``xds.registry.bulk``), with a progress bar.
 
 query: for SQLite and PostgreSQL, at each size (default 10 k and 1 M entries; the database is kept
 in ``--cache-dir`` and topped up, so a second run does not load again) starts ``xds serve`` and
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select, text
 
-from xds.bench import _read_response, alternate, drive, http_request, running_server
+from xds.bench.harness import alternate, drive, http_request, read_response, running_server
 from xds.metadata import vocabulary as v
 
 
@@ -79,8 +79,8 @@ def _progress(total: int) -> tuple[object, float]:
 
 def fill(engine: Engine, target: int) -> int:
     """Top the registry up to ``target`` document entries; how many it now holds."""
-    from registry.bulk import load as bulk_load
-    from registry.schema import documents
+    from xds.registry.bulk import load as bulk_load
+    from xds.registry.schema import documents
 
     with engine.connect() as conn:
         have = int(conn.execute(select(func.count()).select_from(documents)).scalar_one())
@@ -94,8 +94,8 @@ def fill(engine: Engine, target: int) -> int:
 
 
 def bench_load(args: argparse.Namespace) -> int:
-    from registry.bulk import load as bulk_load
-    from registry.database import migrate, open_engine, sqlite_url
+    from xds.database import migrate, open_engine, sqlite_url
+    from xds.registry.bulk import load as bulk_load
 
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     url = args.database_url or sqlite_url(args.data_dir)
@@ -142,7 +142,7 @@ class Workload:
 
 def workloads(engine: Engine, count: int = 50) -> list[Workload]:
     """Requests about patients with 20 documents, their documents and their submission sets."""
-    from registry import schema as t
+    from xds.registry import schema as t
 
     d = t.documents.c
     with engine.connect() as conn:
@@ -203,7 +203,7 @@ async def _latencies(host: str, port: int, requests: list[bytes], n: int) -> lis
             req = requests[i % len(requests)]
             t0 = time.perf_counter()
             writer.write(req)
-            status, body = await _read_response(reader)
+            status, body = await read_response(reader)
             out.append(time.perf_counter() - t0)
             if status != 200 or v.RESPONSE_SUCCESS.encode() not in body:
                 raise RuntimeError(f"query failed: HTTP {status} {body[:300]!r}")
@@ -219,8 +219,8 @@ def _pcts(samples: list[float]) -> tuple[float, float, float]:
 
 def plans(engine: Engine, message: bytes) -> list[str]:
     """The query plans of the SQL a FindDocuments request runs (EXPLAIN on the same database)."""
-    from registry.patients import PatientDirectory
-    from registry.stored_query import StoredQueryEngine
+    from xds.registry.patients import PatientDirectory
+    from xds.registry.stored_query import StoredQueryEngine
     from xds.soap.envelope import parse_envelope
 
     queries = StoredQueryEngine(engine, PatientDirectory(engine))
@@ -239,7 +239,7 @@ def plans(engine: Engine, message: bytes) -> list[str]:
 
 
 def bench_query(args: argparse.Namespace) -> int:
-    from registry.database import migrate, open_engine, sqlite_url
+    from xds.database import migrate, open_engine, sqlite_url
 
     sizes = sorted(int(s) for s in args.sizes.split(","))
     backends = [("sqlite", "")]

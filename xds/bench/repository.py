@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING
 from starlette.routing import Route
 
 from xds import samples
-from xds.bench import Rounds, alternate, drive, http_request, running_server
+from xds.bench.harness import Rounds, alternate, drive, http_request, running_server
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.soap.mtom import build_mtom_request
 
 if TYPE_CHECKING:
-    from repository.service import RepositoryService
+    from xds.repository.service import RepositoryService
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
