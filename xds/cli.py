@@ -87,7 +87,7 @@ def _init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"xds: {path} exists (use --force to overwrite)", file=sys.stderr)
         return 1
-    path.write_text(config_mod.DEFAULT_TOML)
+    path.write_text(config_mod.default_toml())
     print(f"xds: wrote {path}")
     return 0
 

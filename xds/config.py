@@ -3,34 +3,18 @@
 With no file at all ``xds serve`` runs a registry on SQLite in ``./data`` with the Norwegian
 profile. Secrets are file paths, never inline values.
 
-Example::
-
-    [server]
-    host = "127.0.0.1"
-    port = 8080
-    data_dir = "/var/lib/xds"
-    workers = 2
-    max_body_mb = 64
-    max_document_mb = 16384
-
-    [registry]
-    database_url = "postgresql+psycopg://xds@db/xds"   # default: SQLite in data_dir
-    profile = "norway"                                  # or "none"
-    home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
-    mllp_port = 2575                                    # ITI-8 patient identity feed; 0 = off
-    max_query_results = 10000                           # ITI-18 answers larger: XDSTooManyResults
-
-    [[repository]]                                      # one per institution; default: one "default"
-    name = "ahus"                                       # served at /repository/ahus
-    unique_id = "2.16.578.1.12.4.5.100.1"               # repositoryUniqueId
-    registry_url = ""                                   # remote ITI-42 endpoint; "" = this process
+The dataclasses below are the one place where settings, their defaults and their meaning are
+written: ``xds init`` writes the file from them (:func:`default_toml`) and the README's settings
+table is held to them by tests/test_config.py. Environment variables ``XDS_<SECTION>_<KEY>``
+override the file (e.g. ``XDS_REGISTRY_DATABASE_URL``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,22 +22,33 @@ if TYPE_CHECKING:
     from xds.trust.policy import AccessPolicy
 
 
+def setting(default: Any, doc: str) -> Any:
+    """A setting with its default and one line saying what it does (written by ``xds init``)."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class ServerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    data_dir: str = "./data"
-    workers: int = 1
-    max_body_mb: int = 64  # a SOAP envelope (metadata, queries)
-    max_document_mb: int = 16384  # all documents of one ITI-41 MTOM message together
-    read_timeout_s: int = 60  # a request body that pauses longer is given up
-    max_connections: int = 1000  # per worker; past it requests get HTTP 503 (uvicorn limit_concurrency)
-    log_level: str = "info"
-    database_threads: bool = False  # database work in worker threads instead of inline (distant databases)
-    bench_floor: bool = False  # mount /_bench/floor (parse + serialise only) for `xds bench`
-    tls_cert: str = ""  # server certificate (PEM); with it, HTTPS
-    tls_key: str = ""  # its private key (PEM file, never inline)
-    tls_ca: str = ""  # trust anchors for client certificates; with it, mutual TLS (ATNA secure node)
+    """The HTTP server: where it listens, its workers, the bounds on one request, TLS."""
+
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8080, "HTTP(S) port")
+    data_dir: str = setting("./data", "the SQLite database, repositories' documents and lock files")
+    workers: int = setting(1, "uvicorn worker processes")
+    max_body_mb: int = setting(64, "largest SOAP envelope (metadata, queries)")
+    max_document_mb: int = setting(16384, "largest sum of the documents of one ITI-41 MTOM message")
+    read_timeout_s: int = setting(60, "a request body that pauses longer is given up")
+    max_connections: int = setting(
+        1000, "per worker; past it requests get HTTP 503 (uvicorn limit_concurrency)"
+    )
+    log_level: str = setting("info", "debug | info | warning | error")
+    database_threads: bool = setting(
+        False, "database work in worker threads instead of inline (distant databases)"
+    )
+    bench_floor: bool = setting(False, "mount /_bench/floor (parse + serialise only) for `xds bench`")
+    tls_cert: str = setting("", "server certificate (PEM); with it, HTTPS")
+    tls_key: str = setting("", "its private key (PEM file, never inline)")
+    tls_ca: str = setting("", "trust anchors for client certificates; with it, mutual TLS (ATNA secure node)")
 
     def uvicorn_tls(self) -> dict[str, object]:
         """uvicorn's TLS settings: HTTPS with a certificate, client certificates required with a CA."""
@@ -69,14 +64,20 @@ class ServerConfig:
 
 @dataclass
 class RegistryConfig:
-    database_url: str = ""
-    profile: str = "norway"
-    home_community_id: str = ""
-    mllp_host: str = ""
-    mllp_port: int = 0
-    pool_size: int = 8
-    max_query_results: int = 10_000  # ITI-18: more objects than this is XDSTooManyResults
-    query_time_limit_s: float = 10.0  # ITI-18 on SQLite: a query still running is stopped (0: never)
+    """The Document Registry (ITI-42, ITI-18/51, ITI-8 feed) and its database."""
+
+    database_url: str = setting(
+        "", 'SQLAlchemy URL, e.g. postgresql+psycopg://xds@db/xds; "" = SQLite in data_dir'
+    )
+    profile: str = setting("norway", "national profile: norway | none")
+    home_community_id: str = setting(
+        "", 'this community\'s urn:oid:… (homeCommunityId in answers); "" = none'
+    )
+    mllp_host: str = setting("", 'address of the ITI-8 MLLP listener; "" = [server] host')
+    mllp_port: int = setting(0, "ITI-8 patient identity feed (HL7 v2 over MLLP) port; 0 = off")
+    pool_size: int = setting(8, "database connections per worker (and as many again on demand)")
+    max_query_results: int = setting(10_000, "ITI-18: more objects than this is XDSTooManyResults")
+    query_time_limit_s: float = setting(10.0, "ITI-18 on SQLite: a query still running is stopped (0: never)")
 
     def url(self, data_dir: str) -> str:
         from xds.database import sqlite_url
@@ -86,12 +87,12 @@ class RegistryConfig:
 
 @dataclass
 class RepositoryConfig:
-    """One Document Repository (one per institution), served at ``/repository/<name>``."""
+    """One Document Repository (one per institution), served at `/repository/<name>`."""
 
-    name: str = "default"
-    unique_id: str = ""  # repositoryUniqueId (OID); default: made once and kept in the store
-    registry_url: str = ""  # ITI-42 endpoint of a remote registry; default: this process's registry
-    store_dir: str = ""  # default: <data_dir>/repositories/<name>
+    name: str = setting("default", "served at `/repository/<name>`")
+    unique_id: str = setting("", 'repositoryUniqueId (OID); "" = made once and kept in the store')
+    registry_url: str = setting("", 'ITI-42 endpoint of a remote registry; "" = the registry in this process')
+    store_dir: str = setting("", 'folder of its documents; "" = `<data_dir>/repositories/<name>`')
 
     def store(self, data_dir: str) -> str:
         return self.store_dir or str(Path(data_dir) / "repositories" / self.name)
@@ -101,21 +102,21 @@ class RepositoryConfig:
 class TrustConfig:
     """The policy enforcement point in front of every SOAP endpoint (ITI TF-2 §3.40 XUA)."""
 
-    mode: str = "off"  # off | optional | required, for every endpoint unless overridden below
-    registry_mode: str = ""  # for /registry only ("" = mode)
-    repository_mode: str = ""  # for the repositories only ("" = mode)
-    ca_file: str = ""  # PEM trust anchors for assertion issuers and institution signatures
-    issuers: str = ""  # comma-separated allow-list of assertion issuers
-    audience: str = "nhn:dokumentdeling-saml"
-    clock_skew_s: int = 60
-    sign_cert: str = ""  # this institution's certificate (PEM); with sign_key, answers are signed
-    sign_key: str = ""  # its private key (PEM file, never inline)
-    # access policy (comma-separated codes): which classCodes care may read, for which purposes,
-    # which confidentiality codes never leave, which a citizen does not see in their own record
-    readable_classes: str = "C00-1,E00-1"
-    purposes: str = "TREAT,ETREAT,COC,BTG"
-    never_released: str = "NORS"
-    hidden_from_citizen: str = "NORU"
+    mode: str = setting("off", "off | optional | required, for every endpoint unless overridden below")
+    registry_mode: str = setting("", 'mode for /registry only; "" = mode')
+    repository_mode: str = setting("", 'mode for the repositories only; "" = mode')
+    ca_file: str = setting("", "PEM trust anchors for assertion issuers and institution signatures")
+    issuers: str = setting("", "comma-separated allow-list of assertion issuers")
+    audience: str = setting("nhn:dokumentdeling-saml", "the audience an assertion must name")
+    clock_skew_s: int = setting(60, "tolerated clock difference for timestamps and assertions")
+    sign_cert: str = setting("", "this institution's certificate (PEM); with sign_key, answers are signed")
+    sign_key: str = setting("", "its private key (PEM file, never inline)")
+    readable_classes: str = setting("C00-1,E00-1", "classCodes care may read (lab results, radiology)")
+    purposes: str = setting("TREAT,ETREAT,COC,BTG", "purposes of use allowed (BTG is allowed and logged)")
+    never_released: str = setting("NORS", "confidentialityCodes that never leave")
+    hidden_from_citizen: str = setting(
+        "NORU", "confidentialityCodes a citizen does not see in their own record"
+    )
 
     def access_policy(self) -> AccessPolicy:
         from xds.trust.policy import AccessPolicy
@@ -138,11 +139,13 @@ class TrustConfig:
 class CommunityConfig:
     """A community this deployment knows (XCA, ITI TF-2 §3.38): its id, endpoints and trust anchors."""
 
-    home_community_id: str = ""  # urn:oid:...
-    name: str = ""
-    registry_url: str = ""  # its ITI-18 / ITI-38 endpoint
-    repository_url: str = ""  # its ITI-43 / ITI-39 endpoint
-    ca_file: str = ""  # PEM trust anchors for the institutions and identity providers of that community
+    home_community_id: str = setting("", "its urn:oid:…")
+    name: str = setting("", "a name for people")
+    registry_url: str = setting("", "its ITI-18 / ITI-38 endpoint")
+    repository_url: str = setting("", "its ITI-43 / ITI-39 endpoint")
+    ca_file: str = setting(
+        "", "PEM trust anchors for the institutions and identity providers of that community"
+    )
 
 
 @dataclass
@@ -168,38 +171,33 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         cfg = cls()
-        for section_name in ("server", "registry", "trust"):
-            section = getattr(cfg, section_name)
-            values = data.get(section_name, {}) or {}
-            known = {f.name: f for f in fields(section)}
-            for key, value in values.items():
-                if key not in known:
-                    raise ValueError(f"unknown setting [{section_name}] {key}")
-                setattr(section, key, _coerce(getattr(section, key), value, f"{section_name}.{key}"))
-        if "repository" in data:
-            cfg.repositories = []
-            for i, values in enumerate(data["repository"] or []):
-                repo = RepositoryConfig()
-                known_repo = {f.name for f in fields(repo)}
-                for key, value in values.items():
-                    if key not in known_repo:
-                        raise ValueError(f"unknown setting [[repository]] {key}")
-                    setattr(repo, key, _coerce(getattr(repo, key), value, f"repository[{i}].{key}"))
-                cfg.repositories.append(repo)
-            names = [r.name for r in cfg.repositories]
-            if len(set(names)) != len(names):
-                raise ValueError(f"repository names must differ: {names}")
-        for i, values in enumerate(data.get("community") or []):
-            community = CommunityConfig()
-            known_community = {f.name for f in fields(community)}
-            for key, value in values.items():
-                if key not in known_community:
-                    raise ValueError(f"unknown setting [[community]] {key}")
-                setattr(community, key, _coerce(getattr(community, key), value, f"community[{i}].{key}"))
+        unknown = set(data) - set(TABLES) - set(ARRAYS)
+        if unknown:
+            raise ValueError(f"unknown section(s) {sorted(unknown)}")
+        for name in TABLES:
+            _fill(getattr(cfg, name), data.get(name) or {}, f"[{name}]")
+        for name, (attribute, item_cls) in ARRAYS.items():
+            if name in data:
+                items = [item_cls() for _ in data[name] or []]
+                for i, (item, values) in enumerate(zip(items, data[name] or [], strict=True)):
+                    _fill(item, values, f"[[{name}]] #{i + 1}")
+                setattr(cfg, attribute, items)
+        names = [r.name for r in cfg.repositories]
+        if len(set(names)) != len(names):
+            raise ValueError(f"repository names must differ: {names}")
+        for i, community in enumerate(cfg.communities):
             if not community.home_community_id.startswith("urn:oid:"):
                 raise ValueError(f"community[{i}]: home_community_id must be urn:oid:…")
-            cfg.communities.append(community)
         return cfg
+
+
+def _fill(section: object, values: dict[str, Any], where: str) -> None:
+    """Set ``values`` on a section dataclass, each coerced to its setting's type."""
+    known = {f.name for f in fields(section)}  # type: ignore[arg-type]
+    for key, value in values.items():
+        if key not in known:
+            raise ValueError(f"unknown setting {where} {key}")
+        setattr(section, key, _coerce(getattr(section, key), value, f"{where} {key}"))
 
 
 def _coerce(current: object, value: object, name: str) -> object:
@@ -222,7 +220,7 @@ def _coerce(current: object, value: object, name: str) -> object:
 
 # Environment variables that override the file: XDS_<SECTION>_<KEY>, e.g. XDS_REGISTRY_DATABASE_URL.
 def _apply_environment(cfg: Config, environ: dict[str, str]) -> None:
-    for section_name in ("server", "registry", "trust"):
+    for section_name in TABLES:
         section = getattr(cfg, section_name)
         for f in fields(section):
             key = f"XDS_{section_name.upper()}_{f.name.upper()}"
@@ -241,47 +239,57 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
     return cfg
 
 
-DEFAULT_TOML = """# xds configuration (see xds/config.py for every setting)
-[server]
-host = "127.0.0.1"
-port = 8080
-data_dir = "./data"
-workers = 1
-max_body_mb = 64
-max_document_mb = 16384
-read_timeout_s = 60           # a request body that pauses longer is given up
-max_connections = 1000        # per worker; past it requests are answered HTTP 503
-database_threads = false      # true: database work in worker threads (for a distant PostgreSQL)
+# The file's sections: each [name] table is the Config attribute of that name; each [[name]] array of
+# tables is a list of Config (attribute, dataclass); arrays not in the defaults are written commented out.
+TABLES = ("server", "registry", "trust")
+ARRAYS: dict[str, tuple[str, type]] = {
+    "repository": ("repositories", RepositoryConfig),
+    "community": ("communities", CommunityConfig),
+}
 
-[registry]
-# database_url = "postgresql+psycopg://user@host/db"   # default: SQLite in data_dir
-profile = "norway"
-home_community_id = ""
-mllp_port = 0
-max_query_results = 10000     # a stored query selecting more objects answers XDSTooManyResults
-query_time_limit_s = 10.0     # SQLite: a stored query still running is stopped (PostgreSQL: statement_timeout)
 
-[trust]                     # XUA + WS-Security on every SOAP endpoint
-mode = "off"                # off | optional | required
-# registry_mode = ""        # per endpoint: overrides mode for /registry
-# repository_mode = ""      # ... and for /repository/<name>
-# ca_file = "keys/ca.pem"   # trust anchors (xds keys init makes a development CA)
-# issuers = "https://helseid-xdssaml.test.nhn.no"
-audience = "nhn:dokumentdeling-saml"
-clock_skew_s = 60
-readable_classes = "C00-1,E00-1"     # lab results, radiology
-purposes = "TREAT,ETREAT,COC,BTG"     # BTG is allowed and logged
-never_released = "NORS"
-hidden_from_citizen = "NORU"
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
 
-# [[community]]             # communities this one trusts (directory: id, endpoints, anchors)
-# home_community_id = "urn:oid:2.16.578.1.12.4.1.7.1.1"
-# name = "Nasjonal dokumentdeling"
-# registry_url = "https://…/registry"
-# ca_file = "anchors/national.pem"
 
-# [[repository]]            # one per institution; without any, one repository named "default"
-# name = "default"
-# unique_id = ""            # repositoryUniqueId OID; default: made once and kept in the store
-# registry_url = ""         # remote ITI-42 endpoint; default: the registry in this process
-"""
+def _default(f: Field[Any]) -> object:
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+
+
+def _section_lines(cls: type, header: str, commented: bool) -> list[str]:
+    mark = "# " if commented else ""
+    lines = [f"# {(cls.__doc__ or '').strip().splitlines()[0]}", f"{mark}{header}"]
+    for f in fields(cls):
+        lines += [f"# {f.metadata['doc']}", f"{mark}{f.name} = {_toml_value(_default(f))}"]
+    return lines + [""]
+
+
+def default_toml() -> str:
+    """The configuration file ``xds init`` writes: every setting at its default, each with its meaning."""
+    defaults = Config()
+    lines = [
+        "# xds configuration: every setting at its default (written by `xds init`).",
+        "# Environment variables XDS_<SECTION>_<KEY> override it, e.g. XDS_REGISTRY_DATABASE_URL.",
+        "",
+    ]
+    for name in TABLES:
+        lines += _section_lines(type(getattr(defaults, name)), f"[{name}]", commented=False)
+    for name, (attribute, cls) in ARRAYS.items():
+        lines += _section_lines(cls, f"[[{name}]]", commented=not getattr(defaults, attribute))
+    return "\n".join(lines)
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown), one row per setting."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    sections = [(f"[{n}]", type(getattr(Config(), n))) for n in TABLES]
+    sections += [(f"[[{n}]]", cls) for n, (_, cls) in ARRAYS.items()]
+    for header, cls in sections:
+        for f in fields(cls):
+            doc = str(f.metadata["doc"]).replace("|", "\\|")
+            rows.append(f"| `{header} {f.name}` | `{_toml_value(_default(f))}` | {doc} |")
+    return "\n".join(rows)
