@@ -77,7 +77,8 @@ def load(
         assign_uuids(sub)
         for obj in sub.objects:
             obj.status = v.STATUS_APPROVED
-            obj.lid = obj.lid or obj.id
+            obj.lid = obj.id
+            obj.version_name = "1"
         ss = sub.submission_sets[0]
         ss_seq += 1
         sets += 1

@@ -567,14 +567,16 @@ def _claim_document_unique_ids(conn: Connection, docs: list[DocumentEntry]) -> l
 # writing
 # -------------------------------------------------------------------------------------------------
 def _settle(sub: Submission, now: str) -> None:
-    """What the registry sets on accepted objects: Approved, logicalId, folder lastUpdateTime."""
+    """What the registry sets on accepted objects: Approved, folder lastUpdateTime, and the first
+    version of a logical entry of its own — lid = id, ``rim:VersionInfo`` "1" (ITI TF-3 §4.1.x;
+    a new version of an existing entry is ITI-57's, not ITI-42's)."""
     for folder in sub.folders:
         folder.set_slot("lastUpdateTime", [now])
     for obj in sub.objects:
         if isinstance(obj, DocumentEntry | RegistryPackage | Association):
             obj.status = v.STATUS_APPROVED
-            if not obj.lid:
-                obj.lid = obj.id
+            obj.lid = obj.id
+            obj.version_name = "1"
 
 
 # Statements compiled once per dialect and run on the driver's cursor (``xds.database.statements``).

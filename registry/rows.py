@@ -18,6 +18,7 @@ from xds.metadata.model import Association, DocumentEntry, RegistryObject, Regis
 from xds.registry import schema
 
 REFERENCE_ID_LIST = "urn:ihe:iti:xds:2013:referenceIdList"
+AVAILABILITY = "documentAvailability"
 
 Row = dict[str, object]
 
@@ -31,6 +32,12 @@ DOCUMENT_COLUMNS = _columns(schema.documents)
 SUBMISSION_SET_COLUMNS = _columns(schema.submission_sets)
 FOLDER_COLUMNS = _columns(schema.folders)
 ASSOCIATION_COLUMNS = _columns(schema.associations)
+
+
+def version_of(obj: RegistryObject) -> int:
+    """The version number of ``obj`` (its ``rim:VersionInfo`` versionName; 1 when it has none)."""
+    name = obj.version_name or "1"
+    return int(name) if name.isdigit() else 1
 
 
 def code(obj: RegistryObject, scheme: str) -> str | None:
@@ -74,6 +81,9 @@ def document_row(doc: DocumentEntry) -> Row:
         "mime_type": doc.mime_type,
         "home": doc.home,
         "xml": ebrim.to_bytes(doc),
+        "version": version_of(doc),
+        "latest": 1,
+        "availability": doc.slot_value(AVAILABILITY) or v.DOCUMENT_AVAILABILITY_ONLINE,
     }
 
 
@@ -116,6 +126,8 @@ def folder_row(folder: RegistryPackage) -> Row:
         "last_update_time": dtm(folder.slot_value("lastUpdateTime")),
         "home": folder.home,
         "xml": ebrim.to_bytes(folder),
+        "version": version_of(folder),
+        "latest": 1,
     }
 
 

@@ -14,12 +14,16 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
 )
 
 metadata = MetaData()
+
+# documentAvailability (ITI TF-3 §4.2.3.2.28) of an entry registered without one
+ONLINE = "urn:ihe:iti:2010:DocumentAvailability:Online"
 
 # --- patient identity (ITI-8 Patient Identity Feed; ITI TF-2 §3.8) ----------------------------------
 # One row per known patient identifier (a CX with ISO assigning authority, e.g. "123^^^&1.2.3&ISO").
@@ -63,10 +67,16 @@ documents = Table(
     Column("mime_type", String(128)),
     Column("home", String(128)),
     Column("xml", LargeBinary, nullable=False),
+    # Metadata Update (ITI TF-3 §4.1.x, ITI TF-2 §3.57): version n of the logical entry ``lid``,
+    # ``latest`` 1 on its newest version only; documentAvailability (Online unless updated)
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("latest", SmallInteger, nullable=False, server_default="1"),
+    Column("availability", String(64), nullable=False, server_default=ONLINE),
 )
 Index("ix_documents_patient_status", documents.c.patient_id, documents.c.status)
 Index("ix_documents_unique_id", documents.c.unique_id)
-Index("ix_documents_lid", documents.c.lid)
+# one version n per logical entry: of two updates racing to make version n + 1, one is refused
+Index("ux_documents_lid_version", documents.c.lid, documents.c.version, unique=True)
 
 # A DocumentEntry uniqueId maps to one hash forever: a resubmission with the same hash is a new
 # entry, a different hash is XDSNonIdenticalHash. The primary key makes that check race-free.
@@ -122,15 +132,19 @@ folders = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("uuid", String(128), nullable=False, unique=True),
     Column("lid", String(128), nullable=False),
-    Column("unique_id", String(160), nullable=False, unique=True),
+    Column("unique_id", String(160), nullable=False),
     Column("patient_id", String(256), nullable=False),
     Column("status", String(64), nullable=False),
     Column("last_update_time", String(14)),
     Column("home", String(128)),
     Column("xml", LargeBinary, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("latest", SmallInteger, nullable=False, server_default="1"),
 )
 Index("ix_folders_patient", folders.c.patient_id, folders.c.last_update_time)
-Index("ix_folders_lid", folders.c.lid)
+# the versions of one folder share its uniqueId; another folder may not take it (version 1 clashes)
+Index("ux_folders_unique_id_version", folders.c.unique_id, folders.c.version, unique=True)
+Index("ux_folders_lid_version", folders.c.lid, folders.c.version, unique=True)
 
 folder_codes = Table(
     "folder_codes",

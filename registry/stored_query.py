@@ -367,6 +367,20 @@ class _Context:
             ]
         return [_Link(uuid, kind, source, target, None, seq) for seq, uuid, kind, source, target in rows]
 
+    # --- versions (ITI TF-2 §3.18.4.1.2.3.5.1, Metadata Update) -------------------------------------
+    def latest_only(self, where: Where, statuses: Sequence[str] | None = None) -> Where:
+        """``where`` and, at ``$MetadataLevel`` 1, only the newest version of each logical entry.
+
+        At level 2 every version a query selects is returned. Earlier versions are always
+        Deprecated (ITI-57 deprecates a version when it makes the next), so a selection of Approved
+        objects alone needs no condition: its SQL stays what it was before versions existed.
+        """
+        if self.req.metadata_level >= 2:
+            return where
+        if statuses is not None and all(s == v.STATUS_APPROVED for s in statuses):
+            return where
+        return where.one_of("latest", [1])
+
     # --- statuses of associations (ITI TF-2 §3.18.4.1.2.3.5.1) ---------------------------------------
     def association_status(self, where: Where) -> Where:
         """``where`` and the association statuses the request asks for."""
@@ -426,15 +440,17 @@ def document_conditions(ctx: _Context, where: Where) -> Where:
         where.one_of("status", p.any(q.DE_STATUS))
     if ctx.defines(q.DE_TYPE):
         where.one_of("object_type", p.any(q.DE_TYPE) or [v.DOC_ENTRY_STABLE])
-    if p.has(q.DE_AVAILABILITY) and v.DOCUMENT_AVAILABILITY_ONLINE not in p.any(q.DE_AVAILABILITY):
-        # this registry holds no Offline entries (documentAvailability is changed only by ITI-57)
-        where.never()
+    if p.has(q.DE_AVAILABILITY):
+        # Online, Offline or both (ITI TF-2 §3.18.4.1.2.3.7.1); ITI-57 takes an entry offline
+        where.one_of("availability", sorted(set(p.any(q.DE_AVAILABILITY))))
     return where
 
 
 def _documents_by_ids(ctx: _Context, column: str, ids: Iterable[str], *, filtered: bool) -> list[Hit]:
     def build(chunk: list[str]) -> Where:
         where = Where().one_of(column, chunk)
+        if column == "unique_id":  # the versions of an entry share its uniqueId
+            ctx.latest_only(where)
         return document_conditions(ctx, where) if filtered else where
 
     return ctx.objects(DOCUMENT, ctx.select_in(t.documents, build, ids))
@@ -453,7 +469,8 @@ def _associations_touching(
 
 
 def _documents_named(ctx: _Context) -> list[Hit]:
-    """The entries a Get* query names by entryUUID, uniqueId or logicalID (unfiltered)."""
+    """The entries a Get* query names by entryUUID (that version), uniqueId (the newest version, or
+    every version at ``$MetadataLevel`` 2) or logicalID (every version: the entry's history)."""
     p = ctx.p
     for name, column in ((q.DE_ENTRY_UUID, "uuid"), (q.DE_UNIQUE_ID, "unique_id"), (q.DE_LOGICAL_ID, "lid")):
         if p.has(name):
@@ -469,8 +486,12 @@ def _folders_named(ctx: _Context) -> list[Hit]:
         (q.FOLDER_LOGICAL_ID, "lid"),
     ):
         if p.has(name):
-            rows = ctx.select_in(t.folders, lambda chunk, c=column: Where().one_of(c, chunk), p.any(name))
-            return ctx.objects(FOLDER, rows)
+
+            def build(chunk: list[str], column: str = column) -> Where:
+                where = Where().one_of(column, chunk)
+                return ctx.latest_only(where) if column == "unique_id" else where
+
+            return ctx.objects(FOLDER, ctx.select_in(t.folders, build, p.any(name)))
     return []
 
 
@@ -478,12 +499,14 @@ def _with_uuid(chunk: list[str]) -> Where:
     return Where().one_of("uuid", chunk)
 
 
-def _named(ctx: _Context, entry_uuid: str, unique_id: str) -> Where:
-    """The object a single-object query names: by entryUUID when it is given, else by uniqueId."""
+def _named(ctx: _Context, entry_uuid: str, unique_id: str, *, versioned: bool = True) -> Where:
+    """The object a single-object query names: by entryUUID when it is given, else by uniqueId
+    (of a versioned object: its newest version, or every version at ``$MetadataLevel`` 2)."""
     p = ctx.p
     if p.has(entry_uuid):
         return Where().one_of("uuid", [p.one(entry_uuid)])
-    return Where().one_of("unique_id", [p.one(unique_id)])
+    where = Where().one_of("unique_id", [p.one(unique_id)])
+    return ctx.latest_only(where) if versioned else where
 
 
 def _by_seq(hits: Iterable[Hit]) -> list[Hit]:
@@ -496,6 +519,7 @@ def _by_seq(hits: Iterable[Hit]) -> list[Hit]:
 def find_documents(ctx: _Context) -> list[Hit]:
     """FindDocuments, FindDocumentsByReferenceId and their ITI-51 forms (§3.18.4.1.2.3.7.1, .7.14, §3.51)."""
     where = document_conditions(ctx, Where())
+    ctx.latest_only(where, ctx.p.any(q.DE_STATUS))
     if ctx.p.has(q.DE_PATIENT_ID):
         ctx.patients_in(where, "patient_id", q.DE_PATIENT_ID, single=not ctx.req.query.multi_patient)
     return ctx.objects(DOCUMENT, ctx.select(t.documents, where))
@@ -519,7 +543,7 @@ def find_submission_sets(ctx: _Context) -> list[Hit]:
 def find_folders(ctx: _Context) -> list[Hit]:
     """FindFolders and FindFoldersForMultiplePatients (ITI TF-2 §3.18.4.1.2.3.7.3, §3.51)."""
     p = ctx.p
-    where = Where().one_of("status", p.any(q.FOLDER_STATUS))
+    where = ctx.latest_only(Where().one_of("status", p.any(q.FOLDER_STATUS)), p.any(q.FOLDER_STATUS))
     _time_range(ctx, where, "last_update_time", q.FOLDER_LAST_UPDATE_FROM, q.FOLDER_LAST_UPDATE_TO)
     if p.has(q.FOLDER_PATIENT_ID):
         ctx.patients_in(where, "patient_id", q.FOLDER_PATIENT_ID, single=not ctx.req.query.multi_patient)
@@ -533,14 +557,16 @@ def get_all(ctx: _Context) -> list[Hit]:
     from or to one of them (as the NIST registry simulator answers it)."""
     p = ctx.p
     docs_where = ctx.patients_in(Where(), "patient_id", q.PATIENT_ID, single=True)
-    docs = ctx.objects(DOCUMENT, ctx.select(t.documents, document_conditions(ctx, docs_where)))
+    ctx.latest_only(document_conditions(ctx, docs_where), p.any(q.DE_STATUS))
+    docs = ctx.objects(DOCUMENT, ctx.select(t.documents, docs_where))
     sets_where = ctx.patients_in(Where(), "patient_id", q.PATIENT_ID, single=True)
     sets = ctx.objects(
         SUBMISSION_SET, ctx.select(t.submission_sets, sets_where.one_of("status", p.any(q.SS_STATUS)))
     )
     folders_where = ctx.patients_in(Where(), "patient_id", q.PATIENT_ID, single=True)
+    folders_where.one_of("status", p.any(q.FOLDER_STATUS))
     folders = ctx.objects(
-        FOLDER, ctx.select(t.folders, folders_where.one_of("status", p.any(q.FOLDER_STATUS)))
+        FOLDER, ctx.select(t.folders, ctx.latest_only(folders_where, p.any(q.FOLDER_STATUS)))
     )
     objects = [*docs, *sets, *folders]
     links = _associations_touching(ctx, [h.uuid for h in objects])
@@ -591,7 +617,8 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
     when both its ends are returned), and its HasMembers to what is returned.
     """
     sets = ctx.objects(
-        SUBMISSION_SET, ctx.select(t.submission_sets, _named(ctx, q.SS_ENTRY_UUID, q.SS_UNIQUE_ID))
+        SUBMISSION_SET,
+        ctx.select(t.submission_sets, _named(ctx, q.SS_ENTRY_UUID, q.SS_UNIQUE_ID, versioned=False)),
     )
     if not sets:
         return []
@@ -636,16 +663,16 @@ def get_submission_set_and_contents(ctx: _Context) -> list[Hit]:
 
 
 def get_folder_and_contents(ctx: _Context) -> list[Hit]:
-    """GetFolderAndContents (ITI TF-2 §3.18.4.1.2.3.7.11): a folder, its entries and its HasMembers."""
+    """GetFolderAndContents (ITI TF-2 §3.18.4.1.2.3.7.11): a folder, its entries and its HasMembers
+    (named by uniqueId at ``$MetadataLevel`` 2: every version of the folder, each with its own)."""
     folders = ctx.objects(FOLDER, ctx.select(t.folders, _named(ctx, q.FOLDER_ENTRY_UUID, q.FOLDER_UNIQUE_ID)))
     if not folders:
         return []
-    folder = folders[0]
-    where = ctx.association_status(Where()).one_of("source", [folder.uuid]).one_of("type", [v.HAS_MEMBER])
-    members = ctx.links(ctx.select(t.associations, where))
+    where = ctx.association_status(Where()).one_of("source", [f.uuid for f in folders])
+    members = ctx.links(ctx.select(t.associations, where.one_of("type", [v.HAS_MEMBER])))
     docs = _documents_by_ids(ctx, "uuid", {m.target for m in members}, filtered=True)
     returned = {h.uuid for h in docs}
-    return [folder, *docs, *(m.hit() for m in members if m.target in returned)]
+    return [*folders, *docs, *(m.hit() for m in members if m.target in returned)]
 
 
 def _one_document(ctx: _Context, types: Sequence[str] | None = None) -> list[Hit]:

@@ -88,6 +88,9 @@ IS_SNAPSHOT_OF: Final = "urn:ihe:iti:2010:AssociationType:IsSnapshotOf"
 RELATIONSHIP_TYPES: Final = frozenset({RPLC, XFRM, APND, XFRM_RPLC, SIGNS, IS_SNAPSHOT_OF})
 REPLACING_TYPES: Final = frozenset({RPLC, XFRM_RPLC})
 ASSOCIATION_TYPES: Final = RELATIONSHIP_TYPES | {HAS_MEMBER}
+# Metadata Update (ITI TF-2b §3.57.4.1.3.3): a status change, carried by an association that is
+# acted on and never stored
+UPDATE_AVAILABILITY_STATUS: Final = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 
 # ebRIM 2.1 short association names -> 3.0 (used by the ebRIM 2.1 converter)
 ASSOCIATION_TYPES_21: Final = {
@@ -125,6 +128,12 @@ ACTION_RETRIEVE: Final = "urn:ihe:iti:2007:RetrieveDocumentSet"
 ACTION_RETRIEVE_RESPONSE: Final = "urn:ihe:iti:2007:RetrieveDocumentSetResponse"
 ACTION_REMOVE_DOCUMENTS: Final = "urn:ihe:iti:2017:RemoveDocuments"  # ITI-86
 ACTION_REMOVE_DOCUMENTS_RESPONSE: Final = "urn:ihe:iti:2017:RemoveDocumentsResponse"
+ACTION_UPDATE_DOCUMENT_SET: Final = "urn:ihe:iti:2010:UpdateDocumentSet"  # ITI-57
+ACTION_UPDATE_DOCUMENT_SET_RESPONSE: Final = "urn:ihe:iti:2010:UpdateDocumentSetResponse"
+ACTION_DELETE_DOCUMENT_SET: Final = "urn:ihe:iti:2010:DeleteDocumentSet"  # ITI-62
+ACTION_DELETE_DOCUMENT_SET_RESPONSE: Final = "urn:ihe:iti:2010:DeleteDocumentSetResponse"
+ACTION_RESTRICTED_UPDATE: Final = "urn:ihe:iti:2018:RestrictedUpdateDocumentSet"  # ITI-92
+ACTION_RESTRICTED_UPDATE_RESPONSE: Final = "urn:ihe:iti:2018:RestrictedUpdateDocumentSetResponse"
 
 # --- stored queries (ITI TF-2 §3.18.4.1.2.3.7; multi-patient: ITI TF-2 §3.51.4.1.2) --------------------
 SQ_FIND_DOCUMENTS: Final = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
@@ -211,3 +220,12 @@ XDSExtraMetadataNotSaved: Final = "XDSExtraMetadataNotSaved"
 XDSMetadataUpdateError: Final = "XDSMetadataUpdateError"
 XDSReplaceFailed: Final = "XDSReplaceFailed"
 UnresolvedReferenceException: Final = "UnresolvedReferenceException"
+# Metadata Update (ITI TF-2b §3.57.4.1.3.4), Remove Metadata (§3.62.4.1.3) and Restricted Update
+# (ITI TF-2 §3.92.4.1.3)
+XDSMetadataVersionError: Final = "XDSMetadataVersionError"
+XDSMetadataUpdateOperationError: Final = "XDSMetadataUpdateOperationError"
+XDSPatientIDReconciliationError: Final = "XDSPatientIDReconciliationError"
+XDSMetadataIdentifierError: Final = "XDSMetadataIdentifierError"
+UnmodifiableMetadataError: Final = "UnmodifiableMetadataError"
+ReferencesExistException: Final = "ReferencesExistException"
+XDSUnreferencedObjectException: Final = "XDSUnreferencedObjectException"
