@@ -43,11 +43,15 @@ def test_xds_init_writes_every_setting_of_the_dataclasses_at_its_default_with_it
     assert main(["init", str(path)]) == 0
     text = path.read_text()
     assert load(path, environ={}) == Config()  # the written file is the defaults, exactly
-    uncommented = re.sub(r"(?m)^# (\[\[\w+\]\]|\w+ = .*)$", r"\1", text)  # the arrays written commented out
+    uncommented = re.sub(
+        r"(?m)^# (\[\[[\w.]+\]\]|\w+ = .*)$", r"\1", text
+    )  # the arrays written commented out
     written = tomllib.loads(uncommented)
     for header, name, cls in _settings():
-        section = header.strip("[]")
-        values = written[section][0] if header.startswith("[[") else written[section]
+        section: dict = written
+        for part in header.strip("[]").split("."):  # [[trust.issuer]] is an array inside [trust]
+            section = section[part]
+        values = section[0] if header.startswith("[[") else section
         assert name in values, f"xds init leaves out {header} {name}"
         doc = next(f.metadata["doc"] for f in fields(cls) if f.name == name)
         assert doc and f"# {doc}\n" in text, f"{header} {name} has no meaning written"

@@ -182,14 +182,28 @@ def _conformance(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     """``xds keys init``: a development CA, an identity provider and one identity per institution."""
-    from xds.trust.keys import DEFAULT_INSTITUTIONS, init_keys
+    from xds.trust.keys import DEFAULT_INSTITUTIONS, DEVELOPMENT_ISSUER, init_keys
 
     made = init_keys(
         args.dir, args.institution or list(DEFAULT_INSTITUTIONS), days=args.days, algorithm=args.algorithm
     )
-    print(f"xds: CA {made.ca.cert_path} (trust anchor), identity provider {made.idp.cert_path}")
+    print(f"xds: CA {made.ca.cert_path} (trust anchor of the institutions' signatures and TLS)")
+    print(f"xds: identity provider {made.idp.cert_path} (its own certificate, pinned as the issuer's)")
     for ident in made.institutions.values():
         print(f"xds: {ident.name}: {ident.cert_path} (private key {ident.key_path}, mode 0600)")
+    first = next(iter(made.institutions.values()), None)
+    print("# configuration for these keys (xds.toml):")
+    print("[server]")
+    print(f'tls_ca = "{made.ca.cert_path}"')
+    print("[trust]")
+    print('mode = "required"')
+    print(f'ca_file = "{made.ca.cert_path}"')
+    if first is not None:
+        print(f'sign_cert = "{first.cert_path}"')
+        print(f'sign_key = "{first.key_path}"')
+    print("[[trust.issuer]]")
+    print(f'name = "{DEVELOPMENT_ISSUER}"')
+    print(f'cert = "{made.idp.cert_path}"')
     return 0
 
 

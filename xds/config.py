@@ -49,6 +49,10 @@ class ServerConfig:
     tls_cert: str = setting("", "server certificate (PEM); with it, HTTPS")
     tls_key: str = setting("", "its private key (PEM file, never inline)")
     tls_ca: str = setting("", "trust anchors for client certificates; with it, mutual TLS (ATNA secure node)")
+    public_url: str = setting(
+        "",
+        'the address clients use (https://host[:port]); wsa:To must be it + the path; "" = the Host header',
+    )
 
     def uvicorn_tls(self) -> dict[str, object]:
         """uvicorn's TLS settings: HTTPS with a certificate, client certificates required with a CA."""
@@ -105,10 +109,15 @@ class TrustConfig:
     mode: str = setting("off", "off | optional | required, for every endpoint unless overridden below")
     registry_mode: str = setting("", 'mode for /registry only; "" = mode')
     repository_mode: str = setting("", 'mode for the repositories only; "" = mode')
-    ca_file: str = setting("", "PEM trust anchors for assertion issuers and institution signatures")
-    issuers: str = setting("", "comma-separated allow-list of assertion issuers")
-    audience: str = setting("nhn:dokumentdeling-saml", "the audience an assertion must name")
+    ca_file: str = setting(
+        "", "PEM trust anchors for institutions' message signatures (not issuers, not TLS)"
+    )
+    crl_files: str = setting("", "comma-separated CRL files (PEM or DER), re-read when they change")
+    bind_tls: bool = setting(False, "the TLS client certificate must be the message signer's")
+    audience: str = setting("", 'audiences an assertion may name (comma-separated); "" = [server] public_url')
     clock_skew_s: int = setting(60, "tolerated clock difference for timestamps and assertions")
+    max_timestamp_lifetime_s: int = setting(600, "longest wsu:Timestamp (Created to Expires) accepted")
+    max_assertion_lifetime_s: int = setting(28800, "longest assertion (NotBefore to NotOnOrAfter) accepted")
     sign_cert: str = setting("", "this institution's certificate (PEM); with sign_key, answers are signed")
     sign_key: str = setting("", "its private key (PEM file, never inline)")
     readable_classes: str = setting("C00-1,E00-1", "classCodes care may read (lab results, radiology)")
@@ -131,8 +140,21 @@ class TrustConfig:
             hidden_from_citizen=codes(self.hidden_from_citizen),
         )
 
-    def issuer_list(self) -> list[str]:
-        return [i.strip() for i in self.issuers.split(",") if i.strip()]
+    def crl_list(self) -> list[str]:
+        return [f.strip() for f in self.crl_files.split(",") if f.strip()]
+
+    def audiences(self, public_url: str) -> tuple[str, ...]:
+        """The audiences of this deployment: as configured, else its public address."""
+        named = tuple(a.strip() for a in self.audience.split(",") if a.strip())
+        return named or ((public_url.rstrip("/"),) if public_url else ())
+
+
+@dataclass
+class IssuerConfig:
+    """An allowed assertion issuer (identity provider), pinned to its signing certificate(s)."""
+
+    name: str = setting("", "the Issuer its assertions name, e.g. https://helseid-xdssaml.test.nhn.no")
+    cert: str = setting("", "PEM file of its signing certificate(s); only these may sign its assertions")
 
 
 @dataclass
@@ -144,7 +166,7 @@ class CommunityConfig:
     registry_url: str = setting("", "its ITI-18 / ITI-38 endpoint")
     repository_url: str = setting("", "its ITI-43 / ITI-39 endpoint")
     ca_file: str = setting(
-        "", "PEM trust anchors for the institutions and identity providers of that community"
+        "", "PEM trust anchors for the institutions of that community (message signatures)"
     )
 
 
@@ -155,6 +177,7 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     repositories: list[RepositoryConfig] = field(default_factory=lambda: [RepositoryConfig()])
     communities: list[CommunityConfig] = field(default_factory=list)
+    issuers: list[IssuerConfig] = field(default_factory=list)
 
     def trust_anchor_files(self) -> list[str]:
         """Every trust-anchor file: the deployment's own and each known community's."""
@@ -166,6 +189,7 @@ class Config:
         data = asdict(self)
         data["repository"] = data.pop("repositories")
         data["community"] = data.pop("communities")
+        data["trust"]["issuer"] = data.pop("issuers")
         return data
 
     @classmethod
@@ -174,12 +198,18 @@ class Config:
         unknown = set(data) - set(TABLES) - set(ARRAYS)
         if unknown:
             raise ValueError(f"unknown section(s) {sorted(unknown)}")
+        nested = {name for name in ARRAYS if "." in name}
         for name in TABLES:
-            _fill(getattr(cfg, name), data.get(name) or {}, f"[{name}]")
+            values = dict(data.get(name) or {})
+            for key in [n.split(".", 1)[1] for n in nested if n.startswith(name + ".")]:
+                values.pop(key, None)
+            _fill(getattr(cfg, name), values, f"[{name}]")
         for name, (attribute, item_cls) in ARRAYS.items():
-            if name in data:
-                items = [item_cls() for _ in data[name] or []]
-                for i, (item, values) in enumerate(zip(items, data[name] or [], strict=True)):
+            table, _, key = name.rpartition(".")
+            source = (data.get(table) or {}) if table else data
+            if key in source:
+                items = [item_cls() for _ in source[key] or []]
+                for i, (item, values) in enumerate(zip(items, source[key] or [], strict=True)):
                     _fill(item, values, f"[[{name}]] #{i + 1}")
                 setattr(cfg, attribute, items)
         names = [r.name for r in cfg.repositories]
@@ -245,6 +275,7 @@ TABLES = ("server", "registry", "trust")
 ARRAYS: dict[str, tuple[str, type]] = {
     "repository": ("repositories", RepositoryConfig),
     "community": ("communities", CommunityConfig),
+    "trust.issuer": ("issuers", IssuerConfig),
 }
 
 

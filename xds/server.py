@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from xds.registry.service import RegistryService
     from xds.repository.service import RepositoryService
     from xds.trust.enforcement import PolicyEnforcementPoint
+    from xds.trust.wssecurity import TrustRoles
 
 WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
 CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
@@ -102,22 +104,50 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
     mode = {"registry": tc.registry_mode, "repository": tc.repository_mode}.get(endpoint, "") or tc.mode
     if mode == "off":
         return None
-    import datetime as dt
-
     from xds.database.replay import DatabaseReplayStore
     from xds.registry.access import RegistryDocumentFacts
     from xds.trust.enforcement import PolicyEnforcementPoint
 
     return PolicyEnforcementPoint(
         mode=mode,
-        ca_file=config.trust_anchor_files(),
-        issuers=tc.issuer_list(),
-        audience=tc.audience,
-        clock_skew=dt.timedelta(seconds=tc.clock_skew_s),
+        trust=trust_roles(config),
         replay=DatabaseReplayStore(engine),
+        public_url=config.server.public_url,
+        bind_tls=tc.bind_tls,
         documents=RegistryDocumentFacts(engine),
         policy=tc.access_policy(),
         signing=(Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None,
+    )
+
+
+def trust_roles(config: Config) -> TrustRoles:
+    """Who is believed in which role: institutions (ca_file, communities), pinned assertion issuers."""
+    import datetime as dt
+
+    from xds.trust.assertion import DEFAULT_AUDIENCE
+    from xds.trust.keys import TrustAnchors, load_certificates
+    from xds.trust.wssecurity import TrustRoles
+
+    tc = config.trust
+    issuers: dict[str, list] = {}
+    for issuer in config.issuers:
+        if not issuer.name or not issuer.cert:
+            raise ValueError("[[trust.issuer]] needs a name and a cert (PEM file)")
+        issuers.setdefault(issuer.name, []).extend(load_certificates(issuer.cert))
+    audiences = tc.audiences(config.server.public_url)
+    if not audiences and tc.mode != "off":
+        logging.getLogger("xds.trust").warning(
+            "[trust] audience and [server] public_url are unset: assertions for the national audience %s "
+            "are accepted, whichever deployment they were meant for",
+            DEFAULT_AUDIENCE,
+        )
+    return TrustRoles(
+        institutions=TrustAnchors(config.trust_anchor_files(), tc.crl_list()),
+        issuers=issuers,
+        audiences=audiences or (DEFAULT_AUDIENCE,),
+        clock_skew=dt.timedelta(seconds=tc.clock_skew_s),
+        max_timestamp_lifetime=dt.timedelta(seconds=tc.max_timestamp_lifetime_s),
+        max_assertion_lifetime=dt.timedelta(seconds=tc.max_assertion_lifetime_s),
     )
 
 

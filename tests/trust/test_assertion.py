@@ -43,7 +43,8 @@ def signed(keys: KeySet, *, signer: object = None, **kw: object) -> etree._Eleme
 
 
 def verify(keys: KeySet, el: etree._Element, **kw: object) -> xa.VerifiedAssertion:
-    return xa.verify_assertion(el, ca_pem_file=keys.ca.cert_path, issuers=[ISSUER], **kw)  # type: ignore[arg-type]
+    pinned = {ISSUER: [keys.idp.certificate()]}
+    return xa.verify_assertion(el, issuers=pinned, **kw)  # type: ignore[arg-type]
 
 
 def test_keys_are_private_and_chain_to_the_ca(keys: KeySet) -> None:
@@ -51,8 +52,11 @@ def test_keys_are_private_and_chain_to_the_ca(keys: KeySet) -> None:
         assert stat.S_IMODE(os.stat(ident.key_path).st_mode) == 0o600
         assert b"PRIVATE KEY" in ident.key_pem() and b"PRIVATE" not in ident.cert_pem()
     ca = keys.ca.certificate()
-    for ident in (keys.idp, *keys.institutions.values()):
+    for ident in keys.institutions.values():
         ident.certificate().verify_directly_issued_by(ca)
+    # the identity provider's certificate is its own, vouched for by no institution's CA
+    idp = keys.idp.certificate()
+    idp.verify_directly_issued_by(idp)
 
 
 def test_valid_assertion(keys: KeySet) -> None:
@@ -166,7 +170,9 @@ def test_ecdsa_keys_sign_and_verify(tmp_path: Path) -> None:
     env, _ = build_request("urn:ihe:iti:2007:RegistryStoredQuery", b"<x/>", to="http://127.0.0.1/registry")
     sender = ec_keys.institutions["kommune"]
     data = secure_request(env, assertion=el, key_pem=sender.key_pem(), cert_pem=sender.cert_pem())
-    ctx = verify_request(
-        safexml.parse(data), ca_pem_file=ec_keys.ca.cert_path, issuers=[ISSUER], audience=xa.DEFAULT_AUDIENCE
-    )
+    from xds.trust.keys import TrustAnchors
+    from xds.trust.wssecurity import TrustRoles
+
+    trust = TrustRoles(TrustAnchors([str(ec_keys.ca.cert_path)]), {ISSUER: [ec_keys.idp.certificate()]})
+    ctx = verify_request(safexml.parse(data), trust=trust)
     assert ctx.assertion.attributes.resource_id == PATIENT and ctx.payload.tag == "x"

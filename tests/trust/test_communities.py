@@ -9,7 +9,7 @@ import pytest
 from support import RunningServer, make_config
 
 from xds import samples
-from xds.config import CommunityConfig, load
+from xds.config import CommunityConfig, IssuerConfig, load
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.trust import assertion as xa
@@ -17,10 +17,11 @@ from xds.trust.keys import KeySet
 from xds.trust.wssecurity import secure_request
 
 ISSUER = "https://helseid-xdssaml.test.nhn.no"
+VEST_IDP = "https://idp.helse-vest.invalid"
 PATIENT = samples.patient_cx("13116900216")
 
 
-def query(url: str, signer_keys: KeySet, institution: str) -> httpx.Response:
+def query(url: str, signer_keys: KeySet, institution: str, issuer: str = ISSUER) -> httpx.Response:
     body = (
         f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
         f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}">'
@@ -30,7 +31,7 @@ def query(url: str, signer_keys: KeySet, institution: str) -> httpx.Response:
     env, ctype = build_request(v.ACTION_STORED_QUERY, body, to=url)
     attrs = xa.TrustAttributes(subject_id="Ola", organisation_id="974795787", resource_id=PATIENT)
     token = xa.sign_assertion(
-        xa.build_assertion(attrs, issuer=ISSUER), signer_keys.idp.key_pem(), signer_keys.idp.cert_pem()
+        xa.build_assertion(attrs, issuer=issuer), signer_keys.idp.key_pem(), signer_keys.idp.cert_pem()
     )
     sender = signer_keys.institutions[institution]
     data = secure_request(env, assertion=token, key_pem=sender.key_pem(), cert_pem=sender.cert_pem())
@@ -44,15 +45,17 @@ def test_a_known_community_is_trusted(
     cfg = make_config(tmp_path / "data", database_url)
     cfg.trust.mode = "required"
     cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.trust.issuers = ISSUER
+    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
     if known:
         cfg.communities = [
             CommunityConfig("urn:oid:2.16.578.1.12.4.1.7.2", "Helse Vest", ca_file=str(rogue.ca.cert_path))
         ]
+        # its identity provider is pinned on its own: a community's CA vouches for institutions only
+        cfg.issuers.append(IssuerConfig(VEST_IDP, str(rogue.idp.cert_path)))
     with RunningServer(cfg) as server:
         url = f"{server.url}/registry"
         assert query(url, keys, "kommune").status_code == 200  # our own community, always
-        answer = query(url, rogue, "rogue")
+        answer = query(url, rogue, "rogue", VEST_IDP)
         assert answer.status_code == (200 if known else 400), answer.text[:300]
 
 
@@ -103,7 +106,7 @@ def test_mode_per_endpoint(tmp_path: Path, database_url: str, keys: KeySet) -> N
     cfg.trust.mode = "required"
     cfg.trust.repository_mode = "off"
     cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.trust.issuers = ISSUER
+    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
     with RunningServer(cfg) as server:
         data, ctype = build_request(v.ACTION_STORED_QUERY, b"<x/>", to=f"{server.url}/registry")
         refused = httpx.post(f"{server.url}/registry", content=data, headers={"Content-Type": ctype})

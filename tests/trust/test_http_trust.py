@@ -17,6 +17,7 @@ from signxml import SignatureConstructionMethod, XMLSigner
 from support import RunningServer, make_config
 
 from xds import safexml, samples
+from xds.config import IssuerConfig
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
@@ -42,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
         cfg = make_config(tmp / "data", url)
         cfg.trust.mode = "required"
         cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.trust.issuers = ISSUER
+        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
         cfg.trust.sign_cert = str(keys.institutions["ahus"].cert_path)
         cfg.trust.sign_key = str(keys.institutions["ahus"].key_path)
         with RunningServer(cfg) as running:
@@ -309,7 +310,7 @@ def untrusted_idp(keys: KeySet, url: str, rogue: KeySet) -> bytes:
 FORGERIES: list[tuple[str, Callable[..., bytes], str]] = [
     ("unsigned when required", unsigned, "requires a signed"),
     ("tampered body", tampered_body, "signature is not valid"),
-    ("moved body", moved_body, "not the envelope's Body"),
+    ("moved body", moved_body, "does not cover Body"),
     ("moved body, same id", moved_body_same_id, "Ambiguous reference"),
     ("duplicated assertion", duplicated_assertion, "exactly one SAML assertion"),
     ("assertion in unknown header", assertion_in_unknown_header, "exactly one SAML assertion"),
@@ -512,3 +513,20 @@ def test_zeep_with_an_assertion_plugin_is_accepted(
         plain_service["DocumentRegistry_RegistryStoredQuery"](
             ResponseOption={"returnType": "ObjectRef"}, AdhocQuery={"id": v.SQ_FIND_DOCUMENTS}
         )
+
+
+def test_an_institution_key_cannot_issue_assertions(server: RunningServer, keys: KeySet) -> None:
+    """Finding 1: an institution's certificate chains to the anchors, but issuers are pinned to their
+    own certificates — an assertion it signs under an allowed issuer name is refused."""
+    url = f"{server.url}/registry"
+    kommune = keys.institutions["kommune"]
+    response = post(
+        url, secured(keys, url, find_documents(OTHER), attributes=attrs(resource_id=OTHER), idp=kommune)
+    )
+    assert response.status_code == 400
+    sub, text = fault(response)
+    assert sub == "FailedCheck" and "pinned to issuer" in text, text
+    # and the identity provider's certificate gives no power as an institution (message signer)
+    response = post(url, secured(keys, url, find_documents(), signer=keys.idp))
+    assert response.status_code == 400 and "message signature is not valid" in fault(response)[1]
+    assert_valid_still_answered(keys, url)

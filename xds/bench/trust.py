@@ -30,7 +30,8 @@ def bench(args: argparse.Namespace) -> int:
     from xds.soap.envelope import build_request
     from xds.trust import assertion as xa
     from xds.trust.keys import init_keys
-    from xds.trust.wssecurity import secure_request, verify_request
+    from xds.trust.keys import TrustAnchors
+    from xds.trust.wssecurity import TrustRoles, secure_request, verify_request
 
     with tempfile.TemporaryDirectory(prefix="xds-bench-trust-") as tmp:
         keys = init_keys(tmp, ["kommune"])
@@ -52,15 +53,11 @@ def bench(args: argparse.Namespace) -> int:
             envelope, assertion=assertion, key_pem=sender.key_pem(), cert_pem=sender.cert_pem()
         )
 
+        trust = TrustRoles(TrustAnchors([str(keys.ca.cert_path)]), {"https://idp": [keys.idp.certificate()]})
         times = []
         for _ in range(args.requests):
             t0 = time.perf_counter()
-            verify_request(
-                safexml.parse(data),
-                ca_pem_file=keys.ca.cert_path,
-                issuers=["https://idp"],
-                audience=xa.DEFAULT_AUDIENCE,
-            )
+            verify_request(safexml.parse(data), trust=trust)
             times.append(time.perf_counter() - t0)
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from starlette.types import Message, Receive, Scope, Send
@@ -54,12 +54,17 @@ class SecurityPolicy(Protocol):
 
     ``check`` runs after the envelope is parsed and before the handler; it may attach what it
     learnt to ``request.security`` and refuses a request by raising :class:`SoapFault`.
-    ``secure_response`` may add headers (e.g. a WS-Security signature) to the answer's envelope.
+    ``secure_response`` may add headers (e.g. a WS-Security signature) to the answer's envelope,
+    covering its MTOM ``attachments``; ``secure_fault`` likewise to a fault.
     """
 
     async def check(self, request: SoapRequest, scope: Scope) -> None: ...
 
-    def secure_response(self, request: SoapRequest, envelope: bytes) -> bytes: ...
+    def secure_response(
+        self, request: SoapRequest, envelope: bytes, attachments: Sequence[Attachment] = ()
+    ) -> bytes: ...
+
+    def secure_fault(self, request: SoapRequest | None, envelope: bytes) -> bytes: ...
 
 
 class SoapEndpoint:
@@ -102,14 +107,24 @@ class SoapEndpoint:
             response = await self._dispatch(request)
             await self._answer(send, request, response)
         except SoapFault as fault:
-            await _send_fault(send, fault, request.message_id if request else None)
+            await _send_fault(
+                send, fault, request.message_id if request else None, self._fault_security(request)
+            )
         except Exception:
             log.exception("SOAP handler failed")
             fault = SoapFault("Receiver", "the service could not process the request")
-            await _send_fault(send, fault, request.message_id if request else None)
+            await _send_fault(
+                send, fault, request.message_id if request else None, self._fault_security(request)
+            )
         finally:
             for att in attachments.values():
                 att.discard()
+
+    def _fault_security(self, request: SoapRequest | None) -> Callable[[bytes], bytes] | None:
+        if self.security is None:
+            return None
+        security = self.security
+        return lambda envelope: security.secure_fault(request, envelope)
 
     # --- request ----------------------------------------------------------------------------------
     async def _read(self, scope: Scope, receive: Receive) -> SoapRequest:
@@ -223,7 +238,7 @@ class SoapEndpoint:
             extra_headers=response.extra_headers,
         )
         if self.security is not None:
-            envelope = self.security.secure_response(request, envelope)
+            envelope = self.security.secure_response(request, envelope, response.attachments)
         if not (request.mtom or response.attachments):
             ctype = f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="{response.action}"'
             await _plain(send, 200, envelope, content_type=ctype.encode())
@@ -259,7 +274,14 @@ async def _plain(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_fault(send: Send, fault: SoapFault, relates_to: str | None) -> None:
+async def _send_fault(
+    send: Send, fault: SoapFault, relates_to: str | None, secure: Callable[[bytes], bytes] | None = None
+) -> None:
     body = fault_bytes(fault, relates_to=relates_to)
+    if secure is not None:
+        try:
+            body = secure(body)
+        except Exception:  # a fault is still answered when it cannot be signed
+            log.exception("the fault could not be signed")
     ctype = f'{SOAP12_CONTENT_TYPE}; charset=UTF-8; action="http://www.w3.org/2005/08/addressing/soap/fault"'
     await _plain(send, fault.http_status, body, content_type=ctype.encode())

@@ -8,24 +8,24 @@ patient), plus the access-consent policy.
 
 Signatures are enveloped XML-DSig, RSA-SHA256, exclusive C14N, the Signature placed after the
 Issuer as SAML requires. Verification trusts only what was signed: the attributes handed back are
-read from the element the signature covers (signxml's ``signed_xml``), never from the surrounding
+read from the element the signature covers (:mod:`xds.trust.xmldsig`), never from the surrounding
 document, so moving, duplicating or wrapping elements cannot change what is believed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.verification import VerificationError
 from lxml import etree
-from signxml import InvalidInput, XMLSigner, XMLVerifier
-from signxml.exceptions import InvalidSignature
+from signxml import XMLSigner
 
-from xds.trust.keys import signature_algorithm, verify_chain
+from xds.trust import xmldsig
+from xds.trust.keys import signature_algorithm
 
 NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"
@@ -51,8 +51,8 @@ A_RESOURCE_ID = "urn:oasis:names:tc:xacml:1.0:resource:resource-id"
 A_CONSENT_POLICY = "urn:ihe:iti:xua:2012:acp"
 A_BPPC_DOCID = "urn:ihe:iti:bppc:2007:docid"
 
-PURPOSES_OF_USE = ("TREAT", "ETREAT", "COC", "BTG")
-DEFAULT_AUDIENCE = "nhn:dokumentdeling-saml"
+PURPOSES_OF_USE = ("TREAT", "ETREAT", "COC", "BTG", "PATRQT")
+DEFAULT_AUDIENCE = "nhn:dokumentdeling-saml"  # the national one; a deployment names its own
 
 # the attributes a request must carry to be judged at all
 REQUIRED = (A_SUBJECT_ID, A_ORGANISATION_ID, A_PURPOSE, A_RESOURCE_ID)
@@ -205,52 +205,105 @@ class VerifiedAssertion:
     signer: x509.Certificate
 
 
-def _parse_instant(value: str | None, what: str) -> dt.datetime:
-    if not value:
-        raise AssertionRejected(f"assertion has no {what}")
+_XS_DATETIME = re.compile(r"(-?\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})?")
+
+
+def xs_datetime(value: str | None, what: str) -> dt.datetime:
+    """An xs:dateTime in any of its forms (fractions of any length, Z, an offset or none = UTC)."""
+    match = _XS_DATETIME.fullmatch((value or "").strip())
+    if not match:
+        raise AssertionRejected(f"{what} {value!r} is not an xs:dateTime")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
-        return dt.datetime.strptime(value.replace(".000", "")[:19], "%Y-%m-%dT%H:%M:%S").replace(
-            tzinfo=dt.UTC
+        moment = dt.datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            int((fraction or ".0")[1:7].ljust(6, "0")),
+            tzinfo=dt.UTC,
         )
     except ValueError:
-        raise AssertionRejected(f"assertion {what} {value!r} is not an xs:dateTime") from None
+        raise AssertionRejected(f"{what} {value!r} is not an xs:dateTime") from None
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        moment -= sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return moment
+
+
+def _attribute_value(value: etree._Element) -> str:
+    """A plain string, or the code of an HL7 CE element (ITI TF-2 §3.40.4.1.2: Role, PurposeOfUse)."""
+    coded = next((child for child in value if isinstance(child.tag, str)), None)
+    if coded is not None:
+        return (coded.get("code") or "").strip()
+    return (value.text or "").strip()
+
+
+def issuer_of(assertion: etree._Element) -> str:
+    """The Issuer an assertion names (not yet verified: to pick the certificates pinned to it)."""
+    return (assertion.findtext(_S + "Issuer") or "").strip()
+
+
+def _verify_signature(
+    assertion: etree._Element, issuers: Mapping[str, Sequence[x509.Certificate]]
+) -> tuple[etree._Element, x509.Certificate]:
+    """The signed Assertion and the pinned certificate its signature holds under."""
+    name = issuer_of(assertion)
+    pinned = issuers.get(name)
+    if not pinned:
+        raise AssertionRejected(f"issuer {name!r} is not trusted here", "wsse:FailedAuthentication")
+    signatures = assertion.findall(f"{{{NS_DS}}}Signature")
+    if len(signatures) != 1:
+        raise AssertionRejected("the assertion must carry one enveloped signature", "wsse:FailedCheck")
+    problem = "no certificate is pinned"
+    for cert in pinned:
+        try:
+            signed = xmldsig.verify(signatures[0], cert.public_key(), enveloped=assertion)
+        except xmldsig.SignatureInvalid as exc:
+            problem = str(exc)
+            continue
+        if len(signed) != 1 or signed[0] is not assertion:
+            raise AssertionRejected(
+                "the assertion's signature does not cover the assertion", "wsse:FailedCheck"
+            )
+        return assertion, cert
+    raise AssertionRejected(
+        f"assertion signature is not valid under the certificate pinned to issuer {name!r}: {problem}",
+        "wsse:FailedCheck",
+    )
 
 
 def verify_assertion(
     assertion: etree._Element,
     *,
-    ca_pem_file: str | Path | list[str],
-    issuers: tuple[str, ...] | list[str],
-    audience: str = DEFAULT_AUDIENCE,
+    issuers: Mapping[str, Sequence[x509.Certificate]],
+    audience: str | Sequence[str] = DEFAULT_AUDIENCE,
     now: dt.datetime | None = None,
     clock_skew: dt.timedelta = dt.timedelta(seconds=60),
+    max_lifetime: dt.timedelta = dt.timedelta(hours=8),
 ) -> VerifiedAssertion:
-    """Check signature (chain to the trust anchors), issuer, validity window and audience."""
+    """Check the signature (by a certificate pinned to its issuer), validity window and audience.
+
+    ``issuers`` maps each trusted issuer name to its signing certificate(s), as SAML metadata pins
+    an identity provider's keys: an institution's or a TLS certificate can never issue assertions.
+    """
     now = now or dt.datetime.now(dt.UTC)
     if assertion.tag != _S + "Assertion":
         raise AssertionRejected("not a SAML 2.0 Assertion")
-    signature_el = assertion.find(f"{{{NS_DS}}}Signature")
-    leaf, chain = _certificates(signature_el)
-    try:
-        verify_chain(leaf, chain, ca_pem_file)
-        result = XMLVerifier().verify(assertion, x509_cert=leaf, expect_references=1, id_attribute="ID")
-    except (InvalidSignature, InvalidInput, VerificationError) as exc:
-        raise AssertionRejected(f"assertion signature is not valid: {exc}", "wsse:FailedCheck") from None
-    signed = result.signed_xml
-    if signed is None or signed.tag != _S + "Assertion":
-        raise AssertionRejected("the signature does not cover an Assertion", "wsse:FailedCheck")
-    if signed.get("ID") != assertion.get("ID"):
-        raise AssertionRejected(
-            "the signature covers another assertion than the one presented", "wsse:FailedCheck"
-        )
-    issuer = (signed.findtext(_S + "Issuer") or "").strip()
-    if issuer not in issuers:
-        raise AssertionRejected(f"issuer {issuer!r} is not trusted here", "wsse:FailedAuthentication")
+    signed, cert = _verify_signature(assertion, issuers)
+    issuer = issuer_of(signed)
     conditions = signed.find(_S + "Conditions")
     if conditions is None:
         raise AssertionRejected("assertion has no Conditions")
-    not_before = _parse_instant(conditions.get("NotBefore"), "NotBefore")
-    not_after = _parse_instant(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
+    not_before = xs_datetime(conditions.get("NotBefore") or signed.get("IssueInstant"), "NotBefore")
+    not_after = xs_datetime(conditions.get("NotOnOrAfter"), "NotOnOrAfter")
+    if not_after - not_before > max_lifetime:
+        raise AssertionRejected(
+            f"assertion lifetime {not_after - not_before} exceeds the {max_lifetime} allowed here",
+            "wsse:FailedAuthentication",
+        )
     if now + clock_skew < not_before:
         raise AssertionRejected(
             "assertion is not yet valid (NotBefore is in the future)", "wsse:FailedAuthentication"
@@ -259,16 +312,17 @@ def verify_assertion(
         raise AssertionRejected(
             "assertion has expired (NotOnOrAfter has passed)", "wsse:FailedAuthentication"
         )
+    accepted = [audience] if isinstance(audience, str) else list(audience)
     audiences = [(a.text or "").strip() for a in conditions.iter(_S + "Audience")]
-    if audiences and audience not in audiences:
+    if not audiences or not set(audiences) & set(accepted):
         raise AssertionRejected(
-            f"assertion is meant for {audiences}, not {audience!r}", "wsse:FailedAuthentication"
+            f"assertion is meant for {audiences}, not {' or '.join(accepted)!r}", "wsse:FailedAuthentication"
         )
     values: dict[str, list[str]] = {}
     for statement in signed.iter(_S + "AttributeStatement"):
         for attr in statement.iter(_S + "Attribute"):
             values.setdefault(attr.get("Name", ""), []).extend(
-                (val.text or "").strip() for val in attr.iter(_S + "AttributeValue")
+                _attribute_value(val) for val in attr.iter(_S + "AttributeValue")
             )
     attrs = TrustAttributes.from_values(values)
     missing = [name for name in REQUIRED if not values.get(name)]
@@ -284,27 +338,5 @@ def verify_assertion(
         audience=audiences,
         not_on_or_after=not_after,
         attributes=attrs,
-        signer=leaf,
+        signer=cert,
     )
-
-
-def _certificates(signature: etree._Element | None) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """The signer's certificate (the first of KeyInfo) and any others sent with it (intermediates)."""
-    import base64
-
-    texts = (
-        [el.text or "" for el in signature.iter(f"{{{NS_DS}}}X509Certificate")]
-        if signature is not None
-        else []
-    )
-    if not texts:
-        raise AssertionRejected("the signature carries no X509 certificate", "wsse:FailedCheck")
-    try:
-        certs = [x509.load_der_x509_certificate(base64.b64decode("".join(t.split()))) for t in texts]
-    except ValueError:
-        raise AssertionRejected("the signature's certificate cannot be read", "wsse:FailedCheck") from None
-    return certs[0], certs[1:]
-
-
-def _signer(signature: etree._Element | None) -> x509.Certificate:
-    return _certificates(signature)[0]

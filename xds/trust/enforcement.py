@@ -3,9 +3,12 @@
 Per endpoint the trust model is ``off``, ``optional`` (a Security header, when present, must be
 valid) or ``required``. A valid request has a verified XUA assertion and institution signature
 (``xds.trust.wssecurity``); the handler then sees only the signed Body, Action and MessageID.
-Assertion IDs and MessageIDs are remembered by a :class:`ReplayStore` (the deployment's database)
-until they expire, so a replay is
-refused by every worker process. The queried patient (ITI-18) must be the assertion's
+The signed wsa:To must be this endpoint's public address (``[server] public_url`` + path), so a
+message signed for another deployment is refused. Each signed message (its signed MessageID) is
+remembered by a :class:`ReplayStore` (the deployment's database) until its Timestamp expires plus
+the clock skew — as long as verification would accept it — so a replay is refused by every worker
+process; one assertion may serve many messages in its lifetime. With ``bind_tls`` the TLS client
+certificate must be the message signer's. The queried patient (ITI-18) must be the assertion's
 resource-id, and retrieved documents (ITI-43) must belong to that patient.
 
 Refusals are SOAP 1.2 Sender faults with a WS-Security subcode (wsse:InvalidSecurity,
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -26,11 +29,11 @@ from starlette.types import Scope
 
 from xds import safexml
 from xds.metadata import vocabulary as v
-from xds.soap.envelope import SoapFault, SoapRequest
+from xds.soap.envelope import Attachment, SoapFault, SoapRequest
+from xds.soap.mtom import normalize_cid
 from xds.trust.assertion import AssertionRejected, TrustAttributes
 from xds.trust.policy import AccessPolicy
-from xds.trust.wssecurity import NS_WSSE, SecurityContext, verify_request
-from xds.trust.wssecurity import secure_response as sign_response
+from xds.trust.wssecurity import NS_WSSE, MessageSigner, SecurityContext, TrustRoles, verify_request
 
 log = logging.getLogger("xds.trust")
 
@@ -70,29 +73,32 @@ class PolicyEnforcementPoint:
         self,
         *,
         mode: str,
-        ca_file: str | Path | list[str],
-        issuers: list[str],
-        audience: str,
-        clock_skew: dt.timedelta,
+        trust: TrustRoles,
         replay: ReplayStore,
+        public_url: str = "",
+        bind_tls: bool = False,
         documents: DocumentFacts | None = None,
         policy: AccessPolicy | None = None,
         signing: tuple[bytes, bytes] | None = None,
     ) -> None:
         if mode not in ("off", "optional", "required"):
             raise ValueError(f"trust mode {mode!r}: choose off, optional or required")
-        files = [str(ca_file)] if isinstance(ca_file, str | Path) else list(ca_file)
-        if mode != "off" and (not files or not all(Path(f).is_file() for f in files)):
-            raise ValueError(f"trust mode {mode} needs trust anchors (ca_file); {files!r} are not all files")
+        if mode != "off":
+            files = trust.institutions.files
+            if not files or not all(Path(f).is_file() for f in files):
+                raise ValueError(
+                    f"trust mode {mode} needs trust anchors (ca_file); {files!r} are not all files"
+                )
+            if not trust.issuers:
+                raise ValueError(f"trust mode {mode} needs at least one [[trust.issuer]] (name, cert)")
         self.mode = mode
-        self.ca_file = ca_file
-        self.issuers = issuers
-        self.audience = audience
-        self.clock_skew = clock_skew
+        self.trust = trust
+        self.public_url = public_url.rstrip("/")
+        self.bind_tls = bind_tls
         self.replay = replay
         self.documents = documents
         self.policy = policy or AccessPolicy()
-        self.signing = signing  # (key PEM, certificate PEM) of the responding institution
+        self.signer = MessageSigner(*signing) if signing is not None else None
 
     async def check(self, request: SoapRequest, scope: Scope) -> None:
         if self.mode == "off":
@@ -108,30 +114,41 @@ class PolicyEnforcementPoint:
                 )
             return
         try:
-            ctx = await to_thread.run_sync(self._verify, request.envelope)
+            ctx = await to_thread.run_sync(self._verify, request)
         except AssertionRejected as exc:
             log.info("request refused: %s", exc.reason)
             raise SoapFault("Sender", exc.reason, exc.subcode) from None
         if ctx.action != request.action:
             raise SoapFault("Sender", "wsa:Action is not the one that was signed", "wsse:FailedCheck")
-        for ident in (f"assertion:{ctx.assertion.assertion_id}", f"message:{ctx.message_id}"):
-            if not await to_thread.run_sync(self.replay.first_time, ident, ctx.expires):
-                raise SoapFault(
-                    "Sender", f"replayed request ({ident.split(':')[0]} seen before)", "wsse:FailedCheck"
-                )
+        self._check_address(ctx, scope)
+        if self.bind_tls:
+            _check_tls_binding(ctx, scope)
+        until = ctx.expires + self.trust.clock_skew
+        if not await to_thread.run_sync(self.replay.first_time, ctx.replay_key, until):
+            raise SoapFault(
+                "Sender", "replayed request (this signed message was seen before)", "wsse:FailedCheck"
+            )
         await to_thread.run_sync(self._check_patient, request.action, ctx)
         request.security = ctx
         request.body = ctx.payload
         request.message_id = ctx.message_id
 
-    def _verify(self, envelope: etree._Element) -> SecurityContext:
-        return verify_request(
-            envelope,
-            ca_pem_file=self.ca_file,
-            issuers=self.issuers,
-            audience=self.audience,
-            clock_skew=self.clock_skew,
-        )
+    def _verify(self, request: SoapRequest) -> SecurityContext:
+        return verify_request(request.envelope, trust=self.trust, parts=request.attachments)
+
+    def _check_address(self, ctx: SecurityContext, scope: Scope) -> None:
+        """The signed wsa:To is this endpoint's public address (``[server] public_url`` + path)."""
+        expected = self.public_url + scope.get("path", "") if self.public_url else _seen_address(scope)
+        if ctx.to is None:
+            raise SoapFault(
+                "Sender", f"the message names no wsa:To (this endpoint is {expected})", "wsse:FailedCheck"
+            )
+        if ctx.to.rstrip("/") != expected.rstrip("/"):
+            raise SoapFault(
+                "Sender",
+                f"the message is addressed to {ctx.to}, this endpoint is {expected}",
+                "wsse:FailedCheck",
+            )
 
     def _check_patient(self, action: str, ctx: SecurityContext) -> None:
         """The request is about the assertion's patient, and only that patient (resource-id)."""
@@ -168,13 +185,23 @@ class PolicyEnforcementPoint:
                     "wsse:FailedAuthentication",
                 )
 
-    def secure_response(self, request: SoapRequest, envelope: bytes) -> bytes:
-        """Filtered by the access policy, then signed by the responding institution (when configured)."""
+    def secure_response(
+        self, request: SoapRequest, envelope: bytes, attachments: Sequence[Attachment] = ()
+    ) -> bytes:
+        """Filtered by the access policy, then signed by the responding institution (when configured),
+        the MTOM parts of the answer under the signature."""
         envelope = self._filter(request, envelope)
-        if self.signing is not None and isinstance(request.security, SecurityContext):
-            key_pem, cert_pem = self.signing
-            envelope = sign_response(envelope, key_pem=key_pem, cert_pem=cert_pem)
+        if self.signer is not None and isinstance(request.security, SecurityContext):
+            parts = {normalize_cid(a.content_id): a for a in attachments}
+            envelope = self.signer.secure(envelope, parts=parts)
         return envelope
+
+    def secure_fault(self, request: SoapRequest | None, envelope: bytes) -> bytes:
+        """A fault to a request that came with a Security header is signed like an answer would be."""
+        header = request.header if request is not None else None
+        if self.signer is None or header is None or header.find(f"{{{NS_WSSE}}}Security") is None:
+            return envelope
+        return self.signer.secure(envelope)
 
     def _filter(self, request: SoapRequest, envelope: bytes) -> bytes:
         """ITI-18 answers to a verified request carry only what the access policy releases."""
@@ -203,3 +230,27 @@ class PolicyEnforcementPoint:
             "access policy withheld %d documents from %s", len(refused), ctx.assertion.attributes.subject_id
         )
         return etree.tostring(root)
+
+
+def _seen_address(scope: Scope) -> str:
+    """The address the request was sent to, as its Host header says (without ``[server] public_url``)."""
+    headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode("latin-1")
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}"
+
+
+def _check_tls_binding(ctx: SecurityContext, scope: Scope) -> None:
+    """``bind_tls``: the TLS client certificate of the connection is the message signer's."""
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain:
+        raise SoapFault(
+            "Sender", "bind_tls: the connection presented no TLS client certificate", "wsse:FailedCheck"
+        )
+    from cryptography import x509
+
+    client = x509.load_pem_x509_certificate(chain[0].encode() if isinstance(chain[0], str) else chain[0])
+    if client != ctx.signer:
+        raise SoapFault(
+            "Sender", "bind_tls: the TLS client certificate is not the message signer's", "wsse:FailedCheck"
+        )

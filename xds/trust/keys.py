@@ -22,9 +22,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from cryptography.x509.verification import PolicyBuilder, Store
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 DEFAULT_INSTITUTIONS = ("ahus", "kommune", "fastlege")
+DEVELOPMENT_ISSUER = "https://idp.xds.invalid"  # the development identity provider's issuer name
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,9 @@ def _issue(
     ca: bool,
     days: int,
     hosts: tuple[str, ...] = (),
+    tls: bool = True,
 ) -> x509.Certificate:
+    """A certificate; ``tls=False`` for a signing-only one (key usage, no extended key usage)."""
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -123,6 +132,10 @@ def _issue(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    elif not tls:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True
         )
     else:
         builder = builder.add_extension(
@@ -190,17 +203,126 @@ def init_keys(
         cert = _issue(_name(name, organisation), key, ca_subject, ca_key, ca=False, days=days, hosts=hosts)
         return save(name, cert, key)
 
-    idp = leaf("idp", "XDS development identity provider")
+    # the identity provider's certificate is its own (self-signed, for signing only): pinned as the
+    # issuer's in [[trust.issuer]], and no institution's CA vouches for it, nor it for them
+    idp_key = _new_key(algorithm, key_size)
+    idp_subject = _name("idp", "XDS development identity provider")
+    idp = save(
+        "idp", _issue(idp_subject, idp_key, idp_subject, idp_key, ca=False, days=days, tls=False), idp_key
+    )
     members = {_safe(n): leaf(_safe(n), n) for n in institutions}
     return KeySet(folder, ca, idp, members)
 
 
+MIN_RSA_BITS = 2048
+STRONG_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+_WEAK_HASHES = ("md5", "sha1", "sha224")
+
+
+class UntrustedCertificate(Exception):
+    """The certificate is not acceptable for the role it is presented in; the message says why."""
+
+
+def check_strength(cert: x509.Certificate, *, self_signed: bool = False) -> None:
+    """RSA keys of at least 2048 bits, EC keys on P-256 or larger, signed with SHA-256 or stronger."""
+    key = cert.public_key()
+    subject = cert.subject.rfc4514_string()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise UntrustedCertificate(f"{subject}: RSA-{key.key_size} is weaker than RSA-{MIN_RSA_BITS}")
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in STRONG_CURVES:
+        raise UntrustedCertificate(f"{subject}: curve {key.curve.name} is weaker than P-256")
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise UntrustedCertificate(f"{subject}: only RSA and EC keys sign here")
+    algorithm = cert.signature_hash_algorithm
+    if not self_signed and (algorithm is None or algorithm.name in _WEAK_HASHES):
+        raise UntrustedCertificate(f"{subject}: signed with {algorithm.name if algorithm else 'no hash'}")
+
+
+def _signing_key_usage(policy: object, cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    if usage is not None and not (usage.digital_signature or usage.content_commitment):
+        raise ValueError("key usage allows neither digitalSignature nor nonRepudiation")
+
+
+def _read_files(paths: tuple[str, ...]) -> tuple[tuple[str, float, int], ...]:
+    stamps = []
+    for path in paths:
+        st = os.stat(path)
+        stamps.append((path, st.st_mtime, st.st_size))
+    return tuple(stamps)
+
+
 @functools.lru_cache(maxsize=32)
-def _anchor_store(files: tuple[tuple[str, float], ...]) -> Store:
+def _anchor_store(files: tuple[tuple[str, float, int], ...]) -> tuple[Store, tuple[x509.Certificate, ...]]:
     anchors: list[x509.Certificate] = []
-    for path, _ in files:
+    for path, *_ in files:
         anchors += load_certificates(path)
-    return Store(anchors)
+    return Store(anchors), tuple(anchors)
+
+
+@functools.lru_cache(maxsize=32)
+def _revocation_lists(
+    files: tuple[tuple[str, float, int], ...],
+) -> tuple[x509.CertificateRevocationList, ...]:
+    lists = []
+    for path, *_ in files:
+        data = Path(path).read_bytes()
+        if b"-----BEGIN" in data:
+            lists.append(x509.load_pem_x509_crl(data))
+        else:
+            lists.append(x509.load_der_x509_crl(data))
+    return tuple(lists)
+
+
+class TrustAnchors:
+    """The anchors of one role of trust (institutions' signatures, or TLS clients) with revocation.
+
+    RFC 5280 path validation by ``cryptography``. For XML-signature certificates (``purpose``
+    ``"signature"``) the end entity needs no subjectAltName and no extended key usage — those are
+    TLS rules — but its key usage, when present, must allow digitalSignature or nonRepudiation.
+    Every certificate of the path must have a strong key (:func:`check_strength`); a certificate
+    listed in a configured CRL (``crl_files``, PEM or DER, signed by the certificate's issuer) is
+    refused. Anchor and CRL files are re-read when they change, not per request.
+    """
+
+    def __init__(
+        self, files: list[str] | tuple[str, ...], crl_files: list[str] | tuple[str, ...] = ()
+    ) -> None:
+        self.files = tuple(str(f) for f in files)
+        self.crl_files = tuple(str(f) for f in crl_files)
+
+    def verify(self, leaf: x509.Certificate, intermediates: list[x509.Certificate]) -> list[x509.Certificate]:
+        """The validated path, leaf first; :class:`UntrustedCertificate` otherwise."""
+        if not self.files:
+            raise UntrustedCertificate("no trust anchors are configured for this role")
+        store, _ = _anchor_store(_read_files(self.files))
+        policies = {
+            "ca_policy": ExtensionPolicy.webpki_defaults_ca(),
+            "ee_policy": ExtensionPolicy.permit_all().may_be_present(
+                x509.KeyUsage, Criticality.AGNOSTIC, _signing_key_usage
+            ),
+        }
+        try:
+            verified = (
+                PolicyBuilder().store(store).extension_policies(**policies).build_client_verifier()
+            ).verify(leaf, intermediates)
+        except VerificationError as exc:
+            raise UntrustedCertificate(f"the certificate does not chain to a trust anchor: {exc}") from None
+        chain = list(verified.chain)
+        for i, cert in enumerate(chain):
+            check_strength(cert, self_signed=i == len(chain) - 1)
+        self._check_revocation(chain)
+        return chain
+
+    def _check_revocation(self, chain: list[x509.Certificate]) -> None:
+        if not self.crl_files:
+            return
+        lists = _revocation_lists(_read_files(self.crl_files))
+        for cert, issuer in zip(chain, chain[1:], strict=False):
+            for crl in lists:
+                if crl.issuer != cert.issuer or not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                    continue
+                if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                    raise UntrustedCertificate(f"{cert.subject.rfc4514_string()} is revoked")
 
 
 def verify_chain(
@@ -208,12 +330,6 @@ def verify_chain(
     intermediates: list[x509.Certificate],
     ca_pem_file: str | Path | list[str] | tuple[str, ...],
 ) -> None:
-    """The certificate chains to one of the trust anchors (one PEM file or several) and is valid now.
-
-    RFC 5280 path validation by ``cryptography``; raises
-    :class:`cryptography.x509.verification.VerificationError` otherwise. The anchors are read once
-    per set of file versions, not per request.
-    """
+    """The certificate chains to one of the trust anchors (one PEM file or several), strong, valid now."""
     paths = [str(ca_pem_file)] if isinstance(ca_pem_file, str | Path) else [str(p) for p in ca_pem_file]
-    store = _anchor_store(tuple((p, os.stat(p).st_mtime) for p in paths))
-    PolicyBuilder().store(store).build_client_verifier().verify(leaf, intermediates)
+    TrustAnchors(paths).verify(leaf, intermediates)

@@ -1,101 +1,165 @@
 """WS-Security for IHE SOAP messages: the requesting side signs, the responding side verifies.
 
-OASIS WS-Security 1.1 (SOAP Message Security) with the SAML Token Profile, as ITI TF-2 §3.40.4.1.2
-(XUA) carries the assertion: a ``wsse:Security`` header holding a ``wsu:Timestamp``, the signed
-XUA assertion and the sending institution's signature over the Body, the Timestamp and the
-WS-Addressing Action, MessageID (and To, when present) — RSA-SHA256, exclusive C14N.
+OASIS WS-Security 1.1 (SOAP Message Security) with the X.509 and SAML Token Profiles, as ITI TF-2
+§3.40.4.1.2 (XUA) carries the assertion: a ``wsse:Security`` header holding a ``wsu:Timestamp``,
+the signed XUA assertion, the sending institution's certificate as a ``wsse:BinarySecurityToken``
+and its signature over the Body, the Timestamp, the assertion and the WS-Addressing headers
+(Action, MessageID, To, RelatesTo) — RSA-SHA256 or ECDSA-SHA256, exclusive C14N
+(:mod:`xds.trust.xmldsig`). MTOM parts are signed as their XOP infoset (the Body as if each document
+were inline base64), so an altered part fails verification both ways.
 
-Verification believes only what was signed: the references of the one message signature (the
-``ds:Signature`` that is a child of ``wsse:Security``) must cover those elements, each resolved by
-an unambiguous wsu:Id; the payload handed on is the Body as the signature covered it, and the
-Action and MessageID are the signed ones. So every signature-wrapping variant — a moved or
-duplicated Body, a second Security header, the signature pointing at another element — fails or
-is ignored.
+:class:`MessageSigner` secures an outgoing request or answer; :func:`verify_answer` checks what
+came back; :func:`verify_request` is the responding side. Verification believes only what was
+signed: the payload handed on is the Body the signature covered, the Action, MessageID and To the
+signed ones. The signer's certificate is read from any standard form — a BinarySecurityToken by
+direct reference or by key identifier (subject key identifier, SHA-1 thumbprint), or ds:X509Data —
+and must chain to the institutions' anchors; assertion issuers are pinned to their own
+certificates (:func:`xds.trust.assertion.verify_assertion`). The roles never mix.
 """
 
 from __future__ import annotations
 
-import copy
+import base64
 import datetime as dt
+import hashlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.x509.verification import VerificationError
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
-from signxml import InvalidInput, SignatureConstructionMethod, XMLSigner, XMLVerifier
-from signxml.exceptions import InvalidSignature
 
 from xds import safexml
 from xds.metadata import vocabulary as v
+from xds.trust import xmldsig
 from xds.trust.assertion import (
-    EXC_C14N,
+    DEFAULT_AUDIENCE,
     NS_DS,
     NS_SAML,
     AssertionRejected,
+    TrustAttributes,
     VerifiedAssertion,
-    _certificates,
-    _signer,
+    build_assertion,
+    sign_assertion,
     verify_assertion,
+    xs_datetime,
 )
-from xds.trust.keys import signature_algorithm, verify_chain
+from xds.trust.keys import TrustAnchors, UntrustedCertificate
 
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
-NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+NS_WSU = xmldsig.NS_WSU
+NS_WSSE11 = "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd"
+TOKEN_PROFILE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0"
+X509V3 = TOKEN_PROFILE + "#X509v3"
+SKI = TOKEN_PROFILE + "#X509SubjectKeyIdentifier"
+THUMBPRINT = "http://docs.oasis-open.org/wss/oasis-wss-soap-message-security-1.1#ThumbprintSHA1"
+BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 _ENV = "{" + v.NS_SOAP12 + "}"
 _WSA = "{" + v.NS_WSA + "}"
 _WSSE = "{" + NS_WSSE + "}"
 _WSU = "{" + NS_WSU + "}"
-_SIGNED_HEADERS = ("Action", "MessageID", "To")
+_DS = "{" + NS_DS + "}"
+_SIGNED_HEADERS = ("Action", "MessageID", "To", "RelatesTo")
+Parts = Mapping[str, xmldsig.Part]
 
 
 def _instant(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _sign_envelope(
-    envelope: bytes,
-    headers: tuple[str, ...],
-    key_pem: bytes,
-    cert_pem: bytes,
-    *,
-    token: etree._Element | None,
-    lifetime: dt.timedelta,
-    now: dt.datetime,
-) -> bytes:
-    root = safexml.parse(envelope)
-    header = root.find(_ENV + "Header")
-    if header is None:
-        header = etree.Element(_ENV + "Header")
-        root.insert(0, header)
-    body = root.find(_ENV + "Body")
-    if body is None:
-        raise ValueError("the envelope has no Body")
-    uris = []
-    for el in [body, *(header.find(_WSA + name) for name in headers)]:
-        if el is None:
-            continue
-        el.set(_WSU + "Id", el.get(_WSU + "Id") or f"id-{uuid.uuid4().hex}")
-        uris.append("#" + el.get(_WSU + "Id"))
-    security = etree.SubElement(
-        header, _WSSE + "Security", {_ENV + "mustUnderstand": "true"}, nsmap={"wsse": NS_WSSE, "wsu": NS_WSU}
-    )
-    timestamp = etree.SubElement(security, _WSU + "Timestamp", {_WSU + "Id": f"ts-{uuid.uuid4().hex}"})
-    etree.SubElement(timestamp, _WSU + "Created").text = _instant(now)
-    etree.SubElement(timestamp, _WSU + "Expires").text = _instant(now + lifetime)
-    uris.append("#" + timestamp.get(_WSU + "Id"))
-    if token is not None:
-        security.append(copy.deepcopy(token))
-    signer = XMLSigner(
-        method=SignatureConstructionMethod.detached,
-        signature_algorithm=signature_algorithm(key_pem),
-        digest_algorithm="sha256",
-        c14n_algorithm=EXC_C14N,
-    )
-    signature = signer.sign(root, key=key_pem, cert=cert_pem.decode(), reference_uri=uris, id_attribute="Id")
-    security.append(signature)
-    return etree.tostring(root)
+def _load_key(key_pem: bytes):  # type: ignore[no-untyped-def]
+    return serialization.load_pem_private_key(key_pem, password=None)
+
+
+class MessageSigner:
+    """Secures outgoing SOAP envelopes for one institution (requests, answers, faults).
+
+    ``key_pem``/``cert_pem`` are the institution's signing identity; ``assertion`` the signed XUA
+    assertion to carry (a request), or None (an answer). One assertion serves many requests in its
+    lifetime. Use :meth:`with_attributes` to have an identity provider's key make one.
+    """
+
+    def __init__(
+        self,
+        key_pem: bytes,
+        cert_pem: bytes,
+        *,
+        assertion: etree._Element | None = None,
+        lifetime: dt.timedelta = dt.timedelta(minutes=5),
+    ) -> None:
+        self.key = _load_key(key_pem)
+        self.cert = x509.load_pem_x509_certificate(cert_pem)
+        self.assertion = assertion
+        self.lifetime = lifetime
+
+    @classmethod
+    def with_attributes(
+        cls,
+        key_pem: bytes,
+        cert_pem: bytes,
+        attributes: TrustAttributes,
+        *,
+        idp_key_pem: bytes,
+        idp_cert_pem: bytes,
+        issuer: str,
+        audience: str = DEFAULT_AUDIENCE,
+        assertion_lifetime: dt.timedelta = dt.timedelta(hours=1),
+    ) -> MessageSigner:
+        """A signer carrying a new assertion for ``attributes``, signed by the identity provider's key."""
+        token = build_assertion(attributes, issuer=issuer, audience=audience, lifetime=assertion_lifetime)
+        return cls(key_pem, cert_pem, assertion=sign_assertion(token, idp_key_pem, idp_cert_pem))
+
+    def secure(self, envelope: bytes, *, parts: Parts | None = None, now: dt.datetime | None = None) -> bytes:
+        """``envelope`` with a wsse:Security header: Timestamp, token(s) and the signature.
+
+        ``parts``: the MTOM parts the Body's ``xop:Include``s name (by Content-ID), signed as inline.
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        root = safexml.parse(envelope)
+        header = root.find(_ENV + "Header")
+        if header is None:
+            header = etree.Element(_ENV + "Header")
+            root.insert(0, header)
+        body = root.find(_ENV + "Body")
+        if body is None:
+            raise ValueError("the envelope has no Body")
+        security = etree.SubElement(
+            header,
+            _WSSE + "Security",
+            {_ENV + "mustUnderstand": "true"},
+            nsmap={"wsse": NS_WSSE, "wsu": NS_WSU},
+        )
+        timestamp = etree.SubElement(security, _WSU + "Timestamp", {_WSU + "Id": f"TS-{uuid.uuid4().hex}"})
+        etree.SubElement(timestamp, _WSU + "Created").text = _instant(now)
+        etree.SubElement(timestamp, _WSU + "Expires").text = _instant(now + self.lifetime)
+        token_id = f"X509-{uuid.uuid4().hex}"
+        bst = etree.SubElement(
+            security,
+            _WSSE + "BinarySecurityToken",
+            {_WSU + "Id": token_id, "ValueType": X509V3, "EncodingType": BASE64},
+        )
+        bst.text = base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()
+        covered = [body, timestamp]
+        if self.assertion is not None:
+            token = etree.fromstring(etree.tostring(self.assertion))
+            security.append(token)
+            covered.append(token)
+        for name in _SIGNED_HEADERS:
+            for el in header.findall(_WSA + name):
+                covered.append(el)
+        for el in covered:
+            if not any(el.get(a) for a in xmldsig.ID_ATTRIBUTES):
+                el.set(_WSU + "Id", f"id-{uuid.uuid4().hex}")
+        key_info = etree.Element(_DS + "KeyInfo")
+        reference = etree.SubElement(
+            etree.SubElement(key_info, _WSSE + "SecurityTokenReference"), _WSSE + "Reference"
+        )
+        reference.set("URI", "#" + token_id)
+        reference.set("ValueType", X509V3)
+        security.append(xmldsig.sign(covered, self.key, key_info, parts=parts))
+        return etree.tostring(root)
 
 
 def secure_request(
@@ -106,62 +170,43 @@ def secure_request(
     cert_pem: bytes,
     lifetime: dt.timedelta = dt.timedelta(minutes=5),
     now: dt.datetime | None = None,
+    parts: Parts | None = None,
 ) -> bytes:
     """``envelope`` with a wsse:Security header: Timestamp, the assertion, the institution's signature."""
-    return _sign_envelope(
-        envelope,
-        _SIGNED_HEADERS,
-        key_pem,
-        cert_pem,
-        token=assertion,
-        lifetime=lifetime,
-        now=now or dt.datetime.now(dt.UTC),
-    )
+    signer = MessageSigner(key_pem, cert_pem, assertion=assertion, lifetime=lifetime)
+    return signer.secure(envelope, parts=parts, now=now)
 
 
 def secure_response(
-    envelope: bytes, *, key_pem: bytes, cert_pem: bytes, lifetime: dt.timedelta = dt.timedelta(minutes=5)
+    envelope: bytes,
+    *,
+    key_pem: bytes,
+    cert_pem: bytes,
+    lifetime: dt.timedelta = dt.timedelta(minutes=5),
+    parts: Parts | None = None,
 ) -> bytes:
-    """An answer signed by the responding institution: Body, Timestamp, Action, MessageID, RelatesTo."""
-    return _sign_envelope(
-        envelope,
-        ("Action", "MessageID", "RelatesTo"),
-        key_pem,
-        cert_pem,
-        token=None,
-        lifetime=lifetime,
-        now=dt.datetime.now(dt.UTC),
-    )
+    """An answer (or fault) signed by the responding institution: Body, Timestamp, addressing headers."""
+    return MessageSigner(key_pem, cert_pem, lifetime=lifetime).secure(envelope, parts=parts)
 
 
-def verify_response(
-    envelope: etree._Element, *, ca_pem_file: str | Path, relates_to: str | None = None
-) -> x509.Certificate:
-    """The responding institution's certificate, once its signature over the answer holds."""
-    header = envelope.find(_ENV + "Header")
-    securities = header.findall(_WSSE + "Security") if header is not None else []
-    if len(securities) != 1:
-        raise AssertionRejected("the answer carries no (or more than one) wsse:Security header")
-    signatures = securities[0].findall(f"{{{NS_DS}}}Signature")
-    if len(signatures) != 1 or len(envelope.findall(_ENV + "Body")) != 1:
-        raise AssertionRejected("the answer must have one Body and one signature", "wsse:FailedCheck")
-    uris = [ref.get("URI", "") for ref in signatures[0].iter(f"{{{NS_DS}}}Reference")]
-    try:
-        results = XMLVerifier().verify(
-            envelope, ca_pem_file=str(ca_pem_file), expect_references=len(uris), id_attribute="Id"
-        )
-    except (InvalidSignature, InvalidInput) as exc:
-        raise AssertionRejected(f"the answer's signature is not valid: {exc}", "wsse:FailedCheck") from None
-    results = results if isinstance(results, list) else [results]
-    signed = {etree.QName(r.signed_xml).localname: r.signed_xml for r in results if r.signed_xml is not None}
-    body = envelope.find(_ENV + "Body")
-    if "Body" not in signed or signed["Body"].get(_WSU + "Id") != body.get(_WSU + "Id"):
-        raise AssertionRejected("the answer's signature does not cover its Body", "wsse:FailedCheck")
-    if relates_to is not None and (
-        signed.get("RelatesTo") is None or (signed["RelatesTo"].text or "").strip() != relates_to
-    ):
-        raise AssertionRejected("the answer's signed RelatesTo is not our request", "wsse:FailedCheck")
-    return _signer(signatures[0])
+# --------------------------------------------------------------------------------------------------
+# verification
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrustRoles:
+    """What a verifier believes, one role apart from the other.
+
+    ``institutions``: anchors for message signatures (``[trust] ca_file`` and the communities');
+    ``issuers``: each allowed assertion issuer pinned to its certificate(s) (``[[trust.issuer]]``);
+    ``audiences``: the names this deployment answers to in an assertion's AudienceRestriction.
+    """
+
+    institutions: TrustAnchors
+    issuers: Mapping[str, Sequence[x509.Certificate]] = field(default_factory=dict)
+    audiences: tuple[str, ...] = (DEFAULT_AUDIENCE,)
+    clock_skew: dt.timedelta = dt.timedelta(seconds=60)
+    max_timestamp_lifetime: dt.timedelta = dt.timedelta(minutes=10)
+    max_assertion_lifetime: dt.timedelta = dt.timedelta(hours=8)
 
 
 @dataclass(frozen=True)
@@ -172,115 +217,258 @@ class SecurityContext:
     signer: x509.Certificate
     action: str
     message_id: str
+    to: str | None  # the signed wsa:To, if the message had one
     payload: etree._Element  # the first child of the signed Body
+    expires: dt.datetime  # the message's Timestamp Expires
+    replay_key: str  # what identifies the message for replay detection
+    signer_chain: tuple[x509.Certificate, ...] = ()
+
+
+@dataclass
+class _Verified:
+    signer: x509.Certificate
+    chain: list[x509.Certificate]
+    signed: dict[str, etree._Element]
+    created: dt.datetime
     expires: dt.datetime
+
+
+def _security_header(envelope: etree._Element) -> etree._Element:
+    header = envelope.find(_ENV + "Header")
+    securities = header.findall(_WSSE + "Security") if header is not None else []
+    if len(securities) != 1:
+        raise AssertionRejected(f"expected one wsse:Security header, found {len(securities)}")
+    if len(envelope.findall(_ENV + "Body")) != 1:
+        raise AssertionRejected("the envelope must have exactly one Body")
+    return securities[0]
+
+
+def _der(text: str | None) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(base64.b64decode("".join((text or "").split())))
+    except ValueError:
+        raise AssertionRejected(
+            "the signer's certificate cannot be read", "wsse:InvalidSecurityToken"
+        ) from None
+
+
+def _tokens(security: etree._Element) -> list[x509.Certificate]:
+    return [
+        _der(bst.text)
+        for bst in security.findall(_WSSE + "BinarySecurityToken")
+        if bst.get("ValueType", X509V3) == X509V3
+    ]
+
+
+def _by_key_identifier(identifier: etree._Element, security: etree._Element) -> x509.Certificate:
+    kind = identifier.get("ValueType", "")
+    value = base64.b64decode("".join((identifier.text or "").split()))
+    if kind == X509V3:
+        return _der(identifier.text)
+    for cert in _tokens(security):
+        if kind == SKI:
+            try:
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+            except x509.ExtensionNotFound:
+                ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+            if ski == value:
+                return cert
+        elif (
+            kind == THUMBPRINT
+            and hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest() == value
+        ):
+            return cert
+    raise AssertionRejected(
+        f"the key identifier ({kind or 'no ValueType'}) names no certificate sent in the Security header",
+        "wsse:SecurityTokenUnavailable",
+    )
+
+
+def _signer_certificate(
+    signature: etree._Element, security: etree._Element
+) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The signer's certificate from the signature's KeyInfo, in any of the standard forms."""
+    key_info = signature.find(_DS + "KeyInfo")
+    if key_info is None:
+        raise AssertionRejected("the message signature has no KeyInfo", "wsse:InvalidSecurityToken")
+    reference = key_info.find(f"{_WSSE}SecurityTokenReference/{_WSSE}Reference")
+    identifier = key_info.find(f"{_WSSE}SecurityTokenReference/{_WSSE}KeyIdentifier")
+    certificates = key_info.findall(f"{_DS}X509Data/{_DS}X509Certificate")
+    if reference is not None:
+        uri = reference.get("URI", "")
+        tokens = [
+            t
+            for t in security.findall(_WSSE + "BinarySecurityToken")
+            if "#" + (t.get(_WSU + "Id") or "") == uri
+        ]
+        if len(tokens) != 1 or tokens[0].get("ValueType", X509V3) != X509V3:
+            raise AssertionRejected(
+                f"the token reference {uri!r} names no X.509 BinarySecurityToken",
+                "wsse:SecurityTokenUnavailable",
+            )
+        return _der(tokens[0].text), []
+    if identifier is not None:
+        return _by_key_identifier(identifier, security), []
+    if certificates:
+        certs = [_der(c.text) for c in certificates]
+        return certs[0], certs[1:]
+    raise AssertionRejected("the signature's KeyInfo names no certificate", "wsse:InvalidSecurityToken")
+
+
+def _classify(
+    signed: list[etree._Element], envelope: etree._Element, security: etree._Element
+) -> dict[str, etree._Element]:
+    """Name each signed element by the place it has in this message; the same place twice is refused."""
+    header = envelope.find(_ENV + "Header")
+    named: dict[str, etree._Element] = {}
+    for el in signed:
+        if el.getparent() is envelope and el.tag == _ENV + "Body":
+            name = "Body"
+        elif el.getparent() is security and el.tag == _WSU + "Timestamp":
+            name = "Timestamp"
+        elif el.getparent() is security and el.tag == f"{{{NS_SAML}}}Assertion":
+            name = "Assertion"
+        elif el.getparent() is header and el.tag.startswith(_WSA):
+            name = etree.QName(el).localname
+        else:
+            continue  # signed, but nothing this message is believed by
+        if name in named:
+            raise AssertionRejected(f"the message signature covers two {name} elements", "wsse:FailedCheck")
+        named[name] = el
+    return named
+
+
+def _verify_message(
+    envelope: etree._Element,
+    security: etree._Element,
+    anchors: TrustAnchors,
+    *,
+    needed: Sequence[str],
+    parts: Parts | None,
+    now: dt.datetime,
+    clock_skew: dt.timedelta,
+    max_lifetime: dt.timedelta,
+) -> _Verified:
+    signatures = security.findall(_DS + "Signature")
+    if len(signatures) != 1:
+        raise AssertionRejected("wsse:Security must hold exactly one message signature", "wsse:FailedCheck")
+    timestamps = security.findall(_WSU + "Timestamp")
+    if len(timestamps) != 1:
+        raise AssertionRejected("wsse:Security must hold exactly one wsu:Timestamp")
+    leaf, intermediates = _signer_certificate(signatures[0], security)
+    try:
+        chain = anchors.verify(leaf, intermediates)
+        signed = xmldsig.verify(signatures[0], leaf.public_key(), parts=parts)
+    except (UntrustedCertificate, xmldsig.SignatureInvalid) as exc:
+        raise AssertionRejected(f"message signature is not valid: {exc}", "wsse:FailedCheck") from None
+    named = _classify(signed, envelope, security)
+    for name in needed:
+        if name not in named:
+            raise AssertionRejected(f"the message signature does not cover {name}", "wsse:FailedCheck")
+    header = envelope.find(_ENV + "Header")
+    for name in _SIGNED_HEADERS:
+        if header is not None and header.find(_WSA + name) is not None and name not in named:
+            raise AssertionRejected(f"wsa:{name} is present but not signed", "wsse:FailedCheck")
+    created = xs_datetime(named["Timestamp"].findtext(_WSU + "Created"), "wsu:Created")
+    expires = xs_datetime(named["Timestamp"].findtext(_WSU + "Expires"), "wsu:Expires")
+    if expires - created > max_lifetime:
+        raise AssertionRejected(
+            f"the Timestamp's lifetime {expires - created} exceeds the {max_lifetime} allowed",
+            "wsse:MessageExpired",
+        )
+    if now + clock_skew < created:
+        raise AssertionRejected("the message Timestamp is in the future", "wsse:MessageExpired")
+    if now - clock_skew >= expires:
+        raise AssertionRejected("the message has expired (wsu:Expires has passed)", "wsse:MessageExpired")
+    return _Verified(leaf, chain, named, created, expires)
 
 
 def verify_request(
     envelope: etree._Element,
     *,
-    ca_pem_file: str | Path | list[str],
-    issuers: tuple[str, ...] | list[str],
-    audience: str,
+    trust: TrustRoles,
+    parts: Parts | None = None,
     now: dt.datetime | None = None,
-    clock_skew: dt.timedelta = dt.timedelta(seconds=60),
 ) -> SecurityContext:
     """Verify the wsse:Security header of ``envelope``; AssertionRejected with the reason otherwise."""
     now = now or dt.datetime.now(dt.UTC)
-    header = envelope.find(_ENV + "Header")
-    securities = header.findall(_WSSE + "Security") if header is not None else []
-    if len(securities) != 1:
-        raise AssertionRejected(f"expected one wsse:Security header, found {len(securities)}")
-    security = securities[0]
-    bodies = envelope.findall(_ENV + "Body")
-    if len(bodies) != 1:
-        raise AssertionRejected("the envelope must have exactly one Body")
-
-    timestamps = security.findall(_WSU + "Timestamp")
-    if len(timestamps) != 1:
-        raise AssertionRejected("wsse:Security must hold exactly one wsu:Timestamp")
+    security = _security_header(envelope)
     assertions = security.findall(f"{{{NS_SAML}}}Assertion")
     if len(assertions) != 1:
         raise AssertionRejected(
             "wsse:Security must hold exactly one SAML assertion", "wsse:InvalidSecurityToken"
         )
-    signatures = security.findall(f"{{{NS_DS}}}Signature")
-    if len(signatures) != 1:
-        raise AssertionRejected("wsse:Security must hold exactly one message signature", "wsse:FailedCheck")
     verified = verify_assertion(
         assertions[0],
-        ca_pem_file=ca_pem_file,
-        issuers=issuers,
-        audience=audience,
+        issuers=trust.issuers,
+        audience=trust.audiences,
         now=now,
-        clock_skew=clock_skew,
+        clock_skew=trust.clock_skew,
+        max_lifetime=trust.max_assertion_lifetime,
     )
-
-    # Verify the message signature on a copy from which every other signature and the assertion are
-    # gone: signxml then sees exactly the one signature that belongs to the message.
-    work = copy.deepcopy(envelope)
-    work_security = work.find(_ENV + "Header").find(_WSSE + "Security")  # type: ignore[union-attr]
-    keep = work_security.find(f"{{{NS_DS}}}Signature")
-    for other in list(work.iter(f"{{{NS_DS}}}Signature")):
-        if other is not keep:
-            other.getparent().remove(other)
-    for token in work_security.findall(f"{{{NS_SAML}}}Assertion"):
-        work_security.remove(token)
-    uris = [ref.get("URI", "") for ref in keep.iter(f"{{{NS_DS}}}Reference")]
-    if not uris:
-        raise AssertionRejected("the message signature has no references", "wsse:FailedCheck")
-    leaf, chain = _certificates(keep)
-    try:
-        verify_chain(leaf, chain, ca_pem_file)
-        results = XMLVerifier().verify(work, x509_cert=leaf, expect_references=len(uris), id_attribute="Id")
-    except (InvalidSignature, InvalidInput, VerificationError) as exc:
-        raise AssertionRejected(f"message signature is not valid: {exc}", "wsse:FailedCheck") from None
-    results = results if isinstance(results, list) else [results]
-    signed: dict[str, etree._Element] = {}
-    for result in results:
-        el = result.signed_xml
-        if el is None:
-            continue
-        local = etree.QName(el).localname
-        if local in signed:
-            raise AssertionRejected(f"the message signature covers two {local} elements", "wsse:FailedCheck")
-        signed[local] = el
-    for needed in ("Body", "Timestamp", "Action", "MessageID"):
-        if needed not in signed:
-            raise AssertionRejected(f"the message signature does not cover {needed}", "wsse:FailedCheck")
-    if signed["Body"].tag != _ENV + "Body" or signed["Timestamp"].tag != _WSU + "Timestamp":
-        raise AssertionRejected(
-            "the signed Body or Timestamp is not the SOAP/WS-Security one", "wsse:FailedCheck"
-        )
-    # the signed elements must be the ones the message actually uses
-    if signed["Body"].get(_WSU + "Id") != bodies[0].get(_WSU + "Id"):
-        raise AssertionRejected("the signed Body is not the envelope's Body", "wsse:FailedCheck")
-    if signed["Timestamp"].get(_WSU + "Id") != timestamps[0].get(_WSU + "Id"):
-        raise AssertionRejected("the signed Timestamp is not the Security header's", "wsse:FailedCheck")
-
-    created = _time(signed["Timestamp"].findtext(_WSU + "Created"), "Created")
-    expires = _time(signed["Timestamp"].findtext(_WSU + "Expires"), "Expires")
-    if now + clock_skew < created:
-        raise AssertionRejected("the message Timestamp is in the future", "wsse:MessageExpired")
-    if now - clock_skew >= expires:
-        raise AssertionRejected("the message has expired (wsu:Expires has passed)", "wsse:MessageExpired")
+    message = _verify_message(
+        envelope,
+        security,
+        trust.institutions,
+        needed=("Body", "Timestamp", "Action", "MessageID"),
+        parts=parts,
+        now=now,
+        clock_skew=trust.clock_skew,
+        max_lifetime=trust.max_timestamp_lifetime,
+    )
+    signed = message.signed
     payload = next((c for c in signed["Body"] if isinstance(c.tag, str)), None)
     if payload is None:
         raise AssertionRejected("the signed Body is empty", "wsse:FailedCheck")
+    message_id = (signed["MessageID"].text or "").strip()
     return SecurityContext(
         assertion=verified,
-        signer=leaf,
+        signer=message.signer,
         action=(signed["Action"].text or "").strip(),
-        message_id=(signed["MessageID"].text or "").strip(),
+        message_id=message_id,
+        to=(signed["To"].text or "").strip() if "To" in signed else None,
         payload=payload,
-        expires=min(expires, verified.not_on_or_after),
+        expires=message.expires,
+        replay_key=f"message:{message_id}",
+        signer_chain=tuple(message.chain),
     )
 
 
-def _time(value: str | None, what: str) -> dt.datetime:
-    if not value:
-        raise AssertionRejected(f"wsu:Timestamp has no {what}")
-    try:
-        return dt.datetime.strptime(value.strip()[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise AssertionRejected(f"wsu:{what} {value!r} is not an xs:dateTime") from None
+def verify_answer(
+    envelope: etree._Element,
+    *,
+    anchors: TrustAnchors | str | Path | list[str],
+    relates_to: str | None = None,
+    parts: Parts | None = None,
+    now: dt.datetime | None = None,
+    clock_skew: dt.timedelta = dt.timedelta(seconds=60),
+    max_lifetime: dt.timedelta = dt.timedelta(minutes=10),
+) -> x509.Certificate:
+    """The responding institution's certificate, once its signature over the answer holds.
+
+    The signature must cover the Body (with its MTOM parts), the Timestamp (in its window) and the
+    RelatesTo naming our request when ``relates_to`` is given.
+    """
+    if not isinstance(anchors, TrustAnchors):
+        anchors = TrustAnchors([str(anchors)] if isinstance(anchors, str | Path) else anchors)
+    security = _security_header(envelope)
+    message = _verify_message(
+        envelope,
+        security,
+        anchors,
+        needed=("Body", "Timestamp") + (("RelatesTo",) if relates_to is not None else ()),
+        parts=parts,
+        now=now or dt.datetime.now(dt.UTC),
+        clock_skew=clock_skew,
+        max_lifetime=max_lifetime,
+    )
+    if relates_to is not None and (message.signed["RelatesTo"].text or "").strip() != relates_to:
+        raise AssertionRejected("the answer's signed RelatesTo is not our request", "wsse:FailedCheck")
+    return message.signer
+
+
+def verify_response(
+    envelope: etree._Element, *, ca_pem_file: str | Path | list[str], relates_to: str | None = None
+) -> x509.Certificate:
+    """:func:`verify_answer` under the anchors of one PEM file (or several)."""
+    return verify_answer(envelope, anchors=ca_pem_file, relates_to=relates_to)
