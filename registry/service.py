@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 
 from xds.config import Config
 from xds.database import migrate, open_engine, run_blocking
+from xds.database.faults import REGISTRY, Answer, FailureAnswers
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
-from xds.metadata.errors import XdsError, XdsException
+from xds.metadata.errors import XdsException
 from xds.metadata.registry_response import registry_response
 from xds.profiles import get_profile
 from xds.registry.patients import PatientDirectory
@@ -61,15 +62,8 @@ class RegistryService:
             await self.registrar.register_together(sub)
         except XdsException as exc:
             return registry_response(exc.errors)
-        except Exception:
-            log.exception("ITI-42 registration failed")
-            return registry_response(
-                [
-                    XdsError(
-                        v.XDSRegistryError, "the registry could not store the submission; nothing was stored"
-                    )
-                ]
-            )
+        except Exception as exc:  # the database or the disk failed: the profile's error for it
+            return registry_response(REGISTRY.errors(exc, wrote=True))
         return registry_response()
 
     # --- ITI-18 / ITI-51 ----------------------------------------------------------------------------
@@ -86,9 +80,8 @@ class RegistryService:
         """The AdhocQueryResponse for an AdhocQueryRequest; the database work runs in a worker thread."""
         try:
             return await run_blocking(self.queries.answer, body)
-        except Exception:
-            log.exception("stored query failed")
-            return query_response([XdsError(v.XDSRegistryError, "the registry could not run the query")])
+        except Exception as exc:
+            return query_response(REGISTRY.errors(exc))
 
     def endpoint(self) -> SoapEndpoint:
         max_body = self.config.server.max_body_mb * 1024 * 1024
@@ -100,6 +93,17 @@ class RegistryService:
             },
             max_body_bytes=max_body,
             read_timeout=self.config.server.read_timeout_s,
+            failure=FailureAnswers(
+                REGISTRY,
+                {
+                    v.ACTION_STORED_QUERY: Answer(
+                        REGISTRY, v.ACTION_STORED_QUERY_RESPONSE, query_response, False
+                    ),
+                    v.ACTION_MULTI_PATIENT_QUERY: Answer(
+                        REGISTRY, v.ACTION_MULTI_PATIENT_QUERY_RESPONSE, query_response, False
+                    ),
+                },
+            ),
         )
 
     # --- ITI-8 ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from xds.metadata.model import DocumentEntry, Submission
 from xds.metadata.registry_response import parse_registry_response
 from xds.registry import schema as t
 from xds.registry.service import RegistryService
-from xds.repository.service import LookupFunction, RegisterFunction
+from xds.repository.service import LookupFunction, RegisterFunction, RegistryUnreachable
 from xds.soap.envelope import SoapFault, build_request
 from xds.soap.mtom import parse_message
 
@@ -70,8 +70,11 @@ def remote(url: str, *, timeout: float = 60.0) -> tuple[RegisterFunction, Lookup
 
     async def register(sub: Submission) -> list[XdsError]:
         data, content_type = build_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(sub), to=url)
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.post(url, content=data, headers={"Content-Type": content_type})
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                response = await client.post(url, content=data, headers={"Content-Type": content_type})
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise RegistryUnreachable(f"the registry at {url} could not be reached ({exc})") from exc
         try:
             message = parse_message(response.headers.get("content-type", ""), response.content)
         except SoapFault as fault:

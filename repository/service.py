@@ -19,11 +19,12 @@ written ``pending`` before the registry hears of it and made ``stored`` after it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -32,7 +33,8 @@ from anyio import to_thread
 from lxml import etree
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
-from xds.database import QuickReads, reader, run_blocking, write_transaction
+from xds.database import QuickReads, reader, run_blocking, write
+from xds.database.faults import BUSY, PROVIDE, REPOSITORY, Answer, DatabaseBusy, FailureAnswers, classify
 from xds.database.statements import Prepared
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
@@ -58,6 +60,10 @@ RegisterFunction = Callable[[Submission], Awaitable[list[XdsError]]]
 LookupFunction = Callable[[str, str], bool | None]
 
 
+class RegistryUnreachable(Exception):
+    """A remote registry could not be connected to: the ITI-42 request was never sent."""
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
@@ -74,6 +80,23 @@ class _Incoming:
     def brought(self) -> str:
         """The SHA-1 of bytes this submission brought and must undo on failure, or ""."""
         return "" if self.resubmitted else self.sha1
+
+
+@dataclass
+class _Unsettled:
+    """What a failed submission (or removal) left that the database could not settle at once."""
+
+    incoming: list[_Incoming]
+    how: str  # discard | confirm | ask (the registry, whether it registered) | drop (unused bytes)
+    pending_rows: bool = False
+    sha1s: list[str] = field(default_factory=list)
+
+
+# ITI-41 answer when a remote registry took the submission but did not answer
+_UNANSWERED = XdsError(
+    v.XDSRegistryNotAvailable,
+    "the registry did not answer; the documents are kept only if it registered them",
+)
 
 
 class RepositoryService:
@@ -104,6 +127,8 @@ class RepositoryService:
         self._together = getattr(register, "engine", None) is engine
         self._lookup = lookup
         self.home_community_id = home_community_id
+        self._unsettled: list[_Unsettled] = []
+        self._settler: asyncio.Task[None] | None = None
 
     def endpoint(
         self, max_body_bytes: int, max_document_bytes: int = 16 * 2**30, read_timeout: float = 60.0
@@ -119,6 +144,13 @@ class RepositoryService:
             read_timeout=read_timeout,
             spool_threshold=256 * 1024,
             tmp_dir=str(self.store.tmp),
+            failure=FailureAnswers(
+                REPOSITORY,
+                {
+                    v.ACTION_PROVIDE_AND_REGISTER: Answer(PROVIDE),
+                    v.ACTION_RETRIEVE: Answer(REPOSITORY, body=_retrieve_failure, writes=False),
+                },
+            ),
         )
 
     # ---------------------------------------------------------------------------------------------
@@ -143,28 +175,103 @@ class RepositoryService:
             raise XdsException.of(v.XDSRepositoryMetadataError, "no lcm:SubmitObjectsRequest in the request")
         sub = ebrim.parse_submit_objects_request(sor)
         incoming = self._match_documents(sub, body, request)
-        # in a thread: the event loop goes on reading and preparing other requests meanwhile,
-        # which is worth more than the hop (measured: 5-20 % more documents/s than inline)
-        await to_thread.run_sync(self._make_durable, incoming)
-        if self._together:
-            # the registry shares our database: rows and registration in one transaction
-            errors = await self._register(sub, within=lambda conn: self._record(conn, incoming, "stored"))  # type: ignore[call-arg]
-            if any(e.is_error for e in errors):
-                await run_blocking(self._discard, incoming, False)
-            return errors
-        await run_blocking(self._store_pending, incoming)
+        pending_rows = False
         try:
-            errors = await self._register(sub)
-        except Exception:
-            log.exception("registration of a provided submission failed")
-            errors = [
-                XdsError(v.XDSRegistryNotAvailable, "the registry could not be reached; nothing was stored")
-            ]
+            # in a thread: the event loop goes on reading and preparing other requests meanwhile,
+            # which is worth more than the hop (measured: 5-20 % more documents/s than inline)
+            await to_thread.run_sync(self._make_durable, incoming)
+            if self._together:
+                # the registry shares our database: rows and registration in one transaction
+                errors = await self._register(sub, within=lambda conn: self._record(conn, incoming, "stored"))  # type: ignore[call-arg]
+            else:
+                await write(self.engine, self._record, incoming, "pending")
+                pending_rows = True
+                errors = await self._register_remotely(sub, incoming)
+        except XdsException:
+            await self._undo(incoming, pending_rows)
+            raise
+        except Exception as exc:
+            # a lock held elsewhere would hold the undoing as long again: it waits in the background
+            await self._undo(incoming, pending_rows, now=classify(exc) != BUSY)
+            return PROVIDE.errors(exc, wrote=True)
+        except BaseException:  # cancelled: settled in the background (asking a remote registry)
+            self._settle_later(_Unsettled(incoming, "ask" if pending_rows else "discard"))
+            raise
+        if errors is None:  # the remote registry's verdict is unknown: asked again later
+            return [_UNANSWERED]
         if any(e.is_error for e in errors):
-            await run_blocking(self._discard, incoming, True)
-        else:
-            await run_blocking(self._confirm, incoming)
+            await self._undo(incoming, pending_rows)
+        elif pending_rows:
+            try:
+                await write(self.engine, self._confirm, incoming)
+            except Exception:  # registered, bytes durable: the row is made stored when it can be
+                log.warning("repository %s: confirming later", self.name, exc_info=True)
+                self._settle_later(_Unsettled(incoming, "confirm"))
         return errors
+
+    async def _register_remotely(self, sub: Submission, incoming: list[_Incoming]) -> list[XdsError] | None:
+        """ITI-42 at the remote registry; None when it may have registered without answering
+        (the pending rows then stay until the registry says, asked in the background)."""
+        try:
+            return await self._register(sub)
+        except RegistryUnreachable as exc:  # the request never left: nothing was registered
+            log.warning("repository %s: %s", self.name, exc)
+            return [XdsError(v.XDSRegistryNotAvailable, f"{exc}; nothing was stored")]
+        except Exception as exc:
+            log.warning("repository %s: the registry did not answer: %s", self.name, exc)
+            self._settle_later(_Unsettled(incoming, "ask"))
+            return None
+
+    async def _undo(self, incoming: list[_Incoming], pending_rows: bool, *, now: bool = True) -> None:
+        """Remove what a failed submission brought: its pending rows and bytes no row points to;
+        when the database cannot be reached now (or not ``now``), in the background once it can."""
+        try:
+            if not now:
+                raise DatabaseBusy("the database is locked")
+            await write(self.engine, self._discard, incoming, pending_rows)
+        except Exception:
+            log.warning("repository %s: discarding later", self.name, exc_info=True)
+            self._settle_later(_Unsettled(incoming, "discard", pending_rows))
+
+    def _settle_later(self, item: _Unsettled) -> None:
+        self._unsettled.append(item)
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.get_running_loop().create_task(self._settle_loop())
+
+    async def _settle_loop(self) -> None:
+        """Settle what failed submissions left, retrying (0.25 s, doubling to 5 s) until the
+        database (and the registry, for an unanswered registration) answers."""
+        pause = 0.25
+        while self._unsettled:
+            await asyncio.sleep(pause)
+            for _ in range(len(self._unsettled)):
+                item = self._unsettled.pop(0)
+                try:
+                    await self._settle(item)
+                except Exception as exc:
+                    log.info("repository %s: still unsettled (%s)", self.name, exc)
+                    self._unsettled.append(item)
+            pause = min(pause * 2, 5.0)
+
+    async def _settle(self, item: _Unsettled) -> None:
+        how = item.how
+        if how == "ask":
+            uids = [i.doc.unique_id or "" for i in item.incoming if i.brought]
+            verdicts = [await to_thread.run_sync(self._lookup, uid, self.unique_id) for uid in uids]
+            if None in verdicts:
+                raise RuntimeError("the registry cannot tell yet")
+            how = "confirm" if all(verdicts) else "discard"
+        if how == "confirm":
+            await write(self.engine, self._confirm, item.incoming)
+        elif how == "drop":
+            await write(self.engine, self._drop_unused, item.sha1s)
+        else:
+            await write(self.engine, self._discard, item.incoming, item.pending_rows or item.how == "ask")
+
+    @property
+    def unsettled(self) -> int:
+        """Failed submissions whose leftovers wait for the database to answer."""
+        return len(self._unsettled)
 
     def _match_documents(
         self, sub: Submission, body: etree._Element, request: SoapRequest
@@ -259,11 +366,6 @@ class RepositoryService:
                 with att.open() as fh:
                     self.store.put_chunks(iter(lambda fh=fh: fh.read(1024 * 1024), b""))
 
-    def _store_pending(self, incoming: list[_Incoming]) -> None:
-        """Record durable bytes ``pending`` before a remote registry hears of them."""
-        with write_transaction(self.engine) as conn:
-            self._record(conn, incoming, "pending")
-
     def _record(self, conn: Connection, incoming: list[_Incoming], state: str) -> None:
         """Insert a row for each document whose bytes are durable; a resubmission of the same bytes
         keeps its row, other bytes under a stored uniqueId are XDSNonIdenticalHash."""
@@ -306,33 +408,30 @@ class RepositoryService:
             )
         _INSERT_ROW.execute_many(conn, rows)
 
-    def _confirm(self, incoming: list[_Incoming]) -> None:
+    def _confirm(self, conn: Connection, incoming: list[_Incoming]) -> None:
         uids = [i.doc.unique_id or "" for i in incoming if i.brought]
-        if not uids:
-            return
-        with write_transaction(self.engine) as conn:
+        if uids:
             conn.execute(
                 update(rd)
                 .where(rd.c.repository_id == self.unique_id, rd.c.unique_id.in_(uids))
                 .values(state="stored")
             )
 
-    def _discard(self, incoming: list[_Incoming], pending_rows: bool) -> None:
+    def _discard(self, conn: Connection, incoming: list[_Incoming], pending_rows: bool) -> None:
         """After a refused registration: remove this submission's pending rows (if it wrote any) and
         the bytes it brought that no row points to."""
         uids = [i.doc.unique_id or "" for i in incoming if i.brought]
-        with write_transaction(self.engine) as conn:
-            if uids and pending_rows:
-                conn.execute(
-                    delete(rd).where(
-                        rd.c.repository_id == self.unique_id,
-                        rd.c.unique_id.in_(uids),
-                        rd.c.state == "pending",
-                    )
+        if uids and pending_rows:
+            conn.execute(
+                delete(rd).where(
+                    rd.c.repository_id == self.unique_id,
+                    rd.c.unique_id.in_(uids),
+                    rd.c.state == "pending",
                 )
-            for sha1 in {i.brought for i in incoming if i.brought}:
-                _lock_blob(conn, sha1)
-                self._delete_blob_if_unused(conn, sha1)
+            )
+        for sha1 in sorted({i.brought for i in incoming if i.brought}):
+            _lock_blob(conn, sha1)
+            self._delete_blob_if_unused(conn, sha1)
 
     def _delete_blob_if_unused(self, conn: Connection, sha1: str) -> None:
         used = conn.execute(select(func.count()).select_from(rd).where(rd.c.sha1 == sha1)).scalar_one()
@@ -408,31 +507,45 @@ class RepositoryService:
         if body.tag != "{" + NS_RMD + "}RemoveDocumentsRequest":
             raise SoapFault("Sender", f"expected rmd:RemoveDocumentsRequest, got {body.tag}")
         wanted = _document_requests(body)
-        errors = await run_blocking(self._remove, wanted)
+        errors, freed = await write(self.engine, self._remove, wanted)
+        if freed:  # the bytes no other document shares go once the rows are gone for good
+            try:
+                await write(self.engine, self._drop_unused, freed)
+            except Exception:
+                log.warning("repository %s: removing bytes later", self.name, exc_info=True)
+                self._settle_later(_Unsettled([], "drop", sha1s=freed))
         removed_any = len(errors) < len(wanted)
         status = response_status(errors, partial=removed_any)
         return SoapResponse(v.ACTION_REMOVE_DOCUMENTS_RESPONSE, registry_response(errors, status=status))
 
-    def _remove(self, wanted: list[tuple[str, str, str]]) -> list[XdsError]:
+    def _remove(
+        self, conn: Connection, wanted: list[tuple[str, str, str]]
+    ) -> tuple[list[XdsError], list[str]]:
+        """Delete the rows of ``wanted``; (errors, the SHA-1s of their bytes)."""
         errors: list[XdsError] = []
-        with write_transaction(self.engine) as conn:
-            for repo, uid, _ in wanted:
-                if repo != self.unique_id:
-                    errors.append(
-                        XdsError(v.XDSUnknownRepositoryId, f"repository {repo} is not this repository", repo)
-                    )
-                    continue
-                row = conn.execute(
-                    select(rd.c.sha1).where(rd.c.repository_id == self.unique_id, rd.c.unique_id == uid)
-                ).first()
-                if row is None:
-                    errors.append(
-                        XdsError(v.XDSDocumentUniqueIdError, f"document {uid} is not in this repository", uid)
-                    )
-                    continue
-                conn.execute(delete(rd).where(rd.c.repository_id == self.unique_id, rd.c.unique_id == uid))
-                self._delete_blob_if_unused(conn, row.sha1)
-        return errors
+        freed: set[str] = set()
+        for repo, uid, _ in wanted:
+            if repo != self.unique_id:
+                errors.append(
+                    XdsError(v.XDSUnknownRepositoryId, f"repository {repo} is not this repository", repo)
+                )
+                continue
+            row = conn.execute(
+                select(rd.c.sha1).where(rd.c.repository_id == self.unique_id, rd.c.unique_id == uid)
+            ).first()
+            if row is None:
+                errors.append(
+                    XdsError(v.XDSDocumentUniqueIdError, f"document {uid} is not in this repository", uid)
+                )
+                continue
+            conn.execute(delete(rd).where(rd.c.repository_id == self.unique_id, rd.c.unique_id == uid))
+            freed.add(row.sha1)
+        return errors, sorted(freed)
+
+    def _drop_unused(self, conn: Connection, sha1s: list[str]) -> None:
+        for sha1 in sha1s:
+            _lock_blob(conn, sha1)
+            self._delete_blob_if_unused(conn, sha1)
 
     # ---------------------------------------------------------------------------------------------
     # recovery
@@ -522,6 +635,15 @@ def _document_requests(body: etree._Element) -> list[tuple[str, str, str]]:
             )
         )
     return out
+
+
+def _retrieve_failure(errors: list[XdsError]) -> bytes:
+    """An ITI-43 answer carrying only ``errors`` (ITI TF-2 §3.43.4.2.3)."""
+    return (
+        f'<xdsb:RetrieveDocumentSetResponse xmlns:xdsb="{v.NS_XDSB}">'.encode()
+        + registry_response(errors)
+        + b"</xdsb:RetrieveDocumentSetResponse>"
+    )
 
 
 _ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})

@@ -82,6 +82,9 @@ class RegistryConfig:
     pool_size: int = setting(8, "database connections per worker (and as many again on demand)")
     max_query_results: int = setting(10_000, "ITI-18: more objects than this is XDSTooManyResults")
     query_time_limit_s: float = setting(10.0, "ITI-18 on SQLite: a query still running is stopped (0: never)")
+    lock_wait_s: float = setting(
+        10.0, "SQLite: a write waits this long for a write lock another process holds, then is refused busy"
+    )
 
     def url(self, data_dir: str) -> str:
         from xds.database import sqlite_url

@@ -33,10 +33,11 @@ CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
 def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     """The ASGI application: the registry at /registry, each repository at /repository/<name>
     (the first also at /repository), each SOAP endpoint behind its trust policy."""
-    from xds.database import use_threads
+    from xds.database import set_lock_wait, use_threads
     from xds.registry.service import RegistryService
 
     use_threads(config.server.database_threads)
+    set_lock_wait(config.registry.lock_wait_s)
     Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
     registry = RegistryService(config)
     repositories = build_repositories(config, registry)

@@ -7,13 +7,15 @@ needs no server and no configuration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,6 +24,8 @@ from anyio import to_thread
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
+
+from xds.database.faults import DatabaseBusy
 
 if TYPE_CHECKING:
     from xds.database.statements import Prepared
@@ -45,7 +49,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # (NORMAL would only survive the process dying). Group commit shares the sync; the
         # measured cost is ~8 % of ITI-42 throughput.
         cur.execute("PRAGMA synchronous=FULL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        # a writer that finds the write lock taken by another process (an operator's sqlite3
+        # shell, a backup) waits this long; writes of the server wait without blocking (write())
+        cur.execute(f"PRAGMA busy_timeout={int(_lock_wait * 1000)}")
         cur.execute("PRAGMA cache_size=-65536")
         # Checkpoints run in the background (:class:`Checkpointer`); a commit only checkpoints
         # itself when the WAL has grown past this many pages (64 MB), as a safety net.
@@ -58,13 +64,40 @@ def _configure_sqlite(engine: Engine) -> None:
         # with another one in WAL mode (SQLITE_BUSY without waiting). Connections of a
         # :func:`reader` engine only read, and begin deferred so they never wait for writers.
         # (straight on the driver: this runs for every transaction)
-        begin = "BEGIN" if conn.get_execution_options().get("xds_read_only") else "BEGIN IMMEDIATE"
-        conn.connection.dbapi_connection.execute(begin)
+        options = conn.get_execution_options()
+        dbapi = conn.connection.dbapi_connection
+        if options.get("xds_read_only"):
+            dbapi.execute("BEGIN")
+            return
+        nowait = bool(options.get("xds_nowait"))
+        info = conn.connection.info
+        if info.get("xds_nowait", False) != nowait:
+            dbapi.execute(f"PRAGMA busy_timeout={0 if nowait else int(_lock_wait * 1000)}")
+            info["xds_nowait"] = nowait
+        try:
+            dbapi.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if nowait and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (5, 6):  # BUSY, LOCKED
+                raise LockTaken("the write lock is held by another process") from exc
+            raise
 
 
 T = TypeVar("T")
 
 WAL_SAFETY_PAGES = 16384
+
+# seconds a write waits for SQLite's write lock held by another process ([registry] lock_wait_s)
+_lock_wait = 10.0
+
+
+def set_lock_wait(seconds: float) -> None:
+    """How long a write waits for a write lock another process holds before it is refused busy."""
+    global _lock_wait
+    _lock_wait = max(0.0, float(seconds))
+
+
+class LockTaken(Exception):
+    """SQLite's write lock was taken when a transaction that must not wait for it began."""
 
 
 class Checkpointer:
@@ -183,16 +216,73 @@ def _gate(engine: Engine) -> WriteGate | None:
 
 
 @contextmanager
-def write_transaction(engine: Engine, *, gate_held: bool = False) -> Iterator[Connection]:
+def write_transaction(
+    engine: Engine, *, gate_held: bool = False, nowait: bool = False
+) -> Iterator[Connection]:
     """``engine.begin()`` for a transaction that writes, through the database's :class:`WriteGate`
-    (``gate_held``: the caller has taken it already)."""
+    (``gate_held``: the caller has taken it already). ``nowait``: on SQLite, raise
+    :class:`LockTaken` at once instead of waiting when another process holds the write lock."""
     gate = None if gate_held else _gate(engine)
-    if gate is None:
-        with engine.begin() as conn:
+    with contextlib.ExitStack() as stack:
+        if gate is not None:
+            stack.enter_context(gate.held())
+        conn = stack.enter_context(engine.connect())
+        if nowait:
+            conn.execution_options(xds_nowait=True)
+        with conn.begin():
             yield conn
-        return
-    with gate.held(), engine.begin() as conn:
-        yield conn
+
+
+async def write(engine: Engine, work: Callable[[Connection], T], *args: object) -> T:
+    """``work(conn, *args)`` in a write transaction, for async code: the event loop never waits
+    for a lock. On SQLite the write gate and the write lock are awaited by polling, so a lock
+    another process holds (an operator's ``sqlite3`` shell, a backup) delays writes only, and a
+    write still waiting after :func:`set_lock_wait`'s limit raises
+    :class:`xds.database.faults.DatabaseBusy`; reads go on meanwhile."""
+    gate = _gate(engine)
+    if gate is None:
+        return await run_blocking(_write_now, engine, work, args, False)
+    deadline = asyncio.get_running_loop().time() + _lock_wait
+    await take_gate(gate, deadline)
+    try:
+        return await when_unlocked(lambda: run_blocking(_write_now, engine, work, args, True), deadline)
+    finally:
+        gate.release()
+
+
+def _write_now(engine: Engine, work: Callable[..., T], args: tuple[object, ...], gate_held: bool) -> T:
+    with write_transaction(engine, gate_held=gate_held, nowait=gate_held) as conn:
+        return work(conn, *args)
+
+
+async def take_gate(gate: WriteGate, deadline: float) -> None:
+    """Take ``gate`` without blocking the event loop; DatabaseBusy after ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not gate.try_acquire():
+        now = loop.time()
+        if now > deadline:
+            raise DatabaseBusy(f"the database's write lock was not free for {_lock_wait:g} s")
+        # a peer's write takes about a millisecond: poll fast, then slower for a held lock
+        await asyncio.sleep(GroupCommit.GATE_POLL if now - started < 0.05 else 0.005)
+
+
+async def when_unlocked(attempt: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """``attempt()`` (a transaction begun with ``nowait``) again each time it finds SQLite's write
+    lock taken by another process, sleeping between tries; DatabaseBusy after ``deadline``."""
+    loop = asyncio.get_running_loop()
+    pause = 0.001
+    while True:
+        try:
+            return await attempt()
+        except LockTaken:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise DatabaseBusy(
+                    f"another process held the database's write lock for more than {_lock_wait:g} s"
+                ) from None
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
 
 
 _threads = False
@@ -401,22 +491,29 @@ class GroupCommit:
                 if quiet == 2:
                     break
             # On SQLite, wait for the write gate without blocking the loop: meanwhile this worker
-            # goes on reading and preparing requests, which join the batch.
+            # goes on reading and preparing requests, which join the batch. A write lock another
+            # process holds is waited for the same way, up to the configured limit.
             gate = _gate(self.engine)
-            if gate is not None:
-                while not gate.try_acquire():
-                    await asyncio.sleep(self.GATE_POLL)
+            deadline = asyncio.get_running_loop().time() + _lock_wait
             batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+            taken = False
             try:
+                if gate is not None:
+                    await take_gate(gate, deadline)
+                    taken = True
                 batch = pending[: self.MAX_BATCH]
                 del pending[: self.MAX_BATCH]
                 batch = [(work, future) for work, future in batch if not future.cancelled()]
+                works = [work for work, _ in batch]
                 outcomes = (
-                    await run_blocking(self._commit, [work for work, _ in batch], gate is not None)
+                    await when_unlocked(functools.partial(run_blocking, self._commit, works, taken), deadline)
                     if batch
                     else []
                 )
             except BaseException as exc:  # the transaction itself failed: every piece with it
+                if not batch:  # the gate stayed taken: the waiting work is refused busy
+                    batch = pending[: self.MAX_BATCH]
+                    del pending[: self.MAX_BATCH]
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -424,8 +521,8 @@ class GroupCommit:
                     raise
                 continue
             finally:
-                if gate is not None:
-                    gate.release()
+                if taken:
+                    gate.release()  # type: ignore[union-attr]
             for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -454,7 +551,7 @@ class GroupCommit:
     def _together(self, works: list[Callable[[Connection], Any]], gate_held: bool) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with write_transaction(self.engine, gate_held=gate_held) as conn:
+            with write_transaction(self.engine, gate_held=gate_held, nowait=gate_held) as conn:
                 for work in works:
                     conn.exec_driver_sql("SAVEPOINT xds_work")
                     try:
@@ -478,8 +575,10 @@ class GroupCommit:
         """``work`` in a transaction of its own, begun again (up to ATTEMPTS times) after a conflict."""
         for attempt in range(1, self.ATTEMPTS + 1):
             try:
-                with write_transaction(self.engine, gate_held=gate_held) as conn:
+                with write_transaction(self.engine, gate_held=gate_held, nowait=gate_held) as conn:
                     value = work(conn)
+            except LockTaken:
+                raise  # nothing ran: the whole batch waits and begins again
             except Exception as exc:
                 if conflict(exc) and attempt < self.ATTEMPTS:
                     continue

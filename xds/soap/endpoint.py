@@ -67,6 +67,11 @@ class SecurityPolicy(Protocol):
     def secure_fault(self, request: SoapRequest | None, envelope: bytes) -> bytes: ...
 
 
+# What a handler's unexpected exception is answered with (the transaction's own response carrying
+# an error of its profile), or None for a Receiver fault.
+FailureAnswer = Callable[[SoapRequest, Exception], SoapResponse | None]
+
+
 class SoapEndpoint:
     """ASGI application serving the SOAP actions in ``handlers``."""
 
@@ -80,8 +85,10 @@ class SoapEndpoint:
         tmp_dir: str | None = None,
         security: SecurityPolicy | None = None,
         read_timeout: float = READ_TIMEOUT,
+        failure: FailureAnswer | None = None,
     ) -> None:
         self.handlers = handlers
+        self.failure = failure
         self.read_timeout = read_timeout
         self.security = security
         self.max_body_bytes = max_body_bytes
@@ -102,9 +109,17 @@ class SoapEndpoint:
         try:
             request = await self._read(scope, receive)
             attachments = request.attachments
-            if self.security is not None:
-                await self.security.check(request, scope)
-            response = await self._dispatch(request)
+            try:
+                if self.security is not None:
+                    await self.security.check(request, scope)
+                response = await self._dispatch(request)
+            except SoapFault:
+                raise
+            except Exception as exc:
+                failed = self.failure(request, exc) if self.failure is not None else None
+                if failed is None:
+                    raise
+                response = failed
             await self._answer(send, request, response)
         except SoapFault as fault:
             await _send_fault(
@@ -137,6 +152,7 @@ class SoapEndpoint:
         if length and length.isascii() and length.isdigit() and int(length) > limit:
             raise SoapFault("Sender", f"the message is larger than the limit of {limit} bytes")
         attachments: dict[str, Attachment] = {}
+        unstored: OSError | None = None
         if multipart:
             parser = MultipartParser(
                 content_type,
@@ -147,6 +163,7 @@ class SoapEndpoint:
             try:
                 await self._pump(receive, parser.feed, limit)
                 data, attachments = parser.close()
+                unstored = parser.unstored
             except BaseException:
                 parser.discard()
                 raise
@@ -159,6 +176,7 @@ class SoapEndpoint:
         try:
             request = parse_envelope(data, attachments, mtom=multipart, request=True)
             self._check_addressing(request, params.get("action"))
+            request.unstored = unstored
         except BaseException:  # the request is refused: its spooled parts go with it
             for att in attachments.values():
                 att.discard()
@@ -227,6 +245,8 @@ class SoapEndpoint:
             )
 
     async def _dispatch(self, request: SoapRequest) -> SoapResponse:
+        if request.unstored is not None:  # a part could not be spooled (a full disk)
+            raise request.unstored
         return await self.handlers[request.action](request)
 
     # --- response ---------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class SoapRequest:
     mtom: bool = False
     raw: bytes = b""  # the envelope's bytes as received (what signatures were computed over)
     security: object | None = None  # set by the endpoint's security policy (who asked, why, for whom)
+    unstored: OSError | None = None  # why a part could not be spooled (a full disk): not handled
 
 
 @dataclass

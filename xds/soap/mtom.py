@@ -95,6 +95,7 @@ class _Part:
         self._path: str | None = None
         self._sha1 = hashlib.sha1() if digest else None
         self.size = 0
+        self.unstored: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> None:
         if not data:
@@ -102,19 +103,34 @@ class _Part:
         if self._sha1 is not None:
             self._sha1.update(data)
         self.size += len(data)
-        if self._file is not None:
-            self._file.write(data)  # type: ignore[attr-defined]
-            return
-        self._buf += data
-        if len(self._buf) > self._threshold:
-            fd, self._path = tempfile.mkstemp(prefix="xds-mtom-", dir=self._tmp_dir)
-            self._file = os.fdopen(fd, "wb")
-            self._file.write(self._buf)  # type: ignore[attr-defined]
+        if self.unstored is not None:
+            return  # the rest of a part that could not be spooled is read and dropped
+        try:
+            if self._file is not None:
+                self._file.write(data)  # type: ignore[attr-defined]
+                return
+            self._buf += data
+            if len(self._buf) > self._threshold:
+                fd, self._path = tempfile.mkstemp(prefix="xds-mtom-", dir=self._tmp_dir)
+                self._file = os.fdopen(fd, "wb")
+                self._file.write(self._buf)  # type: ignore[attr-defined]
+                self._buf = bytearray()
+        except OSError as exc:  # no space (or quota) for the spool: the request is read to its end
+            # (a new exception: the caught one's traceback holds the caller's view of its buffer)
+            self.unstored = OSError(exc.errno, exc.strerror)
+            self.discard()
             self._buf = bytearray()
 
     def finish(self) -> Attachment:
+        if self._file is not None and self.unstored is None:
+            try:
+                self._file.close()  # type: ignore[attr-defined]
+            except OSError as exc:  # the last buffered bytes found no space
+                self.unstored = OSError(exc.errno, exc.strerror)
+                self.discard()
+        if self.unstored is not None:
+            return Attachment(self.content_id, self.content_type, data=b"", size=0)
         if self._file is not None:
-            self._file.close()  # type: ignore[attr-defined]
             return Attachment(
                 self.content_id,
                 self.content_type,
@@ -132,7 +148,11 @@ class _Part:
 
     def discard(self) -> None:
         if self._file is not None:
-            self._file.close()  # type: ignore[attr-defined]
+            try:
+                self._file.close()  # type: ignore[attr-defined]
+            except OSError:
+                pass  # its buffered bytes found no space: the file goes anyway
+            self._file = None
         if self._path:
             try:
                 os.unlink(self._path)
@@ -178,6 +198,8 @@ class MultipartParser:
         self._max_parts = max_parts or MAX_PARTS
         self._max_root = max_root_bytes
         self.parts: list[Attachment] = []
+        self.unstored: OSError | None = None  # why a part could not be spooled (a full disk)
+        self._lost: set[int] = set()  # indices of such parts
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -238,6 +260,9 @@ class MultipartParser:
                 del self._buf[: idx + len(self._delim)]
                 self._check_root_size()
                 self.parts.append(self._part.finish())
+                if self._part.unstored is not None:
+                    self._lost.add(len(self.parts) - 1)
+                    self.unstored = self.unstored or self._part.unstored
                 self._part = None
                 self._state = "after-boundary"
             else:  # done: ignore the epilogue
@@ -273,6 +298,9 @@ class MultipartParser:
                 raise SoapFault("Sender", f"the multipart start part <{self.start}> is missing")
             root_index = matches[0]
         root = self.parts[root_index]
+        if root_index in self._lost:
+            self.discard()  # the envelope itself found no space to be spooled
+            raise SoapFault("Receiver", "the server has no space to receive this message")
         attachments: dict[str, Attachment] = {}
         for i, p in enumerate(self.parts):
             if i == root_index:
