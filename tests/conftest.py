@@ -17,8 +17,22 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="session")
-def standards(shared: Path) -> Path:
-    return require_shared("standards", "ihe-iti")
+def standards() -> Path:
+    """The official IHE / OASIS / W3C schemas shipped with the project (wsdl/ihe-iti, package xds.wsdl)."""
+    from xds.schemas import standards_dir
+
+    return standards_dir()
+
+
+@pytest.fixture(scope="session")
+def registry_wsdl() -> str:
+    """This deployment's registry WSDL (wsdl/registry.wsdl), its imports resolving to the shipped schemas.
+
+    The official XDS.b_DocumentRegistry.wsdl also declares the HL7 v3 patient identity feed (ITI-44),
+    whose HL7 v3 schemas are not shipped; this one declares the same ITI-42 and ITI-18 operations."""
+    from xds.schemas import wsdl_dir
+
+    return str(wsdl_dir() / "registry.wsdl")
 
 
 @pytest.fixture(scope="session")

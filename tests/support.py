@@ -182,3 +182,117 @@ def run_bench(*argv: str) -> int:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     return bench.main(parser.parse_args(list(argv)))
+
+
+def local_only_transport(base_url: str):  # type: ignore[no-untyped-def]
+    """A zeep Transport that fetches and posts only under ``base_url``; any other URL (another host,
+    a file) raises, as on a hospital network with no route out. ``.fetched`` lists what it loaded."""
+    import zeep
+
+    class LocalOnly(zeep.Transport):  # type: ignore[misc]
+        fetched: list[str] = []  # noqa: RUF012
+
+        def load(self, url: str) -> bytes:
+            if not url.startswith(base_url + "/"):
+                raise ConnectionRefusedError(f"no route to {url}")
+            self.fetched.append(url)
+            return super().load(url)  # type: ignore[no-any-return]
+
+        def post(self, address: str, message, headers):  # type: ignore[no-untyped-def]
+            if not address.startswith(base_url + "/"):
+                raise ConnectionRefusedError(f"no route to {address}")
+            return super().post(address, message, headers)
+
+    return LocalOnly()
+
+
+def _zeep_find_documents(service, history, patient: str):  # type: ignore[no-untyped-def]
+    """FindDocuments (LeafClass) through zeep; the DocumentEntries of the raw answer."""
+    from xds.metadata import ebrim
+    from xds.metadata import vocabulary as v
+
+    def slot(name: str, value: str) -> dict[str, object]:
+        return {"name": name, "ValueList": {"_value_1": [{"Value": value}]}}
+
+    result = service.DocumentRegistry_RegistryStoredQuery(
+        ResponseOption={"returnType": "LeafClass", "returnComposedObjects": True},
+        AdhocQuery={
+            "id": v.SQ_FIND_DOCUMENTS,
+            "Slot": [
+                slot("$XDSDocumentEntryPatientId", f"'{patient}'"),
+                slot("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+            ],
+        },
+    )
+    assert result.status == v.RESPONSE_SUCCESS
+    answer = history.last_received["envelope"].find(f"{{{v.NS_SOAP12}}}Body")[0]
+    return ebrim.parse_registry_object_list(answer.find(f"{{{v.NS_RIM}}}RegistryObjectList")).documents
+
+
+def zeep_every_operation(base_url: str, repository: str = "default") -> tuple[list[str], list[str]]:
+    """Load ``/registry?wsdl`` and ``/repository/<name>?wsdl`` from ``base_url`` with zeep, fetching
+    nothing from any other place, and call every operation they declare. Returns the operations
+    called and the URLs zeep loaded.
+
+    ``strict=False`` (zeep.Settings): zeep cannot read the members of the ebRIM substitution group
+    rim:Identifiable (the objects of a LeafClass answer's RegistryObjectList) in strict mode."""
+    import base64
+
+    import zeep
+    from lxml import etree
+    from zeep.plugins import HistoryPlugin
+
+    from xds import samples
+    from xds.metadata import ebrim
+    from xds.metadata import vocabulary as v
+
+    transport = local_only_transport(base_url)
+    settings = zeep.Settings(strict=False)
+    history = HistoryPlugin()
+    registry = zeep.Client(
+        f"{base_url}/registry?wsdl", transport=transport, settings=settings, plugins=[history]
+    )
+    reg = registry.bind("DocumentRegistry_Service", "DocumentRegistry_Port_Soap12")
+    sample = samples.submission(documents=2)
+    op = "DocumentRegistry_RegisterDocumentSet-b"
+    placeholder = {"RegistryObjectList": {"Identifiable": []}}
+    response, result = zeep_send(
+        registry, reg, op, ebrim.submit_objects_request(sample.submission), **placeholder
+    )
+    assert response.status_code == 200 and result.status == v.RESPONSE_SUCCESS, response.text
+    assert len(_zeep_find_documents(reg, history, sample.patient)) == 2
+
+    repo = zeep.Client(f"{base_url}/repository/{repository}?wsdl", transport=transport, settings=settings)
+    rep = repo.bind("DocumentRepository_Service", "DocumentRepository_Port_Soap12")
+    provided = samples.submission(documents=1)
+    for d in provided.documents:  # the repository computes these
+        d.slots = [x for x in d.slots if x.name not in ("hash", "size", "repositoryUniqueId")]
+    content = b"%PDF-1.4 epikrise " + uuid.uuid4().hex.encode() + b" %%EOF"
+    body = etree.Element(f"{{{v.NS_XDSB}}}ProvideAndRegisterDocumentSetRequest")
+    body.append(ebrim.submit_objects_request(provided.submission))
+    document = etree.SubElement(body, f"{{{v.NS_XDSB}}}Document", id=provided.documents[0].id)
+    document.text = base64.b64encode(content).decode()
+    op = "DocumentRepository_ProvideAndRegisterDocumentSet-b"
+    document_placeholder = [{"_value_1": b"", "id": "placeholder"}]
+    response, result = zeep_send(
+        repo, rep, op, body, SubmitObjectsRequest=placeholder, Document=document_placeholder
+    )
+    assert response.status_code == 200 and result.status == v.RESPONSE_SUCCESS, response.text
+
+    [entry] = _zeep_find_documents(reg, history, provided.patient)
+    wanted = [{"RepositoryUniqueId": entry.repository_unique_id, "DocumentUniqueId": entry.unique_id}]
+    result = rep.DocumentRepository_RetrieveDocumentSet(DocumentRequest=wanted)
+    assert result.RegistryResponse.status == v.RESPONSE_SUCCESS
+    assert [d.Document for d in result.DocumentResponse] == [content]
+    result = rep.DocumentRepository_RemoveDocuments(DocumentRequest=wanted)
+    assert result.status == v.RESPONSE_SUCCESS, result
+    result = rep.DocumentRepository_RetrieveDocumentSet(DocumentRequest=wanted)
+    assert result.RegistryResponse.status != v.RESPONSE_SUCCESS
+    operations = [
+        name
+        for client in (registry, repo)
+        for service in client.wsdl.services.values()
+        for port in service.ports.values()
+        for name in port.binding._operations
+    ]
+    return operations, list(transport.fetched)

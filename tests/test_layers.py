@@ -2,7 +2,7 @@
 
 registry/ and repository/ are installed as ``xds.registry`` and ``xds.repository`` (package-dir in
 pyproject); import-linter reads packages from where they lie, so the check runs on a copy laid out
-as the wheel lays it out: ``xds/`` with ``registry/`` and ``repository/`` inside.
+as the wheel lays it out: ``xds/`` with ``registry/``, ``repository/`` and ``wsdl/`` inside.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ def _installed_layout(tmp: Path) -> Path:
     shutil.copytree(ROOT / "xds", tmp / "xds", ignore=IGNORE)
     shutil.copytree(ROOT / "registry", tmp / "xds" / "registry", ignore=IGNORE)
     shutil.copytree(ROOT / "repository", tmp / "xds" / "repository", ignore=IGNORE)
+    shutil.copytree(ROOT / "wsdl", tmp / "xds" / "wsdl", ignore=IGNORE)
     shutil.copy(ROOT / "pyproject.toml", tmp / "pyproject.toml")
     return tmp
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from xds.trust.enforcement import PolicyEnforcementPoint
     from xds.trust.wssecurity import TrustRoles
 
-WSDL_DIR = Path(__file__).resolve().parent.parent / "wsdl"
 CONFIG_ENV = "XDS_SERVE_CONFIG_JSON"
 
 
@@ -192,13 +191,21 @@ class SoapRoute:
 
 
 def _wsdl(name: str, request: Request) -> Response:
+    """``GET ?wsdl``: the endpoint's WSDL; ``GET ?xsd=NAME``: a schema it imports (xds.schemas)."""
+    from xds import schemas
+
+    endpoint = str(request.url.replace(query=""))
+    if "xsd" in request.query_params:
+        schema = schemas.served_schema(request.query_params["xsd"], endpoint)
+        if schema is None:
+            return PlainTextResponse("no such schema\n", status_code=404)
+        return Response(schema, media_type="text/xml")
     if "wsdl" not in request.query_params and request.url.query.lower() != "wsdl":
         return PlainTextResponse("POST SOAP 1.2 messages here; GET ?wsdl for the service description\n")
-    path = WSDL_DIR / name
-    if not path.exists():
+    wsdl = schemas.served_wsdl(name, endpoint)
+    if wsdl is None:
         return PlainTextResponse("no WSDL\n", status_code=404)
-    text = path.read_text().replace("{{ADDRESS}}", str(request.url.replace(query="")))
-    return Response(text, media_type="text/xml")
+    return Response(wsdl, media_type="text/xml")
 
 
 def app_from_environment() -> Starlette:

@@ -32,7 +32,7 @@ def query_schema(standards: Path) -> etree.XMLSchema:
 
 
 @pytest.fixture(scope="module")
-def zeep_client(standards: Path):  # type: ignore[no-untyped-def]
+def zeep_client(registry_wsdl: str):  # type: ignore[no-untyped-def]
     import zeep
     from zeep.plugins import HistoryPlugin
 
@@ -40,7 +40,7 @@ def zeep_client(standards: Path):  # type: ignore[no-untyped-def]
     # zeep cannot parse the members of a substitution group (rim:Identifiable, which the objects of
     # a RegistryObjectList are) in strict mode; the raw answer is checked against query.xsd instead
     client = zeep.Client(
-        str(standards / "iti/wsdl/XDS.b_DocumentRegistry.wsdl"),
+        registry_wsdl,
         plugins=[history],
         settings=zeep.Settings(strict=False),
     )

@@ -28,11 +28,10 @@ def rs_schema(standards: Path) -> etree.XMLSchema:
 
 
 @pytest.fixture(scope="session")
-def zeep_registry_client(standards: Path):  # type: ignore[no-untyped-def]
+def zeep_registry_client(registry_wsdl: str):  # type: ignore[no-untyped-def]
     import zeep
 
-    wsdl = standards / "iti/wsdl/XDS.b_DocumentRegistry.wsdl"
-    return zeep.Client(str(wsdl))
+    return zeep.Client(registry_wsdl)
 
 
 def post(url: str, body: bytes, action: str = v.ACTION_REGISTER) -> httpx.Response:

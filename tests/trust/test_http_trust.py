@@ -475,14 +475,14 @@ class XuaPlugin:
 
 
 def test_zeep_with_an_assertion_plugin_is_accepted(
-    server: RunningServer, keys: KeySet, standards: Path
+    server: RunningServer, keys: KeySet, registry_wsdl: str
 ) -> None:
     import zeep
 
     url = f"{server.url}/registry"
     register(keys, url, coded(PATIENT, "E00-1"))
     client = zeep.Client(
-        str(standards / "iti/wsdl/XDS.b_DocumentRegistry.wsdl"),
+        registry_wsdl,
         plugins=[XuaPlugin(keys, attrs())],
         settings=zeep.Settings(strict=False),
     )
@@ -505,9 +505,7 @@ def test_zeep_with_an_assertion_plugin_is_accepted(
     )
     assert result.status == v.RESPONSE_SUCCESS
     # the same client without the plugin is refused: the endpoint requires the assertion
-    plain = zeep.Client(
-        str(standards / "iti/wsdl/XDS.b_DocumentRegistry.wsdl"), settings=zeep.Settings(strict=False)
-    )
+    plain = zeep.Client(registry_wsdl, settings=zeep.Settings(strict=False))
     plain_service = plain.create_service("{urn:ihe:iti:xds-b:2007}DocumentRegistry_Binding_Soap12", url)
     with pytest.raises(zeep.exceptions.Fault):
         plain_service["DocumentRegistry_RegistryStoredQuery"](
