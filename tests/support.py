@@ -167,10 +167,12 @@ def kit_session(tmp: Path):  # type: ignore[no-untyped-def]
     """A replay session against a deployment started for it (fresh database, plain IHE profile)."""
     from xds.conformance.deployment import local_deployment
     from xds.conformance.runner import Session
+    from xds.conformance.schemas import AnswerSchemas
 
     kit = require_shared("conformance", "nist-testkit")
+    schemas = AnswerSchemas(require_shared("standards", "ihe-iti", "iti", "schema"))
     with new_database(tmp) as url, local_deployment(url, str(tmp / "data")) as target:
-        yield Session(kit, target)
+        yield Session(kit, target, schemas=schemas)
 
 
 def run_bench(*argv: str) -> int:

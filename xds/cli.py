@@ -167,17 +167,32 @@ def _conformance(args: argparse.Namespace) -> int:
                 target.feed = (host or "127.0.0.1", int(port))
         else:
             target = stack.enter_context(local_deployment(args.database_url or ""))
-        session = Session(kit, target)
+        session = Session(kit, target, schemas=_answer_schemas(kit, args.schemas))
         results: dict[str, list[report.TestReport]] = {}
         for name in collections:
             results[name] = report.run_collection(session, name)
         if args.test:
-            results["tests"] = [report.run_test(session, t) for t in args.test]
+            try:
+                results["tests"] = [report.run_named_test(session, t) for t in args.test]
+            except LookupError as exc:
+                raise ValueError(str(exc).strip("'\"")) from None
     print(report.text_report(results))
     if args.junit:
         Path(args.junit).write_bytes(report.junit_xml(results))
         print(f"xds: JUnit report in {args.junit}", file=sys.stderr)
     return 1 if any(r.outcome == "failed" for rs in results.values() for r in rs) else 0
+
+
+def _answer_schemas(kit: Path, given: str | None):  # type: ignore[no-untyped-def]
+    """The IHE schemas every answer of a replay is validated against (``--schemas``, else beside the kit)."""
+    from xds.conformance.schemas import AnswerSchemas, default_directory
+
+    directory = Path(given) if given else default_directory(kit)
+    if directory is None:
+        raise OSError(
+            "no IHE schema folder beside the kit: give --schemas DIR (the folder holding ebRS/ and IHE/)"
+        )
+    return AnswerSchemas(directory)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -279,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--test", nargs="+", help="test ids to run")
     conf.add_argument("--junit", help="write a JUnit XML report here")
     conf.add_argument("--database-url", help="database of the deployment started here (default SQLite)")
+    conf.add_argument(
+        "--schemas",
+        help="IHE schema folder (holding ebRS/ and IHE/) every answer is validated against "
+        "(default: standards/ihe-iti/iti/schema beside the kit's folder)",
+    )
     conf.set_defaults(func=_conformance)
 
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")

@@ -65,6 +65,30 @@ def test_failure_where_success_is_expected_fails(fake: str, testkit: Path) -> No
 
 
 @pytest.mark.parametrize(
+    "fake", [registry_response(status="urn:example:ResponseStatusType:Success")], indirect=True
+)
+def test_status_is_compared_as_the_whole_urn(fake: str, testkit: Path) -> None:
+    session = Session(testkit, Target(registry_url=fake))
+    session.reports[("15817", "pif", "step")] = {"$patientid$": session.fresh_patient()}
+    r = report.run_test(session, "11990")
+    assert r.outcome == "failed" and "got urn:example:ResponseStatusType:Success" in r.reason
+
+
+INVALID = f'<rs:RegistryResponse xmlns:rs="{v.NS_RS}" status="{v.RESPONSE_SUCCESS}"><rs:Extra/></rs:RegistryResponse>'
+
+
+@pytest.mark.parametrize("fake", [INVALID.encode()], indirect=True)
+def test_an_answer_the_schema_refuses_fails(fake: str, testkit: Path, standards: Path) -> None:
+    from xds.conformance.schemas import AnswerSchemas
+
+    schemas = AnswerSchemas(standards / "iti" / "schema")
+    session = Session(testkit, Target(registry_url=fake), schemas=schemas)
+    session.reports[("15817", "pif", "step")] = {"$patientid$": session.fresh_patient()}
+    r = report.run_test(session, "11990")
+    assert r.outcome == "failed" and "does not validate against its schema" in r.reason
+
+
+@pytest.mark.parametrize(
     "fake", [registry_response([XdsError(v.XDSRegistryMetadataError, "wrong code")])], indirect=True
 )
 def test_wrong_error_code_fails(fake: str, testkit: Path) -> None:
@@ -79,6 +103,7 @@ def test_missing_and_junit(testkit: Path, tmp_path: Path) -> None:
     session = Session(testkit, Target())
     missing = report.run_test(session, "no-such-test-0000")
     na = report.run_test(session, "11990")  # no registry in the target: not applicable, named
+    assert "the target has no registry" in na.reason
     assert missing.outcome == "missing" and na.outcome == "not applicable"
     xml = etree.fromstring(report.junit_xml({"x": [missing, na]}))
     suite = xml.find("testsuite")
@@ -86,3 +111,112 @@ def test_missing_and_junit(testkit: Path, tmp_path: Path) -> None:
     assert "2 not applicable" in report.summary_line(
         [missing, na]
     ) or "1 not applicable" in report.summary_line([missing, na])
+
+
+# --- a small kit of made-up tests, for what the NIST kit shows only in combination ---------------
+def plan(*steps: str) -> str:
+    return f"<TestPlan><Test>x</Test>{''.join(steps)}</TestPlan>"
+
+
+def write_test(
+    kit: Path, test_id: str, sections: dict[str, str], files: dict[str, bytes] | None = None
+) -> None:
+    folder = kit / "tests" / test_id
+    for name, text in sections.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "testplan.xml").write_text(text)
+    (folder / "index.idx").write_text("\n".join(sections))
+    for name, data in (files or {}).items():
+        (folder / name).write_bytes(data)
+
+
+QUERY_STEP = (
+    '<TestStep id="q"><StoredQueryTransaction><XDSb/><MetadataFile>q.xml</MetadataFile>'
+    "</StoredQueryTransaction></TestStep>"
+)
+
+
+@pytest.fixture
+def small_kit(tmp_path: Path) -> Path:
+    write_test(tmp_path, "dep", {"s": plan(QUERY_STEP)})
+    write_test(
+        tmp_path,
+        "uses",
+        {
+            "s": plan(
+                '<TestStep id="n"><NullTransaction><UseReport test="dep" section="s" step="q" '
+                'reportName="r" useAs="$r$"/><Assertions><Assert>1 = 1</Assert></Assertions>'
+                "</NullTransaction></TestStep>"
+            )
+        },
+    )
+    write_test(
+        tmp_path,
+        "lacking",
+        {
+            "s": plan(
+                '<TestStep id="n"><NullTransaction><UseReport test="nowhere" section="s" step="q" '
+                'reportName="r" useAs="$r$"/><Assertions><Assert>1 = 1</Assert></Assertions>'
+                "</NullTransaction></TestStep>"
+            )
+        },
+    )
+    write_test(tmp_path, "empty", {"s": plan('<TestStep id="n"><NullTransaction/></TestStep>')})
+    (tmp_path / "static.collections").mkdir()
+    (tmp_path / "static.collections" / "some.tc").write_text("dep\nwithheld\n")
+    return tmp_path
+
+
+def test_a_step_needing_a_skipped_step_is_not_applicable_naming_it(small_kit: Path) -> None:
+    session = Session(small_kit, Target())  # no registry: dep's query is not applicable
+    r = report.run_test(session, "uses")
+    assert r.outcome == "not applicable"
+    assert "needs step dep/s/q, which was not applicable: the target has no registry" in r.reason
+
+
+def test_a_dependency_the_kit_lacks_is_not_applicable_not_missing(small_kit: Path) -> None:
+    r = report.run_test(Session(small_kit, Target()), "lacking")
+    assert r.outcome == "not applicable" and "needs test nowhere, which the kit lacks" in r.reason
+
+
+def test_a_step_with_nothing_to_judge_is_not_applicable(small_kit: Path) -> None:
+    r = report.run_test(Session(small_kit, Target()), "empty")
+    assert r.outcome == "not applicable" and "nothing to judge" in r.reason
+
+
+def test_unknown_collection_and_test_id_are_errors(small_kit: Path) -> None:
+    session = Session(small_kit, Target())
+    with pytest.raises(ValueError, match="no collection 'xua'"):
+        report.run_collection(session, "xua")
+    with pytest.raises(LookupError):
+        report.run_named_test(session, "no-such-test")
+    listed = report.run_collection(session, "some")  # a listed, withheld test is missing
+    assert [r.outcome for r in listed] == ["not applicable", "missing"]
+
+
+def test_a_write_not_applicable_makes_the_steps_after_it_not_applicable(testkit: Path) -> None:
+    # 12360 submits to a repository the target lacks: its query cannot find what was not stored
+    session = Session(testkit, Target(registry_url="http://127.0.0.1:9/registry"))
+    r = report.run_test(session, "12360")
+    assert r.outcome == "not applicable"
+    assert "follows step submit/submit" in r.reason
+
+
+def test_tls_tests_need_tls(testkit: Path) -> None:
+    r = report.run_test(Session(testkit, Target(registry_url="http://127.0.0.1:9/registry")), "12028")
+    assert r.outcome == "not applicable" and "over TLS" in r.reason
+
+
+def test_xua_tests_are_not_applicable_without_assertions(testkit: Path) -> None:
+    r = report.run_test(Session(testkit, Target(registry_url="http://127.0.0.1:9/registry")), "11990_expired")
+    assert r.outcome == "not applicable" and "'expired'" in r.reason
+
+
+def test_testdir_resolves_as_the_toolkit_does(testkit: Path) -> None:
+    from xds.conformance import testplan as tp
+
+    test = tp.load_test(testkit, "12021")
+    retrieve = test.section("retrieve").directory
+    assert tp.resolve_testdir(retrieve, "submit", test.directory) == test.directory / "submit"
+    assert tp.resolve_testdir(retrieve, "../query", test.directory) == test.directory / "query"
+    assert tp.resolve_file(retrieve, "submit/my_document.txt", test.directory).is_file()

@@ -180,8 +180,9 @@ def test_symbols_are_replaced_once_longest_first() -> None:
 
 
 def test_builtin_symbols() -> None:
-    symbols = builtin_symbols(datetime(2024, 2, 29, 13, 5, 9, tzinfo=UTC))
-    assert symbols == {"$now$": "20240229130509", "$lastyear$": "20230228130509"}
+    # $now$ is an exclusive upper bound: the first whole second after the instant
+    symbols = builtin_symbols(datetime(2024, 2, 29, 13, 5, 9, 250_000, tzinfo=UTC))
+    assert symbols == {"$now$": "20240229130510", "$lastyear$": "20230228130510"}
     assert len(builtin_symbols()["$now$"]) == 14
 
 

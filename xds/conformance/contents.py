@@ -268,7 +268,7 @@ def judge_contents(
         elif name == "HasSnapshotPattern":
             _snapshot_pattern(check)
         elif name == "DocumentEntries" and resolve is not None:
-            _document_entries(check, item, resolve)
+            unjudged += [f"DocumentEntries/{part}" for part in _document_entries(check, item, resolve)]
         else:
             unjudged.append(name)
     return check.problems, unjudged
@@ -291,10 +291,16 @@ def _snapshot_pattern(check: _Checker) -> None:
         check.fail("the snapshot is not a stable DocumentEntry")
 
 
-def _document_entries(check: _Checker, item: etree._Element, resolve: Resolver) -> None:
-    """``<DocumentEntries>``: ``MustOnlyInclude`` / ``Include`` / ``Exclude`` lists, ``DocumentEntryType``."""
+def _document_entries(check: _Checker, item: etree._Element, resolve: Resolver) -> list[str]:
+    """``<DocumentEntries>``: ``MustOnlyInclude`` / ``Include`` / ``Exclude`` lists, ``DocumentEntryType``.
+
+    The names of parts it does not know are returned (unjudged).
+    """
     by_id = {d.get("id"): d for d in check.a.documents}
+    unknown: list[str] = []
     for part in item:
+        if not isinstance(part.tag, str):
+            continue
         if part.tag == "DocumentEntryType":
             wanted = (part.text or "").strip()
             for doc in check.a.documents:
@@ -304,6 +310,7 @@ def _document_entries(check: _Checker, item: etree._Element, resolve: Resolver) 
                     )
             continue
         if part.tag not in ("MustOnlyInclude", "Include", "Exclude"):
+            unknown.append(part.tag)
             continue
         matched = 0
         for entry in part.iter("DocumentEntry"):
@@ -331,6 +338,18 @@ def _document_entries(check: _Checker, item: etree._Element, resolve: Resolver) 
                 )
         if part.tag == "MustOnlyInclude" and matched != len(check.a.documents):
             check.fail(f"{len(check.a.documents)} DocumentEntries in the answer, {matched} expected")
+    return unknown
+
+
+def step_log(steps: list[tuple[str, str, etree._Element | None]]) -> etree._ElementTree:
+    """The toolkit's log of a section: ``TestResults/TestStep[@id]/<transaction>/Result/<answer>``."""
+    log = etree.ElementTree(etree.Element("TestResults"))
+    for step_id, transaction, response in steps:
+        step = etree.SubElement(log.getroot(), "TestStep", id=step_id)
+        result = etree.SubElement(etree.SubElement(step, transaction or "NullTransaction"), "Result")
+        if response is not None:
+            result.append(copy.deepcopy(response))
+    return log
 
 
 def judge_assertions(
@@ -339,20 +358,19 @@ def judge_assertions(
     transaction: str,
     response: etree._Element | None,
     symbols: dict[str, str],
+    *,
+    log: etree._ElementTree | None = None,
 ) -> list[str]:
     """``<Assertions><Assert>xpath</Assert></Assertions>``: each XPath must be true (problems).
 
-    The toolkit evaluates them over its log of the step (``TestStep/<transaction>/Result/<answer>``);
-    the same document is built here around the answer, ``$symbol$``s filled in (``$DATE$``: today).
+    The toolkit evaluates them over its log of the section (``TestStep/<transaction>/Result/<answer>``);
+    ``log`` is that log when the caller has it, else one is built around this step's answer.
+    ``$symbol$``s are filled in (``$DATE$``: today, UTC).
     """
     if assertions is None:
         return []
-    step = etree.Element("TestStep", id=step_id)
-    result = etree.SubElement(etree.SubElement(step, transaction), "Result")
-    if response is not None:
-        result.append(copy.deepcopy(response))
-    log = etree.ElementTree(etree.Element("TestResults"))
-    log.getroot().append(step)
+    if log is None:
+        log = step_log([(step_id, transaction, response)])
     values = {"$DATE$": datetime.now(UTC).strftime("%Y%m%d"), **symbols}
     problems = []
     for index, assertion in enumerate(assertions.iter("Assert")):
@@ -376,5 +394,6 @@ __all__ = [
     "judge_assertions",
     "judge_contents",
     "query_action",
+    "step_log",
     "MULTI_PATIENT_QUERIES",
 ]

@@ -35,9 +35,10 @@ def run_test(session: Session, test_id: str) -> TestReport:
 
     start = time.perf_counter()
     try:
-        steps = session.run_test(test_id)
+        tp.find_test_dir(session.testkit, test_id)
     except tp.TestNotFound:
         return TestReport(test_id, "missing", reason="named by the collection but not in the kit")
+    steps = session.run_test(test_id)
     seconds = time.perf_counter() - start
     failed = [s for s in steps if s.outcome == "failed"]
     skipped = [s for s in steps if s.outcome == "not applicable"]
@@ -45,14 +46,27 @@ def run_test(session: Session, test_id: str) -> TestReport:
         reason = "; ".join(f"{s.section}/{s.step}: {s.reason}" for s in failed)
         return TestReport(test_id, "failed", steps, reason, seconds)
     if skipped or not steps:
-        names = sorted({s.transaction or "no transaction" for s in skipped})
-        reason = "not applicable: " + ", ".join(names) if names else "the test has no steps"
+        by_reason: dict[str, list[str]] = {}
+        for s in skipped:
+            by_reason.setdefault(s.reason, []).append(f"{s.section or '-'}/{s.step}")
+        reasons = [f"{', '.join(where)}: {why}" for why, where in by_reason.items()]
+        reason = "; ".join(reasons) if reasons else "the test has no steps"
         return TestReport(test_id, "not applicable", steps, reason, seconds)
     return TestReport(test_id, "passed", steps, "", seconds)
 
 
 def run_collection(session: Session, name: str) -> list[TestReport]:
-    return [run_test(session, test_id) for test_id in tp.load_collection(session.testkit, name)]
+    """Every test of a collection; a name the kit has no collection of is an error."""
+    ids = tp.load_collection(session.testkit, name)
+    if not ids:
+        raise ValueError(f"the kit has no collection {name!r}")
+    return [run_test(session, test_id) for test_id in ids]
+
+
+def run_named_test(session: Session, test_id: str) -> TestReport:
+    """One test asked for by id; an id the kit does not hold is an error (not "missing")."""
+    tp.find_test_dir(session.testkit, test_id)  # TestNotFound (a LookupError) when absent
+    return run_test(session, test_id)
 
 
 def counts(reports: Iterable[TestReport]) -> dict[str, int]:

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
@@ -58,8 +58,16 @@ class Prepared:
 
 
 def builtin_symbols(now: datetime | None = None) -> dict[str, str]:
-    """``$now$`` and ``$lastyear$`` as HL7 DTM (YYYYMMDDHHMMSS, UTC)."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
+    """``$now$`` and ``$lastyear$`` as HL7 DTM (YYYYMMDDHHMMSS, UTC).
+
+    A plan writes ``$now$`` as the upper bound of a time range, which a stored query treats as
+    exclusive (ITI TF-2a §3.18.4.1.2.3.6.1: "less than"). Metadata times have whole seconds, so a
+    registry stamps what it stores in the current second with that second; ``$now$`` is therefore
+    the first whole second after this instant, which takes in everything stamped up to now (cut
+    to the second, an object stored in the same second as the query would fall outside it).
+    ``$lastyear$`` is one year before ``$now$``.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
     try:
         last_year = now.replace(year=now.year - 1)
     except ValueError:  # 29 February

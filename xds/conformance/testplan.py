@@ -105,6 +105,17 @@ class UseId:
 
 
 @dataclass(frozen=True, slots=True)
+class UseXPath:
+    """``<UseXPath testdir step symbol>``: ``symbol`` is the value of an XPath over an earlier step's log."""
+
+    symbol: str
+    step: str
+    xpath: str
+    testdir: str | None = None
+    decode_base64: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class UseReport:
     """``<UseReport>``: replace ``use_as`` by a value an earlier step's ``<Report>`` saved."""
 
@@ -164,6 +175,7 @@ class TestStep:
     flags: StepFlags = StepFlags()
     use_id: tuple[UseId, ...] = ()
     use_report: tuple[UseReport, ...] = ()
+    use_xpath: tuple[UseXPath, ...] = ()
     reports: tuple[ReportSpec, ...] = ()
     expected_contents: etree._Element | None = None
     assertions: etree._Element | None = None
@@ -305,11 +317,29 @@ def load_collection(testkit_dir: Path, name: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def resolve_testdir(section_dir: Path, testdir: str | None) -> Path:
-    """The section folder a ``UseId testdir`` (relative to the using section's folder) names."""
+def resolve_testdir(section_dir: Path, testdir: str | None, test_dir: Path | None = None) -> Path:
+    """The folder a ``testdir`` attribute (``UseId``, ``ReferenceMetadata``, ``UseXPath``) names.
+
+    As the toolkit reads it: relative to the using section's folder (``../submit``, ``../../12346``);
+    a name that is no folder there is a sibling section of the same test (12021 retrieve's
+    ``testdir="submit"``).
+    """
     if not testdir:
         return section_dir
-    return Path(os.path.normpath(section_dir / testdir))
+    beside = Path(os.path.normpath(section_dir / testdir))
+    if beside.is_dir() or test_dir is None:
+        return beside
+    in_test = Path(os.path.normpath(test_dir / testdir))
+    return in_test if in_test.is_dir() else beside
+
+
+def resolve_file(section_dir: Path, name: str, test_dir: Path | None = None) -> Path:
+    """A kit file a plan names (``ReferenceDocument``): in the section's folder, else the test's."""
+    beside = Path(os.path.normpath(section_dir / name))
+    if beside.is_file() or test_dir is None:
+        return beside
+    in_test = Path(os.path.normpath(test_dir / name))
+    return in_test if in_test.is_file() else beside
 
 
 # --- step parsing ------------------------------------------------------------------------------------
@@ -360,6 +390,16 @@ def _parse_step(element: etree._Element, section: str, directory: Path) -> TestS
                 test=e.get("test"),
             )
             for e in children("UseReport")
+        ),
+        use_xpath=tuple(
+            UseXPath(
+                symbol=e.get("symbol", ""),
+                step=e.get("step", ""),
+                xpath=_text(e),
+                testdir=e.get("testdir"),
+                decode_base64=e.get("decodebase64", "").lower() == "true",
+            )
+            for e in children("UseXPath")
         ),
         reports=tuple(
             ReportSpec(name=e.get("name", ""), section=e.get("section", ""), xpath=_text(e))
