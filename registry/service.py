@@ -22,6 +22,7 @@ from xds.profiles import get_profile
 from xds.registry.patients import PatientDirectory
 from xds.registry.register import Registrar
 from xds.registry.stored_query import StoredQueryEngine, query_response
+from xds.registry.update import Updater
 from xds.soap.endpoint import SoapEndpoint
 from xds.soap.envelope import SoapRequest, SoapResponse
 
@@ -38,6 +39,7 @@ class RegistryService:
         self.profile = get_profile(rc.profile)
         self.patients = PatientDirectory(self.engine)
         self.registrar = Registrar(self.engine, self.patients, self.profile)
+        self.updater = Updater(self.registrar)
         self.queries = StoredQueryEngine(
             self.engine,
             self.patients,
@@ -66,6 +68,25 @@ class RegistryService:
             return registry_response(REGISTRY.errors(exc, wrote=True))
         return registry_response()
 
+    # --- ITI-57 / ITI-92 ---------------------------------------------------------------------------
+    async def update(self, request: SoapRequest) -> SoapResponse:
+        """ITI-57 Update Document Set (ITI TF-2b §3.57.4.1) and ITI-92 Restricted Update Document
+        Set (ITI TF-2 §3.92.4.1), by action."""
+        restricted = request.action == v.ACTION_RESTRICTED_UPDATE
+        action = v.ACTION_RESTRICTED_UPDATE_RESPONSE if restricted else v.ACTION_UPDATE_DOCUMENT_SET_RESPONSE
+        try:
+            sub = ebrim.parse_submit_objects_request(request.body)  # type: ignore[arg-type]
+            await self.updater.update(sub, restricted=restricted)
+        except XdsException as exc:
+            return SoapResponse(action, registry_response(exc.errors))
+        except Exception:
+            log.exception("metadata update failed")
+            error = XdsError(
+                v.XDSRegistryError, "the registry could not store the update; nothing was changed"
+            )
+            return SoapResponse(action, registry_response([error]))
+        return SoapResponse(action, registry_response())
+
     # --- ITI-18 / ITI-51 ----------------------------------------------------------------------------
     async def stored_query(self, request: SoapRequest) -> SoapResponse:
         """ITI-18 Registry Stored Query (ITI TF-2 §3.18.4.1) and ITI-51 (§3.51.4.1), by action."""
@@ -90,6 +111,8 @@ class RegistryService:
                 v.ACTION_REGISTER: self.register,
                 v.ACTION_STORED_QUERY: self.stored_query,
                 v.ACTION_MULTI_PATIENT_QUERY: self.stored_query,
+                v.ACTION_UPDATE_DOCUMENT_SET: self.update,
+                v.ACTION_RESTRICTED_UPDATE: self.update,
             },
             max_body_bytes=max_body,
             read_timeout=self.config.server.read_timeout_s,
