@@ -21,6 +21,7 @@ from xds.metadata.registry_response import registry_response
 from xds.profiles import get_profile
 from xds.registry.patients import PatientDirectory
 from xds.registry.register import Registrar
+from xds.registry.remove_metadata import Remover, read_remove_request
 from xds.registry.stored_query import StoredQueryEngine, query_response
 from xds.registry.update import Updater
 from xds.soap.endpoint import SoapEndpoint
@@ -40,6 +41,7 @@ class RegistryService:
         self.patients = PatientDirectory(self.engine)
         self.registrar = Registrar(self.engine, self.patients, self.profile)
         self.updater = Updater(self.registrar)
+        self.remover = Remover(self.registrar)
         self.queries = StoredQueryEngine(
             self.engine,
             self.patients,
@@ -79,12 +81,20 @@ class RegistryService:
             await self.updater.update(sub, restricted=restricted)
         except XdsException as exc:
             return SoapResponse(action, registry_response(exc.errors))
-        except Exception:
-            log.exception("metadata update failed")
-            error = XdsError(
-                v.XDSRegistryError, "the registry could not store the update; nothing was changed"
-            )
-            return SoapResponse(action, registry_response([error]))
+        except Exception as exc:  # the database or the disk failed: the profile's error for it
+            return SoapResponse(action, registry_response(REGISTRY.errors(exc, wrote=True)))
+        return SoapResponse(action, registry_response())
+
+    # --- ITI-62 -----------------------------------------------------------------------------------
+    async def remove_metadata(self, request: SoapRequest) -> SoapResponse:
+        """ITI-62 Remove Metadata (ITI TF-2b §3.62.4.1): all the objects named, or none."""
+        action = v.ACTION_DELETE_DOCUMENT_SET_RESPONSE
+        try:
+            await self.remover.remove(read_remove_request(request.body))  # type: ignore[arg-type]
+        except XdsException as exc:
+            return SoapResponse(action, registry_response(exc.errors))
+        except Exception as exc:
+            return SoapResponse(action, registry_response(REGISTRY.errors(exc, wrote=True)))
         return SoapResponse(action, registry_response())
 
     # --- ITI-18 / ITI-51 ----------------------------------------------------------------------------
@@ -113,6 +123,7 @@ class RegistryService:
                 v.ACTION_MULTI_PATIENT_QUERY: self.stored_query,
                 v.ACTION_UPDATE_DOCUMENT_SET: self.update,
                 v.ACTION_RESTRICTED_UPDATE: self.update,
+                v.ACTION_DELETE_DOCUMENT_SET: self.remove_metadata,
             },
             max_body_bytes=max_body,
             read_timeout=self.config.server.read_timeout_s,

@@ -29,8 +29,7 @@ def bench(args: argparse.Namespace) -> int:
 
     from xds.soap.envelope import build_request
     from xds.trust import assertion as xa
-    from xds.trust.keys import init_keys
-    from xds.trust.keys import TrustAnchors
+    from xds.trust.keys import TrustAnchors, init_keys
     from xds.trust.wssecurity import TrustRoles, secure_request, verify_request
 
     with tempfile.TemporaryDirectory(prefix="xds-bench-trust-") as tmp:
