@@ -222,6 +222,85 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _query(args: argparse.Namespace) -> int:
+    """ITI-18 (or ITI-38 to /xca/query) by stored-query name; a readable table or the raw XML."""
+    from xds import consumer
+    from xds.metadata import vocabulary as v
+
+    patient = _patient(args.patient, args.patient_oid) if args.patient else ""
+    params = consumer.standard_parameters(
+        args.query,
+        patient=patient,
+        uuids=args.uuid,
+        unique_ids=args.unique_id,
+        statuses=tuple(
+            s if ":" in s else f"urn:oasis:names:tc:ebxml-regrep:StatusType:{s}"
+            for s in args.status or ["Approved"]
+        ),
+    )
+    for item in args.param or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(
+                f"--param {item!r}: write NAME=VALUE, e.g. '$XDSDocumentEntryClassCode=('C00-1^^2.16.578.1.12.4.1.1.9602')'"
+            )
+        params[name.strip()] = value.strip()
+    body = consumer.adhoc_query_request(
+        args.query,
+        params,
+        return_type=v.RETURN_OBJECT_REF if args.object_ref else v.RETURN_LEAF_CLASS,
+        home=args.home or "",
+    )
+    requester = _requester(args, patient)
+    answer = consumer.stored_query(args.url, body, requester=requester)
+    if args.xml:
+        print(consumer.pretty(answer.raw))
+    elif answer.objects:
+        print(consumer.table(consumer.rows(answer.objects)))
+    for err in answer.errors:
+        where = f" [{err.location}]" if err.location else ""
+        print(f"xds: {err.code}{where}: {err.context}", file=sys.stderr)
+    if answer.fault:
+        print(f"xds: refused: {answer.fault}", file=sys.stderr)
+    print(f"xds: {answer.short_status}, {len(answer.objects)} objects", file=sys.stderr)
+    return 0 if answer.short_status in ("Success", "PartialSuccess") else 1
+
+
+def _patient(value: str, oid: str) -> str:
+    return value if "^" in value else f"{value}^^^&{oid}&ISO"
+
+
+def _requester(args: argparse.Namespace, patient: str):  # type: ignore[no-untyped-def]
+    """The signing identity from ``--keys`` / ``--institution`` and the assertion's attributes."""
+    from xds import consumer
+    from xds.trust.assertion import TrustAttributes
+
+    if not args.keys:
+        return None
+    if not args.institution:
+        raise ValueError("--keys needs --institution NAME (whose <NAME>.pem / <NAME>.key sign the request)")
+    resource = _patient(args.for_patient, args.patient_oid) if args.for_patient else patient
+    if not resource:
+        raise ValueError("a signed request is about one patient: give --patient or --for")
+    attributes = TrustAttributes(
+        subject_id=args.subject,
+        hpr_number=args.hpr or "",
+        role=args.role or "",
+        organisation=args.organisation or "",
+        organisation_id=args.org_id,
+        purpose_of_use=args.purpose,
+        healthcare_service=args.care or "",
+        resource_id=resource,
+    )
+    return consumer.Requester.from_keys(args.keys, args.institution, attributes, args.issuer)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from xds import demo
+
+    return demo.main(args.dir, args.port)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from xds import bench
 
@@ -300,6 +379,60 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: standards/ihe-iti/iti/schema beside the kit's folder)",
     )
     conf.set_defaults(func=_conformance)
+
+    query = sub.add_parser(
+        "query",
+        help="ITI-18 / ITI-38 stored query by name against a registry or gateway; a table or the XML",
+    )
+    query.add_argument(
+        "query",
+        metavar="QUERY",
+        help="FindDocuments, GetDocuments, GetSubmissionSets, GetFolders, … (or its urn:uuid)",
+    )
+    query.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080/registry",
+        help="/registry, an initiating gateway's /ig/registry or a responding gateway's /xca/query",
+    )
+    query.add_argument("--patient", help="patient id: a national number, or a full CX (Find… and GetAll)")
+    query.add_argument("--patient-oid", default="2.16.578.1.12.4.1.4.1", help="assigning authority OID")
+    query.add_argument("--uuid", action="append", help="an entryUUID (Get… queries; repeatable)")
+    query.add_argument("--unique-id", action="append", help="a uniqueId (Get… queries; repeatable)")
+    query.add_argument(
+        "--home", help="homeCommunityId the query is about (urn:oid:…; needed by Get… across gateways)"
+    )
+    query.add_argument(
+        "--status", action="append", default=None, help="status to find (default Approved; repeatable)"
+    )
+    query.add_argument("--param", action="append", help="any other parameter as NAME=VALUE (repeatable)")
+    query.add_argument("--object-ref", action="store_true", help="ask for ObjectRefs instead of LeafClass")
+    query.add_argument("--xml", action="store_true", help="print the answer's XML instead of a table")
+    signing = query.add_argument_group("signed requests (XUA assertion + WS-Security signature)")
+    signing.add_argument(
+        "--keys", help="folder made by `xds keys init` (ca.pem, idp.pem/.key, <institution>.pem/.key)"
+    )
+    signing.add_argument("--institution", help="the institution whose key signs the request")
+    signing.add_argument("--subject", default="Ukjent bruker", help="who asks (subject-id)")
+    signing.add_argument("--hpr", help="their HPR number")
+    signing.add_argument("--role", help="their role code")
+    signing.add_argument("--organisation", help="their organisation's name")
+    signing.add_argument("--org-id", default="000000000", help="their organisation number")
+    signing.add_argument("--purpose", default="TREAT", help="purpose of use: TREAT, ETREAT, COC, BTG")
+    signing.add_argument("--care", help="care relationship: the healthcare service")
+    signing.add_argument(
+        "--for", dest="for_patient", help="the patient the assertion is for (default --patient)"
+    )
+    signing.add_argument("--issuer", default="https://helseid-xdssaml.test.nhn.no", help="assertion issuer")
+    query.set_defaults(func=_query)
+
+    demo = sub.add_parser(
+        "demo", help="three communities on 127.0.0.1 and a doctor reading a hospital's results across them"
+    )
+    demo.add_argument(
+        "--dir", help="folder for the communities' data and keys (default: a new temporary one)"
+    )
+    demo.add_argument("--port", type=int, default=8081, help="first of three ports (default 8081)")
+    demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
     from xds import bench as bench_mod

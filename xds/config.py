@@ -171,6 +171,18 @@ class CommunityConfig:
     ca_file: str = setting(
         "", "PEM trust anchors for the institutions of that community (message signatures)"
     )
+    timeout_s: float = setting(
+        10.0, "the initiating gateway waits this long for its answer, then XDSUnavailableCommunity"
+    )
+
+
+@dataclass
+class GatewayConfig:
+    """XCA gateways: responding at /xca/query and /xca/retrieve when [registry] home_community_id is set."""
+
+    documents_only: bool = setting(
+        False, "national rule: no associations, folders or submission sets returned across the gateway"
+    )
 
 
 @dataclass
@@ -181,6 +193,7 @@ class Config:
     repositories: list[RepositoryConfig] = field(default_factory=lambda: [RepositoryConfig()])
     communities: list[CommunityConfig] = field(default_factory=list)
     issuers: list[IssuerConfig] = field(default_factory=list)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
 
     def trust_anchor_files(self) -> list[str]:
         """Every trust-anchor file: the deployment's own and each known community's."""
@@ -274,7 +287,7 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
 
 # The file's sections: each [name] table is the Config attribute of that name; each [[name]] array of
 # tables is a list of Config (attribute, dataclass); arrays not in the defaults are written commented out.
-TABLES = ("server", "registry", "trust")
+TABLES = ("server", "registry", "trust", "gateway")
 ARRAYS: dict[str, tuple[str, type]] = {
     "repository": ("repositories", RepositoryConfig),
     "community": ("communities", CommunityConfig),

@@ -21,6 +21,7 @@ from xds.config import Config
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from xds.gateway.initiating import InitiatingGateway
     from xds.registry.service import RegistryService
     from xds.repository.service import RepositoryService
     from xds.trust.enforcement import PolicyEnforcementPoint
@@ -48,6 +49,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     async def health(_: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    gateway_routes, initiating = build_gateways(config, registry, repositories)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await registry.start_feed()
@@ -55,6 +58,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             yield
         finally:
             await registry.stop_feed()
+            if initiating is not None:
+                await initiating.aclose()
             registry.engine.dispose()
 
     max_body = config.server.max_body_mb * 1024 * 1024
@@ -75,6 +80,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         routes.append(Route(f"/repository/{repo.name}", route))
         if i == 0:
             routes.append(Route("/repository", route))
+    routes += gateway_routes
     if config.server.bench_floor:
         from xds.bench.register import floor_route
 
@@ -149,6 +155,55 @@ def trust_roles(config: Config) -> TrustRoles:
         max_timestamp_lifetime=dt.timedelta(seconds=tc.max_timestamp_lifetime_s),
         max_assertion_lifetime=dt.timedelta(seconds=tc.max_assertion_lifetime_s),
     )
+
+
+def build_gateways(
+    config: Config, registry: RegistryService, repositories: list[RepositoryService]
+) -> tuple[list[Route], InitiatingGateway | None]:
+    """XCA (ITI TF-2b §3.38-3.39): the responding gateway at /xca/query and /xca/retrieve when
+    ``[registry] home_community_id`` is set, answered by this process's registry and repositories
+    behind the same trust policy as /registry and /repository; the initiating gateway at
+    /ig/registry and /ig/repository when the directory (``[[community]]``) has entries."""
+    from xds.gateway.initiating import Identity, InitiatingGateway
+    from xds.gateway.responding import RespondingGateway
+
+    max_body = config.server.max_body_mb * 1024 * 1024
+    routes: list[Route] = []
+    home = config.registry.home_community_id
+    if home:
+        responding = RespondingGateway(
+            home,
+            registry.stored_query,
+            {repo.unique_id: repo.retrieve for repo in repositories},
+            documents_only=config.gateway.documents_only,
+        )
+        query, retrieve = responding.endpoint(max_body, config.server.read_timeout_s)
+        query.security = trust_policy(config, registry.engine, "registry")
+        retrieve.security = trust_policy(config, registry.engine, "repository")
+        routes += [
+            Route("/xca/query", SoapRoute(query, "xca-query.wsdl")),
+            Route("/xca/retrieve", SoapRoute(retrieve, "xca-retrieve.wsdl")),
+        ]
+    if not config.communities:
+        return routes, None
+    tc = config.trust
+    initiating = InitiatingGateway(
+        config.communities,
+        identity=Identity(tc.sign_cert, tc.sign_key) if tc.sign_key else None,
+        anchors=config.trust_anchor_files(),
+        spool_dir=Path(config.server.data_dir) / "gateway-spool",
+    )
+    query, retrieve = initiating.endpoints(max_body, config.server.read_timeout_s)
+    for endpoint in (query, retrieve):
+        security = trust_policy(config, registry.engine)
+        if security is not None:
+            security.documents = None  # the communities decide on their documents
+        endpoint.security = security
+    routes += [
+        Route("/ig/registry", SoapRoute(query, "registry.wsdl")),
+        Route("/ig/repository", SoapRoute(retrieve, "repository.wsdl")),
+    ]
+    return routes, initiating
 
 
 def build_repositories(config: Config, registry: RegistryService) -> list[RepositoryService]:

@@ -134,6 +134,10 @@ ACTION_DELETE_DOCUMENT_SET: Final = "urn:ihe:iti:2010:DeleteDocumentSet"  # ITI-
 ACTION_DELETE_DOCUMENT_SET_RESPONSE: Final = "urn:ihe:iti:2010:DeleteDocumentSetResponse"
 ACTION_RESTRICTED_UPDATE: Final = "urn:ihe:iti:2018:RestrictedUpdateDocumentSet"  # ITI-92
 ACTION_RESTRICTED_UPDATE_RESPONSE: Final = "urn:ihe:iti:2018:RestrictedUpdateDocumentSetResponse"
+ACTION_XCA_QUERY: Final = "urn:ihe:iti:2007:CrossGatewayQuery"  # ITI-38
+ACTION_XCA_QUERY_RESPONSE: Final = "urn:ihe:iti:2007:CrossGatewayQueryResponse"
+ACTION_XCA_RETRIEVE: Final = "urn:ihe:iti:2007:CrossGatewayRetrieve"  # ITI-39
+ACTION_XCA_RETRIEVE_RESPONSE: Final = "urn:ihe:iti:2007:CrossGatewayRetrieveResponse"
 
 # --- stored queries (ITI TF-2 §3.18.4.1.2.3.7; multi-patient: ITI TF-2 §3.51.4.1.2) --------------------
 SQ_FIND_DOCUMENTS: Final = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"

@@ -37,6 +37,10 @@ from xds.trust.wssecurity import NS_WSSE, MessageSigner, SecurityContext, TrustR
 
 log = logging.getLogger("xds.trust")
 
+# ITI-38 and ITI-39 are judged as ITI-18 and ITI-43 (ITI TF-2b §3.38.4.1.3, §3.39.4.1.3)
+QUERY_ACTIONS = frozenset({v.ACTION_STORED_QUERY, v.ACTION_MULTI_PATIENT_QUERY, v.ACTION_XCA_QUERY})
+RETRIEVE_ACTIONS = frozenset({v.ACTION_RETRIEVE, v.ACTION_XCA_RETRIEVE})
+
 PATIENT_PARAMETERS = (
     "$XDSDocumentEntryPatientId",
     "$XDSSubmissionSetPatientId",
@@ -154,7 +158,7 @@ class PolicyEnforcementPoint:
         """The request is about the assertion's patient, and only that patient (resource-id)."""
         patient = ctx.assertion.attributes.resource_id
         payload = ctx.payload
-        if action in (v.ACTION_STORED_QUERY, getattr(v, "ACTION_MULTI_PATIENT_QUERY", "")):
+        if action in QUERY_ACTIONS:
             asked = []
             for slot in payload.iter(f"{{{v.NS_RIM}}}Slot"):
                 if slot.get("name") in PATIENT_PARAMETERS:
@@ -167,7 +171,7 @@ class PolicyEnforcementPoint:
                     f"the query asks about {strangers[0]!r}, the assertion is for {patient!r}",
                     "wsse:FailedAuthentication",
                 )
-        elif action == v.ACTION_RETRIEVE and self.documents is not None:
+        elif action in RETRIEVE_ACTIONS and self.documents is not None:
             uids = [(el.text or "").strip() for el in payload.iter(f"{{{v.NS_XDSB}}}DocumentUniqueId")]
             owners = self.documents.owners(uids)
             foreign = [uid for uid, owner in owners if owner != patient]
@@ -208,7 +212,7 @@ class PolicyEnforcementPoint:
         ctx = request.security
         if not isinstance(ctx, SecurityContext) or self.documents is None:
             return envelope
-        if request.action not in (v.ACTION_STORED_QUERY, getattr(v, "ACTION_MULTI_PATIENT_QUERY", "")):
+        if request.action not in QUERY_ACTIONS:
             return envelope
         root = safexml.parse(envelope)
         rim = f"{{{v.NS_RIM}}}"

@@ -1,0 +1,353 @@
+"""The XCA Initiating Gateway: local ITI-18 / ITI-43 fanned out as ITI-38 / ITI-39.
+
+ITI TF-2b §3.38.4.1.3 and §3.39.4.1.3 for the outgoing transactions, ITI TF-2a §3.18.4.1.3 and
+§3.43.4.1.3 (XDS Affinity Domain Option) for what a local Document Consumer sees:
+
+- a stored query goes to every community of the directory at once (or to the one its ``home``
+  attribute names), each with its own time limit (``[[community]] timeout_s``); the answers are
+  merged, every object keeping (or given) its community's homeCommunityId. A community that
+  cannot be reached, answers late, faults or whose answer does not verify contributes an error
+  located at its homeCommunityId — XDSUnavailableCommunity when it did not answer — and the
+  others' results still arrive: PartialSuccess;
+- a Get… query without ``home``: XDSMissingHomeCommunityId; a ``home`` not in the directory:
+  XDSUnknownCommunity;
+- a retrieve is split by HomeCommunityId, each part sent as ITI-39 to its community, the answers
+  (documents spooled to disk as they stream in) joined into one MTOM answer.
+
+Every outgoing request carries the consumer's own XUA assertion and is signed by this gateway
+(``[trust] sign_key`` / ``sign_cert``, WS-Security as in :mod:`xds.trust.wssecurity`); every answer
+to a signed request must be signed by an institution that chains to the community's trust anchors
+(``[[community]] ca_file``, else this deployment's anchors) and relate to our request — documents
+included, as WS-Security signs MTOM parts — or its content is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from anyio import to_thread
+from lxml import etree
+
+from xds.config import CommunityConfig
+from xds.gateway import messages as m
+from xds.metadata import vocabulary as v
+from xds.metadata.errors import XdsError
+from xds.metadata.registry_response import response_status
+from xds.soap.endpoint import SoapEndpoint
+from xds.soap.envelope import (
+    Attachment,
+    SoapFault,
+    SoapRequest,
+    SoapResponse,
+    envelope_bytes,
+    new_message_id,
+    parse_envelope,
+)
+from xds.soap.mtom import MultipartParser, normalize_cid
+from xds.trust.assertion import NS_SAML, AssertionRejected
+from xds.trust.wssecurity import NS_WSSE, MessageSigner, verify_answer
+
+log = logging.getLogger("xds.gateway")
+
+_ENV = "{" + v.NS_SOAP12 + "}"
+_XOP_INCLUDE = "{" + v.NS_XOP + "}Include"
+SPOOL_THRESHOLD = 256 * 1024
+# what a community's refusal (a SOAP fault) or an answer that does not verify is reported as
+_FAILURE = {v.ACTION_XCA_QUERY: v.XDSRegistryError, v.ACTION_XCA_RETRIEVE: v.XDSRepositoryError}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This gateway's signing key and certificate (PEM files; also its TLS client identity)."""
+
+    cert_path: str
+    key_path: str
+
+    def pems(self) -> tuple[bytes, bytes]:
+        return Path(self.key_path).read_bytes(), Path(self.cert_path).read_bytes()
+
+
+class CommunityError(Exception):
+    """One community's part of a request failed; ``error`` says how (located at the community)."""
+
+    def __init__(self, error: XdsError) -> None:
+        super().__init__(error.context)
+        self.error = error
+
+
+@dataclass
+class _Answer:
+    message: SoapRequest
+    attachments: dict[str, Attachment] = field(default_factory=dict)
+
+
+class InitiatingGateway:
+    """ITI-18 and ITI-43 for local consumers, answered by the communities of the directory."""
+
+    def __init__(
+        self,
+        communities: Sequence[CommunityConfig],
+        *,
+        identity: Identity | None = None,
+        anchors: Sequence[str] = (),
+        spool_dir: str | Path,
+    ) -> None:
+        self.communities = {c.home_community_id: c for c in communities}
+        self.identity = identity
+        self._pems = identity.pems() if identity else None
+        self.anchors = list(anchors)
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    # --- ITI-18 → ITI-38 ----------------------------------------------------------------------------
+    async def stored_query(self, request: SoapRequest) -> SoapResponse:
+        """ITI-18 from a local consumer, answered by the communities (ITI TF-2a §3.18.4.1.3)."""
+        adhoc = m.adhoc_query(request.body)
+        if adhoc is None:
+            raise SoapFault("Sender", f"expected AdhocQueryRequest, got {request.body.tag}")
+        home = (adhoc.get("home") or "").strip()
+        if home and home not in self.communities:
+            error = XdsError(
+                v.XDSUnknownCommunity, f"community {home} is not in this gateway's directory", home
+            )
+            return SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, m.query_response([error]))
+        if not home and adhoc.get("id") in m.QUERIES_NEEDING_HOME:
+            name = v.STORED_QUERY_NAMES.get(adhoc.get("id", ""), "this query")
+            error = XdsError(
+                v.XDSMissingHomeCommunityId,
+                f"{name} has no patient id: the AdhocQuery must name the community (home attribute)",
+            )
+            return SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, m.query_response([error]))
+        targets = [self.communities[home]] if home else list(self.communities.values())
+        assertion = consumer_assertion(request)
+        answers = await asyncio.gather(*(self._query_one(c, request.body, assertion) for c in targets))
+        objects: list[etree._Element] = []
+        errors: list[XdsError] = []
+        answered = False
+        for community, answer in zip(targets, answers, strict=True):
+            errors += m.located(answer.errors, community.home_community_id)
+            answered = answered or answer.status != v.RESPONSE_FAILURE
+            for obj in answer.objects:
+                if not obj.get("home"):
+                    obj.set("home", community.home_community_id)
+                objects.append(obj)
+        status = response_status(errors, partial=answered)
+        return SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, m.query_response(errors, objects, status=status))
+
+    async def _query_one(
+        self, community: CommunityConfig, body: etree._Element, assertion: etree._Element | None
+    ) -> m.QueryAnswer:
+        outgoing = copy.deepcopy(body)
+        outgoing.find(m.RIM + "AdhocQuery").set("home", community.home_community_id)  # type: ignore[union-attr]
+        try:
+            answer = await self._exchange(
+                community, community.registry_url, v.ACTION_XCA_QUERY, etree.tostring(outgoing), assertion
+            )
+            return m.read_query_response(answer.message.body)
+        except CommunityError as exc:
+            return m.QueryAnswer(v.RESPONSE_FAILURE, [exc.error], [])
+        except ValueError as exc:
+            error = XdsError(v.XDSRegistryError, f"{_name(community)} answered out of turn: {exc}")
+            return m.QueryAnswer(v.RESPONSE_FAILURE, [error], [])
+
+    # --- ITI-43 → ITI-39 ----------------------------------------------------------------------------
+    async def retrieve(self, request: SoapRequest) -> SoapResponse:
+        """ITI-43 from a local consumer, split by HomeCommunityId (ITI TF-2a §3.43.4.1.3)."""
+        if request.body.tag != m.XDSB + "RetrieveDocumentSetRequest":
+            raise SoapFault("Sender", f"expected RetrieveDocumentSetRequest, got {request.body.tag}")
+        wanted = m.document_requests(request.body)
+        if not wanted:
+            raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
+        errors: list[XdsError] = []
+        by_community: dict[str, list[m.DocumentRequest]] = {}
+        for req in wanted:
+            if not req.home:
+                context = f"the request for document {req.unique_id} names no HomeCommunityId"
+                errors.append(XdsError(v.XDSMissingHomeCommunityId, context, req.unique_id))
+            elif req.home not in self.communities:
+                context = f"community {req.home} is not in this gateway's directory"
+                errors.append(XdsError(v.XDSUnknownCommunity, context, req.home))
+            else:
+                by_community.setdefault(req.home, []).append(req)
+        assertion = consumer_assertion(request)
+        parts = await asyncio.gather(
+            *(self._retrieve_one(self.communities[h], reqs, assertion) for h, reqs in by_community.items())
+        )
+        documents: list[bytes] = []
+        attachments: list[Attachment] = []
+        for part_errors, part_documents, part_attachments in parts:
+            errors += part_errors
+            documents += part_documents
+            attachments += part_attachments
+        return SoapResponse(
+            v.ACTION_RETRIEVE_RESPONSE, m.retrieve_response(errors, documents), attachments=attachments
+        )
+
+    async def _retrieve_one(
+        self, community: CommunityConfig, reqs: list[m.DocumentRequest], assertion: etree._Element | None
+    ) -> tuple[list[XdsError], list[bytes], list[Attachment]]:
+        try:
+            answer = await self._exchange(
+                community,
+                community.repository_url,
+                v.ACTION_XCA_RETRIEVE,
+                m.retrieve_request(reqs),
+                assertion,
+            )
+        except CommunityError as exc:
+            return [exc.error], [], []
+        keep: list[Attachment] = []
+        try:
+            _, errors = m.read_registry_response(answer.message.body)
+            documents = []
+            for doc in answer.message.body.iter(m.XDSB + "DocumentResponse"):
+                include = doc.find(f"{m.XDSB}Document/{_XOP_INCLUDE}")
+                if include is not None:
+                    att = answer.attachments.pop(normalize_cid(include.get("href", "")), None)
+                    if att is None:
+                        raise ValueError("a DocumentResponse refers to a part the answer does not hold")
+                    att.content_id = f"doc.{uuid.uuid4().hex}@xds-gateway"
+                    include.set("href", f"cid:{att.content_id}")
+                    keep.append(att)
+                documents.append(etree.tostring(doc))
+        except ValueError as exc:
+            for att in keep:
+                att.discard()
+            error = XdsError(v.XDSRepositoryError, f"{_name(community)} answered out of turn: {exc}")
+            return [m.located([error], community.home_community_id)[0]], [], []
+        finally:
+            for unused in answer.attachments.values():
+                unused.discard()
+        return m.located(errors, community.home_community_id), documents, keep
+
+    # --- one exchange -------------------------------------------------------------------------------
+    async def _exchange(
+        self, community: CommunityConfig, url: str, action: str, body: bytes, assertion: etree._Element | None
+    ) -> _Answer:
+        """Send one ITI-38/39 request, signed, within the community's time limit; the verified answer."""
+        here = community.home_community_id
+        if not url:
+            raise CommunityError(
+                XdsError(v.XDSUnavailableCommunity, f"{_name(community)} has no {action} endpoint", here)
+            )
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(community.timeout_s):
+                return await self._send(community, url, action, body, assertion)
+        except TimeoutError:
+            context = f"{_name(community)} did not answer within {community.timeout_s:g} s"
+            raise CommunityError(XdsError(v.XDSUnavailableCommunity, context, here)) from None
+        except httpx.HTTPError as exc:
+            context = f"{_name(community)} could not be reached: {type(exc).__name__} {exc}".strip()
+            raise CommunityError(XdsError(v.XDSUnavailableCommunity, context, here)) from None
+        except SoapFault as fault:
+            subcode = f" ({fault.subcode})" if fault.subcode else ""
+            context = f"{_name(community)} refused the request: {fault.reason}{subcode}"
+            raise CommunityError(XdsError(_FAILURE[action], context, here)) from None
+        except AssertionRejected as exc:
+            context = f"the answer of {_name(community)} was not accepted: {exc.reason}"
+            raise CommunityError(XdsError(_FAILURE[action], context, here)) from None
+        finally:
+            log.debug("%s %s: %.0f ms", _name(community), action, (time.monotonic() - started) * 1000)
+
+    async def _send(
+        self, community: CommunityConfig, url: str, action: str, body: bytes, assertion: etree._Element | None
+    ) -> _Answer:
+        message_id = new_message_id()
+        envelope = envelope_bytes(action, body, message_id=message_id, to=url, reply_to_anonymous=True)
+        signed = self._pems is not None and assertion is not None
+        if signed:
+            key_pem, cert_pem = self._pems  # type: ignore[misc]
+            signer = MessageSigner(key_pem, cert_pem, assertion=assertion)
+            envelope = await to_thread.run_sync(signer.secure, envelope)
+        headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
+        client = self._client(community)
+        async with client.stream("POST", url, content=envelope, headers=headers) as response:
+            answer = await self._read(response)
+        if signed:
+            anchors = [community.ca_file] if community.ca_file else self.anchors
+            try:
+                await to_thread.run_sync(
+                    lambda: verify_answer(
+                        answer.message.envelope,
+                        anchors=anchors,
+                        relates_to=message_id,
+                        parts=answer.attachments,
+                    )
+                )
+            except AssertionRejected:
+                for att in answer.attachments.values():
+                    att.discard()
+                raise
+        return answer
+
+    async def _read(self, response: httpx.Response) -> _Answer:
+        ctype = response.headers.get("content-type", "")
+        if not ctype.lower().startswith("multipart/"):
+            message = parse_envelope(await response.aread())
+            return _Answer(message)
+        parser = MultipartParser(
+            ctype, spool_threshold=SPOOL_THRESHOLD, tmp_dir=str(self.spool_dir), digest=False
+        )
+        try:
+            async for chunk in response.aiter_raw():
+                parser.feed(chunk)
+            root, attachments = parser.close()
+            return _Answer(parse_envelope(root, attachments, mtom=True), attachments)
+        except BaseException:
+            parser.discard()
+            raise
+
+    def _client(self, community: CommunityConfig) -> httpx.AsyncClient:
+        client = self._clients.get(community.home_community_id)
+        if client is None:
+            verify: ssl.SSLContext | bool = True
+            if community.ca_file:
+                verify = ssl.create_default_context(cafile=community.ca_file)
+                if self.identity is not None:
+                    verify.load_cert_chain(self.identity.cert_path, self.identity.key_path)
+            client = httpx.AsyncClient(timeout=None, verify=verify)
+            self._clients[community.home_community_id] = client
+        return client
+
+    def endpoints(self, max_body_bytes: int, read_timeout: float = 60.0) -> tuple[SoapEndpoint, SoapEndpoint]:
+        """The two SOAP endpoints: ITI-18 (``/ig/registry``) and ITI-43 (``/ig/repository``)."""
+        query = SoapEndpoint(
+            {v.ACTION_STORED_QUERY: self.stored_query},
+            max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
+        )
+        retrieve = SoapEndpoint(
+            {v.ACTION_RETRIEVE: self.retrieve},
+            max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
+            tmp_dir=str(self.spool_dir),
+        )
+        return query, retrieve
+
+
+def consumer_assertion(request: SoapRequest) -> etree._Element | None:
+    """The XUA assertion of a verified request (the one the trust model checked), or None."""
+    if request.security is None or request.header is None:
+        return None
+    security = request.header.find("{" + NS_WSSE + "}Security")
+    return security.find("{" + NS_SAML + "}Assertion") if security is not None else None
+
+
+def _name(community: CommunityConfig) -> str:
+    return f"community {community.name or community.home_community_id}"
