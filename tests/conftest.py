@@ -8,12 +8,16 @@ from pathlib import Path
 import pytest
 from lxml import etree
 from sqlalchemy import Engine
-from support import RunningServer, make_config, new_database, postgres_admin_url, require_shared
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    return require_shared()
+from support import (
+    KIT_SKIP,
+    KIT_SOURCE,
+    RunningServer,
+    kit_dir,
+    make_config,
+    new_database,
+    postgres_admin_url,
+    require_kit,
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +40,8 @@ def registry_wsdl() -> str:
 
 
 @pytest.fixture(scope="session")
-def testkit(shared: Path) -> Path:
-    return require_shared("conformance", "nist-testkit")
+def testkit() -> Path:
+    return require_kit()
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +76,18 @@ def server(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
     """A registry served over real HTTP (and MLLP) on loopback, fresh database."""
     with RunningServer(make_config(tmp_path / "data", database_url)) as running:
         yield running
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """One line at the end of a run (after the short summary) saying how many tests skipped for
+    want of the NIST test kit, and where the kit comes from."""
+    result = yield
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if KIT_SKIP in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped for want of the NIST XDS test kit ({kit_dir()} is missing): "
+            f"it comes from {KIT_SOURCE}; set XDS_SHARED_DIR to a folder holding it as "
+            "conformance/nist-testkit"
+        )
+    return result

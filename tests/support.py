@@ -1,7 +1,8 @@
-"""Helpers shared by the test suites: the shared/ folder, fresh databases, a running server.
+"""Helpers shared by the test suites: the NIST test kit, fresh databases, a running server.
 
-``XDS_SHARED_DIR`` points at the shared material (standards, NIST kit); default ``../shared``.
-Outside CI a missing folder skips the tests that need it, with the reason; in CI it fails them.
+The schemas and WSDLs ship with the project (wsdl/); the NIST XDS test kit does not. It is looked
+for at ``$XDS_SHARED_DIR/conformance/nist-testkit`` (default ``../shared`` beside the checkout).
+Outside CI a missing kit skips the tests that need it, with the reason; in CI it fails them.
 ``XDS_TEST_DATABASE_URL`` (a PostgreSQL URL) makes every fresh database a new PostgreSQL database
 instead of a SQLite file.
 """
@@ -24,11 +25,22 @@ def shared_dir() -> Path:
     return Path(os.environ.get("XDS_SHARED_DIR", REPO.parent / "shared")).resolve()
 
 
-def require_shared(*parts: str) -> Path:
-    """The path under shared/, or skip (outside CI) / fail (in CI) when it is missing."""
-    path = shared_dir().joinpath(*parts)
-    if not path.exists():
-        message = f"{path} is missing: set XDS_SHARED_DIR to the shared/ folder (standards, NIST test kit)"
+KIT_SOURCE = (
+    "the public-domain NIST XDS Toolkit (github.com/usnistgov/iheos-toolkit2, folder "
+    "xdstools2/src/main/webapp/toolkitx/testkit)"
+)
+KIT_SKIP = "needs the NIST XDS test kit"
+
+
+def kit_dir() -> Path:
+    return shared_dir() / "conformance" / "nist-testkit"
+
+
+def require_kit() -> Path:
+    """The NIST test kit's folder, or skip (outside CI) / fail (in CI) when it is missing."""
+    path = kit_dir()
+    if not path.is_dir():
+        message = f"{KIT_SKIP}: {path} is missing (set XDS_SHARED_DIR)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -158,8 +170,8 @@ def kit_test_ids(collection: str) -> list[str]:
     """A NIST kit collection's test ids; one placeholder when the kit is absent (it then skips/fails)."""
     from xds.conformance.testplan import load_collection
 
-    path = shared_dir() / "conformance" / "nist-testkit"
-    return load_collection(path, collection) if path.exists() else [KIT_MISSING]
+    path = kit_dir()
+    return load_collection(path, collection) if path.is_dir() else [KIT_MISSING]
 
 
 @contextlib.contextmanager
@@ -169,8 +181,10 @@ def kit_session(tmp: Path):  # type: ignore[no-untyped-def]
     from xds.conformance.runner import Session
     from xds.conformance.schemas import AnswerSchemas
 
-    kit = require_shared("conformance", "nist-testkit")
-    schemas = AnswerSchemas(require_shared("standards", "ihe-iti", "iti", "schema"))
+    from xds.schemas import standards_dir
+
+    kit = require_kit()
+    schemas = AnswerSchemas(standards_dir() / "iti" / "schema")
     with new_database(tmp) as url, local_deployment(url, str(tmp / "data")) as target:
         yield Session(kit, target, schemas=schemas)
 

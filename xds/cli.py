@@ -184,7 +184,7 @@ def _conformance(args: argparse.Namespace) -> int:
 
 
 def _answer_schemas(kit: Path, given: str | None):  # type: ignore[no-untyped-def]
-    """The IHE schemas every answer of a replay is validated against (``--schemas``, else beside the kit)."""
+    """The IHE schemas every answer of a replay is validated against (``--schemas``, else the shipped ones)."""
     from xds.conformance.schemas import AnswerSchemas, default_directory
 
     directory = Path(given) if given else default_directory(kit)
@@ -362,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init.set_defaults(func=_keys)
 
     conf = sub.add_parser("conformance", help="replay the NIST XDS test kit against a deployment")
-    conf.add_argument("--testkit", required=True, help="the kit folder (shared/conformance/nist-testkit)")
+    conf.add_argument(
+        "--testkit", required=True, help="the NIST XDS test kit folder (iheos-toolkit2's toolkitx/testkit)"
+    )
     conf.add_argument(
         "--target",
         nargs="+",
@@ -376,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument(
         "--schemas",
         help="IHE schema folder (holding ebRS/ and IHE/) every answer is validated against "
-        "(default: standards/ihe-iti/iti/schema beside the kit's folder)",
+        "(default: the official schemas shipped with xds)",
     )
     conf.set_defaults(func=_conformance)
 

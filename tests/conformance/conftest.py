@@ -1,7 +1,7 @@
 """Fixtures of the conformance-runner tests: the ebRIM 3.0 lcm schema and the kit's 2.1 submissions.
 
-The kit and the standards come from the shared/ folder (``XDS_SHARED_DIR``, see tests/conftest.py):
-missing, the tests skip with the reason outside CI and fail in CI.
+The kit comes from ``$XDS_SHARED_DIR/conformance/nist-testkit`` (tests/support.py): missing, the
+tests skip with the reason outside CI and fail in CI; the schemas ship with the project.
 """
 
 from __future__ import annotations

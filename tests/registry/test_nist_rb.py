@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import KIT_MISSING, kit_session, kit_test_ids, require_shared
+from support import KIT_MISSING, kit_session, kit_test_ids, require_kit
 
 from xds.conformance.runner import Session
 from xds.conformance.testplan import REGISTER
@@ -24,7 +24,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 @pytest.mark.parametrize("test_id", kit_test_ids("R.b"))
 def test_rb(session: Session, test_id: str) -> None:
     if test_id == KIT_MISSING:
-        require_shared("conformance", "nist-testkit")
+        require_kit()
     results = session.run_test(test_id)
     failed = [r for r in results if r.outcome == "failed"]
     registers = [r for r in results if r.transaction == REGISTER]

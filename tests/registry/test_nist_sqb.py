@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support import KIT_MISSING, kit_session, kit_test_ids, require_shared
+from support import KIT_MISSING, kit_session, kit_test_ids, require_kit
 
 from xds.conformance.runner import Session
 from xds.conformance.testplan import STORED_QUERY
@@ -26,7 +26,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 @pytest.mark.parametrize("test_id", kit_test_ids("SQ.b"))
 def test_sqb(session: Session, test_id: str) -> None:
     if test_id == KIT_MISSING:
-        require_shared("conformance", "nist-testkit")
+        require_kit()
     results = session.run_test(test_id)
     queries = [r for r in results if r.transaction == STORED_QUERY]
     assert queries, f"{test_id} has no stored query step"

@@ -71,6 +71,8 @@ def xop_infoset(payload: etree._Element, attachments: dict[str, Attachment]) -> 
 
 
 def default_directory(testkit: Path) -> Path | None:
-    """The IHE schema folder beside a shared kit (``<shared>/standards/ihe-iti/iti/schema``), if any."""
-    candidate = testkit.resolve().parent.parent / "standards" / "ihe-iti" / "iti" / "schema"
+    """The IHE schema folder: the official schemas shipped with the package (``xds.schemas``)."""
+    from xds.schemas import standards_dir
+
+    candidate = standards_dir() / "iti" / "schema"
     return candidate if (candidate / "ebRS" / "rs.xsd").is_file() else None
