@@ -180,7 +180,6 @@ def kit_session(tmp: Path):  # type: ignore[no-untyped-def]
     from xds.conformance.deployment import local_deployment
     from xds.conformance.runner import Session
     from xds.conformance.schemas import AnswerSchemas
-
     from xds.schemas import standards_dir
 
     kit = require_kit()
