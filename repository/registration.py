@@ -24,6 +24,7 @@ from xds.registry.service import RegistryService
 from xds.repository.service import LookupFunction, RegisterFunction, RegistryUnreachable
 from xds.soap.envelope import SoapFault, build_request
 from xds.soap.mtom import parse_message
+from xds.trust.wssecurity import REQUEST_ASSERTION, MessageSigner
 
 
 class LocalRegistration:
@@ -65,11 +66,21 @@ def local(registry: RegistryService) -> tuple[RegisterFunction, LookupFunction]:
     return LocalRegistration(registry), lookup
 
 
-def remote(url: str, *, timeout: float = 60.0) -> tuple[RegisterFunction, LookupFunction]:
-    """Register with ITI-42 at ``url``; after a crash, ask it with ITI-18 what it holds."""
+def remote(
+    url: str, *, timeout: float = 60.0, signing: tuple[bytes, bytes] | None = None
+) -> tuple[RegisterFunction, LookupFunction]:
+    """Register with ITI-42 at ``url``; after a crash, ask it with ITI-18 what it holds.
+
+    With ``signing`` (this institution's key and certificate PEM) and a verified assertion on the
+    ITI-41 request being handled, the ITI-42 carries that assertion and is signed by this
+    institution (WS-Security, ITI TF-2 §3.40.4.1.2), as the registry's trust model requires.
+    """
 
     async def register(sub: Submission) -> list[XdsError]:
         data, content_type = build_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(sub), to=url)
+        token = REQUEST_ASSERTION.get()
+        if signing is not None and token is not None:
+            data = MessageSigner(*signing, assertion=token).secure(data)
         try:
             async with httpx.AsyncClient(timeout=timeout) as client:
                 response = await client.post(url, content=data, headers={"Content-Type": content_type})

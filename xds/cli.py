@@ -92,6 +92,78 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signing_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags that make a client command sign (WS-Security + XUA, ITI TF-2 §3.40) and check answers."""
+    g = parser.add_argument_group("signing (WS-Security with a XUA assertion; default: unsigned)")
+    g.add_argument("--config", help="take sign_cert, sign_key and ca_file from this file's [trust]")
+    g.add_argument("--sign-cert", help="this institution's certificate (PEM): sign the request")
+    g.add_argument("--sign-key", help="its private key (PEM file)")
+    g.add_argument("--ca-file", help="anchors the answer's signer must chain to: answers are verified")
+    g.add_argument("--assertion", help="a signed XUA assertion (XML file) from the identity provider")
+    g.add_argument("--idp-cert", help="or make one: the identity provider's certificate (PEM)")
+    g.add_argument("--idp-key", help="... and its private key (development keys from xds keys init)")
+    g.add_argument(
+        "--issuer", default="https://idp.xds.invalid", help="the assertion's Issuer (default %(default)s)"
+    )
+    g.add_argument("--audience", help="the assertion's audience (default: scheme://host[:port] of --url)")
+    g.add_argument("--subject-id", help="who asks (subject-id), e.g. a name or HPR-qualified id")
+    g.add_argument("--hpr", default="", help="HPR number of the health professional")
+    g.add_argument("--role", default="", help="role code (Volven 9060)")
+    g.add_argument("--organisation", default="", help="organisation name")
+    g.add_argument("--organisation-id", default="", help="organisasjonsnummer")
+    g.add_argument("--purpose", default="TREAT", help="purpose of use (default %(default)s)")
+
+
+def _channel(args: argparse.Namespace, patient: str):  # type: ignore[no-untyped-def]
+    """The SecureChannel the signing flags describe, or None when they ask for no signing."""
+    from urllib.parse import urlsplit
+
+    sign_cert, sign_key, ca_file = args.sign_cert, args.sign_key, args.ca_file
+    if args.config:
+        tc = config_mod.load(args.config).trust
+        sign_cert, sign_key = sign_cert or tc.sign_cert, sign_key or tc.sign_key
+        ca_file = ca_file or tc.ca_file
+    if not (sign_cert and sign_key):
+        if args.assertion or args.idp_key:
+            raise ValueError("signing needs --sign-cert and --sign-key (or [trust] sign_cert/sign_key)")
+        return None
+    from xds.safexml import parse
+    from xds.trust.assertion import TrustAttributes
+    from xds.trust.keys import TrustAnchors
+    from xds.trust.wssecurity import MessageSigner, SecureChannel
+
+    cert, key = Path(sign_cert).read_bytes(), Path(sign_key).read_bytes()
+    if args.assertion:
+        signer = MessageSigner(key, cert, assertion=parse(Path(args.assertion).read_bytes()))
+    elif args.idp_key and args.idp_cert and args.subject_id:
+        attributes = TrustAttributes(
+            subject_id=args.subject_id,
+            hpr_number=args.hpr,
+            role=args.role,
+            organisation=args.organisation,
+            organisation_id=args.organisation_id,
+            purpose_of_use=args.purpose,
+            resource_id=patient,
+        )
+        url = urlsplit(args.url)
+        signer = MessageSigner.with_attributes(
+            key,
+            cert,
+            attributes,
+            idp_key_pem=Path(args.idp_key).read_bytes(),
+            idp_cert_pem=Path(args.idp_cert).read_bytes(),
+            issuer=args.issuer,
+            audience=args.audience or f"{url.scheme}://{url.netloc}",
+        )
+    else:
+        raise ValueError("signing needs --assertion FILE, or --idp-cert, --idp-key and --subject-id")
+    return SecureChannel(signer, TrustAnchors([ca_file]) if ca_file else None)
+
+
+def _patient_cx(args: argparse.Namespace) -> str:
+    return args.patient if "^" in args.patient else f"{args.patient}^^^&{args.patient_oid}&ISO"
+
+
 def _submit(args: argparse.Namespace) -> int:
     """ITI-41: describe ordinary files and provide them to a repository over MTOM."""
     from xds.client import RepositoryClient, describe_files
@@ -100,7 +172,7 @@ def _submit(args: argparse.Namespace) -> int:
     for f in files:
         if not f.is_file():
             raise OSError(f"{f} is not a file")
-    patient = args.patient if "^" in args.patient else f"{args.patient}^^^&{args.patient_oid}&ISO"
+    patient = _patient_cx(args)
     submission, documents = describe_files(
         files,
         patient,
@@ -109,7 +181,7 @@ def _submit(args: argparse.Namespace) -> int:
         confidentiality=args.confidentiality,
         title=args.title,
     )
-    with RepositoryClient(args.url) as client:
+    with RepositoryClient(args.url, security=_channel(args, patient)) as client:
         outcome = client.provide_and_register(submission, documents)
     for doc in submission.documents:
         path, mime = documents[doc.id]
@@ -128,7 +200,10 @@ def _retrieve(args: argparse.Namespace) -> int:
 
     target = Path(args.output)
     with tempfile.TemporaryDirectory(dir=target.parent if str(target.parent) else ".") as tmp:
-        with RepositoryClient(args.url) as client:
+        if args.patient is None and (args.sign_cert or args.config):
+            raise ValueError("a signed retrieve needs --patient (the assertion's resource-id)")
+        security = _channel(args, _patient_cx(args)) if args.patient else None
+        with RepositoryClient(args.url, security=security) as client:
             outcome, found = client.retrieve(args.repository, [args.unique_id], Path(tmp))
         for err in outcome.errors:
             print(f"xds: {err.code}: {err.context}", file=sys.stderr)
@@ -339,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--type-code", default="A03-2", help="typeCode (Volven 9602)")
     submit.add_argument("--confidentiality", default="N", help="confidentialityCode (Volven 9603)")
     submit.add_argument("--title", help="document title (default: the file name)")
+    _signing_arguments(submit)
     submit.set_defaults(func=_submit)
 
     retrieve = sub.add_parser("retrieve", help="ITI-43: fetch a document from a repository")
@@ -346,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--repository", required=True, help="repositoryUniqueId (OID)")
     retrieve.add_argument("-o", "--output", required=True, help="file to write")
     retrieve.add_argument("--url", default="http://127.0.0.1:8080/repository", help="repository endpoint")
+    retrieve.add_argument(
+        "--patient", help="the document's patient (a national number or CX): signed requests"
+    )
+    retrieve.add_argument("--patient-oid", default="2.16.578.1.12.4.1.4.1", help="assigning authority OID")
+    _signing_arguments(retrieve)
     retrieve.set_defaults(func=_retrieve)
 
     keys = sub.add_parser("keys", help="development keys and certificates for the trust model")

@@ -12,19 +12,20 @@ import os
 import random
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
-from xds import samples
+from xds import safexml, samples
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.metadata.model import Classification, DocumentEntry, LocalizedString, Slot, Submission
 from xds.metadata.registry_response import parse_registry_response
-from xds.soap.envelope import SoapFault, envelope_bytes, parse_envelope
+from xds.soap.envelope import Attachment, SoapFault, envelope_bytes, parse_envelope
 from xds.soap.mtom import MultipartParser, multipart_content_type, new_boundary, resolve_xop
 
 CHUNK = 1024 * 1024
@@ -120,12 +121,58 @@ def _set_code(doc: DocumentEntry, scheme: str, code: str, system: str) -> None:
     )
 
 
-class RepositoryClient:
-    """ITI-41 and ITI-43 against one repository endpoint."""
+class EnvelopeSecurity(Protocol):
+    """How a client secures its requests and checks the answers (xds.trust.wssecurity.SecureChannel).
 
-    def __init__(self, url: str, *, timeout: float = 300.0) -> None:
+    ``secure`` returns the envelope signed (``parts``: the MTOM parts by Content-ID, signed with it);
+    ``verify_answer`` raises when an answer is not signed as it must be.
+    """
+
+    def secure(self, envelope: bytes, *, parts: Mapping[str, Attachment] | None = None) -> bytes: ...
+
+    def verify_answer(
+        self,
+        envelope: object,
+        *,
+        relates_to: str | None = None,
+        parts: Mapping[str, Attachment] | None = None,
+    ) -> None: ...
+
+
+class UntrustedAnswer(ValueError):
+    """The answer did not pass the client's WS-Security checks."""
+
+
+class RepositoryClient:
+    """ITI-41, ITI-43 and ITI-86 against one repository endpoint, signed when given ``security``."""
+
+    def __init__(self, url: str, *, timeout: float = 300.0, security: EnvelopeSecurity | None = None) -> None:
         self.url = url
         self.http = httpx.Client(timeout=timeout)
+        self.security = security
+
+    def _secure(
+        self, envelope: bytes, parts: Mapping[str, Attachment] | None = None
+    ) -> tuple[bytes, str | None]:
+        """The envelope as sent, and its MessageID (for the answer's RelatesTo)."""
+        if self.security is None:
+            return envelope, None
+        message_id = safexml.parse(envelope).findtext(f"{{{v.NS_SOAP12}}}Header/{{{v.NS_WSA}}}MessageID")
+        return self.security.secure(envelope, parts=parts), (message_id or "").strip() or None
+
+    def _check_answer(
+        self, root: bytes, relates_to: str | None, parts: Mapping[str, Attachment] | None = None
+    ) -> None:
+        if self.security is None:
+            return
+        envelope = safexml.parse(root)
+        is_fault = envelope.find(f"{{{v.NS_SOAP12}}}Body/{{{v.NS_SOAP12}}}Fault") is not None
+        if is_fault and envelope.find(f"{{{v.NS_SOAP12}}}Header") is None:
+            return  # an unsigned fault is reported as the fault it is; it proves nothing
+        try:
+            self.security.verify_answer(envelope, relates_to=relates_to, parts=parts)
+        except Exception as exc:  # the trust library's refusal, whatever its class
+            raise UntrustedAnswer(f"the answer is not trusted: {exc}") from None
 
     def close(self) -> None:
         self.http.close()
@@ -151,6 +198,11 @@ class RepositoryClient:
         )
         action = v.ACTION_PROVIDE_AND_REGISTER
         envelope = envelope_bytes(action, body, to=self.url, reply_to_anonymous=True)
+        parts = {
+            cids[doc_id]: Attachment(cids[doc_id], mime, path=str(path))
+            for doc_id, (path, mime) in documents.items()
+        }
+        envelope, message_id = self._secure(envelope, parts)
         boundary = new_boundary()
         root_id = f"root.{uuid.uuid4().hex}@xds-client"
 
@@ -174,7 +226,18 @@ class RepositoryClient:
             content=parts(),
             headers={"Content-Type": multipart_content_type(boundary, root_id, action)},
         )
-        return _outcome(response.headers.get("content-type", ""), response.content)
+        return self._outcome(response.headers.get("content-type", ""), response.content, message_id)
+
+    def _outcome(self, content_type: str, data: bytes, message_id: str | None) -> Outcome:
+        if self.security is not None:
+            from xds.soap.mtom import parse_multipart_bytes
+
+            media = content_type.split(";")[0].strip().lower()
+            root, parts = (
+                parse_multipart_bytes(content_type, data) if media.startswith("multipart/") else (data, {})
+            )
+            self._check_answer(root, message_id, parts)
+        return _outcome(content_type, data)
 
     # --- ITI-43 -----------------------------------------------------------------------------------
     def retrieve(
@@ -188,18 +251,21 @@ class RepositoryClient:
         )
         body = f'<xdsb:RetrieveDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">{requests}</xdsb:RetrieveDocumentSetRequest>'
         action = v.ACTION_RETRIEVE
-        data = envelope_bytes(action, body.encode(), to=self.url, reply_to_anonymous=True)
+        data, message_id = self._secure(
+            envelope_bytes(action, body.encode(), to=self.url, reply_to_anonymous=True)
+        )
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".retrieve-") as spool:
             with self.http.stream("POST", self.url, content=data, headers=headers) as response:
                 ctype = response.headers.get("content-type", "")
                 if not ctype.lower().startswith("multipart/"):
-                    return _outcome(ctype, response.read()), []
+                    return self._outcome(ctype, response.read(), message_id), []
                 parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool, digest=False)
                 for chunk in response.iter_raw():
                     parser.feed(chunk)
                 root, attachments = parser.close()
+            self._check_answer(root, message_id, attachments)
             message = parse_envelope(root, attachments, mtom=True)
             status, errors = parse_registry_response(message.body.find(f"{{{v.NS_RS}}}RegistryResponse"))
             found: list[Retrieved] = []
@@ -236,10 +302,12 @@ class RepositoryClient:
         )
         body = f'<rmd:RemoveDocumentsRequest xmlns:rmd="{v.NS_RMD}" xmlns:xdsb="{v.NS_XDSB}">{requests}</rmd:RemoveDocumentsRequest>'
         action = v.ACTION_REMOVE_DOCUMENTS
-        data = envelope_bytes(action, body.encode(), to=self.url, reply_to_anonymous=True)
+        data, message_id = self._secure(
+            envelope_bytes(action, body.encode(), to=self.url, reply_to_anonymous=True)
+        )
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
         response = self.http.post(self.url, content=data, headers=headers)
-        return _outcome(response.headers.get("content-type", ""), response.content)
+        return self._outcome(response.headers.get("content-type", ""), response.content, message_id)
 
 
 def _safe_name(unique_id: str) -> str:

@@ -120,6 +120,7 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
         replay=DatabaseReplayStore(engine),
         public_url=config.server.public_url,
         bind_tls=tc.bind_tls,
+        host_audience=not tc.audiences(config.server.public_url),
         documents=RegistryDocumentFacts(engine),
         policy=tc.access_policy(),
         signing=(Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None,
@@ -144,7 +145,7 @@ def trust_roles(config: Config) -> TrustRoles:
     if not audiences and tc.mode != "off":
         logging.getLogger("xds.trust").warning(
             "[trust] audience and [server] public_url are unset: assertions for the national audience %s "
-            "are accepted, whichever deployment they were meant for",
+            "or for the address a request's Host header names are accepted; set public_url",
             DEFAULT_AUDIENCE,
         )
     return TrustRoles(
@@ -214,8 +215,12 @@ def build_repositories(config: Config, registry: RegistryService) -> list[Reposi
     out = []
     for rc in config.repositories:
         store = rc.store(config.server.data_dir)
+        tc = config.trust
+        signing = (Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None
         register, lookup = (
-            registration.remote(rc.registry_url) if rc.registry_url else registration.local(registry)
+            registration.remote(rc.registry_url, signing=signing)
+            if rc.registry_url
+            else registration.local(registry)
         )
         out.append(
             RepositoryService(

@@ -17,6 +17,7 @@ wsse:FailedCheck, wsse:FailedAuthentication, wsse:MessageExpired) and a reason i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
@@ -33,7 +34,14 @@ from xds.soap.envelope import Attachment, SoapFault, SoapRequest
 from xds.soap.mtom import normalize_cid
 from xds.trust.assertion import AssertionRejected, TrustAttributes
 from xds.trust.policy import AccessPolicy
-from xds.trust.wssecurity import NS_WSSE, MessageSigner, SecurityContext, TrustRoles, verify_request
+from xds.trust.wssecurity import (
+    NS_WSSE,
+    REQUEST_ASSERTION,
+    MessageSigner,
+    SecurityContext,
+    TrustRoles,
+    verify_request,
+)
 
 log = logging.getLogger("xds.trust")
 
@@ -81,6 +89,7 @@ class PolicyEnforcementPoint:
         replay: ReplayStore,
         public_url: str = "",
         bind_tls: bool = False,
+        host_audience: bool = False,
         documents: DocumentFacts | None = None,
         policy: AccessPolicy | None = None,
         signing: tuple[bytes, bytes] | None = None,
@@ -99,6 +108,7 @@ class PolicyEnforcementPoint:
         self.trust = trust
         self.public_url = public_url.rstrip("/")
         self.bind_tls = bind_tls
+        self.host_audience = host_audience  # no audience configured: also the address the Host names
         self.replay = replay
         self.documents = documents
         self.policy = policy or AccessPolicy()
@@ -118,7 +128,7 @@ class PolicyEnforcementPoint:
                 )
             return
         try:
-            ctx = await to_thread.run_sync(self._verify, request)
+            ctx = await to_thread.run_sync(self._verify, request, scope)
         except AssertionRejected as exc:
             log.info("request refused: %s", exc.reason)
             raise SoapFault("Sender", exc.reason, exc.subcode) from None
@@ -134,11 +144,17 @@ class PolicyEnforcementPoint:
             )
         await to_thread.run_sync(self._check_patient, request.action, ctx)
         request.security = ctx
+        REQUEST_ASSERTION.set(ctx.token)
         request.body = ctx.payload
         request.message_id = ctx.message_id
 
-    def _verify(self, request: SoapRequest) -> SecurityContext:
-        return verify_request(request.envelope, trust=self.trust, parts=request.attachments)
+    def _verify(self, request: SoapRequest, scope: Scope) -> SecurityContext:
+        trust = self.trust
+        if self.host_audience:
+            seen = _seen_address(scope)
+            base = seen[: len(seen) - len(scope.get("path", ""))] if scope.get("path") else seen
+            trust = dataclasses.replace(trust, audiences=(*trust.audiences, base))
+        return verify_request(request.envelope, trust=trust, parts=request.attachments)
 
     def _check_address(self, ctx: SecurityContext, scope: Scope) -> None:
         """The signed wsa:To is this endpoint's public address (``[server] public_url`` + path)."""

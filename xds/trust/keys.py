@@ -294,6 +294,7 @@ class TrustAnchors:
         """The validated path, leaf first; :class:`UntrustedCertificate` otherwise."""
         if not self.files:
             raise UntrustedCertificate("no trust anchors are configured for this role")
+        check_strength(leaf)  # first, so that a weak key is named as such
         store, _ = _anchor_store(_read_files(self.files))
         policies = {
             "ca_policy": ExtensionPolicy.webpki_defaults_ca(),

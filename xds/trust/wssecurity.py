@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,6 +223,12 @@ class SecurityContext:
     expires: dt.datetime  # the message's Timestamp Expires
     replay_key: str  # what identifies the message for replay detection
     signer_chain: tuple[x509.Certificate, ...] = ()
+    token: etree._Element | None = None  # the signed assertion as received (to forward, e.g. ITI-42)
+
+
+# The verified assertion of the request being handled (set by the enforcement point, read by an actor
+# that forwards the request's authority, e.g. a repository's remote ITI-42).
+REQUEST_ASSERTION: ContextVar[etree._Element | None] = ContextVar("xds_request_assertion", default=None)
 
 
 @dataclass
@@ -431,6 +438,7 @@ def verify_request(
         expires=message.expires,
         replay_key=f"message:{message_id}",
         signer_chain=tuple(message.chain),
+        token=assertions[0],
     )
 
 
@@ -472,3 +480,27 @@ def verify_response(
 ) -> x509.Certificate:
     """:func:`verify_answer` under the anchors of one PEM file (or several)."""
     return verify_answer(envelope, anchors=ca_pem_file, relates_to=relates_to)
+
+
+class SecureChannel:
+    """A client's WS-Security: requests signed by ``signer``, answers verified under ``anchors``.
+
+    It is what :class:`xds.client.RepositoryClient` (and any other SOAP client) is handed: with
+    ``anchors`` every answer must be signed by an institution chaining to them, its Timestamp in
+    its window, its RelatesTo our request and its MTOM parts unaltered; without, answers are read
+    unverified.
+    """
+
+    def __init__(self, signer: MessageSigner, anchors: TrustAnchors | None = None) -> None:
+        self.signer = signer
+        self.anchors = anchors
+
+    def secure(self, envelope: bytes, *, parts: Parts | None = None) -> bytes:
+        return self.signer.secure(envelope, parts=parts)
+
+    def verify_answer(
+        self, envelope: etree._Element, *, relates_to: str | None = None, parts: Parts | None = None
+    ) -> None:
+        """Raise :class:`AssertionRejected` unless the answer is signed as it must be."""
+        if self.anchors is not None:
+            verify_answer(envelope, anchors=self.anchors, relates_to=relates_to, parts=parts)
