@@ -179,13 +179,10 @@ def kit_session(tmp: Path):  # type: ignore[no-untyped-def]
     """A replay session against a deployment started for it (fresh database, plain IHE profile)."""
     from xds.conformance.deployment import local_deployment
     from xds.conformance.runner import Session
-    from xds.conformance.schemas import AnswerSchemas
-    from xds.schemas import standards_dir
 
     kit = require_kit()
-    schemas = AnswerSchemas(standards_dir() / "iti" / "schema")
     with new_database(tmp) as url, local_deployment(url, str(tmp / "data")) as target:
-        yield Session(kit, target, schemas=schemas)
+        yield Session(kit, target)
 
 
 def run_bench(*argv: str) -> int:

@@ -242,7 +242,7 @@ def _conformance(args: argparse.Namespace) -> int:
                 target.feed = (host or "127.0.0.1", int(port))
         else:
             target = stack.enter_context(local_deployment(args.database_url or ""))
-        session = Session(kit, target, schemas=_answer_schemas(kit, args.schemas))
+        session = Session(kit, target, schemas=_answer_schemas(args.schemas))
         results: dict[str, list[report.TestReport]] = {}
         for name in collections:
             results[name] = report.run_collection(session, name)
@@ -258,16 +258,11 @@ def _conformance(args: argparse.Namespace) -> int:
     return 1 if any(r.outcome == "failed" for rs in results.values() for r in rs) else 0
 
 
-def _answer_schemas(kit: Path, given: str | None):  # type: ignore[no-untyped-def]
-    """The IHE schemas every answer of a replay is validated against (``--schemas``, else the shipped ones)."""
-    from xds.conformance.schemas import AnswerSchemas, default_directory
+def _answer_schemas(given: str | None):  # type: ignore[no-untyped-def]
+    """The schemas every answer of a replay is validated against: ``--schemas``, else the shipped ones."""
+    from xds.conformance.schemas import AnswerSchemas, shipped
 
-    directory = Path(given) if given else default_directory(kit)
-    if directory is None:
-        raise OSError(
-            "no IHE schema folder beside the kit: give --schemas DIR (the folder holding ebRS/ and IHE/)"
-        )
-    return AnswerSchemas(directory)
+    return AnswerSchemas(Path(given)) if given else shipped()
 
 
 def _keys(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ from support import free_port, new_database
 from xds.conformance import report
 from xds.conformance.deployment import local_deployment
 from xds.conformance.runner import Session, Target
-from xds.conformance.schemas import AnswerSchemas
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import envelope_bytes
 from xds.soap.mtom import inline_or_xop_bytes, parse_message
@@ -71,7 +70,7 @@ def proxy_app(upstream: str, mode: dict[str, str]) -> Starlette:
 
 
 @pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory, testkit: Path, standards: Path) -> Iterator:
+def replay(tmp_path_factory: pytest.TempPathFactory, testkit: Path) -> Iterator:
     tmp = tmp_path_factory.mktemp("retrieve")
     mode = {"spoil": ""}
     with new_database(tmp) as url, local_deployment(url, str(tmp / "data")) as target:
@@ -88,11 +87,10 @@ def replay(tmp_path_factory: pytest.TempPathFactory, testkit: Path, standards: P
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
         proxied = Target(target.registry_url, target.feed, f"http://127.0.0.1:{port}/repository")
-        schemas = AnswerSchemas(standards / "iti" / "schema")
 
         def run(test_id: str, how: str) -> report.TestReport:
             mode["spoil"] = how
-            return report.run_test(Session(testkit, proxied, schemas=schemas), test_id)
+            return report.run_test(Session(testkit, proxied), test_id)
 
         yield run
         server.should_exit = True

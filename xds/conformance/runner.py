@@ -30,6 +30,7 @@ from xds.conformance import retrieve as rt
 from xds.conformance import testplan as tp
 from xds.conformance.contents import clean_params, judge_assertions, judge_contents, query_action, step_log
 from xds.conformance.schemas import AnswerSchemas
+from xds.conformance.schemas import shipped as shipped_schemas
 from xds.conformance.substitution import (
     PATIENT_ID_SCHEMES,
     Prepared,
@@ -108,14 +109,14 @@ class Session:
         authority: str = DEFAULT_AUTHORITY,
         source_id: str = DEFAULT_SOURCE_ID,
         client: httpx.Client | None = None,
-        schemas: AnswerSchemas | None = None,
+        schemas: AnswerSchemas | None = None,  # default: the schemas shipped with xds
     ) -> None:
         self.testkit = testkit
         self.target = target
         self.authority = authority
         self.source_id = source_id
         self.client = client or httpx.Client(timeout=60)
-        self.schemas = schemas
+        self.schemas = schemas or shipped_schemas()
         self.reports: dict[StepKey, dict[str, str]] = {}
         self.prepared: dict[StepKey, Prepared] = {}
         self.answers: dict[StepKey, tuple[str, etree._Element]] = {}  # step -> (transaction, answer)
@@ -604,7 +605,7 @@ class Session:
         except SoapFault as fault:
             return Answer(FAULT, [(fault.code, fault.reason, v.SEVERITY_ERROR)])
         body = message.body
-        invalid = self.schemas.problems(body, message.attachments) if self.schemas is not None else []
+        invalid = self.schemas.problems(body, message.attachments)
         rr = (
             body
             if body.tag in (f"{{{v.NS_RS}}}RegistryResponse", f"{{{v.NS_QUERY}}}AdhocQueryResponse")

@@ -70,9 +70,8 @@ def xop_infoset(payload: etree._Element, attachments: dict[str, Attachment]) -> 
     return out
 
 
-def default_directory(testkit: Path) -> Path | None:
-    """The IHE schema folder: the official schemas shipped with the package (``xds.schemas``)."""
+def shipped() -> AnswerSchemas:
+    """The official schemas shipped with the package (``xds.schemas``)."""
     from xds.schemas import standards_dir
 
-    candidate = standards_dir() / "iti" / "schema"
-    return candidate if (candidate / "ebRS" / "rs.xsd").is_file() else None
+    return AnswerSchemas(standards_dir() / "iti" / "schema")
