@@ -432,4 +432,4 @@ def test_header_blocks_that_must_be_understood_are_refused(server) -> None:  # t
     response = httpx.post(
         f"{server.url}/repository", content=env, headers={"Content-Type": "application/soap+xml"}, timeout=30
     )
-    assert response.status_code == 400 and b"MustUnderstand" in response.content
+    assert response.status_code == 500 and b"MustUnderstand" in response.content  # SOAP 1.2 Part 2 §7.5.2.2

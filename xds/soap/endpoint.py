@@ -3,8 +3,11 @@
 It reads plain ``application/soap+xml`` and MTOM ``multipart/related`` requests as they stream in,
 checks WS-Addressing (Action required, synchronous ReplyTo only), calls the handler registered for
 the action and writes the answer: MTOM to MTOM, plain otherwise. Envelope problems become SOAP
-faults (HTTP 400 Sender / 500 Receiver); a handler's unexpected exception becomes a Receiver fault
-with no internals in it, and the endpoint keeps serving.
+faults, answered with the HTTP status SOAP 1.2 Part 2 §7.5.2.2 gives their code (400 for
+env:Sender, 500 for the others), env:NotUnderstood / env:Upgrade header blocks for MustUnderstand
+and VersionMismatch, and wsa:RelatesTo whenever the message's wsa:MessageID was read; a handler's
+unexpected exception becomes a Receiver fault with no internals in it, and the endpoint keeps
+serving.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from xds.soap.envelope import (
     SoapFault,
     SoapRequest,
     SoapResponse,
+    all_not_understood,
     envelope_bytes,
     fault_bytes,
-    not_understood,
     parse_envelope,
 )
 from xds.soap.mtom import (
@@ -175,7 +178,11 @@ class SoapEndpoint:
             raise SoapFault("Sender", f"unsupported Content-Type {media!r}; use application/soap+xml or MTOM")
         try:
             request = parse_envelope(data, attachments, mtom=multipart, request=True)
-            self._check_addressing(request, params.get("action"))
+            try:
+                self._check_addressing(request, params.get("action"))
+            except SoapFault as fault:  # answered in relation to the message read
+                fault.message_id = request.message_id
+                raise
             request.unstored = unstored
         except BaseException:  # the request is refused: its spooled parts go with it
             for att in attachments.values():
@@ -220,9 +227,13 @@ class SoapEndpoint:
         """WS-Addressing 1.0 checks (Core §3, SOAP Binding §6), and no header block this endpoint
         must understand but does not (SOAP 1.2 Part 1 §5.4.8: MustUnderstand)."""
         understood = _WITH_WSSE if self.security is not None else WSA_HEADERS
-        missed = not_understood(request.header, understood)
-        if missed is not None:
-            raise SoapFault("MustUnderstand", f"header block {missed} is not understood by this endpoint")
+        missed = all_not_understood(request.header, understood)
+        if missed:
+            raise SoapFault(
+                "MustUnderstand",
+                f"header block {', '.join(missed)} is not understood by this endpoint",
+                not_understood=missed,
+            )
         if not request.action:
             raise SoapFault("Sender", "wsa:Action header is required", "wsa:MessageAddressingHeaderRequired")
         if ct_action and ct_action != request.action:

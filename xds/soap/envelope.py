@@ -38,18 +38,35 @@ _ROLE_NEXT = "http://www.w3.org/2003/05/soap-envelope/role/next"
 
 
 class SoapFault(Exception):
-    """A SOAP 1.2 fault (SOAP 1.2 Part 1 §5.4): Sender or Receiver, with an optional subcode."""
+    """A SOAP 1.2 fault (SOAP 1.2 Part 1 §5.4): its code, an optional subcode and detail.
 
-    def __init__(self, code: str, reason: str, subcode: str | None = None, detail: str | None = None) -> None:
+    ``not_understood`` names the header blocks (``{ns}local``) a MustUnderstand fault is about
+    (Part 1 §5.4.8, answered as env:NotUnderstood header blocks); ``message_id`` is the
+    wsa:MessageID of the message it answers, when one was read (the fault's wsa:RelatesTo).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        subcode: str | None = None,
+        detail: str | None = None,
+        *,
+        not_understood: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.subcode = subcode
         self.detail = detail
+        self.not_understood = not_understood
+        self.message_id: str | None = None
 
     @property
     def http_status(self) -> int:
-        return 500 if self.code == "Receiver" else 400
+        """SOAP 1.2 Part 2 §7.5.2.2 (Table 20): env:Sender is 400 Bad Request; env:VersionMismatch,
+        env:MustUnderstand, env:DataEncodingUnknown and env:Receiver are 500 Internal Server Error."""
+        return 400 if self.code == "Sender" else 500
 
 
 @dataclass
@@ -151,36 +168,17 @@ def parse_envelope(
             header = child
         elif child.tag == _ENV + "Body":
             body = child
-    if body is None:
-        raise SoapFault("Sender", "the SOAP Envelope has no Body")
-    if request and children != ([header, body] if header is not None else [body]):
-        # SOAP 1.2 Part 1 §5.1: an optional Header, then the Body, and nothing else
-        raise SoapFault("Sender", "the SOAP Envelope must hold an optional Header followed by one Body")
-    payloads = [c for c in body if isinstance(c.tag, str)]
-    if not payloads:
-        raise SoapFault("Sender", "the SOAP Body is empty")
-    if request and len(payloads) > 1:
-        raise SoapFault("Sender", f"the SOAP Body holds {len(payloads)} elements; a request is one")
-    payload = payloads[0]
-    action = message_id = reply_to = None
-    if header is not None:
-        seen: set[str] = set()
-        for h in header:
-            if h.tag in _WSA_ONCE:
-                if request and h.tag in seen:  # WS-Addressing 1.0 Core §3.2: at most one of each
-                    name = etree.QName(h).localname
-                    raise SoapFault("Sender", f"wsa:{name} appears twice", "wsa:InvalidAddressingHeader")
-                seen.add(h.tag)
-            if h.tag == _WSA + "Action":
-                action = (h.text or "").strip()
-            elif h.tag == _WSA + "MessageID":
-                message_id = (h.text or "").strip()
-            elif h.tag == _WSA + "ReplyTo":
-                addr = h.find(_WSA + "Address")
-                reply_to = (addr.text or "").strip() if addr is not None else ""
+    action, message_id, reply_to = _addressing(header, request)
+    try:
+        payload = _payload(root, children, header, body, request)
+    except SoapFault as fault:
+        fault.message_id = message_id
+        raise
     if payload.tag == _ENV + "Fault":
         if request:
-            raise SoapFault("Sender", "the Body holds a SOAP Fault, which is not a request")
+            fault = SoapFault("Sender", "the Body holds a SOAP Fault, which is not a request")
+            fault.message_id = message_id
+            raise fault
         raise fault_from_element(payload)
     return SoapRequest(
         raw=data,
@@ -195,11 +193,62 @@ def parse_envelope(
     )
 
 
+def _addressing(header: etree._Element | None, request: bool) -> tuple[str | None, str | None, str | None]:
+    """wsa:Action, wsa:MessageID and wsa:ReplyTo's address; at most one of each in a request."""
+    action = message_id = reply_to = None
+    if header is None:
+        return action, message_id, reply_to
+    seen: set[str] = set()
+    for h in header:
+        if h.tag in _WSA_ONCE:
+            if request and h.tag in seen:  # WS-Addressing 1.0 Core §3.2: at most one of each
+                name = etree.QName(h).localname
+                raise SoapFault("Sender", f"wsa:{name} appears twice", "wsa:InvalidAddressingHeader")
+            seen.add(h.tag)
+        if h.tag == _WSA + "Action":
+            action = (h.text or "").strip()
+        elif h.tag == _WSA + "MessageID":
+            message_id = (h.text or "").strip()
+        elif h.tag == _WSA + "ReplyTo":
+            addr = h.find(_WSA + "Address")
+            reply_to = (addr.text or "").strip() if addr is not None else ""
+    return action, message_id, reply_to
+
+
+def _payload(
+    root: etree._Element,
+    children: list[etree._Element],
+    header: etree._Element | None,
+    body: etree._Element | None,
+    request: bool,
+) -> etree._Element:
+    """The Body's element, once the envelope's shape is checked (SOAP 1.2 Part 1 §5.1)."""
+    if body is None:
+        raise SoapFault("Sender", "the SOAP Envelope has no Body")
+    if request and children != ([header, body] if header is not None else [body]):
+        # SOAP 1.2 Part 1 §5.1: an optional Header, then the Body, and nothing else
+        raise SoapFault("Sender", "the SOAP Envelope must hold an optional Header followed by one Body")
+    payloads = [c for c in body if isinstance(c.tag, str)]
+    if not payloads:
+        raise SoapFault("Sender", "the SOAP Body is empty")
+    if request and len(payloads) > 1:
+        raise SoapFault("Sender", f"the SOAP Body holds {len(payloads)} elements; a request is one")
+    return payloads[0]
+
+
 def not_understood(header: etree._Element | None, understood: frozenset[str]) -> str | None:
     """The first header block addressed to this node with ``mustUnderstand`` whose name is not in
     ``understood``, as ``{ns}local`` (SOAP 1.2 Part 1 §5.2.3, §2.4), or None."""
+    missed = all_not_understood(header, understood)
+    return missed[0] if missed else None
+
+
+def all_not_understood(header: etree._Element | None, understood: frozenset[str]) -> tuple[str, ...]:
+    """Every header block addressed to this node with ``mustUnderstand`` that is not in
+    ``understood``, as ``{ns}local`` (SOAP 1.2 Part 1 §5.2.3, §2.4)."""
     if header is None:
-        return None
+        return ()
+    missed = []
     for h in header:
         if not isinstance(h.tag, str) or h.tag in understood:
             continue
@@ -207,8 +256,8 @@ def not_understood(header: etree._Element | None, understood: frozenset[str]) ->
             continue
         role = (h.get(_ENV + "role") or _ROLE_ULTIMATE).strip()
         if role in (_ROLE_ULTIMATE, _ROLE_NEXT):
-            return str(h.tag)
-    return None
+            missed.append(str(h.tag))
+    return tuple(missed)
 
 
 def fault_from_element(el: etree._Element) -> SoapFault:
@@ -298,4 +347,25 @@ def fault_bytes(fault: SoapFault, *, relates_to: str | None = None) -> bytes:
         f'<env:Fault xmlns:env="{v.NS_SOAP12}"><env:Code><env:Value>env:{code}</env:Value>{sub}</env:Code>'
         f'<env:Reason><env:Text xml:lang="en">{_text(fault.reason)}</env:Text></env:Reason>{detail}</env:Fault>'
     ).encode()
-    return envelope_bytes(WSA_FAULT_ACTION, body, relates_to=relates_to)
+    return envelope_bytes(
+        WSA_FAULT_ACTION,
+        body,
+        relates_to=relates_to or fault.message_id,
+        extra_headers=_fault_headers(code, fault),
+    )
+
+
+def _fault_headers(code: str, fault: SoapFault) -> list[bytes]:
+    """env:NotUnderstood blocks of a MustUnderstand fault (SOAP 1.2 Part 1 §5.4.8) and the
+    env:Upgrade block of a VersionMismatch fault naming the envelope supported (§5.4.7)."""
+    if code == "MustUnderstand":
+        return [
+            f'<env:NotUnderstood xmlns:env="{v.NS_SOAP12}" xmlns:nu="{_text(etree.QName(name).namespace or "")}" '
+            f'qname="nu:{_text(etree.QName(name).localname)}"/>'.encode()
+            for name in fault.not_understood
+        ]
+    if code == "VersionMismatch":
+        return [
+            f'<env:Upgrade xmlns:env="{v.NS_SOAP12}"><env:SupportedEnvelope qname="env:Envelope"/></env:Upgrade>'.encode()
+        ]
+    return []
