@@ -94,6 +94,7 @@ class UpdateRequest:
     changes: list[StatusChange]
     restricted: bool
     supplied_uuids: set[str] = field(default_factory=set)
+    invalid: list[XdsError] = field(default_factory=list)  # (restricted) refused after the RMU rules
 
 
 def read_update(
@@ -144,6 +145,17 @@ def read_update(
         and o.source_object not in in_message
         and o.target_object not in in_message
     }
+    for oid in sorted(between_stored):
+        assoc = next(o for o in stored if o.id == oid)
+        assert isinstance(assoc, Association)
+        if assoc.association_type not in v.ASSOCIATION_TYPES:
+            errors.append(
+                XdsError(
+                    v.XDSRegistryMetadataError,
+                    f"associationType {assoc.association_type!r} is not an XDS association type",
+                    oid,
+                )
+            )
     checked = Submission(
         objects=[
             o
@@ -152,11 +164,14 @@ def read_update(
             and not (isinstance(o, Association) and o.target_object in between_stored)
         ]
     )
-    errors += [e for e in validate(checked) if e.is_error]
+    invalid = [e for e in validate(checked) if e.is_error]
+    if not restricted:
+        errors += invalid
     if errors:
         raise XdsException(errors)
     supplied = {o.id.lower() for o in stored if o.id.startswith("urn:uuid:")}
-    return UpdateRequest(Submission(objects=stored), new_versions, changes, restricted, supplied)
+    # a restricted update first says what it may not change, then what else is wrong with it
+    return UpdateRequest(Submission(objects=stored), new_versions, changes, restricted, supplied, invalid)
 
 
 def _status_change(assoc: Association, ss: RegistryPackage, errors: list[XdsError]) -> StatusChange | None:
@@ -262,6 +277,8 @@ class _Update:
         extra: list[Association] = []
         for new in request.versions:
             extra += self._new_version(conn, new, ss, patient)
+        if request.invalid:
+            raise XdsException(request.invalid)
         for change in request.changes:
             self._change_status(conn, change)
         self._check_new_associations(conn, sub, kinds, in_message, patient)
@@ -317,13 +334,12 @@ class _Update:
         extra: list[Association] = []
         for link in members:  # the previous version's memberships, for the new one
             source, target = (link.source, obj.id) if is_doc else (obj.id, link.target)
-            member = Association(
-                id=new_uuid(), association_type=v.HAS_MEMBER, source_object=source, target_object=target
+            # (the SubmissionSet does not list the carried memberships, as the NIST kit's 20000d expects)
+            extra.append(
+                Association(
+                    id=new_uuid(), association_type=v.HAS_MEMBER, source_object=source, target_object=target
+                )
             )
-            carried = Association(
-                id=new_uuid(), association_type=v.HAS_MEMBER, source_object=ss.id, target_object=member.id
-            )
-            extra += [member, carried]
             if is_doc:
                 self.touched.add(source)
         for a in extra:
@@ -421,11 +437,16 @@ def _referenced(sub: Submission, in_message: set[str]) -> set[str]:
 
 
 def _check_restricted(obj: RegistryObject, stored: versions.Stored, old_patient: str, patient: str) -> None:
-    """What ITI-92 may not change (ITI TF-2 §3.92.4.1.3): UnmodifiableMetadataError."""
+    """What ITI-92 may not change (ITI TF-2 §3.92.4.1.3): the patient (XDSPatientIDReconciliationError),
+    the entry type, where the document is and whether it is available (UnmodifiableMetadataError)."""
     before = stored.parsed()
-    changed = []
     if old_patient != patient or before.external_id(v.DE_PATIENT_ID) != obj.external_id(v.DE_PATIENT_ID):
-        changed.append("patientId")
+        raise XdsException.of(
+            v.XDSPatientIDReconciliationError,
+            f"a restricted update keeps the patient of {stored.lid}",
+            obj.id,
+        )
+    changed = []
     if (before.object_type or v.DOC_ENTRY_STABLE) != (obj.object_type or v.DOC_ENTRY_STABLE):
         changed.append("objectType")
     for name in _UNMODIFIABLE_SLOTS:

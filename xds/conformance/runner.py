@@ -193,6 +193,9 @@ class Session:
             tp.PROVIDE_AND_REGISTER: self._provide,
             tp.RETRIEVE: self._retrieve,
             tp.STORED_QUERY: self._query,
+            tp.METADATA_UPDATE: self._update,
+            tp.RESTRICTED_UPDATE: self._update,
+            tp.REMOVE_METADATA: self._remove_metadata,
         }
         handler = handlers.get(step.transaction or "")
         if handler is None and not step.transaction and step.flags.new_patient_id:
@@ -389,6 +392,27 @@ class Session:
         prepared = self._prepare(test, section, step)
         answer = self._send(self.target.registry_url, v.ACTION_REGISTER, etree.tostring(prepared.element))
         return self._judge_submission(test, section, step, prepared, answer)
+
+    def _update(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-57 (MuTransaction) or ITI-92 (RmuTransaction): the step's SubmitObjectsRequest."""
+        if self.target.registry_url is None:
+            return "not applicable", "the target has no registry"
+        action = (
+            v.ACTION_RESTRICTED_UPDATE
+            if step.transaction == tp.RESTRICTED_UPDATE
+            else v.ACTION_UPDATE_DOCUMENT_SET
+        )
+        prepared = self._prepare(test, section, step)
+        answer = self._send(self.target.registry_url, action, etree.tostring(prepared.element))
+        return self._judge_submission(test, section, step, prepared, answer)
+
+    def _remove_metadata(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-62: the step's RemoveObjectsRequest, its ObjectRefs named by earlier steps' UUIDs."""
+        if self.target.registry_url is None:
+            return "not applicable", "the target has no registry"
+        request = load_metadata(step, self._symbols(test, section, step))
+        answer = self._send(self.target.registry_url, v.ACTION_DELETE_DOCUMENT_SET, etree.tostring(request))
+        return judge(step, answer)
 
     def _provide(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
         """ITI-41: the step's submission with its documents as MTOM parts."""
