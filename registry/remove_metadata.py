@@ -101,10 +101,12 @@ def _associations_touching(conn: Connection, ids: set[str]) -> list[tuple[str, s
 def _left_unreferenced(conn: Connection, wanted: set[str], kinds: dict[str, str]) -> list[XdsError]:
     """Objects the removal of SubmissionSet memberships would strand (kept, but no longer in a set)."""
     a = t.associations.c
+    removed = list(_removed_associations(conn, wanted, kinds))
+    sources = _object_kinds(conn, {source for _, _, source, _ in removed})
     removed_members = [
         (source, target)
-        for uuid, kind, source, target in _removed_associations(conn, wanted, kinds)
-        if kind == v.HAS_MEMBER and _kind(conn, source, kinds) == "submissionset"
+        for _, kind, source, target in removed
+        if kind == v.HAS_MEMBER and sources.get(source) == "submissionset"
     ]
     errors: list[XdsError] = []
     for source, target in removed_members:
@@ -150,12 +152,6 @@ def _removed_associations(
             tuple(r)
             for r in conn.execute(select(a.uuid, a.type, a.source, a.target).where(a.uuid.in_(chunk)))
         )
-
-
-def _kind(conn: Connection, oid: str, kinds: dict[str, str]) -> str | None:
-    if oid not in kinds:
-        kinds.update(_object_kinds(conn, {oid}))
-    return kinds.get(oid)
 
 
 def _delete(conn: Connection, kinds: dict[str, str]) -> None:

@@ -91,7 +91,10 @@ def test_remove_an_association_alone(server, standards: Path) -> None:  # type: 
     carrier = next(a for a in sample.submission.associations if a.target_object == membership.id)
     status, errors = remove(f"{server.url}/registry", [membership.id, carrier.id], standards)
     assert status == v.RESPONSE_SUCCESS, errors
-    assert membership.id not in everything(server.url, standards, sample.patient)
+    left = everything(server.url, standards, sample.patient)
+    assert membership.id not in left and carrier.id not in left
+    # nothing else went with them: the set whose membership was removed stays
+    assert left == {o.id for o in sample.submission.objects} - {membership.id, carrier.id}
 
 
 def test_malformed_remove_requests(server, standards: Path) -> None:  # type: ignore[no-untyped-def]
