@@ -16,7 +16,7 @@ from xds.database import migrate, open_engine, run_blocking
 from xds.database.faults import REGISTRY, Answer, FailureAnswers
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
-from xds.metadata.errors import XdsError, XdsException
+from xds.metadata.errors import XdsException
 from xds.metadata.registry_response import registry_response
 from xds.profiles import get_profile
 from xds.registry.patients import PatientDirectory
