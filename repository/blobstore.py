@@ -8,6 +8,7 @@ process dies. Identical documents share one blob. Memory use does not depend on 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -20,13 +21,65 @@ CHUNK = 1024 * 1024
 
 
 class BlobStore:
+    """Blobs under ``<root>/blobs``; temporary files under ``<root>/tmp/w<pid>``, one directory
+    per process that writes, owned through an ``flock`` on ``<root>/tmp/w<pid>.owner`` held for
+    the process's life: a directory whose lock can be taken belongs to a process that is gone
+    (a worker killed alone), and :meth:`orphaned_spools` finds it for the next one to settle."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs"
-        self.tmp = self.root / "tmp"
+        self.tmp_root = self.root / "tmp"
         self.blobs.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()  # fan-out directories known to exist, durably
+        self._tmp: Path | None = None
+        self._owner: int | None = None
+        self._pid = 0
+
+    @property
+    def tmp(self) -> Path:
+        """This process's directory for temporary files (made, and owned, on first use)."""
+        if self._tmp is None or self._pid != os.getpid():
+            pid = os.getpid()
+            owner = os.open(self.tmp_root / f"w{pid}.owner", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(owner, fcntl.LOCK_EX)
+            tmp = self.tmp_root / f"w{pid}"
+            tmp.mkdir(exist_ok=True)
+            self._owner, self._tmp, self._pid = owner, tmp, pid
+        return self._tmp
+
+    def orphaned_spools(self) -> list[Path]:
+        """Temporary directories of processes that are gone (their owner lock is free)."""
+        mine = self.tmp.name
+        out = []
+        for path in sorted(self.tmp_root.glob("w*")):
+            if not path.is_dir() or path.name == mine:
+                continue
+            lock = path.with_name(path.name + ".owner")
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process is alive
+            finally:
+                os.close(fd)
+            out.append(path)
+        return out
+
+    def remove_spool(self, directory: Path) -> int:
+        """Remove a gone process's temporary directory; how many files it held."""
+        count = sum(1 for p in directory.iterdir() if p.is_file())
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.with_name(directory.name + ".owner").unlink(missing_ok=True)
+        return count
+
+    def spooled_files(self) -> list[Path]:
+        """Every temporary file of every process (owner locks aside)."""
+        return [p for p in self.tmp_root.rglob("*") if p.is_file() and p.suffix != ".owner"]
 
     def path(self, sha1: str) -> Path:
         return self.blobs / sha1[:2] / sha1[2:4] / sha1
@@ -144,14 +197,15 @@ class BlobStore:
                 yield path.name
 
     def clear_tmp(self) -> int:
-        """Remove temporary files left by an interrupted write; how many were removed."""
+        """Remove temporary files left by interrupted writes — this process's and those of
+        processes that are gone (and any from before per-process directories); how many."""
         removed = 0
-        for path in self.tmp.iterdir():
-            try:
-                path.unlink()
+        for path in [*self.tmp_root.iterdir(), *self.tmp.iterdir()]:
+            if path.is_file() and path.suffix != ".owner":
+                path.unlink(missing_ok=True)
                 removed += 1
-            except (FileNotFoundError, IsADirectoryError):
-                pass
+        for directory in self.orphaned_spools():
+            removed += self.remove_spool(directory)
         return removed
 
 

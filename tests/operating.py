@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -137,7 +138,7 @@ def leftovers(data_dir: Path, database_url: str) -> dict[str, object]:
         "orphan_blobs": len(blobs - referenced),
         "missing_blobs": len(referenced - blobs),
         "pending_rows": sum(1 for r in rows if r.state != "stored"),
-        "tmp_files": len(list(store.tmp.iterdir())),
+        "tmp_files": len(store.spooled_files()),
     }
 
 
@@ -253,3 +254,50 @@ def fill(path: Path, leave_bytes: int) -> Path:
             fh.write(block[: min(len(block), remaining)])
             remaining -= min(len(block), remaining)
     return filler
+
+
+def slow_provide(
+    url: str, release: threading.Event, started: threading.Event, answer: dict[str, object] | None = None
+) -> None:
+    """An ITI-41 whose 1 MB document stops arriving half-way until ``release`` (or the server dies)."""
+    from xds.client import describe_files
+    from xds.metadata import ebrim
+    from xds.soap.envelope import envelope_bytes
+    from xds.soap.mtom import multipart_content_type, new_boundary
+
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"xds-slow-{os.getpid()}"
+    path.write_bytes(b"x")
+    sub, _ = describe_files([path], PATIENT)
+    path.unlink()
+    doc_id = sub.documents[0].id
+    body = (
+        f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">'.encode()
+        + ebrim.submit_objects_request_bytes(sub)
+        + f'<xdsb:Document id="{doc_id}"><xop:Include xmlns:xop="{v.NS_XOP}" href="cid:d@x"/></xdsb:Document>'.encode()
+        + b"</xdsb:ProvideAndRegisterDocumentSetRequest>"
+    )
+    envelope = envelope_bytes(v.ACTION_PROVIDE_AND_REGISTER, body, to=url, reply_to_anonymous=True)
+    boundary = new_boundary()
+
+    def parts():  # type: ignore[no-untyped-def]
+        yield (
+            f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; "
+            f'type="application/soap+xml"\r\nContent-ID: <root@x>\r\n\r\n'
+        ).encode() + envelope
+        yield f"\r\n--{boundary}\r\nContent-Type: application/pdf\r\nContent-ID: <d@x>\r\n\r\n".encode()
+        yield os.urandom(512 * 1024)
+        started.set()
+        release.wait(30)
+        yield os.urandom(512 * 1024) + f"\r\n--{boundary}--\r\n".encode()
+
+    ctype = multipart_content_type(boundary, "root@x", v.ACTION_PROVIDE_AND_REGISTER)
+    try:
+        response = httpx.post(url, content=parts(), headers={"Content-Type": ctype}, timeout=30)
+    except httpx.HTTPError as exc:  # its worker was killed
+        if answer is not None:
+            answer["error"] = exc
+        return
+    if answer is not None:
+        from xds.client import _outcome
+
+        answer["outcome"] = _outcome(response.headers.get("content-type", ""), response.content)

@@ -43,6 +43,17 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
+    from xds.operations import prepare_multiprocess
+    from xds.operations.health import startup_problems
+
+    errors, warnings = startup_problems(cfg)
+    for line in warnings:
+        print(f"xds: warning: {line}", file=sys.stderr, flush=True)
+    if errors:
+        for line in errors:
+            print(f"xds: cannot serve: {line}", file=sys.stderr, flush=True)
+        return 1
+    prepare_multiprocess(s.data_dir)  # before prometheus_client is imported, here or in a worker
     # Create or upgrade the schema once, before any worker starts.
     app = build_app(cfg, prepare=True)
     print(
@@ -64,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=s.log_level,
             access_log=False,
             limit_concurrency=s.max_connections,
+            timeout_graceful_shutdown=s.drain_s,
             **s.uvicorn_tls(),  # type: ignore[arg-type]
         )
     else:
@@ -77,8 +89,28 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=s.log_level,
             access_log=False,
             limit_concurrency=s.max_connections,
+            timeout_graceful_shutdown=s.drain_s,
             **s.uvicorn_tls(),  # type: ignore[arg-type]
         )
+    return 0
+
+
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    """``xds backup DIR`` / ``xds restore DIR`` (xds.operations.backup)."""
+    from xds.operations import backup
+
+    cfg = config_mod.load(args.config)
+    if args.data_dir is not None:
+        cfg.server.data_dir = args.data_dir
+    if args.database_url is not None:
+        cfg.registry.database_url = args.database_url
+    run = backup.backup if args.command == "backup" else backup.restore
+    try:
+        summary = run(cfg, Path(args.dir))
+    except backup.BackupError as exc:
+        print(f"xds: {args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"xds: {args.command} {args.dir}: {summary.line()}")
     return 0
 
 
@@ -394,6 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="the server certificate's private key (PEM file)")
     serve.add_argument("--tls-ca", help="trust anchors (PEM): require client certificates (mutual TLS)")
     serve.set_defaults(func=_serve)
+
+    for name, text in (
+        ("backup", "copy registry and repositories, consistently, into the empty DIR (while serving)"),
+        ("restore", "bring a backup in DIR back into an empty data directory and database"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("dir", metavar="DIR", help="the backup's directory")
+        cmd.add_argument("--config", help="TOML configuration file")
+        cmd.add_argument("--data-dir", help="data directory (default ./data)")
+        cmd.add_argument(
+            "--database-url", help="registry database URL (default: SQLite in the data directory)"
+        )
+        cmd.set_defaults(func=_backup_or_restore)
 
     init = sub.add_parser("init", help="write a configuration file with the defaults")
     init.add_argument("path", nargs="?", default="xds.toml")

@@ -42,6 +42,12 @@ class ServerConfig:
         1000, "per worker; past it requests get HTTP 503 (uvicorn limit_concurrency)"
     )
     log_level: str = setting("info", "debug | info | warning | error")
+    min_free_mb: int = setting(
+        64, "/ready fails and start-up warns below this much free space in a data directory"
+    )
+    drain_s: int = setting(
+        30, "on SIGTERM, requests in flight get this long to finish before the process exits"
+    )
     database_threads: bool = setting(
         False, "database work in worker threads instead of inline (distant databases)"
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -34,6 +35,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     """The ASGI application: the registry at /registry, each repository at /repository/<name>
     (the first also at /repository), each SOAP endpoint behind its trust policy."""
     from xds.database import set_lock_wait, use_threads
+    from xds.operations.metrics import MetricsMiddleware
+    from xds.operations.routes import operations_routes
     from xds.registry.service import RegistryService
 
     use_threads(config.server.database_threads)
@@ -46,13 +49,15 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         for repo in repositories:
             repo.recover()
 
-    async def health(_: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
     gateway_routes, initiating = build_gateways(config, registry, repositories)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if not prepare:  # a worker (perhaps restarted alone): settle what a dead one left
+            from anyio import to_thread
+
+            for repo in repositories:
+                await to_thread.run_sync(repo.recover_peers)
         await registry.start_feed()
         try:
             yield
@@ -69,7 +74,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     registry_endpoint.security = security
     routes = [
         Route("/registry", SoapRoute(registry_endpoint, "registry.wsdl")),
-        Route("/health", health, methods=["GET"]),
+        *operations_routes(config, registry, repositories),  # /health, /ready, /metrics
     ]
     for i, repo in enumerate(repositories):
         endpoint = repo.endpoint(
@@ -95,6 +100,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(MetricsMiddleware)],
     )
     app.state.registry = registry
     app.state.repositories = {r.name: r for r in repositories}

@@ -96,3 +96,25 @@ def test_new_fan_out_directories_are_made_durable(tmp_path: Path, monkeypatch) -
     cd.rmdir()
     again, _ = store.put_bytes(b"first")
     assert again == first and store.exists(first)
+
+
+def test_the_spool_of_a_process_that_is_gone_is_found_and_removed(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    store = BlobStore(tmp_path)
+    mine = store.tmp
+    gone = store.tmp_root / "w999999999"
+    gone.mkdir()
+    (gone / "xds-mtom-part").write_bytes(b"half a part")
+    alive = store.tmp_root / "w999999998"
+    alive.mkdir()
+    fd = os.open(store.tmp_root / "w999999998.owner", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another open file: held as another process would
+    try:
+        assert store.orphaned_spools() == [gone]
+        assert store.remove_spool(gone) == 1
+        assert not gone.exists() and alive.exists() and mine.exists()
+    finally:
+        os.close(fd)
+    assert store.orphaned_spools() == [alive]

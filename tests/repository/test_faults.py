@@ -22,6 +22,7 @@ from operating import (
     postgres_bin,
     private_postgres,
     provide,
+    slow_provide,
     small_filesystem,
     start_server,
     wait_for_nothing_left,
@@ -71,6 +72,8 @@ def test_full_disk_answers_out_of_resources_and_leaves_nothing(tmp_path: Path, d
                     status, errors, count = find_documents(http, f"{server.url}/registry")
                     assert (status, errors, count) == (v.RESPONSE_SUCCESS, [], 3)
                 assert set(codes) == {v.XDSRepositoryOutOfResources}, codes
+                ready = http.get(f"{server.url}/ready")
+                assert ready.status_code == 503 and "below min_free_mb" in ready.text, ready.text
                 filler.unlink()
                 assert wait_for_nothing_left(data_dir, database_url, 5) == NOTHING_LEFT
                 data = os.urandom(300_000)
@@ -137,11 +140,14 @@ def test_postgresql_stopped_under_load_answers_xds_errors_and_leaves_nothing(tmp
             load.wait_acked(10)
             pg.stop("fast")
             down = time.monotonic()
-            time.sleep(1.5)
+            ready = httpx.get(f"{server.url}/ready", timeout=30)
+            assert ready.status_code == 503 and "database: FAIL" in ready.text, ready.text
+            time.sleep(max(0.0, 1.5 - (time.monotonic() - down)))
             pg.start()
             up = time.monotonic()
             before = len(load.acked)
             load.wait_acked(before + 10)
+            assert httpx.get(f"{server.url}/ready", timeout=30).status_code == 200
         during = [(status, codes) for t, status, codes in load.answers if down < t < up]
         assert all(status != "Fault" for _, status, _ in load.answers), "an HTTP fault was answered"
         refused = [codes for status, codes in during if status == v.RESPONSE_FAILURE]
@@ -230,3 +236,44 @@ def test_write_lock_held_by_another_process_delays_writes_only(tmp_path: Path) -
             assert outcome.ok, outcome.errors
             sent[uid] = data
         _retrieve_all(repository, data_dir, sent, tmp_path / "out")
+
+
+def test_a_worker_killed_alone_has_its_spool_removed_by_its_successor(
+    tmp_path: Path, database_url: str
+) -> None:
+    """With two workers, one killed (SIGKILL) while a document is being spooled: uvicorn starts
+    another, which removes the dead one's spool while the other worker goes on serving."""
+    import signal
+
+    from xds.repository.blobstore import BlobStore
+
+    data_dir = tmp_path / "data"
+    files = tmp_path / "files"
+    files.mkdir()
+    with start_server(data_dir, database_url, args=("--workers", "2")) as server:
+        repository = f"{server.url}/repository"
+        release, started = threading.Event(), threading.Event()
+        sender = threading.Thread(target=slow_provide, args=(repository, release, started))
+        sender.start()
+        try:
+            assert started.wait(30)
+            store = BlobStore(data_dir / "repositories" / "default")
+            deadline = time.monotonic() + 20
+            while not (spooled := store.spooled_files()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(spooled) == 1, spooled
+            spool_dir = spooled[0].parent
+            os.kill(int(spool_dir.name[1:]), signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while spool_dir.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not spool_dir.exists(), "the killed worker's spool stayed"
+            assert store.spooled_files() == []
+        finally:
+            release.set()
+            sender.join(timeout=30)
+        with RepositoryClient(repository, timeout=30) as client:
+            for i in range(4):  # both workers (the new one too) serve
+                outcome, _ = provide(client, files / f"after{i}", os.urandom(20_000 + i))
+                assert outcome.ok, outcome.errors
+        assert wait_for_nothing_left(data_dir, database_url, 5) == NOTHING_LEFT

@@ -687,3 +687,17 @@ def migrate(engine: Engine, target: str = "heads") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, target)
+
+
+def unapplied_migrations(engine: Engine) -> list[str]:
+    """The Alembic heads the database has not reached yet ([] when its schema is current)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(Path(__file__).parent / "migrations"))
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    applied: set[str] = set()
+    for rev in current:
+        applied |= {r.revision for r in script.iterate_revisions(rev, "base")}
+    return sorted(set(script.get_heads()) - applied)

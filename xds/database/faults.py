@@ -41,6 +41,10 @@ _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 5,
 _PG_KINDS = {"53100": FULL, "53200": FULL, "53300": BUSY, "55P03": BUSY, "57014": BUSY}
 
 
+# told the kind of each failure answered (the metrics count them)
+observers: list[Callable[[str], None]] = []
+
+
 class DatabaseBusy(Exception):
     """The database's write lock stayed taken (by another process) past the configured wait."""
 
@@ -109,6 +113,8 @@ class FaultCodes:
     def errors(self, exc: BaseException, *, wrote: bool = False) -> list[XdsError]:
         """The RegistryError for ``exc`` (logged); ``wrote``: the request would have stored."""
         kind = classify(exc)
+        for observe in observers:
+            observe(kind)
         after = "; nothing was stored" if wrote else ""
         if kind == ERROR:
             log.error("%s failed", self.who, exc_info=exc)

@@ -1,0 +1,158 @@
+"""The operator's side of ``xds serve``: /health, /ready, /metrics (Prometheus, summed over
+workers), the checks made before starting, and SIGTERM draining requests in flight."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from operating import find_documents, provide, slow_provide, start_server
+from support import free_port
+
+from xds.client import RepositoryClient
+from xds.metadata import vocabulary as v
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.partition("}")[0]))
+        if all(found.get(k) == value for k, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_health_ready_and_metrics(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(timeout=30) as http:
+        assert http.get(f"{server.url}/health").text == "ok\n"
+        ready = http.get(f"{server.url}/ready")
+        assert ready.status_code == 200, ready.text
+        lines = ready.text.splitlines()
+        assert lines[0] == "ready"
+        assert {line.split(":")[0] for line in lines[1:]} == {
+            "database",
+            "migrations",
+            "data_dir",
+            "repository default",
+        }
+        before = http.get(f"{server.url}/metrics").text
+        with RepositoryClient(f"{server.url}/repository") as client:
+            path = tmp_path / "doc"
+            outcome, _ = provide(client, path, os.urandom(5000))
+            assert outcome.ok
+        assert find_documents(http, f"{server.url}/registry")[0] == v.RESPONSE_SUCCESS
+        http.post(
+            f"{server.url}/registry", content=b"not soap", headers={"Content-Type": "application/soap+xml"}
+        )
+        after = http.get(f"{server.url}/metrics")
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+
+    def delta(name: str, **labels: str) -> float:
+        return _sample(text, name, **labels) - _sample(before, name, **labels)
+
+    assert delta("xds_requests_total", transaction="ITI-41", outcome="success") == 1
+    assert delta("xds_requests_total", transaction="ITI-18", outcome="success") == 1
+    assert delta("xds_requests_total", transaction="unknown", outcome="fault") == 1
+    assert delta("xds_request_duration_seconds_count", transaction="ITI-41") == 1
+    assert _sample(text, "xds_blob_store_blobs", repository="default") == 1
+    assert _sample(text, "xds_blob_store_bytes", repository="default") == 5000
+    assert "xds_database_errors_total" in text or "# HELP xds_database_errors" in text
+
+
+def test_metrics_are_summed_over_workers(tmp_path: Path, database_url: str) -> None:
+    """Two workers: whichever answers the scrape, the counts are every worker's together."""
+    with start_server(tmp_path / "data", database_url, args=("--workers", "2")) as server:
+        for _ in range(20):
+            with httpx.Client(timeout=30) as http:  # a new connection each: either worker
+                assert find_documents(http, f"{server.url}/registry")[0] == v.RESPONSE_SUCCESS
+        pids = set()
+        for _ in range(6):
+            with httpx.Client(timeout=30) as http:
+                text = http.get(f"{server.url}/metrics").text
+            assert _sample(text, "xds_requests_total", transaction="ITI-18", outcome="success") == 20
+            assert _sample(text, "xds_request_duration_seconds_count", transaction="ITI-18") == 20
+            pids.add(text)
+        metrics_dir = tmp_path / "data" / "metrics"
+        assert len({p.name.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}) == 2
+
+
+def _serve_command(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "xds.cli", "serve", "--host", "127.0.0.1", "--port", str(free_port()), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_startup_says_what_is_wrong(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    done = _serve_command("--data-dir", str(not_a_dir / "data"))
+    assert done.returncode == 1
+    assert "xds: cannot serve: data_dir: FAIL" in done.stderr and "not writable" in done.stderr
+    assert "Traceback" not in done.stderr
+    port = free_port()  # nothing listens there
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    done = _serve_command("--data-dir", str(tmp_path / "data"), "--database-url", url)
+    assert done.returncode == 1
+    assert "xds: cannot serve: database: FAIL" in done.stderr and "cannot be reached" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_sigterm_drains_requests_in_flight(tmp_path: Path, database_url: str) -> None:
+    """SIGTERM: no new connection is taken, the ITI-41 in flight completes and is acknowledged,
+    and the process exits."""
+    with start_server(tmp_path / "data", database_url) as server:
+        release, started = threading.Event(), threading.Event()
+        answer: dict[str, object] = {}
+        sender = threading.Thread(
+            target=slow_provide, args=(f"{server.url}/repository", release, started, answer)
+        )
+        sender.start()
+        try:
+            assert started.wait(30)
+            time.sleep(0.2)
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            refused = False
+            while time.monotonic() < deadline and not refused:
+                try:
+                    httpx.get(f"{server.url}/health", timeout=1)
+                    time.sleep(0.05)
+                except httpx.HTTPError:
+                    refused = True
+            assert refused, "new connections were still taken after SIGTERM"
+            assert server.proc.poll() is None, "exited with a request in flight"
+        finally:
+            release.set()
+            sender.join(timeout=30)
+        outcome = answer.get("outcome")
+        assert outcome is not None and outcome.ok, answer  # type: ignore[attr-defined]
+        assert server.proc.wait(timeout=20) in (0, -signal.SIGTERM)  # uvicorn ends by the signal it got
+
+
+def test_sigterm_gives_up_on_a_stalled_request_after_drain_s(tmp_path: Path, database_url: str) -> None:
+    env = {"XDS_SERVER_DRAIN_S": "2"}
+    with start_server(tmp_path / "data", database_url, env=env) as server:
+        release, started = threading.Event(), threading.Event()
+        sender = threading.Thread(target=slow_provide, args=(f"{server.url}/repository", release, started))
+        sender.start()
+        try:
+            assert started.wait(30)
+            time.sleep(0.2)  # the first half of the document has reached the server
+            signalled = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(timeout=15)
+            waited = time.monotonic() - signalled
+        finally:
+            release.set()
+            sender.join(timeout=30)
+        print(f"SIGTERM with a stalled request, drain_s = 2: exited after {waited:.2f} s")
+        assert 1.5 < waited < 10
