@@ -71,19 +71,33 @@ def test_health_ready_and_metrics(server, tmp_path: Path) -> None:  # type: igno
 
 def test_metrics_are_summed_over_workers(tmp_path: Path, database_url: str) -> None:
     """Two workers: whichever answers the scrape, the counts are every worker's together."""
+    metrics_dir = tmp_path / "data" / "metrics"
+
+    def workers_counted() -> int:
+        return len({p.stem.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")})
+
     with start_server(tmp_path / "data", database_url, args=("--workers", "2")) as server:
-        for _ in range(20):
-            with httpx.Client(timeout=30) as http:  # a new connection each: either worker
-                assert find_documents(http, f"{server.url}/registry")[0] == v.RESPONSE_SUCCESS
-        pids = set()
+        sent = 0
+        while sent < 200 and (sent < 20 or workers_counted() < 2):
+            for _ in range(10):
+                with httpx.Client(timeout=30) as http:  # a new connection each: either worker
+                    assert find_documents(http, f"{server.url}/registry")[0] == v.RESPONSE_SUCCESS
+                sent += 1
+            time.sleep(0.3)
+        assert workers_counted() == 2, "one worker answered every request"
+
+        def scrape() -> str:
+            with httpx.Client(timeout=30) as http:  # either worker answers
+                return http.get(f"{server.url}/metrics").text
+
+        deadline = time.monotonic() + 10  # each worker writes its tallies once a second
+        while _sample(scrape(), "xds_requests_total", transaction="ITI-18", outcome="success") < sent:
+            assert time.monotonic() < deadline, "the workers' counts never added up"
+            time.sleep(0.2)
         for _ in range(6):
-            with httpx.Client(timeout=30) as http:
-                text = http.get(f"{server.url}/metrics").text
-            assert _sample(text, "xds_requests_total", transaction="ITI-18", outcome="success") == 20
-            assert _sample(text, "xds_request_duration_seconds_count", transaction="ITI-18") == 20
-            pids.add(text)
-        metrics_dir = tmp_path / "data" / "metrics"
-        assert len({p.name.rsplit("_", 1)[-1] for p in metrics_dir.glob("counter_*.db")}) == 2
+            text = scrape()
+            assert _sample(text, "xds_requests_total", transaction="ITI-18", outcome="success") == sent
+            assert _sample(text, "xds_request_duration_seconds_count", transaction="ITI-18") == sent
 
 
 def _serve_command(*args: str) -> subprocess.CompletedProcess[str]:
