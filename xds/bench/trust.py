@@ -1,4 +1,5 @@
-"""``xds bench trust``: the cost of verifying one signed request, next to one RSA-2048 verification.
+"""``xds bench trust``: the trust model's whole enforcement path per request, next to one RSA-2048
+verification.
 
 A request as a municipal journal sends it — an ITI-18 query with a signed XUA assertion and the
 institution's WS-Security signature — is verified (assertion signature and chain, conditions,
@@ -10,11 +11,12 @@ run. Target: at most 2 ms per request.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import tempfile
 import time
 
-from xds import safexml, samples
+from xds import samples
 from xds.metadata import vocabulary as v
 
 
@@ -23,41 +25,93 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--requests", type=int, default=500, help="verifications to time")
 
 
+def _requests(keys, count: int, url: str, patient: str) -> list[bytes]:  # type: ignore[no-untyped-def]
+    """``count`` distinct signed ITI-18 requests (one assertion, as a journal reuses it)."""
+    from xds.soap.envelope import build_request
+    from xds.trust import assertion as xa
+    from xds.trust.wssecurity import MessageSigner
+
+    attrs = xa.TrustAttributes(
+        subject_id="Kari Nordmann", hpr_number="9144900", organisation_id="983971636", resource_id=patient
+    )
+    sender = keys.institutions["kommune"]
+    signer = MessageSigner.with_attributes(
+        sender.key_pem(),
+        sender.cert_pem(),
+        attrs,
+        idp_key_pem=keys.idp.key_pem(),
+        idp_cert_pem=keys.idp.cert_pem(),
+        issuer="https://idp",
+        audience="http://127.0.0.1",
+    )
+    value = patient.replace("&", "&amp;")
+    body = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="LeafClass"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}">'
+        f"<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'{value}'</rim:Value>"
+        f"</rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"
+    ).encode()
+    return [signer.secure(build_request(v.ACTION_STORED_QUERY, body, to=url)[0]) for _ in range(count)]
+
+
+def _enforcement_times(tmp: str, keys, data: list[bytes], url: str) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    """Seconds per request through the enforcement point: parse, verify, replay record, policy."""
+    import anyio
+
+    from xds.database import migrate, open_engine
+    from xds.database.replay import DatabaseReplayStore
+    from xds.registry.access import RegistryDocumentFacts
+    from xds.soap.envelope import parse_envelope
+    from xds.trust.enforcement import PolicyEnforcementPoint
+    from xds.trust.keys import TrustAnchors
+    from xds.trust.wssecurity import TrustRoles
+
+    engine = open_engine(f"sqlite:///{tmp}/bench.db")
+    migrate(engine)
+    trust = TrustRoles(
+        TrustAnchors([str(keys.ca.cert_path)]),
+        {"https://idp": [keys.idp.certificate()]},
+        ("http://127.0.0.1",),
+    )
+    pep = PolicyEnforcementPoint(
+        mode="required",
+        trust=trust,
+        replay=DatabaseReplayStore(engine),
+        public_url="http://127.0.0.1",
+        documents=RegistryDocumentFacts(engine),
+    )
+    scope = {"type": "http", "path": "/registry", "scheme": "http", "headers": []}
+    times: list[float] = []
+
+    async def run() -> None:
+        for message in data:
+            t0 = time.perf_counter()
+            request = parse_envelope(message)
+            await pep.check(request, scope)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - t0)
+
+    anyio.run(run)
+    replay = DatabaseReplayStore(engine)
+    writes: list[float] = []
+    for i in range(min(len(data), 200)):
+        t0 = time.perf_counter()
+        replay.first_time(f"bench:{i}", dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+        writes.append(time.perf_counter() - t0)
+    engine.dispose()
+    return times, writes
+
+
 def bench(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-    from xds.soap.envelope import build_request
-    from xds.trust import assertion as xa
-    from xds.trust.keys import TrustAnchors, init_keys
-    from xds.trust.wssecurity import TrustRoles, secure_request, verify_request
+    from xds.trust.keys import init_keys
 
+    url = "http://127.0.0.1/registry"
     with tempfile.TemporaryDirectory(prefix="xds-bench-trust-") as tmp:
         keys = init_keys(tmp, ["kommune"])
-        patient = samples.patient_cx("13116900216")
-        attrs = xa.TrustAttributes(
-            subject_id="Kari Nordmann", hpr_number="9144900", organisation_id="983971636", resource_id=patient
-        )
-        assertion = xa.sign_assertion(
-            xa.build_assertion(attrs, issuer="https://idp"), keys.idp.key_pem(), keys.idp.cert_pem()
-        )
-        body = (
-            f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
-            f'<query:ResponseOption returnType="LeafClass"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
-            f"</query:AdhocQueryRequest>"
-        ).encode()
-        envelope, _ = build_request(v.ACTION_STORED_QUERY, body, to="http://127.0.0.1/registry")
-        sender = keys.institutions["kommune"]
-        data = secure_request(
-            envelope, assertion=assertion, key_pem=sender.key_pem(), cert_pem=sender.cert_pem()
-        )
-
-        trust = TrustRoles(TrustAnchors([str(keys.ca.cert_path)]), {"https://idp": [keys.idp.certificate()]})
-        times = []
-        for _ in range(args.requests):
-            t0 = time.perf_counter()
-            verify_request(safexml.parse(data), trust=trust)
-            times.append(time.perf_counter() - t0)
+        data = _requests(keys, args.requests, url, samples.patient_cx("13116900216"))
+        times, writes = _enforcement_times(tmp, keys, data, url)
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         message = b"x" * 1024
@@ -69,10 +123,16 @@ def bench(args: argparse.Namespace) -> int:
             public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
             floor.append(time.perf_counter() - t0)
     ours, base = statistics.median(times) * 1e3, statistics.median(floor) * 1e3
+    p95 = sorted(times)[int(len(times) * 0.95)] * 1e3
     verdict = "meets" if ours <= 2.0 else "ABOVE"
-    print(f"xds bench trust: {args.requests} signed ITI-18 requests ({len(data):,} bytes each)")
+    print(f"xds bench trust: {args.requests} signed ITI-18 requests ({len(data[0]):,} bytes each)")
     print(
-        f"verify request: p50 {ours:.3f} ms  (target <= 2 ms: {verdict})  |  one RSA-2048 verification "
-        f"{base:.3f} ms  |  ratio {ours / base:.1f}x"
+        f"enforcement path (parse, verify assertion + message + chain, replay record, policy): p50 {ours:.3f} ms "
+        f"p95 {p95:.3f} ms (target <= 2 ms: {verdict})  |  one RSA-2048 verification {base:.3f} ms  |  "
+        f"ratio {ours / base:.1f}x"
+    )
+    print(
+        f"of which the replay record (one committed database write, SQLite here): p50 "
+        f"{statistics.median(writes) * 1e3:.3f} ms"
     )
     return 0

@@ -54,6 +54,7 @@ SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 ID_ATTRIBUTES = ("{" + NS_WSU + "}Id", "Id", "ID")
+_BY_ID = etree.XPath("//*[@wsu:Id=$ident or @Id=$ident or @ID=$ident]", namespaces={"wsu": NS_WSU})
 _CHUNK = 3 * 256 * 1024  # a multiple of 3: base64 of the chunks joins into base64 of the whole
 
 
@@ -180,11 +181,7 @@ def sign(
 
 def resolve(root: etree._Element, ident: str) -> etree._Element:
     """The one element of ``root``'s document whose id is ``ident``; two or none is refused."""
-    found = [
-        el
-        for el in root.getroottree().iter()
-        if isinstance(el.tag, str) and any(el.get(a) == ident for a in ID_ATTRIBUTES)
-    ]
+    found = _BY_ID(root.getroottree(), ident=ident)
     if len(found) != 1:
         raise SignatureInvalid(
             f"Ambiguous reference: #{ident} names {len(found)} elements"
