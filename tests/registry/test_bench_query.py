@@ -9,7 +9,7 @@ from xds.bench.query import fill, plans, workloads
 
 def test_plans_show_the_statements_a_find_documents_runs_and_they_use_the_index(engine: Engine) -> None:
     assert fill(engine, 2000) >= 2000
-    loads = workloads(engine)
+    loads = workloads(engine, 50)
     assert [w.name for w in loads] == [
         "FindDocuments LeafClass",
         "FindDocuments ObjectRef",
@@ -44,8 +44,11 @@ def test_bench_query_end_to_end_small(tmp_path, capsys) -> None:  # type: ignore
     )
     assert rc == 0
     out = capsys.readouterr().out
-    figures = re.findall(r"p50 +[\d.]+ ms .* ([\d,]+) q/s  \| floor p50 +[\d.]+ ms +([\d,]+) q/s", out)
+    figures = re.findall(
+        r"p50 +[\d.]+ ms .* repeat p50 +[\d.]+ .* ([\d,]+) q/s  \| floor p50 +[\d.]+ ms +([\d,]+) q/s", out
+    )
     assert len(figures) == 8, out  # four workloads at two sizes
+    assert len(re.findall(r"first touch: database [\d,]+ MB, \d+% of it in the OS page cache", out)) == 8, out
     assert "ix_documents_patient_status" in out
     assert len(re.findall(r"p50 at 800 is [\d.]+x p50 at 400", out)) == 4, out
 
@@ -74,3 +77,30 @@ def test_author_and_event_code_filters_look_codes_up_by_document(engine: Engine)
     )
     text = "\n".join(plans(engine, message))
     assert "ix_document_codes_doc_kind" in text, text
+
+
+def test_requests_are_drawn_from_the_whole_registry(engine: Engine) -> None:
+    """Every patient of the registry can be asked about, not the first few: a draw as large as the
+    population names each patient once, and two draws differ."""
+    from sqlalchemy import func, select
+
+    from xds.registry import schema as t
+
+    fill(engine, 2000)
+    with engine.connect() as conn:
+        population = conn.execute(select(func.count(t.documents.c.patient_id.distinct()))).scalar_one()
+    (find, *_) = workloads(engine, population, seed=1)
+    assert len(set(find.messages)) == population  # each patient once
+    (other, *_) = workloads(engine, 20, seed=2)
+    (again, *_) = workloads(engine, 20, seed=3)
+    assert other.messages != again.messages
+
+
+def test_resident_fraction_reads_the_page_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from xds.bench.query import resident_fraction
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100_000)
+    path.read_bytes()
+    share = resident_fraction(path)
+    assert share is not None and 0.0 <= share <= 1.0

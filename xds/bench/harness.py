@@ -92,10 +92,6 @@ class Rounds:
         """(ours, floor): the median rate of each."""
         return statistics.median(r.rate for r in self.ours), statistics.median(r.rate for r in self.floors)
 
-    def best(self) -> tuple[float, float]:
-        """(ours, floor): the best rate of each."""
-        return max(r.rate for r in self.ours), max(r.rate for r in self.floors)
-
     def spread(self, label: str, unit: str = "") -> str:
         def span(runs: list[RunResult]) -> str:
             return f"{min(r.rate for r in runs):,.0f}-{max(r.rate for r in runs):,.0f}"

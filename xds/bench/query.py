@@ -5,11 +5,18 @@ Norwegian-profile ids and codes) through the storage layer (``xds.registry.bulk`
 
 query: for SQLite and PostgreSQL, at each size (default 10 k and 1 M entries; the database is kept
 in ``--cache-dir`` and topped up, so a second run does not load again) starts ``xds serve`` and
-measures FindDocuments (a patient with 20 documents) as LeafClass and ObjectRef, GetDocuments and
-GetSubmissionSetAndContents: p50/p95/p99 latency over one keep-alive connection and queries per
-second with concurrent connections. The floor is the same server, in the same run, sending the same
-answer bytes from memory (``/_bench/answer``). It prints the query plans of FindDocuments, showing
-the indexes used. Nothing asserts a time; it reports against the issue's targets.
+measures FindDocuments as LeafClass and ObjectRef, GetDocuments and GetSubmissionSetAndContents,
+each request about a patient, document or submission set drawn uniformly from the whole registry
+(distinct ones while there are enough), so that a larger registry is not flattered by a few pages
+that stay cached. Latency (p50/p95/p99 over one keep-alive connection) is measured on first touch
+— each object asked about for the first time since the server started — and again on repeat, each
+request alternated with one of the floor's; the cache state of the first touch is reported (SQLite:
+how much of the database file the OS page cache held; PostgreSQL: the share of block reads served
+from shared buffers). Throughput is three alternated rounds of ours and the floor's with
+concurrent connections, medians reported. The floor is the same server, in the same run, sending
+answer bytes from memory (``/_bench/answer``), learnt from another draw of the same population. It
+prints the query plans of FindDocuments, showing the indexes used. Nothing asserts a time; it
+reports against the issue's targets.
 """
 
 from __future__ import annotations
@@ -18,16 +25,21 @@ import argparse
 import asyncio
 import hashlib
 import os
+import random
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, func, select, text
 
-from xds.bench.harness import alternate, drive, http_request, read_response, running_server
+from xds.bench.harness import Rounds, alternate, drive, http_request, read_response, running_server
 from xds.metadata import vocabulary as v
+
+T = TypeVar("T")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -140,23 +152,24 @@ class Workload:
     messages: list[bytes]
 
 
-def workloads(engine: Engine, count: int = 50) -> list[Workload]:
-    """Requests about patients with 20 documents, their documents and their submission sets."""
+def workloads(engine: Engine, count: int = 50, *, seed: int = 1) -> list[Workload]:
+    """``count`` requests per workload about patients, documents and submission sets drawn
+    uniformly at random from the whole registry (without replacement while there are enough)."""
     from xds.registry import schema as t
 
-    d = t.documents.c
+    rng = random.Random(seed)
+    d, s = t.documents.c, t.submission_sets.c
     with engine.connect() as conn:
-        patients = (
-            conn.execute(select(d.patient_id).group_by(d.patient_id).having(func.count() == 20).limit(count))
-            .scalars()
-            .all()
+        everyone = conn.execute(select(d.patient_id).distinct()).scalars().all()
+        doc_max = int(conn.execute(select(func.coalesce(func.max(d.seq), 0))).scalar_one())
+        set_max = int(conn.execute(select(func.coalesce(func.max(s.seq), 0))).scalar_one())
+        doc_seqs, set_seqs = (
+            _draw(range(1, doc_max + 1), count, rng),
+            _draw(range(1, set_max + 1), count, rng),
         )
-        docs = conn.execute(select(d.uuid).where(d.patient_id.in_(patients)).limit(count)).scalars().all()
-        sets = (
-            conn.execute(select(t.submission_sets.c.uuid).where(t.submission_sets.c.patient_id.in_(patients)))
-            .scalars()
-            .all()
-        )
+        docs = dict(conn.execute(select(d.seq, d.uuid).where(d.seq.in_(set(doc_seqs)))).all())
+        sets = dict(conn.execute(select(s.seq, s.uuid).where(s.seq.in_(set(set_seqs)))).all())
+    patients = _draw(sorted(everyone), count, rng)
     approved = f"('{v.STATUS_APPROVED}')"
 
     def find(rt: str) -> list[bytes]:
@@ -176,9 +189,10 @@ def workloads(engine: Engine, count: int = 50) -> list[Workload]:
             "GetDocuments",
             [
                 query_message(
-                    v.SQ_GET_DOCUMENTS, "LeafClass", _slot("$XDSDocumentEntryEntryUUID", f"('{u}')")
+                    v.SQ_GET_DOCUMENTS, "LeafClass", _slot("$XDSDocumentEntryEntryUUID", f"('{docs[q]}')")
                 )
-                for u in docs
+                for q in doc_seqs
+                if q in docs
             ],
         ),
         Workload(
@@ -187,29 +201,45 @@ def workloads(engine: Engine, count: int = 50) -> list[Workload]:
                 query_message(
                     v.SQ_GET_SUBMISSION_SET_AND_CONTENTS,
                     "LeafClass",
-                    _slot("$XDSSubmissionSetEntryUUID", f"'{u}'"),
+                    _slot("$XDSSubmissionSetEntryUUID", f"'{sets[q]}'"),
                 )
-                for u in sets
+                for q in set_seqs
+                if q in sets
             ],
         ),
     ]
 
 
-async def _latencies(host: str, port: int, requests: list[bytes], n: int) -> list[float]:
-    reader, writer = await asyncio.open_connection(host, port)
-    out = []
+def _draw(population: Sequence[T], count: int, rng: random.Random) -> list[T]:
+    """``count`` items drawn uniformly: distinct while the population allows, then with replacement."""
+    if count <= len(population):
+        return rng.sample(population, count)
+    return list(population) + rng.choices(population, k=count - len(population)) if population else []
+
+
+async def _latencies(
+    host: str, port: int, ours: list[bytes], floor: list[bytes], n: int
+) -> tuple[list[float], list[float]]:
+    """Latency of ``n`` requests of ours and ``n`` of the floor, alternated request by request
+    (ours first, then the floor, then the floor first...) on one keep-alive connection each."""
+    connections = [await asyncio.open_connection(host, port) for _ in range(2)]
+    samples: tuple[list[float], list[float]] = ([], [])
     try:
         for i in range(n):
-            req = requests[i % len(requests)]
-            t0 = time.perf_counter()
-            writer.write(req)
-            status, body = await read_response(reader)
-            out.append(time.perf_counter() - t0)
-            if status != 200 or v.RESPONSE_SUCCESS.encode() not in body:
-                raise RuntimeError(f"query failed: HTTP {status} {body[:300]!r}")
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            for which in order:
+                reader, writer = connections[which]
+                req = (ours, floor)[which][i % len((ours, floor)[which])]
+                t0 = time.perf_counter()
+                writer.write(req)
+                status, body = await read_response(reader)
+                samples[which].append(time.perf_counter() - t0)
+                if status != 200 or v.RESPONSE_SUCCESS.encode() not in body:
+                    raise RuntimeError(f"query failed: HTTP {status} {body[:300]!r}")
     finally:
-        writer.close()
-    return out
+        for _, writer in connections:
+            writer.close()
+    return samples
 
 
 def _pcts(samples: list[float]) -> tuple[float, float, float]:
@@ -238,6 +268,96 @@ def plans(engine: Engine, message: bytes) -> list[str]:
     return out
 
 
+def resident_fraction(path: Path) -> float | None:
+    """How much of a file the OS page cache holds (Linux mincore(2)); None when it cannot be told."""
+    import ctypes
+    import mmap
+
+    try:
+        size = path.stat().st_size
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    if size == 0:
+        return None
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vector = (ctypes.c_ubyte * pages)()
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
+        anchor = ctypes.c_char.from_buffer(mapped)
+        try:
+            failed = libc.mincore(ctypes.c_void_p(ctypes.addressof(anchor)), ctypes.c_size_t(size), vector)
+        finally:
+            del anchor
+    if failed:
+        return None
+    return sum(b & 1 for b in vector) / pages
+
+
+class CacheState:
+    """What the database's caches held while a pass ran, said in words.
+
+    SQLite: how much of the database file the OS page cache held before the pass (mincore).
+    PostgreSQL: the share of block reads served from shared buffers during the pass
+    (``pg_stat_database``; its counters are flushed about once a second, hence the short wait).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._before: tuple[int, int] | None = None
+
+    def start(self) -> str:
+        if self.engine.dialect.name == "sqlite":
+            path = Path(self.engine.url.database or "")
+            share = resident_fraction(path)
+            size = path.stat().st_size / 2**20 if path.is_file() else 0.0
+            held = f"{share:.0%} of it in the OS page cache" if share is not None else "page cache unknown"
+            return f"database {size:,.0f} MB, {held}"
+        self._before = self._blocks()
+        return "PostgreSQL"
+
+    def finish(self) -> str:
+        if self._before is None:
+            return ""
+        time.sleep(1.1)
+        hit, read = (after - before for after, before in zip(self._blocks(), self._before, strict=True))
+        self._before = None
+        total = hit + read
+        return f"shared-buffer hits {hit / total:.0%} of {total:,} block reads" if total else "no block reads"
+
+    def _blocks(self) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")
+            ).one()
+        return int(row[0]), int(row[1])
+
+
+def _measure(
+    host: str, port: int, ours: list[bytes], floor: list[bytes], args: argparse.Namespace, probe: CacheState
+) -> tuple[tuple[float, float, float], float, float, Rounds, str]:
+    """First-touch latency with the cache state it met, repeat latency (each alternated with the
+    floor's) and alternated throughput rounds."""
+    state = probe.start()
+    first, floor_lat = asyncio.run(_latencies(host, port, ours, floor, len(ours)))
+    state = ", ".join(filter(None, [state, probe.finish()]))
+    again, _ = asyncio.run(_latencies(host, port, ours, floor, len(ours)))
+    # long enough that a fast floor is not noise; patients keep being drawn from the sample
+    many = args.throughput_requests or max(args.requests * 5, 5000)
+    rng = random.Random(len(ours))
+    ours_many, floor_many = rng.choices(ours, k=many), rng.choices(floor, k=many)
+    runs = alternate(
+        host,
+        port,
+        lambda r: floor_many,
+        lambda r: ours_many,
+        rounds=3,
+        concurrency=args.concurrency,
+        floor_ok=b"Success",
+        our_ok=b"Success",
+    )
+    return _pcts(first), _pcts(again)[0], _pcts(floor_lat)[0], runs, state
+
+
 def bench_query(args: argparse.Namespace) -> int:
     from xds.database import migrate, open_engine, sqlite_url
 
@@ -246,8 +366,10 @@ def bench_query(args: argparse.Namespace) -> int:
     if args.postgres_url and not args.sqlite_only:
         backends.append(("postgresql", args.postgres_url))
     print(
-        f"xds bench query: sizes {', '.join(f'{s:,}' for s in sizes)}; {args.requests} requests per latency figure, "
-        f"{args.concurrency} connections for throughput, {args.workers} workers"
+        f"xds bench query: sizes {', '.join(f'{s:,}' for s in sizes)}; {args.requests} requests per latency "
+        f"figure, each about a patient / document / submission set drawn uniformly from the whole registry; "
+        f"latency alternated request by request with the floor's; {args.concurrency} connections for "
+        f"throughput, 3 alternated rounds, medians; {args.workers} workers"
     )
     worst = 0  # 1 when a request failed
     for label, url in backends:
@@ -260,41 +382,32 @@ def bench_query(args: argparse.Namespace) -> int:
         p50_at: dict[tuple[str, int], float] = {}
         for size in sizes:
             held = fill(engine, size)
-            loads = workloads(engine)
+            loads = workloads(engine, args.requests, seed=size)
+            # the floor answers with the bytes of another draw from the same population, learnt
+            # before measuring, so that learning them warms nothing the measured requests read
+            floors = workloads(engine, min(args.requests, 200), seed=size + 1)
+            probe = CacheState(engine)
             with running_server(workers=args.workers, database_url=url) as (host, port):
                 ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
                 print(f"{label} at {held:,} entries:")
-                for w in loads:
+                for w, f in zip(loads, floors, strict=True):
                     ours_reqs = [http_request(host, port, "/registry", m, ctype) for m in w.messages]
-                    floor_reqs = [http_request(host, port, "/_bench/answer", m, ctype) for m in w.messages]
-                    drive(host, port, floor_reqs, 4, v.RESPONSE_SUCCESS.encode())  # fills the floor's memory
-                    drive(host, port, ours_reqs, 4, v.RESPONSE_SUCCESS.encode())  # warms caches
-                    ours_lat = asyncio.run(_latencies(host, port, ours_reqs, args.requests))
-                    floor_lat = asyncio.run(_latencies(host, port, floor_reqs, args.requests))
-                    # long enough that a fast floor is not noise
-                    many = args.throughput_requests or max(args.requests * 5, 5000)
-                    ours_many = [ours_reqs[i % len(ours_reqs)] for i in range(many)]
-                    floor_many = [floor_reqs[i % len(floor_reqs)] for i in range(many)]
-                    # floor and ours alternate for three rounds; the median round of each counts
-                    runs = alternate(
-                        host,
-                        port,
-                        lambda r, reqs=floor_many: reqs,
-                        lambda r, reqs=ours_many: reqs,
-                        rounds=3,
-                        concurrency=args.concurrency,
-                        floor_ok=b"Success",
-                        our_ok=b"Success",
+                    floor_reqs = [http_request(host, port, "/_bench/answer", m, ctype) for m in f.messages]
+                    drive(
+                        host, port, floor_reqs, 4, v.RESPONSE_SUCCESS.encode()
+                    )  # the floor learns its answers
+                    (p50, p95, p99), again, f50, runs, state = _measure(
+                        host, port, ours_reqs, floor_reqs, args, probe
                     )
                     our_rate, floor_rate = runs.median()
-                    p50, p95, p99 = _pcts(ours_lat)
-                    f50, _, _ = _pcts(floor_lat)
                     p50_at[(w.name, size)] = p50
                     ratio = our_rate / floor_rate if floor_rate else 0.0
                     print(
-                        f"  {w.name:<28} p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}  {our_rate:7,.0f} q/s"
-                        f"  | floor p50 {f50:5.2f} ms {floor_rate:7,.0f} q/s  | throughput {ratio:.0%} of floor"
+                        f"  {w.name:<28} p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}  repeat p50 {again:6.2f}"
+                        f"  {our_rate:7,.0f} q/s  | floor p50 {f50:5.2f} ms {floor_rate:7,.0f} q/s"
+                        f"  | throughput {ratio:.0%} of floor"
                     )
+                    print(f"    first touch: {state}")
                     failed = runs.failures
                     if any(failed):
                         worst = 1

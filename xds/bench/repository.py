@@ -10,7 +10,9 @@ answering the same requests with the same document bytes held in memory.
 big: one large document (default 1 GB) in with ITI-41 and out with ITI-43, with the server's peak
 RSS growth (Linux ``VmHWM`` after resetting it through ``clear_refs``) and the throughput of each
 direction next to a plain streaming HTTP download of the same bytes from the same server
-(``/_bench/download/<sha1>``).
+(``/_bench/download/<sha1>``), the three run in turn three times, medians reported.
+
+Every figure is the median of rounds in which ours and its floor alternate.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import hashlib
 import os
 import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -139,8 +142,8 @@ def bench(args: argparse.Namespace) -> int:
             floor_retrieve = [http_request(host, port, "/_bench/retrieve", m, ctype) for m in msgs]
             drive(host, port, floor_retrieve, c, ok)  # fills the floor's memory and warms both paths
             drive(host, port, retrieve[n:], c, ok)
-            # retrieving changes nothing, so floor and ours alternate for three rounds and the best
-            # round of each counts: a burst of noise on this machine then hits both alike
+            # floor and ours alternate for three rounds; the median round of each counts, as for
+            # every benchmark
             runs = alternate(
                 host,
                 port,
@@ -151,7 +154,8 @@ def bench(args: argparse.Namespace) -> int:
                 floor_ok=ok,
                 our_ok=ok,
             )
-            _report("retrieve", *runs.best(), 0.50, "documents/s")
+            _report("retrieve", *runs.median(), 0.50, "documents/s")
+            print(runs.spread("retrieve", " documents/s"))
             failures += _failures(runs)
     if args.big_mb:
         failures += big_document(args.big_mb)
@@ -193,7 +197,7 @@ def _reset_peak(pid: int) -> bool:
         return False
 
 
-ROUNDS = 2
+ROUNDS = 3
 
 
 def big_document(size_mb: int) -> int:
@@ -218,11 +222,13 @@ def big_document(size_mb: int) -> int:
         ):
             pid = _server_pid(host, port)
             repo_id = _repository_id(host, port)
-            # Each direction and the plain download run in turn, ROUNDS times; the best of each
+            # Each direction and the plain download run in turn, ROUNDS times; the median of each
             # counts, so that page-cache and disk write-back effects fall on all three alike. Each
             # leg starts from a clean page cache (os.sync): otherwise the write-back of the
             # previous leg's gigabyte lands on whichever leg comes next.
-            t_in = t_out = t_plain = float("inf")
+            ins: list[float] = []
+            outs: list[float] = []
+            plains: list[float] = []
             grow_in = grow_out = 0
             same = True
             for _ in range(ROUNDS):
@@ -232,7 +238,7 @@ def big_document(size_mb: int) -> int:
                 os.sync()
                 t0 = time.perf_counter()
                 outcome = client.provide_and_register(sub, docs)
-                t_in = min(t_in, time.perf_counter() - t0)
+                ins.append(time.perf_counter() - t0)
                 grow_in = max(grow_in, _status(pid)["VmHWM"] - base)
                 if not outcome.ok:
                     print(f"  provide failed: {outcome.errors}")
@@ -243,7 +249,7 @@ def big_document(size_mb: int) -> int:
                 os.sync()
                 t0 = time.perf_counter()
                 _, found = client.retrieve(repo_id, [uid], Path(tmp) / "out")
-                t_out = min(t_out, time.perf_counter() - t0)
+                outs.append(time.perf_counter() - t0)
                 grow_out = max(grow_out, _status(pid)["VmHWM"] - base)
                 same = same and bool(found) and _sha1_of(found[0].path) == digest
                 if found:
@@ -258,13 +264,14 @@ def big_document(size_mb: int) -> int:
                 ):
                     for chunk in r.iter_raw():
                         out.write(chunk)
-                t_plain = min(t_plain, time.perf_counter() - t0)
+                plains.append(time.perf_counter() - t0)
                 plain_path.unlink()
                 # ITI-86: the next round stores the bytes anew rather than finding them stored
                 removed = client.remove(repo_id, [uid])
                 if not removed.ok:
                     print(f"  remove failed: {removed.errors}")
                     return 1
+        t_in, t_out, t_plain = (statistics.median(times) for times in (ins, outs, plains))
         mb = size / 1e6
         plain = mb / t_plain
         for label, seconds, grow in (("in (ITI-41)", t_in, grow_in), ("out (ITI-43)", t_out, grow_out)):
