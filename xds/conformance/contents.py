@@ -341,12 +341,19 @@ def _document_entries(check: _Checker, item: etree._Element, resolve: Resolver) 
     return unknown
 
 
-def step_log(steps: list[tuple[str, str, etree._Element | None]]) -> etree._ElementTree:
-    """The toolkit's log of a section: ``TestResults/TestStep[@id]/<transaction>/Result/<answer>``."""
+LogEntry = tuple[str, str, etree._Element | None, etree._Element | None]  # step, transaction, answer, request
+
+
+def step_log(steps: list[LogEntry]) -> etree._ElementTree:
+    """The toolkit's log of a section: ``TestResults/TestStep[@id]/<transaction>`` holding the
+    request sent (``InputMetadata``) and the answer (``Result``)."""
     log = etree.ElementTree(etree.Element("TestResults"))
-    for step_id, transaction, response in steps:
+    for step_id, transaction, response, request in steps:
         step = etree.SubElement(log.getroot(), "TestStep", id=step_id)
-        result = etree.SubElement(etree.SubElement(step, transaction or "NullTransaction"), "Result")
+        holder = etree.SubElement(step, transaction or "NullTransaction")
+        if request is not None:
+            etree.SubElement(holder, "InputMetadata").append(copy.deepcopy(request))
+        result = etree.SubElement(holder, "Result")
         if response is not None:
             result.append(copy.deepcopy(response))
     return log
@@ -370,7 +377,7 @@ def judge_assertions(
     if assertions is None:
         return []
     if log is None:
-        log = step_log([(step_id, transaction, response)])
+        log = step_log([(step_id, transaction, response, None)])
     values = {"$DATE$": datetime.now(UTC).strftime("%Y%m%d"), **symbols}
     problems = []
     for index, assertion in enumerate(assertions.iter("Assert")):

@@ -120,6 +120,7 @@ class Session:
         self.reports: dict[StepKey, dict[str, str]] = {}
         self.prepared: dict[StepKey, Prepared] = {}
         self.answers: dict[StepKey, tuple[str, etree._Element]] = {}  # step -> (transaction, answer)
+        self.requests: dict[StepKey, etree._Element] = {}  # step -> the request it sent
         self.skipped: dict[StepKey, str] = {}  # not-applicable steps and why
         self.skipped_writes: dict[str, StepKey] = {}  # test -> its first write that was not applicable
         self.provided: dict[str, rt.Provided] = {}  # uniqueId -> document sent with ITI-41
@@ -195,7 +196,7 @@ class Session:
             tp.STORED_QUERY: self._query,
             tp.METADATA_UPDATE: self._update,
             tp.RESTRICTED_UPDATE: self._update,
-            tp.REMOVE_METADATA: self._remove_metadata,
+            tp.REMOVE_METADATA: self._remove,
         }
         handler = handlers.get(step.transaction or "")
         if handler is None and not step.transaction and step.flags.new_patient_id:
@@ -297,7 +298,7 @@ class Session:
 
     def _use_xpath(self, test: tp.Test, section: tp.Section, use: tp.UseXPath) -> str:
         transaction, answer = self._answer_of(test, section, use.testdir, use.step)
-        found = step_log([(use.step, transaction, answer)]).xpath(use.xpath)
+        found = step_log([(use.step, transaction, answer, None)]).xpath(use.xpath)
         value = _string_value(found)
         if value is None:
             raise _Unresolved(f"UseXPath {use.symbol} selects nothing in step {use.step}'s answer")
@@ -387,31 +388,36 @@ class Session:
 
     def _register(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
         """ITI-42: the step's SubmitObjectsRequest."""
-        if self.target.registry_url is None:
-            return "not applicable", "the target has no registry"
-        prepared = self._prepare(test, section, step)
-        answer = self._send(self.target.registry_url, v.ACTION_REGISTER, etree.tostring(prepared.element))
-        return self._judge_submission(test, section, step, prepared, answer)
+        return self._submit(test, section, step, v.ACTION_REGISTER)
 
     def _update(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
-        """ITI-57 (MuTransaction) or ITI-92 (RmuTransaction): the step's SubmitObjectsRequest."""
+        """ITI-57 (MuTransaction) / ITI-92 (RmuTransaction): a SubmitObjectsRequest prepared as a
+        registration is, sent with the update's action (ITI TF-2b §3.57.4.1.2, §3.92.4.1.2)."""
+        action = (
+            v.ACTION_UPDATE_DOCUMENT_SET
+            if step.transaction == tp.METADATA_UPDATE
+            else v.ACTION_RESTRICTED_UPDATE
+        )
+        return self._submit(test, section, step, action)
+
+    def _submit(
+        self, test: tp.Test, section: tp.Section, step: tp.TestStep, action: str
+    ) -> tuple[Outcome, str]:
         if self.target.registry_url is None:
             return "not applicable", "the target has no registry"
-        action = (
-            v.ACTION_RESTRICTED_UPDATE
-            if step.transaction == tp.RESTRICTED_UPDATE
-            else v.ACTION_UPDATE_DOCUMENT_SET
-        )
         prepared = self._prepare(test, section, step)
-        answer = self._send(self.target.registry_url, action, etree.tostring(prepared.element))
+        answer = self._send(self.target.registry_url, action, prepared.element)
         return self._judge_submission(test, section, step, prepared, answer)
 
-    def _remove_metadata(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
-        """ITI-62: the step's RemoveObjectsRequest, its ObjectRefs named by earlier steps' UUIDs."""
+    def _remove(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-62: the step's RemoveObjectsRequest, its ``$symbol$``s filled in (ITI TF-2b §3.62.4.1)."""
         if self.target.registry_url is None:
             return "not applicable", "the target has no registry"
         request = load_metadata(step, self._symbols(test, section, step))
-        answer = self._send(self.target.registry_url, v.ACTION_DELETE_DOCUMENT_SET, etree.tostring(request))
+        answer = self._send(self.target.registry_url, v.ACTION_DELETE_DOCUMENT_SET, request)
+        self.reports[(test.id, section.name, step.id)] = evaluate_reports(
+            step.reports, request, answer.element
+        )
         return judge(step, answer)
 
     def _provide(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
@@ -447,6 +453,7 @@ class Session:
         )
         url = self.target.repository_url
         data, content_type = build_mtom_request(v.ACTION_PROVIDE_AND_REGISTER, body, parts, to=url)
+        self.requests[self._current] = prepared.element
         answer = self._post(url, data, content_type)
         if answer.status == v.RESPONSE_SUCCESS:
             self._record_provided(step, prepared)
@@ -482,7 +489,7 @@ class Session:
             )
             for e in transaction.findall("ReferenceDocument")
         }
-        answer = self._send(self.target.repository_url, v.ACTION_RETRIEVE, etree.tostring(request))
+        answer = self._send(self.target.repository_url, v.ACTION_RETRIEVE, request)
         outcome, reason = judge(step, answer)
         if outcome != "passed" or answer.element is None:
             return outcome, reason
@@ -517,9 +524,9 @@ class Session:
         """The toolkit's log of a section so far: each step that was answered, with its answer."""
         return step_log(
             [
-                (step_id, transaction, element)
-                for (t, s, step_id), (transaction, element) in self.answers.items()
-                if t == test.id and s == section.name
+                (key[2], transaction, element, self.requests.get(key))
+                for key, (transaction, element) in self.answers.items()
+                if key[:2] == (test.id, section.name)
             ]
         )
 
@@ -548,7 +555,7 @@ class Session:
         transaction = step.transaction_element
         if transaction is not None and transaction.find("CleanParams") is not None:
             clean_params(request)
-        answer = self._send(self.target.registry_url, query_action(request), etree.tostring(request))
+        answer = self._send(self.target.registry_url, query_action(request), request)
         key = (test.id, section.name, step.id)
         self.reports[key] = evaluate_reports(step.reports, request, answer.element)
         outcome, reason = judge(step, answer)
@@ -605,10 +612,11 @@ class Session:
             raise _Unresolved("no session patient id (test 15817 did not run)")
         return pid
 
-    def _send(self, url: str, action: str, body: bytes) -> Answer:
+    def _send(self, url: str, action: str, request: etree._Element) -> Answer:
         from xds.soap.envelope import build_request
 
-        data, content_type = build_request(action, body, to=url)
+        self.requests[self._current] = request
+        data, content_type = build_request(action, etree.tostring(request), to=url)
         return self._post(url, data, content_type)
 
     def _post(self, url: str, data: bytes, content_type: str) -> Answer:
