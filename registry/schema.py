@@ -184,3 +184,12 @@ registry_info = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# The institution (organisation number) that submitted each object: updates and removals are
+# allowed to it alone (xds.trust.policy, ``requires_owner``).
+object_submitters = Table(
+    "object_submitters",
+    metadata,
+    Column("uuid", String(128), primary_key=True),
+    Column("organisation", String(64), nullable=False),
+)

@@ -7,6 +7,7 @@ Stored Query) and §3.8 (Patient Identity Feed); the SOAP binding is ITI TF-2 Ap
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from sqlalchemy import Engine
@@ -19,6 +20,7 @@ from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsException
 from xds.metadata.registry_response import registry_response
 from xds.profiles import get_profile
+from xds.registry.access import RegistryAccess
 from xds.registry.patients import PatientDirectory
 from xds.registry.register import Registrar
 from xds.registry.remove_metadata import Remover, read_remove_request
@@ -26,6 +28,7 @@ from xds.registry.stored_query import StoredQueryEngine, query_response
 from xds.registry.update import Updater
 from xds.soap.endpoint import SoapEndpoint
 from xds.soap.envelope import SoapRequest, SoapResponse
+from xds.trust.policy import REMOVE
 
 log = logging.getLogger("xds.registry")
 
@@ -49,6 +52,7 @@ class RegistryService:
             max_results=rc.max_query_results,
             time_limit=rc.query_time_limit_s,
         )
+        self.access = RegistryAccess(self.engine, self.patients, config.access_policy())
         self._mllp: asyncio.AbstractServer | None = None
 
     def prepare(self) -> None:
@@ -58,12 +62,21 @@ class RegistryService:
     # --- ITI-42 -----------------------------------------------------------------------------------
     async def register(self, request: SoapRequest) -> SoapResponse:
         """ITI-42 Register Document Set-b (ITI TF-2 §3.42.4.1)."""
-        return SoapResponse(v.ACTION_REGISTER_RESPONSE, await self.register_body(request.body))
+        return SoapResponse(
+            v.ACTION_REGISTER_RESPONSE, await self.register_body(request.body, request.security)
+        )
 
-    async def register_body(self, body: object) -> bytes:
+    async def register_body(self, body: object, security: object = None) -> bytes:
+        """The RegistryResponse for an ITI-42 body; a verified requester (``security``) must be
+        allowed to write every object (the access policy, ``xds.registry.access``)."""
         try:
             sub = ebrim.parse_submit_objects_request(body)  # type: ignore[arg-type]
-            await self.registrar.register_together(sub)
+            who = self.access.requester(security)
+            if who is not None:
+                refused = await run_blocking(self.access.check_submission, who, sub)
+                if refused:
+                    return registry_response(refused)
+            await self.registrar.register_together(sub, self.access.recording(who, sub))
         except XdsException as exc:
             return registry_response(exc.errors)
         except Exception as exc:  # the database or the disk failed: the profile's error for it
@@ -78,6 +91,11 @@ class RegistryService:
         action = v.ACTION_RESTRICTED_UPDATE_RESPONSE if restricted else v.ACTION_UPDATE_DOCUMENT_SET_RESPONSE
         try:
             sub = ebrim.parse_submit_objects_request(request.body)  # type: ignore[arg-type]
+            who = self.access.requester(request.security)
+            if who is not None:
+                refused = await run_blocking(self.access.check_update, who, sub)
+                if refused:
+                    return SoapResponse(action, registry_response(refused))
             await self.updater.update(sub, restricted=restricted)
         except XdsException as exc:
             return SoapResponse(action, registry_response(exc.errors))
@@ -90,7 +108,13 @@ class RegistryService:
         """ITI-62 Remove Metadata (ITI TF-2b §3.62.4.1): all the objects named, or none."""
         action = v.ACTION_DELETE_DOCUMENT_SET_RESPONSE
         try:
-            await self.remover.remove(read_remove_request(request.body))  # type: ignore[arg-type]
+            ids = read_remove_request(request.body)  # type: ignore[arg-type]
+            who = self.access.requester(request.security)
+            if who is not None:
+                refused = await run_blocking(self.access.check_change, who, ids, REMOVE)
+                if refused:
+                    return SoapResponse(action, registry_response(refused))
+            await self.remover.remove(ids)
         except XdsException as exc:
             return SoapResponse(action, registry_response(exc.errors))
         except Exception as exc:
@@ -105,12 +129,17 @@ class RegistryService:
             if request.action == v.ACTION_MULTI_PATIENT_QUERY
             else v.ACTION_STORED_QUERY_RESPONSE
         )
-        return SoapResponse(action, await self.query_body(request.body))
+        return SoapResponse(action, await self.query_body(request.body, request.security))
 
-    async def query_body(self, body: object) -> bytes:
-        """The AdhocQueryResponse for an AdhocQueryRequest; the database work runs in a worker thread."""
+    async def query_body(self, body: object, security: object = None) -> bytes:
+        """The AdhocQueryResponse for an AdhocQueryRequest; the database work runs in a worker thread.
+
+        For a verified requester (``security``) the answer holds only the selected objects the
+        access policy releases to it (:meth:`xds.registry.access.RegistryAccess.release`)."""
+        who = self.access.requester(security)
+        release = None if who is None else functools.partial(self.access.release, who)
         try:
-            return await run_blocking(self.queries.answer, body)
+            return await run_blocking(self.queries.answer, body, release)
         except Exception as exc:
             return query_response(REGISTRY.errors(exc))
 

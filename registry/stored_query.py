@@ -64,6 +64,9 @@ SUBMISSION_SET = "submissionset"
 FOLDER = "folder"
 ASSOCIATION = "association"
 
+# the access policy's filter over the selected objects (xds.registry.access.RegistryAccess.release)
+Release = Callable[[list["Hit"]], list["Hit"]]
+
 _RIM_DECL = f' xmlns:rim="{v.NS_RIM}"'.encode()
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
 
@@ -116,17 +119,29 @@ class StoredQueryEngine:
         self.dialect = self.engine.dialect
 
     # --- the transaction ----------------------------------------------------------------------------
-    def answer(self, request: etree._Element) -> bytes:
-        """The ``query:AdhocQueryResponse`` for ``request`` — Success, or Failure with its errors."""
+    def answer(self, request: etree._Element, release: Release | None = None) -> bytes:
+        """The ``query:AdhocQueryResponse`` for ``request`` — Success, or Failure with its errors.
+
+        ``release`` (the access policy, ``xds.registry.access``) keeps of the selected objects
+        those the requester may see; it runs after selection, before the single-patient check."""
         try:
             req = q.parse_query_request(request)
-            hits = self.run(req)
+            hits = self.run(req, release)
         except XdsException as exc:
             return query_response(exc.errors)
         return self.render(req, hits)
 
-    def run(self, req: q.QueryRequest) -> list[Hit]:
-        """The objects ``req`` selects, checked for patient count and size (ITI TF-2 §3.18.4.1.3)."""
+    def run(self, req: q.QueryRequest, release: Release | None = None) -> list[Hit]:
+        """The objects ``req`` selects (and ``release`` keeps), checked for patient count and size
+        (ITI TF-2 §3.18.4.1.3)."""
+        hits = self._selected(req)
+        if release is not None:
+            hits = release(hits)
+        if req.leaf_class and not req.query.multi_patient:
+            self._check_single_patient(hits)
+        return hits
+
+    def _selected(self, req: q.QueryRequest) -> list[Hit]:
         try:
             return self._read(req)
         except DBAPIError as exc:
@@ -157,16 +172,15 @@ class StoredQueryEngine:
         hits = _HANDLERS[req.query.id](ctx)
         if len(hits) > self.max_results:
             raise _too_many(self.max_results)
-        if req.leaf_class and not req.query.multi_patient:
-            self._check_single_patient(ctx, hits)
         return hits
 
-    def _check_single_patient(self, ctx: _Context, hits: list[Hit]) -> None:
+    def _check_single_patient(self, hits: list[Hit]) -> None:
         """XDSResultNotSinglePatient when a LeafClass answer spans patients (ITI TF-2 §3.18.4.1.3)."""
         pids = {h.patient_id for h in hits if h.patient_id is not None}
         if len(pids) < 2:
             return
-        survivors = {self.patients.resolve_on(ctx.dbapi, ctx.dialect, pid) or pid for pid in pids}
+        with self.reads.connection() as dbapi:
+            survivors = {self.patients.resolve_on(dbapi, self.dialect, pid) or pid for pid in pids}
         if len(survivors) > 1:
             raise XdsException.of(
                 v.XDSResultNotSinglePatient,

@@ -8,7 +8,7 @@ a crash settles pending rows against the registry.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -22,6 +22,11 @@ repository_documents = Table(
     Column("mime_type", String(128), nullable=False),
     Column("state", String(16), nullable=False),
     Column("created", String(20), nullable=False),
+    # what the access policy decides on (xds.trust.policy): the document as it was provided
+    Column("patient_id", String(256), nullable=True),
+    Column("class_code", String(256), nullable=True),
+    Column("confidentiality", Text, nullable=True),  # "code^^scheme" values, one per line
+    Column("submitter", String(64), nullable=True),  # organisation number of who provided it
 )
 Index("ix_repository_documents_sha1", repository_documents.c.sha1)
 Index("ix_repository_documents_state", repository_documents.c.state)

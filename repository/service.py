@@ -10,6 +10,12 @@
   XDSDocumentUniqueIdError with PartialSuccess, another repository's id XDSUnknownRepositoryId.
 - ITI-86 Remove Documents (ITI TF-2 §3.86.4.1.3): deletes the documents' bytes.
 
+Authorisation (a verified requester, ``xds.trust.policy``): ITI-41 writes only what the access
+policy lets the requester write for the assertion's patient; each row records the document's
+patient, class, confidentiality and providing institution, and ITI-43 and ITI-86 decide on those
+facts per document (a refused document gets an XDS error naming the rule). Removal is for the
+institution that provided the document or owns the repository (``[[repository]] owner``).
+
 Crash safety: a document's bytes are made durable (fsynced, renamed into the blob store) before
 anything points to them. With the registry in this process and database, the document's row is
 written in the registration's own transaction: both or neither. With a remote registry the row is
@@ -27,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from anyio import to_thread
 from lxml import etree
@@ -47,6 +53,19 @@ from xds.repository.schema import repository_documents as rd
 from xds.soap.endpoint import SoapEndpoint
 from xds.soap.envelope import Attachment, SoapFault, SoapRequest, SoapResponse
 from xds.soap.mtom import inline_or_xop_bytes
+from xds.trust.policy import (
+    DOCUMENT,
+    READ,
+    REMOVE,
+    Decision,
+    ObjectFacts,
+    Requester,
+    log_decision,
+    organisation_number,
+)
+
+if TYPE_CHECKING:
+    from xds.registry.access import RegistryAccess
 
 log = logging.getLogger("xds.repository")
 
@@ -113,6 +132,8 @@ class RepositoryService:
         lookup: LookupFunction,
         *,
         home_community_id: str = "",
+        access: RegistryAccess | None = None,
+        owner: str = "",
     ) -> None:
         if not is_oid(unique_id):
             raise ValueError(f"repository {name}: unique_id {unique_id!r} is not an OID")
@@ -131,6 +152,8 @@ class RepositoryService:
         self._unsettled: list[_Unsettled] = []
         self._kept: set[Path] = set()  # journals of submissions settled in the background
         self._settler: asyncio.Task[None] | None = None
+        self.access = access  # the access policy on stored facts (a verified requester only)
+        self.owner = organisation_number(owner)  # the institution owning this repository
 
     def endpoint(
         self, max_body_bytes: int, max_document_bytes: int = 16 * 2**30, read_timeout: float = 60.0
@@ -176,6 +199,12 @@ class RepositoryService:
         if sor is None:
             raise XdsException.of(v.XDSRepositoryMetadataError, "no lcm:SubmitObjectsRequest in the request")
         sub = ebrim.parse_submit_objects_request(sor)
+        who = self.access.requester(request.security) if self.access is not None else None
+        if who is not None and self.access is not None:
+            refused = await run_blocking(self.access.check_submission, who, sub)
+            if refused:
+                return [XdsError(v.XDSRepositoryError, e.context, e.location) for e in refused]
+        submitter = organisation_number(who.attributes.organisation_id) if who is not None else ""
         incoming = self._match_documents(sub, body, request)
         journal = self.store.tmp / f"{uuid.uuid4().hex}.inflight"
         try:
@@ -196,9 +225,16 @@ class RepositoryService:
             await to_thread.run_sync(self._make_durable, incoming)
             if self._together:
                 # the registry shares our database: rows and registration in one transaction
-                errors = await self._register(sub, within=lambda conn: self._record(conn, incoming, "stored"))  # type: ignore[call-arg]
+                record = self.access.recording(who, sub) if self.access is not None else None
+
+                def within(conn: Connection) -> None:
+                    self._record(conn, incoming, "stored", submitter)
+                    if record is not None:
+                        record(conn)
+
+                errors = await self._register(sub, within=within)  # type: ignore[call-arg]
             else:
-                await write(self.engine, self._record, incoming, "pending")
+                await write(self.engine, self._record, incoming, "pending", submitter)
                 pending_rows = True
                 errors = await self._register_remotely(sub, incoming, journal)
         except XdsException:
@@ -397,7 +433,7 @@ class RepositoryService:
                 with att.open() as fh:
                     self.store.put_chunks(iter(lambda fh=fh: fh.read(1024 * 1024), b""))
 
-    def _record(self, conn: Connection, incoming: list[_Incoming], state: str) -> None:
+    def _record(self, conn: Connection, incoming: list[_Incoming], state: str, submitter: str = "") -> None:
         """Insert a row for each document whose bytes are durable; a resubmission of the same bytes
         keeps its row, other bytes under a stored uniqueId are XDSNonIdenticalHash."""
         now = _now()
@@ -435,6 +471,12 @@ class RepositoryService:
                     "mime_type": item.doc.mime_type or "application/octet-stream",
                     "state": state,
                     "created": now,
+                    "patient_id": item.doc.patient_id or "",
+                    "class_code": _coded(item.doc, v.DE_CLASS_CODE),
+                    "confidentiality": "\n".join(
+                        c.as_query_value() for c in item.doc.codes(v.DE_CONFIDENTIALITY_CODE)
+                    ),
+                    "submitter": submitter,
                 }
             )
         _INSERT_ROW.execute_many(conn, rows)
@@ -484,6 +526,7 @@ class RepositoryService:
             raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
         uids = [uid for repo, uid, _ in wanted if repo == self.unique_id]
         rows = await run_blocking(self.stored_rows, uids)
+        refused = await self._refused(request, uids, READ)
         errors: list[XdsError] = []
         parts: list[str] = []
         attachments: list[Attachment] = []
@@ -498,6 +541,9 @@ class RepositoryService:
                 errors.append(
                     XdsError(v.XDSDocumentUniqueIdError, f"document {uid} is not in this repository", uid)
                 )
+                continue
+            if uid in refused:
+                errors.append(XdsError(v.XDSDocumentUniqueIdError, f"document {uid}: {refused[uid]}", uid))
                 continue
             cid = f"doc{len(attachments)}.{uuid.uuid4().hex}@xds"
             path = str(self.store.path(row.sha1))
@@ -540,7 +586,17 @@ class RepositoryService:
         if body.tag != "{" + NS_RMD + "}RemoveDocumentsRequest":
             raise SoapFault("Sender", f"expected rmd:RemoveDocumentsRequest, got {body.tag}")
         wanted = _document_requests(body)
-        errors, freed = await write(self.engine, self._remove, wanted)
+        refused = await self._refused(
+            request, [uid for repo, uid, _ in wanted if repo == self.unique_id], REMOVE
+        )
+        errors = [
+            XdsError(v.XDSDocumentUniqueIdError, f"document {uid}: {refused[uid]}", uid)
+            for repo, uid, _ in wanted
+            if repo == self.unique_id and uid in refused
+        ]
+        allowed = [w for w in wanted if w[1] not in refused or w[0] != self.unique_id]
+        removed_errors, freed = await write(self.engine, self._remove, allowed)
+        errors += removed_errors
         if freed:  # the bytes no other document shares go once the rows are gone for good
             try:
                 await write(self.engine, self._drop_unused, freed)
@@ -579,6 +635,56 @@ class RepositoryService:
         for sha1 in sha1s:
             _lock_blob(conn, sha1)
             self._delete_blob_if_unused(conn, sha1)
+
+    # ---------------------------------------------------------------------------------------------
+    # authorisation
+    # ---------------------------------------------------------------------------------------------
+    async def _refused(self, request: SoapRequest, uids: list[str], action: str) -> dict[str, str]:
+        """The documents among ``uids`` the verified requester may not ``action``, with the refusal
+        in words (naming the rule); nothing without a verified requester."""
+        who = self.access.requester(request.security) if self.access is not None else None
+        if who is None or not uids:
+            return {}
+        decisions = await run_blocking(self._decide, who, uids, action)
+        return {uid: d.explain() for uid, d in decisions.items() if not d}
+
+    def _decide(self, who: Requester, uids: list[str], action: str) -> dict[str, Decision]:
+        """The policy's decision on each stored document of ``uids``, on the facts recorded with its
+        row (or, for rows recorded before facts were kept, the registry's entry)."""
+        assert self.access is not None
+        access = self.access
+        facts: dict[str, ObjectFacts] = {}
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(
+                    rd.c.unique_id, rd.c.patient_id, rd.c.class_code, rd.c.confidentiality, rd.c.submitter
+                ).where(rd.c.repository_id == self.unique_id, rd.c.unique_id.in_(sorted(set(uids))))
+            ).all()
+            for r in rows:
+                if r.patient_id:
+                    facts[r.unique_id] = ObjectFacts(
+                        DOCUMENT,
+                        access.survivor(r.patient_id, conn),
+                        r.class_code or "",
+                        tuple((r.confidentiality or "").split("\n")) if r.confidentiality else (),
+                        frozenset(o for o in (r.submitter, self.owner) if o),
+                    )
+        earlier = [r.unique_id for r in rows if not r.patient_id]
+        for uid, found in access.document_facts(self.unique_id, earlier).items():
+            facts[uid] = ObjectFacts(
+                found.kind,
+                found.patient,
+                found.class_code,
+                found.confidentiality,
+                found.owners | ({self.owner} if self.owner else set()),
+            )
+        decisions = {uid: access.policy.decide(who, f, action) for uid, f in facts.items()}
+        for uid in {r.unique_id for r in rows} - facts.keys():
+            decisions[uid] = access.policy.decide(who, ObjectFacts(DOCUMENT, ""), action)
+        for uid, decision in decisions.items():
+            if decision.mark:
+                log_decision(decision, who.attributes, f"document {uid}")
+        return decisions
 
     # ---------------------------------------------------------------------------------------------
     # recovery
@@ -690,8 +796,26 @@ _SHA1_OF = Prepared(
     select(rd.c.sha1).where(rd.c.repository_id == bindparam("repository"), rd.c.unique_id == bindparam("uid"))
 )
 _INSERT_ROW = Prepared(
-    insert(rd), ["repository_id", "unique_id", "sha1", "size", "mime_type", "state", "created"]
+    insert(rd),
+    [
+        "repository_id",
+        "unique_id",
+        "sha1",
+        "size",
+        "mime_type",
+        "state",
+        "created",
+        "patient_id",
+        "class_code",
+        "confidentiality",
+        "submitter",
+    ],
 )
+
+
+def _coded(doc: DocumentEntry, scheme: str) -> str:
+    found = doc.code(scheme)
+    return found.as_query_value() if found is not None else ""
 
 
 def _lock_blob(conn: Connection, sha1: str) -> None:

@@ -144,6 +144,7 @@ def _signing_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--organisation", default="", help="organisation name")
     g.add_argument("--organisation-id", default="", help="organisasjonsnummer")
     g.add_argument("--purpose", default="TREAT", help="purpose of use (default %(default)s)")
+    g.add_argument("--care", default="", help="care relationship: the healthcare service")
 
 
 def _channel(args: argparse.Namespace, patient: str):  # type: ignore[no-untyped-def]
@@ -175,6 +176,7 @@ def _channel(args: argparse.Namespace, patient: str):  # type: ignore[no-untyped
             organisation=args.organisation,
             organisation_id=args.organisation_id,
             purpose_of_use=args.purpose,
+            healthcare_service=args.care,
             resource_id=patient,
         )
         url = urlsplit(args.url)

@@ -106,6 +106,7 @@ class RepositoryConfig:
     unique_id: str = setting("", 'repositoryUniqueId (OID); "" = made once and kept in the store')
     registry_url: str = setting("", 'ITI-42 endpoint of a remote registry; "" = the registry in this process')
     store_dir: str = setting("", 'folder of its documents; "" = `<data_dir>/repositories/<name>`')
+    owner: str = setting("", "organisation number of the institution owning it (may remove its documents)")
 
     def store(self, data_dir: str) -> str:
         return self.store_dir or str(Path(data_dir) / "repositories" / self.name)
@@ -129,25 +130,9 @@ class TrustConfig:
     max_assertion_lifetime_s: int = setting(28800, "longest assertion (NotBefore to NotOnOrAfter) accepted")
     sign_cert: str = setting("", "this institution's certificate (PEM); with sign_key, answers are signed")
     sign_key: str = setting("", "its private key (PEM file, never inline)")
-    readable_classes: str = setting("C00-1,E00-1", "classCodes care may read (lab results, radiology)")
-    purposes: str = setting("TREAT,ETREAT,COC,BTG", "purposes of use allowed (BTG is allowed and logged)")
-    never_released: str = setting("NORS", "confidentialityCodes that never leave")
-    hidden_from_citizen: str = setting(
-        "NORU", "confidentialityCodes a citizen does not see in their own record"
+    citizen_purposes: str = setting(
+        "PATRQT", "purposes of use that make the requester a citizen (comma-separated)"
     )
-
-    def access_policy(self) -> AccessPolicy:
-        from xds.trust.policy import AccessPolicy
-
-        def codes(text: str) -> frozenset[str]:
-            return frozenset(c.strip() for c in text.split(",") if c.strip())
-
-        return AccessPolicy(
-            readable_classes=codes(self.readable_classes),
-            purposes=codes(self.purposes),
-            never_released=codes(self.never_released),
-            hidden_from_citizen=codes(self.hidden_from_citizen),
-        )
 
     def crl_list(self) -> list[str]:
         return [f.strip() for f in self.crl_files.split(",") if f.strip()]
@@ -164,6 +149,33 @@ class IssuerConfig:
 
     name: str = setting("", "the Issuer its assertions name, e.g. https://helseid-xdssaml.test.nhn.no")
     cert: str = setting("", "PEM file of its signing certificate(s); only these may sign its assertions")
+
+
+def codes(doc: str) -> Any:
+    """A setting holding a list of codes (default: none)."""
+    return field(default_factory=list, metadata={"doc": doc})
+
+
+@dataclass
+class RuleConfig:
+    """One rule of the access policy (README, "Access policy"); without any, the built-in table."""
+
+    name: str = setting("", "named in every refusal the rule makes")
+    purposes: list[str] = codes("purposes of use the rule covers; [] = every")
+    actions: list[str] = codes("actions it covers: read, write, update, remove; [] = every")
+    citizen: bool = setting(False, "requires: the subject is the patient (national id, any spelling)")
+    roles: list[str] = codes("requires: the subject's role is one of these Volven 9060 codes")
+    requires_hpr: bool = setting(False, "requires: an HPR number (health-personnel authorisation)")
+    requires_care_relationship: bool = setting(
+        False, "requires: a care relationship (healthcare service or decision reference)"
+    )
+    requires_owner: bool = setting(
+        False, "requires: the requester's organisation submitted it or owns the repository"
+    )
+    classes: list[str] = codes("requires of documents: the classCode is one of these")
+    confidentiality: list[str] = codes("requires of documents: every confidentialityCode is one of these")
+    refuse_confidentiality: list[str] = codes("documents with one of these confidentialityCodes are refused")
+    mark: str = setting("", "allowed decisions are logged with this mark (break the glass)")
 
 
 @dataclass
@@ -200,6 +212,17 @@ class Config:
     communities: list[CommunityConfig] = field(default_factory=list)
     issuers: list[IssuerConfig] = field(default_factory=list)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    rules: list[RuleConfig] = field(default_factory=list)
+
+    def access_policy(self) -> AccessPolicy:
+        """The access policy: ``[[trust.rule]]`` tables, or the built-in table when there are none."""
+        from xds.trust.policy import DEFAULT_RULES, AccessPolicy
+
+        tc = self.trust
+        purposes = frozenset(p.strip() for p in tc.citizen_purposes.split(",") if p.strip())
+        if not self.rules:
+            return AccessPolicy(DEFAULT_RULES, purposes)
+        return AccessPolicy.from_table([asdict(r) for r in self.rules], purposes)
 
     def trust_anchor_files(self) -> list[str]:
         """Every trust-anchor file: the deployment's own and each known community's."""
@@ -212,6 +235,7 @@ class Config:
         data["repository"] = data.pop("repositories")
         data["community"] = data.pop("communities")
         data["trust"]["issuer"] = data.pop("issuers")
+        data["trust"]["rule"] = data.pop("rules")
         return data
 
     @classmethod
@@ -253,6 +277,11 @@ def _fill(section: object, values: dict[str, Any], where: str) -> None:
 
 
 def _coerce(current: object, value: object, name: str) -> object:
+    if isinstance(current, list):  # a list of codes
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError(f"setting {name} must be a list of strings")
+        return list(items)
     if isinstance(current, bool):
         if isinstance(value, str):
             return value.lower() in ("1", "true", "yes", "on")
@@ -298,10 +327,13 @@ ARRAYS: dict[str, tuple[str, type]] = {
     "repository": ("repositories", RepositoryConfig),
     "community": ("communities", CommunityConfig),
     "trust.issuer": ("issuers", IssuerConfig),
+    "trust.rule": ("rules", RuleConfig),
 }
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, list):  # a JSON array of strings is a TOML array
+        return json.dumps([str(v) for v in value], ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

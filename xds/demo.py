@@ -284,7 +284,7 @@ def citizen(patient: str) -> TrustAttributes:
         subject_id=number,
         organisation="Helsenorge",
         organisation_id="994598759",
-        purpose_of_use="TREAT",
+        purpose_of_use="PATRQT",  # patient requested: a citizen (xds.trust.policy)
         resource_id=patient,
     )
 
@@ -341,7 +341,10 @@ def story(
     per = federation.requester("kommune", doctor(other, subject_id="Per Berg", hpr_number="9144901"))
     answer = consumer.stored_query(ig_query, query, requester=per)
     chapters.append(Chapter("refused", answer))
-    say(f"   Refused: {answer.fault or answer.short_status}")
+    say(
+        f"   Nothing of this patient's is released to him ({len(answer.objects)} documents; the policy's"
+        f" rule 'patient'): {answer.fault or answer.short_status}"
+    )
 
     nors = next(p for p in published if p.confidentiality == "NORS")
     say(f"\n4. The NORS (sperret) note {nors.unique_id} never leaves St. Olavs:")

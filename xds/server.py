@@ -117,7 +117,6 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
     if mode == "off":
         return None
     from xds.database.replay import DatabaseReplayStore
-    from xds.registry.access import RegistryDocumentFacts
     from xds.trust.enforcement import PolicyEnforcementPoint
 
     return PolicyEnforcementPoint(
@@ -127,8 +126,6 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
         public_url=config.server.public_url,
         bind_tls=tc.bind_tls,
         host_audience=not tc.audiences(config.server.public_url),
-        documents=RegistryDocumentFacts(engine),
-        policy=tc.access_policy(),
         signing=(Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None,
     )
 
@@ -237,6 +234,8 @@ def build_repositories(config: Config, registry: RegistryService) -> list[Reposi
                 register,
                 lookup,
                 home_community_id=config.registry.home_community_id,
+                access=registry.access,
+                owner=rc.owner,
             )
         )
     return out

@@ -100,7 +100,8 @@ def test_the_demo_story(world: World) -> None:
     assert "Hemoglobin" in by_id[lab.unique_id].path.read_text(encoding="utf-8")
     assert "Rtg. thorax" in by_id[xray.unique_id].path.read_text(encoding="utf-8")
     assert all(d.home == demo.SITES[0].home for d in retrieved.documents)
-    assert chapters["refused"].answer.fault and not chapters["refused"].answer.objects
+    # decided on the data: the documents found are another patient's than his assertion's
+    assert not chapters["refused"].answer.objects
     assert not chapters["nors"].documents and nors.unique_id not in unique_ids(found)
     mine = chapters["citizen"].answer
     assert mine.status == v.RESPONSE_SUCCESS, mine.errors

@@ -83,21 +83,37 @@ ca_file = "national.pem"
 
 
 def test_access_policy_from_configuration(tmp_path: Path) -> None:
+    from xds.trust.policy import ObjectFacts, Requester
+
     path = tmp_path / "xds.toml"
     path.write_text(
-        '[trust]\nreadable_classes = "C00-1, A00-1"\npurposes = "TREAT"\nnever_released = "NORS,X"\n'
+        '[trust]\ncitizen_purposes = "PATRQT, SELF"\n'
+        '[[trust.rule]]\nname = "gp-read"\npurposes = ["TREAT"]\nactions = ["read"]\n'
+        'roles = ["LE"]\nclasses = ["C00-1", "A00-1"]\nrefuse_confidentiality = ["NORS", "X"]\n'
     )
-    policy = load(path, environ={}).trust.access_policy()
-    who = xa.TrustAttributes(
-        subject_id="Kari", organisation_id="1", purpose_of_use="TREAT", resource_id=PATIENT
+    policy = load(path, environ={}).access_policy()
+    assert policy.citizen_purposes == {"PATRQT", "SELF"}
+    who = Requester(
+        xa.TrustAttributes(
+            subject_id="Kari", role="LE", organisation_id="1", purpose_of_use="TREAT", resource_id=PATIENT
+        ),
+        PATIENT,
     )
-    assert policy.allows(who, PATIENT, "A00-1^^2.16.578.1.12.4.1.1.9602", ["N^^2.16.578.1.12.4.1.1.9603"])
-    assert not policy.allows(who, PATIENT, "E00-1^^2.16.578.1.12.4.1.1.9602", ["N^^2.16.578.1.12.4.1.1.9603"])
-    assert not policy.allows(who, PATIENT, "C00-1^^2.16.578.1.12.4.1.1.9602", ["X^^2.16.578.1.12.4.1.1.9603"])
-    btg = xa.TrustAttributes(
-        subject_id="Kari", organisation_id="1", purpose_of_use="BTG", resource_id=PATIENT
-    )
-    assert not policy.allows(btg, PATIENT, "C00-1^^2.16.578.1.12.4.1.1.9602", [])
+
+    def doc(cls: str, conf: str = "N") -> ObjectFacts:
+        return ObjectFacts(
+            "document", PATIENT, f"{cls}^^2.16.578.1.12.4.1.1.9602", (f"{conf}^^2.16.578.1.12.4.1.1.9603",)
+        )
+
+    assert policy.decide(who, doc("A00-1"))
+    assert policy.decide(who, doc("E00-1")).rule == "gp-read"
+    assert not policy.decide(who, doc("E00-1"))
+    assert not policy.decide(who, doc("C00-1", "X"))
+    btg = Requester(xa.TrustAttributes(**{**who.attributes.__dict__, "purpose_of_use": "BTG"}), PATIENT)
+    assert policy.decide(btg, doc("C00-1")).rule == "no-rule"
+    path.write_text('[[trust.rule]]\nname = "x"\nactions = ["peek"]\n')
+    with pytest.raises(ValueError, match="unknown actions"):
+        load(path, environ={}).access_policy()
 
 
 def test_mode_per_endpoint(tmp_path: Path, database_url: str, keys: KeySet) -> None:

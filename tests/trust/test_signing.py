@@ -57,7 +57,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
 
 
 def attributes(patient: str = PATIENT, **over: str) -> xa.TrustAttributes:
-    values = dict(subject_id="Kari Nordmann", hpr_number="9144900", organisation_id="983971636")
+    values = dict(
+        subject_id="Kari Nordmann",
+        hpr_number="9144900",
+        role="LE",  # the access policy's care rules ask for a role, HPR and a care relationship
+        healthcare_service="Hjemmesykepleie",
+        organisation_id="983971636",
+    )
     values.update(over)
     return xa.TrustAttributes(resource_id=patient, **values)  # type: ignore[arg-type]
 
@@ -82,6 +88,7 @@ def signing_flags(keys: KeySet, server: RunningServer) -> list[str]:
         *("--sign-cert", str(sender.cert_path), "--sign-key", str(sender.key_path)),
         *("--idp-cert", str(keys.idp.cert_path), "--idp-key", str(keys.idp.key_path)),
         *("--issuer", ISSUER, "--subject-id", "Kari Nordmann", "--hpr", "9144900"),
+        *("--role", "LE", "--care", "Hjemmesykepleie"),
         *("--organisation-id", "983971636", "--ca-file", str(keys.ca.cert_path)),
     ]
 

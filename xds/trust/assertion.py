@@ -51,7 +51,6 @@ A_RESOURCE_ID = "urn:oasis:names:tc:xacml:1.0:resource:resource-id"
 A_CONSENT_POLICY = "urn:ihe:iti:xua:2012:acp"
 A_BPPC_DOCID = "urn:ihe:iti:bppc:2007:docid"
 
-PURPOSES_OF_USE = ("TREAT", "ETREAT", "COC", "BTG", "PATRQT")
 DEFAULT_AUDIENCE = "nhn:dokumentdeling-saml"  # the national one; a deployment names its own
 
 # the attributes a request must carry to be judged at all
@@ -328,10 +327,6 @@ def verify_assertion(
     missing = [name for name in REQUIRED if not values.get(name)]
     if missing:
         raise AssertionRejected(f"assertion lacks required attributes: {', '.join(missing)}")
-    if attrs.purpose_of_use not in PURPOSES_OF_USE:
-        raise AssertionRejected(
-            f"purpose of use {attrs.purpose_of_use!r} is not one of {', '.join(PURPOSES_OF_USE)}"
-        )
     return VerifiedAssertion(
         assertion_id=signed.get("ID", ""),
         issuer=issuer,

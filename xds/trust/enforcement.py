@@ -8,8 +8,8 @@ message signed for another deployment is refused. Each signed message (its signe
 remembered by a :class:`ReplayStore` (the deployment's database) until its Timestamp expires plus
 the clock skew — as long as verification would accept it — so a replay is refused by every worker
 process; one assertion may serve many messages in its lifetime. With ``bind_tls`` the TLS client
-certificate must be the message signer's. The queried patient (ITI-18) must be the assertion's
-resource-id, and retrieved documents (ITI-43) must belong to that patient.
+certificate must be the message signer's. What the verified requester may read or write is decided
+by the actors on the data itself, after selection (``xds.trust.policy``, ``xds.registry.access``).
 
 Refusals are SOAP 1.2 Sender faults with a WS-Security subcode (wsse:InvalidSecurity,
 wsse:FailedCheck, wsse:FailedAuthentication, wsse:MessageExpired) and a reason in plain words.
@@ -20,20 +20,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from anyio import to_thread
-from lxml import etree
 from starlette.types import Scope
 
-from xds import safexml
-from xds.metadata import vocabulary as v
 from xds.soap.envelope import Attachment, SoapFault, SoapRequest
 from xds.soap.mtom import normalize_cid
-from xds.trust.assertion import AssertionRejected, TrustAttributes
-from xds.trust.policy import AccessPolicy
+from xds.trust.assertion import AssertionRejected
 from xds.trust.wssecurity import (
     NS_WSSE,
     REQUEST_ASSERTION,
@@ -45,37 +41,11 @@ from xds.trust.wssecurity import (
 
 log = logging.getLogger("xds.trust")
 
-# ITI-38 and ITI-39 are judged as ITI-18 and ITI-43 (ITI TF-2b §3.38.4.1.3, §3.39.4.1.3)
-QUERY_ACTIONS = frozenset({v.ACTION_STORED_QUERY, v.ACTION_MULTI_PATIENT_QUERY, v.ACTION_XCA_QUERY})
-RETRIEVE_ACTIONS = frozenset({v.ACTION_RETRIEVE, v.ACTION_XCA_RETRIEVE})
-
-PATIENT_PARAMETERS = (
-    "$XDSDocumentEntryPatientId",
-    "$XDSSubmissionSetPatientId",
-    "$XDSFolderPatientId",
-    "$patientId",
-)
-
 
 class ReplayStore(Protocol):
     """Where identifiers already used are remembered (the deployment's database, every worker)."""
 
     def first_time(self, identifier: str, expires: dt.datetime) -> bool: ...
-
-
-class DocumentFacts(Protocol):
-    """What the decision needs to know of stored documents (read by the registry actor)."""
-
-    def owners(self, unique_ids: Iterable[str]) -> list[tuple[str, str]]: ...
-
-    def refused(
-        self,
-        policy: AccessPolicy,
-        who: TrustAttributes,
-        *,
-        uuids: Iterable[str] = (),
-        unique_ids: Iterable[str] = (),
-    ) -> set[str]: ...
 
 
 class PolicyEnforcementPoint:
@@ -90,8 +60,6 @@ class PolicyEnforcementPoint:
         public_url: str = "",
         bind_tls: bool = False,
         host_audience: bool = False,
-        documents: DocumentFacts | None = None,
-        policy: AccessPolicy | None = None,
         signing: tuple[bytes, bytes] | None = None,
     ) -> None:
         if mode not in ("off", "optional", "required"):
@@ -110,8 +78,6 @@ class PolicyEnforcementPoint:
         self.bind_tls = bind_tls
         self.host_audience = host_audience  # no audience configured: also the address the Host names
         self.replay = replay
-        self.documents = documents
-        self.policy = policy or AccessPolicy()
         self.signer = MessageSigner(*signing) if signing is not None else None
 
     async def check(self, request: SoapRequest, scope: Scope) -> None:
@@ -142,7 +108,6 @@ class PolicyEnforcementPoint:
             raise SoapFault(
                 "Sender", "replayed request (this signed message was seen before)", "wsse:FailedCheck"
             )
-        await to_thread.run_sync(self._check_patient, request.action, ctx)
         request.security = ctx
         REQUEST_ASSERTION.set(ctx.token)
         request.body = ctx.payload
@@ -170,47 +135,11 @@ class PolicyEnforcementPoint:
                 "wsse:FailedCheck",
             )
 
-    def _check_patient(self, action: str, ctx: SecurityContext) -> None:
-        """The request is about the assertion's patient, and only that patient (resource-id)."""
-        patient = ctx.assertion.attributes.resource_id
-        payload = ctx.payload
-        if action in QUERY_ACTIONS:
-            asked = []
-            for slot in payload.iter(f"{{{v.NS_RIM}}}Slot"):
-                if slot.get("name") in PATIENT_PARAMETERS:
-                    for value in slot.iter(f"{{{v.NS_RIM}}}Value"):
-                        asked += [p.strip().strip("'") for p in (value.text or "").strip("()").split(",")]
-            strangers = [p for p in asked if p and p != patient]
-            if strangers:
-                raise SoapFault(
-                    "Sender",
-                    f"the query asks about {strangers[0]!r}, the assertion is for {patient!r}",
-                    "wsse:FailedAuthentication",
-                )
-        elif action in RETRIEVE_ACTIONS and self.documents is not None:
-            uids = [(el.text or "").strip() for el in payload.iter(f"{{{v.NS_XDSB}}}DocumentUniqueId")]
-            owners = self.documents.owners(uids)
-            foreign = [uid for uid, owner in owners if owner != patient]
-            if foreign:
-                raise SoapFault(
-                    "Sender",
-                    f"document {foreign[0]} does not belong to the assertion's patient",
-                    "wsse:FailedAuthentication",
-                )
-            refused = self.documents.refused(self.policy, ctx.assertion.attributes, unique_ids=uids)
-            if refused:
-                raise SoapFault(
-                    "Sender",
-                    f"the access policy does not release document {sorted(refused)[0]} for this purpose and role",
-                    "wsse:FailedAuthentication",
-                )
-
     def secure_response(
         self, request: SoapRequest, envelope: bytes, attachments: Sequence[Attachment] = ()
     ) -> bytes:
-        """Filtered by the access policy, then signed by the responding institution (when configured),
-        the MTOM parts of the answer under the signature."""
-        envelope = self._filter(request, envelope)
+        """Signed by the responding institution (when configured), the MTOM parts of the answer
+        under the signature."""
         if self.signer is not None and isinstance(request.security, SecurityContext):
             parts = {normalize_cid(a.content_id): a for a in attachments}
             envelope = self.signer.secure(envelope, parts=parts)
@@ -222,34 +151,6 @@ class PolicyEnforcementPoint:
         if self.signer is None or header is None or header.find(f"{{{NS_WSSE}}}Security") is None:
             return envelope
         return self.signer.secure(envelope)
-
-    def _filter(self, request: SoapRequest, envelope: bytes) -> bytes:
-        """ITI-18 answers to a verified request carry only what the access policy releases."""
-        ctx = request.security
-        if not isinstance(ctx, SecurityContext) or self.documents is None:
-            return envelope
-        if request.action not in QUERY_ACTIONS:
-            return envelope
-        root = safexml.parse(envelope)
-        rim = f"{{{v.NS_RIM}}}"
-        candidates = [el for el in root.iter(rim + "ExtrinsicObject", rim + "ObjectRef")]
-        refused = self.documents.refused(
-            self.policy,
-            ctx.assertion.attributes,
-            uuids=[el.get("id", "") for el in candidates],
-        )
-        if not refused:
-            return envelope
-        for el in candidates:
-            if el.get("id") in refused:
-                el.getparent().remove(el)
-        for assoc in list(root.iter(rim + "Association")):
-            if assoc.get("sourceObject") in refused or assoc.get("targetObject") in refused:
-                assoc.getparent().remove(assoc)
-        log.info(
-            "access policy withheld %d documents from %s", len(refused), ctx.assertion.attributes.subject_id
-        )
-        return etree.tostring(root)
 
 
 def _seen_address(scope: Scope) -> str:
