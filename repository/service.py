@@ -187,7 +187,11 @@ class RepositoryService:
             errors = await self._provide(request)
         except XdsException as exc:
             errors = exc.errors
-        return SoapResponse(v.ACTION_PROVIDE_AND_REGISTER_RESPONSE, registry_response(errors))
+        # stored: the answer names this repository, which a Document Consumer's ITI-43 must address
+        # (an rs:ResponseSlotList slot; clients that do not look for it ignore it)
+        stored = not any(e.is_error for e in errors)
+        slots = {"repositoryUniqueId": self.unique_id} if stored else None
+        return SoapResponse(v.ACTION_PROVIDE_AND_REGISTER_RESPONSE, registry_response(errors, slots=slots))
 
     async def _provide(self, request: SoapRequest) -> list[XdsError]:
         body = request.body

@@ -10,10 +10,17 @@ import argparse
 import json
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from xds import config as config_mod
+from xds.console import TerminalProgress, network_failure
+
+DESCRIPTION = "IHE XDS.b document registry, repositories and XCA gateways, with Norway's national profile"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -215,15 +222,23 @@ def _submit(args: argparse.Namespace) -> int:
         confidentiality=args.confidentiality,
         title=args.title,
     )
-    with RepositoryClient(args.url, security=_channel(args, patient)) as client:
-        outcome = client.provide_and_register(submission, documents)
-    for doc in submission.documents:
-        path, mime = documents[doc.id]
-        print(f"{path}\t{doc.unique_id}\t{mime}")
+    progress = TerminalProgress("sent")
+    with RepositoryClient(args.url, timeout=args.timeout, security=_channel(args, patient)) as client:
+        try:
+            outcome = client.provide_and_register(submission, documents, progress=progress)
+        finally:
+            progress.close()
     for err in outcome.errors:
         print(f"xds: {err.code}: {err.context}", file=sys.stderr)
     print(f"xds: {outcome.status.rsplit(':', 1)[-1]}", file=sys.stderr)
-    return 0 if outcome.ok else 1
+    if not outcome.ok:
+        return 1
+    # stdout: only what was stored, as ITI-43 will need it
+    print(f"repositoryUniqueId\t{outcome.repository_unique_id or '(not named by the repository)'}")
+    for doc in submission.documents:
+        path, mime = documents[doc.id]
+        print(f"{doc.unique_id}\t{path}\t{mime}")
+    return 0
 
 
 def _retrieve(args: argparse.Namespace) -> int:
@@ -237,8 +252,14 @@ def _retrieve(args: argparse.Namespace) -> int:
         if args.patient is None and (args.sign_cert or args.config):
             raise ValueError("a signed retrieve needs --patient (the assertion's resource-id)")
         security = _channel(args, _patient_cx(args)) if args.patient else None
-        with RepositoryClient(args.url, security=security) as client:
-            outcome, found = client.retrieve(args.repository, [args.unique_id], Path(tmp))
+        progress = TerminalProgress("received")
+        with RepositoryClient(args.url, timeout=args.timeout, security=security) as client:
+            try:
+                outcome, found = client.retrieve(
+                    args.repository, [args.unique_id], Path(tmp), progress=progress
+                )
+            finally:
+                progress.close()
         for err in outcome.errors:
             print(f"xds: {err.code}: {err.context}", file=sys.stderr)
         if not found:
@@ -411,19 +432,61 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless it names it itself or has none (a flag,
+    or a value taken from the configuration)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, "", argparse.SUPPRESS) or not action.help:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser and sub-parser (add_subparsers makes them of this class) shows the defaults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"xds {version('xds-norway')}"
+    except PackageNotFoundError:
+        return "xds (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xds", description="IHE XDS.b registry, repositories and gateways")
+    parser = _Parser(prog="xds", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
+    defaults = config_mod.Config()
 
     serve = sub.add_parser("serve", help="serve the registry (and other configured actors) over HTTP")
-    serve.add_argument("--config", help="TOML configuration file")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
-    serve.add_argument("--data-dir", help="data directory for the embedded SQLite database and files")
+    s, r = defaults.server, defaults.registry
+    serve.add_argument(
+        "--config", help="TOML configuration file (`xds init` writes one); options override it"
+    )
+    serve.add_argument("--host", help=f"address to listen on (default: {s.host})")
+    serve.add_argument("--port", type=int, help=f"HTTP port (default: {s.port})")
+    serve.add_argument(
+        "--data-dir",
+        help=f"data directory for the embedded SQLite database and files (default: {s.data_dir})",
+    )
     serve.add_argument("--database-url", help="registry database URL (default: SQLite in the data directory)")
-    serve.add_argument("--mllp-port", type=int, help="ITI-8 patient identity feed MLLP port (0 = off)")
-    serve.add_argument("--profile", choices=["norway", "none"], help="national profile (default norway)")
-    serve.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    serve.add_argument(
+        "--mllp-port",
+        type=int,
+        help=f"ITI-8 patient identity feed MLLP port, 0 = off (default: {r.mllp_port})",
+    )
+    serve.add_argument(
+        "--profile", choices=["norway", "none"], help=f"national profile (default: {r.profile})"
+    )
+    serve.add_argument("--workers", type=int, help=f"uvicorn worker processes (default: {s.workers})")
     serve.add_argument("--tls-cert", help="server certificate (PEM): serve HTTPS")
     serve.add_argument("--tls-key", help="the server certificate's private key (PEM file)")
     serve.add_argument("--tls-ca", help="trust anchors (PEM): require client certificates (mutual TLS)")
@@ -443,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.set_defaults(func=_backup_or_restore)
 
     init = sub.add_parser("init", help="write a configuration file with the defaults")
-    init.add_argument("path", nargs="?", default="xds.toml")
-    init.add_argument("--force", action="store_true")
+    init.add_argument("path", nargs="?", default="xds.toml", help="file to write")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=_init)
 
     submit = sub.add_parser("submit", help="ITI-41: provide files to a repository with generated metadata")
@@ -457,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--confidentiality", default="N", help="confidentialityCode (Volven 9603)")
     submit.add_argument("--title", help="document title (default: the file name)")
     _signing_arguments(submit)
+    submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
     submit.set_defaults(func=_submit)
 
     retrieve = sub.add_parser("retrieve", help="ITI-43: fetch a document from a repository")
@@ -469,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retrieve.add_argument("--patient-oid", default="2.16.578.1.12.4.1.4.1", help="assigning authority OID")
     _signing_arguments(retrieve)
+    retrieve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
     retrieve.set_defaults(func=_retrieve)
 
     keys = sub.add_parser("keys", help="development keys and certificates for the trust model")
@@ -476,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_init = keys_sub.add_parser(
         "init", help="create a development CA, an IdP and institution certificates"
     )
-    keys_init.add_argument("--dir", default="./keys", help="folder for the PEM files (default ./keys)")
+    keys_init.add_argument("--dir", default="./keys", help="folder for the PEM files")
     keys_init.add_argument("--institution", action="append", help="an institution name (repeatable)")
     keys_init.add_argument("--days", type=int, default=365, help="certificate lifetime")
     keys_init.add_argument(
@@ -556,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir", help="folder for the communities' data and keys (default: a new temporary one)"
     )
-    demo.add_argument("--port", type=int, default=8081, help="first of three ports (default 8081)")
+    demo.add_argument("--port", type=int, default=8081, help="first of three ports")
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
@@ -568,12 +633,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 refused by the other side, 2 bad input or a local
+    file problem, 3 a server that could not be reached (connection, timeout, TLS)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except (httpx.TransportError, ssl.SSLError) as exc:
+        print(f"xds: {network_failure(exc)}", file=sys.stderr)
+        return 3
     except (ValueError, OSError) as exc:
         print(f"xds: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("xds: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import os
 import random
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +24,7 @@ from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.metadata.model import Classification, DocumentEntry, LocalizedString, Slot, Submission
-from xds.metadata.registry_response import parse_registry_response
+from xds.metadata.registry_response import parse_registry_response, response_slots
 from xds.soap.envelope import Attachment, SoapFault, envelope_bytes, parse_envelope
 from xds.soap.mtom import MultipartParser, multipart_content_type, new_boundary, resolve_xop
 
@@ -39,16 +39,25 @@ FORMATS = {
 MIME_SUFFICIENT = ("urn:ihe:iti:xds:2017:mimeTypeSufficient", "Mime type sufficient")
 
 
+Progress = Callable[[int, int], None]  # (bytes so far, total bytes or 0 when not known)
+
+
 @dataclass
 class Outcome:
     """What a repository answered: status (Success / PartialSuccess / Failure) and its errors."""
 
     status: str
     errors: list[XdsError]
+    slots: dict[str, list[str]] = field(default_factory=dict)  # rs:ResponseSlotList
 
     @property
     def ok(self) -> bool:
         return self.status == v.RESPONSE_SUCCESS
+
+    @property
+    def repository_unique_id(self) -> str:
+        """The repositoryUniqueId an ITI-41 answer of this project names (its ResponseSlotList)."""
+        return (self.slots.get("repositoryUniqueId") or [""])[0]
 
 
 @dataclass
@@ -184,8 +193,14 @@ class RepositoryClient:
         self.close()
 
     # --- ITI-41 -----------------------------------------------------------------------------------
-    def provide_and_register(self, submission: Submission, documents: dict[str, tuple[Path, str]]) -> Outcome:
-        """Send ``submission`` with each document streamed from its file as an MTOM part."""
+    def provide_and_register(
+        self,
+        submission: Submission,
+        documents: dict[str, tuple[Path, str]],
+        progress: Progress | None = None,
+    ) -> Outcome:
+        """Send ``submission`` with each document streamed from its file as an MTOM part;
+        ``progress(sent, total)`` is told the document bytes sent so far."""
         cids = {doc_id: f"{uuid.uuid4().hex}@xds-client" for doc_id in documents}
         body = (
             f'<xdsb:ProvideAndRegisterDocumentSetRequest xmlns:xdsb="{v.NS_XDSB}">'.encode()
@@ -206,7 +221,11 @@ class RepositoryClient:
         boundary = new_boundary()
         root_id = f"root.{uuid.uuid4().hex}@xds-client"
 
+        total = sum(path.stat().st_size for path, _ in documents.values())
+        sent = 0
+
         def parts() -> Iterator[bytes]:
+            nonlocal sent
             yield (
                 f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; "
                 f'type="application/soap+xml"\r\nContent-ID: <{root_id}>\r\n\r\n'
@@ -218,6 +237,9 @@ class RepositoryClient:
                 ).encode()
                 with open(path, "rb") as fh:
                     while chunk := fh.read(CHUNK):
+                        sent += len(chunk)
+                        if progress is not None:
+                            progress(sent, total)
                         yield chunk
             yield f"\r\n--{boundary}--\r\n".encode()
 
@@ -241,9 +263,10 @@ class RepositoryClient:
 
     # --- ITI-43 -----------------------------------------------------------------------------------
     def retrieve(
-        self, repository_id: str, unique_ids: list[str], out_dir: Path
+        self, repository_id: str, unique_ids: list[str], out_dir: Path, progress: Progress | None = None
     ) -> tuple[Outcome, list[Retrieved]]:
-        """Retrieve documents into ``out_dir`` (one file per document, named by uniqueId)."""
+        """Retrieve documents into ``out_dir`` (one file per document, named by uniqueId);
+        ``progress(received, total)`` is told the answer's bytes so far (total 0 when not known)."""
         requests = "".join(
             f"<xdsb:DocumentRequest><xdsb:RepositoryUniqueId>{repository_id}</xdsb:RepositoryUniqueId>"
             f"<xdsb:DocumentUniqueId>{uid}</xdsb:DocumentUniqueId></xdsb:DocumentRequest>"
@@ -262,8 +285,13 @@ class RepositoryClient:
                 if not ctype.lower().startswith("multipart/"):
                     return self._outcome(ctype, response.read(), message_id), []
                 parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool, digest=False)
+                total = int(response.headers.get("content-length") or 0)
+                received = 0
                 for chunk in response.iter_raw():
                     parser.feed(chunk)
+                    received += len(chunk)
+                    if progress is not None:
+                        progress(received, total)
                 root, attachments = parser.close()
             self._check_answer(root, message_id, attachments)
             message = parse_envelope(root, attachments, mtom=True)
@@ -325,4 +353,4 @@ def _outcome(content_type: str, data: bytes) -> Outcome:
     if body.tag != f"{{{v.NS_RS}}}RegistryResponse":
         body = body.find(f"{{{v.NS_RS}}}RegistryResponse")
     status, errors = parse_registry_response(body)
-    return Outcome(status, errors)
+    return Outcome(status, errors, response_slots(body))

@@ -36,14 +36,40 @@ def error_list_xml(errors: list[XdsError], prefix: str = "rs") -> str:
     return "".join(out)
 
 
-def registry_response(errors: list[XdsError] | None = None, *, status: str | None = None) -> bytes:
-    """A complete rs:RegistryResponse (the answer to ITI-42 and ITI-41)."""
+def registry_response(
+    errors: list[XdsError] | None = None, *, status: str | None = None, slots: dict[str, str] | None = None
+) -> bytes:
+    """A complete rs:RegistryResponse (the answer to ITI-42 and ITI-41); ``slots`` become its
+    rs:ResponseSlotList (ebRS 3.0 RegistryResponseType, before the error list)."""
     errors = errors or []
     status = status or response_status(errors)
+    slot_list = ""
+    if slots:
+        slot_list = (
+            f'<rs:ResponseSlotList xmlns:rim="{v.NS_RIM}">'
+            + "".join(
+                f'<rim:Slot name="{name.translate(_ESC)}"><rim:ValueList><rim:Value>{value.translate(_ESC)}'
+                "</rim:Value></rim:ValueList></rim:Slot>"
+                for name, value in slots.items()
+            )
+            + "</rs:ResponseSlotList>"
+        )
     return (
         f'<rs:RegistryResponse xmlns:rs="{v.NS_RS}" status="{status}">'
-        f"{error_list_xml(errors)}</rs:RegistryResponse>"
+        f"{slot_list}{error_list_xml(errors)}</rs:RegistryResponse>"
     ).encode()
+
+
+def response_slots(el: etree._Element) -> dict[str, list[str]]:
+    """The rs:ResponseSlotList of a RegistryResponse by slot name (empty when it has none)."""
+    rim = "{" + v.NS_RIM + "}"
+    slot_list = el.find(_RS + "ResponseSlotList")
+    if slot_list is None:
+        return {}
+    return {
+        slot.get("name", ""): [value.text or "" for value in slot.iter(rim + "Value")]
+        for slot in slot_list.findall(rim + "Slot")
+    }
 
 
 def parse_registry_response(el: etree._Element) -> tuple[str, list[XdsError]]:
