@@ -69,6 +69,8 @@ class ServerConfig:
         options: dict[str, object] = {"ssl_certfile": self.tls_cert, "ssl_keyfile": self.tls_key or None}
         if self.tls_ca:
             options.update(ssl_ca_certs=self.tls_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
+            # h11, telling the application each connection's client certificate ([trust] bind_tls)
+            options["http"] = "xds.server:ClientCertificateProtocol"
         return options
 
 

@@ -30,7 +30,7 @@ from xds.soap.envelope import build_request
 from xds.soap.mtom import parse_multipart_bytes
 from xds.trust import assertion as xa
 from xds.trust.assertion import AssertionRejected
-from xds.trust.keys import KeySet, TrustAnchors, init_keys, load_private_key
+from xds.trust.keys import Identity, KeySet, TrustAnchors, init_keys, load_private_key
 from xds.trust.wssecurity import MessageSigner, SecureChannel, secure_request, verify_answer
 
 ISSUER = "https://helseid-xdssaml.test.nhn.no"
@@ -356,3 +356,88 @@ def test_answers_carry_a_timestamp_that_is_checked(server: RunningServer, keys: 
     root.find(f"{ENV}Body")[0].set("status", v.RESPONSE_FAILURE)
     with pytest.raises(AssertionRejected, match="does not match"):
         verify_answer(etree.fromstring(etree.tostring(root)), anchors=anchors)
+
+
+def test_bind_tls_requires_the_tls_client_to_be_the_message_signer(
+    tmp_path: Path, database_url: str, keys: KeySet
+) -> None:
+    import ssl
+
+    cfg = trusted_config(tmp_path, database_url, keys)
+    server_id = keys.institutions["ahus"]
+    cfg.server.tls_cert, cfg.server.tls_key = str(server_id.cert_path), str(server_id.key_path)
+    cfg.server.tls_ca = str(keys.ca.cert_path)
+    cfg.server.public_url = f"https://127.0.0.1:{cfg.server.port}"
+    cfg.trust.bind_tls = True
+    kommune = keys.institutions["kommune"]
+    context = ssl.create_default_context(cafile=str(keys.ca.cert_path))
+    context.load_cert_chain(str(kommune.cert_path), str(kommune.key_path))
+    with RunningServer(cfg) as server:
+        url = f"{server.url}/registry"
+        token = channel(keys, server).signer.assertion
+        ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
+
+        def signed_by(who: object) -> httpx.Response:
+            data = secure_request(
+                find_documents(url),
+                assertion=token,  # type: ignore[arg-type]
+                key_pem=who.key_pem(),  # type: ignore[attr-defined]
+                cert_pem=who.cert_pem(),  # type: ignore[attr-defined]
+            )
+            return httpx.post(url, content=data, headers={"Content-Type": ctype}, verify=context, timeout=30)
+
+        assert signed_by(kommune).status_code == 200
+        refused = signed_by(keys.institutions["ahus"])  # a valid signature, but not the TLS client's
+        assert refused.status_code == 400 and "not the message signer's" in reason(refused)
+
+
+def _signing_certificate(keys: KeySet, tmp: Path, usage: x509.KeyUsage) -> Identity:
+    """An institution certificate under our CA without subjectAltName or extended key usage."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_key = load_private_key(keys.ca.key_path)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"signer-{uuid.uuid4().hex[:6]}")]))
+        .issuer_name(keys.ca.certificate().subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    name = uuid.uuid4().hex[:8]
+    (tmp / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return Identity(name, tmp / f"{name}.pem", tmp / f"{name}.key")
+
+
+def test_xml_signature_certificates_follow_the_signing_policy_not_tls(
+    server: RunningServer, keys: KeySet, tmp_path: Path
+) -> None:
+    """No subjectAltName and no clientAuth EKU is fine for a signature; key usage must allow signing."""
+    url = f"{server.url}/registry"
+    token = channel(keys, server).signer.assertion
+    signing = x509.KeyUsage(True, True, False, False, False, False, False, False, False)
+    encipher_only = x509.KeyUsage(False, False, True, False, False, False, False, False, False)
+    for usage, accepted in ((signing, True), (encipher_only, False)):
+        who = _signing_certificate(keys, tmp_path, usage)
+        data = secure_request(
+            find_documents(url), assertion=token, key_pem=who.key_pem(), cert_pem=who.cert_pem()
+        )  # type: ignore[arg-type]
+        answer = ask(url, data)
+        assert answer.status_code == (200 if accepted else 400), reason(answer)
+        if not accepted:
+            assert "digitalSignature" in reason(answer)
