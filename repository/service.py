@@ -208,17 +208,20 @@ class RepositoryService:
             refused = await run_blocking(self.access.check_submission, who, sub)
             if refused:
                 return [XdsError(v.XDSRepositoryError, e.context, e.location) for e in refused]
-        submitter = organisation_number(who.attributes.organisation_id) if who is not None else ""
         incoming = self._match_documents(sub, body, request)
         journal = self.store.tmp / f"{uuid.uuid4().hex}.inflight"
         try:
-            return await self._store(sub, incoming, journal)
+            return await self._store(sub, incoming, journal, who)
         finally:
             if journal not in self._kept:
                 journal.unlink(missing_ok=True)
 
-    async def _store(self, sub: Submission, incoming: list[_Incoming], journal: Path) -> list[XdsError]:
-        """Make the documents durable and register them; undo all of it if anything fails."""
+    async def _store(
+        self, sub: Submission, incoming: list[_Incoming], journal: Path, who: Requester | None
+    ) -> list[XdsError]:
+        """Make the documents durable and register them (recording who provided them); undo all
+        of it if anything fails."""
+        submitter = organisation_number(who.attributes.organisation_id) if who is not None else ""
         pending_rows = False
         try:
             # what this process is about to leave in the store: if it dies before settling, the
