@@ -297,10 +297,19 @@ def _conformance(args: argparse.Namespace) -> int:
                 target.feed = (host or "127.0.0.1", int(port))
         else:
             target = stack.enter_context(local_deployment(args.database_url or ""))
-        session = Session(kit, target, schemas=_answer_schemas(args.schemas))
+        schemas = _answer_schemas(args.schemas)
+        session = Session(kit, target, schemas=schemas)
         results: dict[str, list[report.TestReport]] = {}
+        xua_session = None
         for name in collections:
-            results[name] = report.run_collection(session, name)
+            if name.endswith("_xua") and not args.target:
+                # XUA tests: a second deployment, with the trust model required, that trusts the
+                # replay's own identity provider (same database when one is given)
+                if xua_session is None:
+                    xua_session = _xua_session(stack, kit, args.database_url or "", schemas)
+                results[name] = report.run_collection(xua_session, name)
+            else:
+                results[name] = report.run_collection(session, name)
         if args.test:
             try:
                 results["tests"] = [report.run_named_test(session, t) for t in args.test]
@@ -311,6 +320,20 @@ def _conformance(args: argparse.Namespace) -> int:
         Path(args.junit).write_bytes(report.junit_xml(results))
         print(f"xds: JUnit report in {args.junit}", file=sys.stderr)
     return 1 if any(r.outcome == "failed" for rs in results.values() for r in rs) else 0
+
+
+def _xua_session(stack, kit: Path, database_url: str, schemas):  # type: ignore[no-untyped-def]
+    """A replay session against a deployment started with ``[trust] mode = "required"``."""
+    import tempfile
+
+    from xds.conformance.deployment import local_deployment
+    from xds.conformance.runner import Session
+    from xds.conformance.xua import XuaIdentity
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xds-xua-")))
+    identity = XuaIdentity.make(folder / "keys", kit)
+    target = stack.enter_context(local_deployment(database_url, xua=identity))
+    return Session(kit, target, schemas=schemas, xua=identity)
 
 
 def _answer_schemas(given: str | None):  # type: ignore[no-untyped-def]

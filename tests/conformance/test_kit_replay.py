@@ -25,8 +25,16 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def xua_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """The XUA collections run against a deployment that requires the trust model."""
+    with kit_session(tmp_path_factory.mktemp("kit-xua"), xua=True) as running:
+        yield running
+
+
 @pytest.mark.parametrize("collection", COLLECTIONS)
-def test_collection_matches_baseline(session: Session, collection: str) -> None:
+def test_collection_matches_baseline(request: pytest.FixtureRequest, collection: str) -> None:
+    session = request.getfixturevalue("xua_session" if collection.endswith("_xua") else "session")
     reports = report.run_collection(session, collection)
     outcomes = {r.test_id: r.outcome for r in reports}
     expected = BASELINE[collection]

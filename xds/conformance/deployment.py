@@ -2,7 +2,8 @@
 
 Registry, default repository and the ITI-8 feed on free loopback ports, on SQLite in a temporary
 data directory (or the database URL given), with the plain IHE profile: the kit's patients are
-fed over MLLP under NIST's assigning authority, not Norwegian person numbers.
+fed over MLLP under NIST's assigning authority, not Norwegian person numbers. For the XUA tests,
+one with the trust model required, trusting the replay's identity provider.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from xds.conformance.runner import Target
+from xds.conformance.xua import XuaIdentity
 
 
 def _free_port() -> int:
@@ -24,10 +26,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_deployment(database_url: str = "", data_dir: str | None = None) -> Iterator[Target]:
+def local_deployment(
+    database_url: str = "", data_dir: str | None = None, *, xua: XuaIdentity | None = None
+) -> Iterator[Target]:
+    """``xua``: the deployment requires the trust model (``[trust] mode = "required"``) and trusts
+    that identity provider and institution — for the kit's XUA tests."""
     import uvicorn
 
-    from xds.config import Config
+    from xds.config import Config, IssuerConfig
     from xds.server import build_app
 
     with tempfile.TemporaryDirectory(prefix="xds-conformance-") as tmp:
@@ -38,6 +44,12 @@ def local_deployment(database_url: str = "", data_dir: str | None = None) -> Ite
         cfg.registry.database_url = database_url
         cfg.registry.profile = "none"
         cfg.registry.mllp_port = _free_port()
+        if xua is not None:
+            cfg.trust.mode = "required"
+            cfg.trust.ca_file = xua.ca_file
+            cfg.trust.audience = xua.audience
+            cfg.issuers = [IssuerConfig(xua.issuer, xua.idp_cert_file)]
+            cfg.trust.readable_classes = ",".join(sorted(xua.readable_classes))
         app = build_app(cfg)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=cfg.server.port, log_level="warning")

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from urllib.parse import unquote
 
 from lxml import etree
@@ -405,14 +405,22 @@ def _attachment_head(boundary: str, att: Attachment) -> bytes:
 
 
 def build_mtom_request(
-    action: str, body: bytes, attachments: Iterable[tuple[str, str, bytes]], *, to: str | None = None
+    action: str,
+    body: bytes,
+    attachments: Iterable[tuple[str, str, bytes]],
+    *,
+    to: str | None = None,
+    secure: Callable[[bytes], bytes] | None = None,
 ) -> tuple[bytes, str]:
-    """An MTOM request: the envelope (whose payload has xop:Includes) plus the attachment parts."""
+    """An MTOM request: the envelope (whose payload has xop:Includes) plus the attachment parts;
+    ``secure`` may rewrite the envelope first (e.g. add a WS-Security header)."""
     from xds.soap.envelope import envelope_bytes
 
     boundary = new_boundary()
     root_id = f"root.message@{uuid.uuid4().hex}"
     env = envelope_bytes(action, body, to=to, reply_to_anonymous=True)
+    if secure is not None:
+        env = secure(env)
     out = [_root_part_head(boundary, root_id), env]
     for cid, ctype, data in attachments:
         out.append(_attachment_head(boundary, Attachment(cid, ctype)))
