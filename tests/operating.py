@@ -301,3 +301,16 @@ def slow_provide(
         from xds.client import _outcome
 
         answer["outcome"] = _outcome(response.headers.get("content-type", ""), response.content)
+
+
+def register(http: httpx.Client, url: str) -> tuple[str, list[str]]:
+    """ITI-42 of a sample submission for PATIENT over HTTP: (status, error codes)."""
+    from xds.metadata import ebrim
+
+    sub = samples.submission(PATIENT).submission
+    data, content_type = build_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(sub), to=url)
+    response = http.post(url, content=data, headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text[:500]
+    message = parse_message(response.headers["content-type"], response.content)
+    status, errors = parse_registry_response(message.body)
+    return status, [e.code for e in errors]

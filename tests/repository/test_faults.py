@@ -22,6 +22,7 @@ from operating import (
     postgres_bin,
     private_postgres,
     provide,
+    register,
     slow_provide,
     small_filesystem,
     start_server,
@@ -84,6 +85,31 @@ def test_full_disk_answers_out_of_resources_and_leaves_nothing(tmp_path: Path, d
             assert wait_for_nothing_left(data_dir, database_url, 5) == NOTHING_LEFT
 
 
+def _other_transactions_meanwhile(
+    url: str, data_dir: Path, acked: dict[str, bytes], tmp_path: Path, *, busy: bool
+) -> None:
+    """ITI-42, ITI-86 (and, with the database unavailable, ITI-18 and ITI-43) answer with XDS
+    errors — Busy while a lock is held, Registry/RepositoryError while the database is down."""
+    repo_id = persistent_unique_id(data_dir / "repositories" / "default")
+    uid = next(iter(acked))
+    with httpx.Client(timeout=60) as http:
+        status, codes = register(http, f"{url}/registry")
+        assert (status, codes) == (
+            v.RESPONSE_FAILURE,
+            [v.XDSRegistryBusy if busy else v.XDSRegistryError],
+        ), codes
+        if not busy:
+            status, codes, _ = find_documents(http, f"{url}/registry")
+            assert (status, codes) == (v.RESPONSE_FAILURE, [v.XDSRegistryError])
+    with RepositoryClient(f"{url}/repository", timeout=60) as client:
+        removed = client.remove(repo_id, [uid])
+        assert [e.code for e in removed.errors] == [v.XDSRepositoryBusy if busy else v.XDSRepositoryError]
+        if not busy:
+            outcome, found = client.retrieve(repo_id, [uid], tmp_path / "during")
+            assert (outcome.status, found) == (v.RESPONSE_FAILURE, [])
+            assert [e.code for e in outcome.errors] == [v.XDSRepositoryError]
+
+
 class _Load:
     """``threads`` sources sending ITI-41 of 64 KB documents until stopped; every answer kept."""
 
@@ -142,6 +168,7 @@ def test_postgresql_stopped_under_load_answers_xds_errors_and_leaves_nothing(tmp
             down = time.monotonic()
             ready = httpx.get(f"{server.url}/ready", timeout=30)
             assert ready.status_code == 503 and "database: FAIL" in ready.text, ready.text
+            _other_transactions_meanwhile(server.url, server.data_dir, load.acked, tmp_path, busy=False)
             time.sleep(max(0.0, 1.5 - (time.monotonic() - down)))
             pg.start()
             up = time.monotonic()
@@ -214,6 +241,7 @@ def test_write_lock_held_by_another_process_delays_writes_only(tmp_path: Path) -
             writer.start()
             time.sleep(0.3)  # the provide is waiting for the lock
             locked_times = _query_times(registry, 40, while_alive=writer)
+            _other_transactions_meanwhile(server.url, data_dir, sent, tmp_path, busy=True)
             writer.join(timeout=30)
         finally:
             holder.execute("ROLLBACK")

@@ -626,9 +626,32 @@ def open_engine(url: str, *, pool_size: int = 8) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, connect_args=_bounded(url))
     _ping_when_idle(engine)
     return engine
+
+
+# seconds to wait for a database server to accept a connection (a stopped or unreachable one)
+CONNECT_TIMEOUT = 5
+
+
+def _bounded(url: str) -> dict[str, object]:
+    """PostgreSQL connection settings that bound the waits of the (inline) database work: a
+    server that does not answer a connection within CONNECT_TIMEOUT, and a lock (a row another
+    transaction holds, an operator's LOCK TABLE) not granted within the configured lock wait,
+    end in an error the client is answered with, instead of holding the worker — unless the URL
+    sets them itself."""
+    from sqlalchemy.engine import make_url
+
+    if not url.startswith("postgresql"):
+        return {}
+    query = make_url(url).query
+    out: dict[str, object] = {}
+    if "connect_timeout" not in query:
+        out["connect_timeout"] = CONNECT_TIMEOUT
+    if "options" not in query:
+        out["options"] = f"-c lock_timeout={int(_lock_wait * 1000)}"
+    return out
 
 
 # A pooled server connection unused for this long is tested with a round trip before it is lent.
