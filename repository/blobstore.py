@@ -13,6 +13,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -34,19 +36,13 @@ class BlobStore:
         self.tmp_root.mkdir(parents=True, exist_ok=True)
         self._known_dirs: set[Path] = set()  # fan-out directories known to exist, durably
         self._tmp: Path | None = None
-        self._owner: int | None = None
         self._pid = 0
 
     @property
     def tmp(self) -> Path:
         """This process's directory for temporary files (made, and owned, on first use)."""
         if self._tmp is None or self._pid != os.getpid():
-            pid = os.getpid()
-            owner = os.open(self.tmp_root / f"w{pid}.owner", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(owner, fcntl.LOCK_EX)
-            tmp = self.tmp_root / f"w{pid}"
-            tmp.mkdir(exist_ok=True)
-            self._owner, self._tmp, self._pid = owner, tmp, pid
+            self._tmp, self._pid = _claim(self.tmp_root), os.getpid()
         return self._tmp
 
     def orphaned_spools(self) -> list[Path]:
@@ -207,6 +203,30 @@ class BlobStore:
         for directory in self.orphaned_spools():
             removed += self.remove_spool(directory)
         return removed
+
+
+# the temporary directory each store root has in this process, and the lock that owns it
+_claims: dict[tuple[int, Path], tuple[Path, int]] = {}
+_claims_lock = threading.Lock()
+
+
+def _claim(tmp_root: Path) -> Path:
+    """``<tmp_root>/w<pid>``, owned by this process through an flock held while it lives (one
+    per process and root, whatever number of stores share the root)."""
+    pid = os.getpid()
+    key = (pid, tmp_root.resolve())
+    with _claims_lock:
+        claimed = _claims.get(key)
+        if claimed is not None:
+            return claimed[0]
+        owner = os.open(tmp_root / f"w{pid}.owner", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        tmp = tmp_root / f"w{pid}"
+        if tmp.is_dir() and any(tmp.iterdir()):  # a process gone with this pid left it
+            tmp.rename(tmp_root / f"w{pid}-{uuid.uuid4().hex[:8]}")  # for recovery to find
+        tmp.mkdir(exist_ok=True)
+        _claims[key] = (tmp, owner)
+        return tmp
 
 
 def _fsync_dir(path: Path) -> None:

@@ -170,3 +170,18 @@ def test_sigterm_gives_up_on_a_stalled_request_after_drain_s(tmp_path: Path, dat
             sender.join(timeout=30)
         print(f"SIGTERM with a stalled request, drain_s = 2: exited after {waited:.2f} s")
         assert 1.5 < waited < 10
+
+
+def test_ready_names_migrations_not_applied(tmp_path: Path) -> None:
+    from xds.database import migrate, open_engine
+    from xds.operations.health import migrations_check
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    try:
+        migrate(engine, "0003")
+        check = migrations_check(engine)
+        assert not check.ok and "0004" in check.detail and "r0001" in check.detail
+        migrate(engine)
+        assert migrations_check(engine).ok
+    finally:
+        engine.dispose()

@@ -104,6 +104,7 @@ def test_the_spool_of_a_process_that_is_gone_is_found_and_removed(tmp_path: Path
 
     store = BlobStore(tmp_path)
     mine = store.tmp
+    assert BlobStore(tmp_path).tmp == mine  # another store on the root, in this process: the same
     gone = store.tmp_root / "w999999999"
     gone.mkdir()
     (gone / "xds-mtom-part").write_bytes(b"half a part")

@@ -715,12 +715,22 @@ def migrate(engine: Engine, target: str = "heads") -> None:
 def unapplied_migrations(engine: Engine) -> list[str]:
     """The Alembic heads the database has not reached yet ([] when its schema is current)."""
     from alembic.runtime.migration import MigrationContext
+
+    heads, ancestors = _migration_graph()
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    applied = set().union(*(ancestors.get(rev, {rev}) for rev in current))
+    return sorted(heads - applied)
+
+
+@functools.cache
+def _migration_graph() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """The migrations' heads, and each revision with the ones below it (read once)."""
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory(str(Path(__file__).parent / "migrations"))
-    with engine.connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
-    applied: set[str] = set()
-    for rev in current:
-        applied |= {r.revision for r in script.iterate_revisions(rev, "base")}
-    return sorted(set(script.get_heads()) - applied)
+    ancestors = {
+        rev.revision: frozenset(r.revision for r in script.iterate_revisions(rev.revision, "base"))
+        for rev in script.walk_revisions()
+    }
+    return frozenset(script.get_heads()), ancestors
