@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from xds.bench import query, register, repository, trust
+from xds.bench import query, register, repository, trust, xca
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     repository.add_arguments(sub)
     query.add_arguments(sub)
     trust.add_arguments(sub)
+    xca.add_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,6 +30,8 @@ def main(args: argparse.Namespace) -> int:
         return query.bench_query(args)
     if args.bench == "trust":
         return trust.bench(args)
+    if args.bench == "xca":
+        return xca.bench(args)
     if args.bench in ("provide", "retrieve"):
         return repository.bench(args)
     raise ValueError(f"unknown benchmark {args.bench}")

@@ -60,7 +60,9 @@ log = logging.getLogger("xds.gateway")
 
 _ENV = "{" + v.NS_SOAP12 + "}"
 _XOP_INCLUDE = "{" + v.NS_XOP + "}Include"
-SPOOL_THRESHOLD = 256 * 1024
+# documents of an ITI-39 answer up to this size are relayed from memory, larger ones spooled to disk
+# (writing and re-reading a 10 MB document cost more than both network legs of a gateway together)
+SPOOL_THRESHOLD = 16 * 1024 * 1024
 # what a community's refusal (a SOAP fault) or an answer that does not verify is reported as
 _FAILURE = {v.ACTION_XCA_QUERY: v.XDSRegistryError, v.ACTION_XCA_RETRIEVE: v.XDSRepositoryError}
 
