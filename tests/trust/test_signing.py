@@ -103,7 +103,7 @@ def test_xds_submit_and_retrieve_sign_and_check_the_answers(
     assert main(["submit", *common]) == 1  # unsigned: the endpoint requires a signed assertion
     assert "requires a signed" in capsys.readouterr().err
     assert main(["submit", *common, *signing_flags(keys, server)]) == 0
-    unique_id = capsys.readouterr().out.split("\t")[1]
+    unique_id = capsys.readouterr().out.splitlines()[-1].split("\t")[0]  # <uniqueId>\t<file>\t<mime>
     repo = server.app.state.repositories["default"]
     out = tmp_path / "back.txt"
     retrieve = [unique_id, "--repository", repo.unique_id, "-o", str(out), "--url", url]
