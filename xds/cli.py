@@ -19,6 +19,7 @@ import httpx
 
 from xds import config as config_mod
 from xds.console import TerminalProgress, network_failure
+from xds.service_log import configure_logging, startup_warnings
 
 DESCRIPTION = "IHE XDS.b document registry, repositories and XCA gateways, with Norway's national profile"
 
@@ -47,8 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
     for name in ("tls_cert", "tls_key", "tls_ca"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(s)
+    for warning in startup_warnings(cfg):
+        logging.getLogger("xds").warning(warning)
 
     from xds.operations import prepare_multiprocess
     from xds.operations.health import startup_problems
@@ -81,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=s.port,
             log_level=s.log_level,
             access_log=False,
+            log_config=None,  # uvicorn's loggers go through configure_logging's handler
             limit_concurrency=s.max_connections,
             timeout_graceful_shutdown=s.drain_s,
             **s.uvicorn_tls(),  # type: ignore[arg-type]
@@ -95,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=s.workers,
             log_level=s.log_level,
             access_log=False,
+            log_config=None,  # uvicorn's loggers go through configure_logging's handler
             limit_concurrency=s.max_connections,
             timeout_graceful_shutdown=s.drain_s,
             **s.uvicorn_tls(),  # type: ignore[arg-type]

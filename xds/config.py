@@ -42,6 +42,10 @@ class ServerConfig:
         1000, "per worker; past it requests get HTTP 503 (uvicorn limit_concurrency)"
     )
     log_level: str = setting("info", "debug | info | warning | error")
+    log_format: str = setting("text", "text (key=value) or json (one object per line), for every log line")
+    request_log: bool = setting(
+        True, "one line per request: peer, TLS subject, action, outcome, codes, ms, bytes"
+    )
     min_free_mb: int = setting(
         64, "/ready fails and start-up warns below this much free space in a data directory"
     )
@@ -64,9 +68,15 @@ class ServerConfig:
         """uvicorn's TLS settings: HTTPS with a certificate, client certificates required with a CA."""
         import ssl
 
+        from xds.tls_scope import TlsHttpToolsProtocol
+
         if not self.tls_cert:
             return {}
-        options: dict[str, object] = {"ssl_certfile": self.tls_cert, "ssl_keyfile": self.tls_key or None}
+        options: dict[str, object] = {
+            "ssl_certfile": self.tls_cert,
+            "ssl_keyfile": self.tls_key or None,
+            "http": TlsHttpToolsProtocol,  # the client certificate in each request's scope
+        }
         if self.tls_ca:
             options.update(ssl_ca_certs=self.tls_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
             # h11, telling the application each connection's client certificate ([trust] bind_tls)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from xds.config import Config
+from xds.service_log import RequestLog, configure_logging
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -100,7 +101,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(RequestLog)],
     )
     app.state.registry = registry
     app.state.repositories = {r.name: r for r in repositories}
@@ -276,6 +277,7 @@ def _wsdl(name: str, request: Request) -> Response:
 def app_from_environment() -> Starlette:
     """Factory for uvicorn workers: the configuration travels in an environment variable."""
     config = Config.from_dict(json.loads(os.environ[CONFIG_ENV]))
+    configure_logging(config.server)
     return build_app(config, prepare=False)
 
 
