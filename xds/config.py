@@ -75,12 +75,12 @@ class ServerConfig:
         options: dict[str, object] = {
             "ssl_certfile": self.tls_cert,
             "ssl_keyfile": self.tls_key or None,
-            "http": TlsHttpToolsProtocol,  # the client certificate in each request's scope
+            # each request's scope carries the connection's client certificate (ASGI TLS extension):
+            # [trust] bind_tls compares it with the message signer's, the request log names it
+            "http": TlsHttpToolsProtocol,
         }
         if self.tls_ca:
             options.update(ssl_ca_certs=self.tls_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
-            # h11, telling the application each connection's client certificate ([trust] bind_tls)
-            options["http"] = "xds.server:ClientCertificateProtocol"
         return options
 
 

@@ -279,35 +279,3 @@ def app_from_environment() -> Starlette:
     config = Config.from_dict(json.loads(os.environ[CONFIG_ENV]))
     configure_logging(config.server)
     return build_app(config, prepare=False)
-
-
-def _client_certificate_protocol() -> type:
-    """uvicorn's h11 protocol, telling the application the TLS client certificate of each connection.
-
-    uvicorn does not fill in the ASGI TLS extension; this adds ``scope["extensions"]["tls"]``
-    with ``client_cert_chain`` (PEM, the peer's certificate) for ``[trust] bind_tls``.
-    """
-    import ssl
-
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class ClientCertificateProtocol(H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def,override]
-            super().connection_made(transport)
-            ssl_object = transport.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            if der:
-                pem = ssl.DER_cert_to_PEM_cert(der)
-                app = self.app
-
-                async def with_certificate(scope: Scope, receive: Receive, send: Send) -> None:
-                    extensions = dict(scope.get("extensions") or {})
-                    extensions["tls"] = {"client_cert_chain": [pem]}
-                    await app({**scope, "extensions": extensions}, receive, send)
-
-                self.app = with_certificate
-
-    return ClientCertificateProtocol
-
-
-ClientCertificateProtocol = _client_certificate_protocol()
