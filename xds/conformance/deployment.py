@@ -25,6 +25,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def xua_rules(xua: XuaIdentity) -> list:  # type: ignore[type-arg]
+    """The access policy of the XUA deployment: the built-in table's care rules (clinical role, HPR
+    number) for the kit's affinity domain — its classCodes, with no care-relationship attribute,
+    which the kit's test users do not carry."""
+    from xds.config import RuleConfig
+
+    clinical = {"roles": ["LE", "SP"], "requires_hpr": True}
+    return [
+        RuleConfig("kit-care-read", ["TREAT"], ["read"], classes=sorted(xua.readable_classes), **clinical),  # type: ignore[arg-type]
+        RuleConfig("kit-care-write", ["TREAT"], ["write"], **clinical),  # type: ignore[arg-type]
+        RuleConfig("kit-owner-changes", ["TREAT"], ["update", "remove"], requires_owner=True),
+    ]
+
+
 @contextmanager
 def local_deployment(
     database_url: str = "", data_dir: str | None = None, *, xua: XuaIdentity | None = None
@@ -49,7 +63,7 @@ def local_deployment(
             cfg.trust.ca_file = xua.ca_file
             cfg.trust.audience = xua.audience
             cfg.issuers = [IssuerConfig(xua.issuer, xua.idp_cert_file)]
-            cfg.trust.readable_classes = ",".join(sorted(xua.readable_classes))
+            cfg.rules = xua_rules(xua)
         app = build_app(cfg)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=cfg.server.port, log_level="warning")
