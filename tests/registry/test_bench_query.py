@@ -1,4 +1,4 @@
-"""``xds bench query``'s pieces: the workloads it asks and the query plans it shows (issue: plans use indexes)."""
+"""``xds bench query``'s pieces: the workloads it asks and the query plans it shows (the plans use indexes)."""
 
 from __future__ import annotations
 

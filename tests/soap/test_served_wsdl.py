@@ -67,3 +67,18 @@ def test_a_host_header_cannot_break_out_of_the_location_attribute(server: Runnin
     if response.status_code == 200:  # uvicorn may refuse such a Host outright
         root = safexml.parse(response.content)
         assert not list(root.iter("evil"))
+
+
+def test_every_shipped_wsdl_imports_only_shipped_schemas_and_is_served_whole() -> None:
+    """Each WSDL in wsdl/ resolves from disk (relative locations to shipped files) and, served,
+    names only the endpoint it was fetched from."""
+    wsdls = sorted(schemas.wsdl_dir().glob("*.wsdl"))
+    assert {p.name for p in wsdls} >= {"registry.wsdl", "repository.wsdl"}
+    for path in wsdls:
+        for el in etree.parse(str(path)).iter(f"{NS_XSD}import", f"{NS_XSD}include"):
+            location = el.get("schemaLocation", "")
+            assert (path.parent / location).resolve().is_file(), f"{path.name}: {location}"
+        endpoint = "http://192.0.2.1:8080/some/endpoint"
+        served = safexml.parse(schemas.served_wsdl(path.name, endpoint) or b"")
+        for el in served.iter(f"{NS_XSD}import", f"{NS_XSD}include"):
+            assert el.get("schemaLocation", "").startswith(f"{endpoint}?xsd="), path.name

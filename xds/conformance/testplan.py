@@ -5,7 +5,7 @@ sections in order; without an index every sub-folder holding a ``testplan.xml`` 
 a folder that is its own test plan is one section named ``""``. Each ``testplan.xml`` has
 ``<TestStep id>`` elements with expectations (``ExpectedStatus``, ``ExpectedErrorCode``,
 ``ExpectedErrorMessage``) and one transaction element whose children say what to send and how to
-prepare it (see /work/shared/conformance/CONFORMANCE.md for the grammar).
+prepare it (the grammar of the NIST XDS Toolkit's test plans, ``toolkitx/testkit`` in iheos-toolkit2).
 
 Everything a replayer needs is parsed into frozen dataclasses; what later stages interpret
 themselves (``ExpectedContents``, ``Assertions``, inline ``Metadata``) is kept as raw elements.
