@@ -498,3 +498,52 @@ def test_a_replacement_by_another_institution_is_refused(world: World) -> None:
     )
     assert v.RESPONSE_FAILURE in status_of(response)
     assert b"refused by access rule 'owner-changes'" in response.content
+
+
+def _fresh_entry(world: World) -> str:
+    """A new entry of patient A, registered by A's institution; its entryUUID."""
+    from sqlalchemy import select
+
+    from xds.registry import schema as t
+
+    sample = lab_results(samples.submission(world.a.cx))
+    body = ebrim.submit_objects_request_bytes(sample.submission)
+    assert v.RESPONSE_SUCCESS in status_of(
+        world.send(world.registry, body, v.ACTION_REGISTER, attrs(world.a.cx))
+    )
+    with world.server.app.state.registry.engine.connect() as conn:
+        d = t.documents.c
+        return str(
+            conn.execute(select(d.uuid).where(d.unique_id == sample.documents[0].unique_id)).scalar_one()
+        )
+
+
+def test_metadata_updates_and_removals_only_by_the_submitting_institution(world: World) -> None:
+    from lifecycle import status_update, update_set
+
+    entry = _fresh_entry(world)
+
+    def deprecate(who: xa.TrustAttributes) -> httpx.Response:
+        ss = update_set(world.a.cx)
+        body = ebrim.submit_objects_request_bytes(
+            Submission(objects=[ss, status_update(ss, entry, v.STATUS_APPROVED, v.STATUS_DEPRECATED)])
+        )
+        return world.send(world.registry, body, v.ACTION_UPDATE_DOCUMENT_SET, who)
+
+    # ITI-57: another institution may not change the entry's status; the one that submitted it may
+    refused = deprecate(attrs(world.a.cx, organisation_id="974633574"))
+    assert v.RESPONSE_FAILURE in status_of(refused)
+    assert f"{entry}: refused by access rule 'owner-changes'".encode() in refused.content
+    assert v.RESPONSE_SUCCESS in status_of(deprecate(attrs(world.a.cx)))
+    # ITI-62: neither another institution nor anyone under another patient's assertion removes it
+    body = (
+        f'<lcm:RemoveObjectsRequest xmlns:lcm="{v.NS_LCM}" xmlns:rim="{v.NS_RIM}"><rim:ObjectRefList>'
+        f'<rim:ObjectRef id="{entry}"/></rim:ObjectRefList></lcm:RemoveObjectsRequest>'
+    ).encode()
+    for who, rule in (
+        (attrs(world.a.cx, organisation_id="974633574"), "owner-changes"),
+        (attrs(world.b.cx), "patient"),
+    ):
+        response = world.send(world.registry, body, v.ACTION_DELETE_DOCUMENT_SET, who)
+        assert v.RESPONSE_FAILURE in status_of(response)
+        assert f"refused by access rule '{rule}'".encode() in response.content
