@@ -182,6 +182,7 @@ def _delete(conn: Connection, kinds: dict[str, str]) -> None:
         conn.execute(delete(t.associations).where(t.associations.c.uuid.in_(chunk)))
     for chunk in _chunks(sorted(kinds)):
         conn.execute(delete(t.registry_objects).where(t.registry_objects.c.uuid.in_(chunk)))
+        conn.execute(delete(t.object_submitters).where(t.object_submitters.c.uuid.in_(chunk)))
 
 
 def _newest_again(conn: Connection, table: Table, lids: set[str]) -> None:

@@ -96,7 +96,9 @@ class RegistryService:
                 refused = await run_blocking(self.access.check_update, who, sub)
                 if refused:
                     return SoapResponse(action, registry_response(refused))
-            await self.updater.update(sub, restricted=restricted)
+            await self.updater.update(
+                sub, restricted=restricted, recording=lambda stored: self.access.recording(who, stored)
+            )
         except XdsException as exc:
             return SoapResponse(action, registry_response(exc.errors))
         except Exception as exc:  # the database or the disk failed: the profile's error for it

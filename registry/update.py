@@ -240,9 +240,20 @@ class Updater:
             change.assoc.source_object = request.submission.submission_sets[0].id
         return _Update(self.registrar, request, self.registrar.clock())
 
-    async def update(self, sub: Submission, *, restricted: bool = False) -> None:
-        """Apply the update ``sub`` in one transaction, or raise XdsException having changed nothing."""
+    async def update(
+        self,
+        sub: Submission,
+        *,
+        restricted: bool = False,
+        recording: Callable[[Submission], Callable[[Connection], None] | None] | None = None,
+    ) -> None:
+        """Apply the update ``sub`` in one transaction, or raise XdsException having changed nothing.
+
+        ``recording``, given what the update stores, may return work to run last in the same
+        transaction (the access model records the submitter of the new objects there)."""
         job = await run_blocking(lambda: self.prepare(sub, restricted=restricted))
+        if recording is not None:
+            job.within = recording(job.request.submission)
         try:
             await self.registrar.commits.run(job.apply)
         except IntegrityError as exc:
@@ -258,6 +269,7 @@ class _Update:
     request: UpdateRequest
     now: str
     touched: set[str] = field(default_factory=set)
+    within: Callable[[Connection], None] | None = None
 
     def apply(self, conn: Connection) -> None:
         """Check against the registry and write; safe to run again in a new transaction."""
@@ -290,6 +302,8 @@ class _Update:
         touched = self.touched - in_message
         if touched:
             _touch_folders(conn, touched, self.now)
+        if self.within is not None:
+            self.within(conn)
 
     def _new_version(
         self, conn: Connection, new: NewVersion, ss: RegistryPackage, patient: str
