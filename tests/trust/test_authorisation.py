@@ -11,6 +11,7 @@ provided the document.
 from __future__ import annotations
 
 import base64
+import logging
 import random
 import uuid
 from collections.abc import Iterator
@@ -547,3 +548,15 @@ def test_metadata_updates_and_removals_only_by_the_submitting_institution(world:
         response = world.send(world.registry, body, v.ACTION_DELETE_DOCUMENT_SET, who)
         assert v.RESPONSE_FAILURE in status_of(response)
         assert f"refused by access rule '{rule}'".encode() in response.content
+
+
+def test_break_the_glass_is_allowed_and_logged(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="xds.trust.policy")
+    btg = attrs(world.a.cx, purpose_of_use="BTG", healthcare_service="")
+    params = {
+        "$XDSDocumentEntryPatientId": query_value([world.a.cx], True),
+        "$XDSDocumentEntryStatus": APPROVED,
+    }
+    assert answered_ids(world, v.SQ_FIND_DOCUMENTS, params, btg, v.RETURN_LEAF_CLASS) >= set(world.a.docs[:2])
+    marked = [r.getMessage() for r in caplog.records if r.name == "xds.trust.policy"]
+    assert any(m.startswith("break-the-glass: Kari Nordmann (983971636) read object") for m in marked), marked

@@ -126,3 +126,13 @@ def test_writes_and_changes() -> None:
     assert POLICY.decide(clinician(organisation_id="2.16.578.1.12.4.1.4.101:983971636"), owned, "update")
     refused = POLICY.decide(clinician(organisation_id="974633574"), owned, "remove")
     assert not refused and refused.rule == "owner-changes"
+
+
+def test_bench_trust_runs_the_whole_enforcement_path(capsys: pytest.CaptureFixture[str]) -> None:
+    """``xds bench trust`` end to end at a small size: verification, replay record and the
+    access policy's decision (it stops if the policy refused its own request)."""
+    from support import run_bench
+
+    assert run_bench("trust", "--requests", "5") == 0
+    out = capsys.readouterr().out
+    assert "enforcement path" in out and "policy" in out and "RSA-2048" in out

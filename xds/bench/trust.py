@@ -32,7 +32,12 @@ def _requests(keys, count: int, url: str, patient: str) -> list[bytes]:  # type:
     from xds.trust.wssecurity import MessageSigner
 
     attrs = xa.TrustAttributes(
-        subject_id="Kari Nordmann", hpr_number="9144900", organisation_id="983971636", resource_id=patient
+        subject_id="Kari Nordmann",
+        hpr_number="9144900",
+        role="LE",
+        healthcare_service="Hjemmesykepleie",
+        organisation_id="983971636",
+        resource_id=patient,
     )
     sender = keys.institutions["kommune"]
     signer = MessageSigner.with_attributes(
@@ -54,16 +59,24 @@ def _requests(keys, count: int, url: str, patient: str) -> list[bytes]:  # type:
     return [signer.secure(build_request(v.ACTION_STORED_QUERY, body, to=url)[0]) for _ in range(count)]
 
 
+LAB_RESULT = "C00-1^^2.16.578.1.12.4.1.1.9602"
+NORMAL = "N^^2.16.578.1.12.4.1.1.9603"
+
+
 def _enforcement_times(tmp: str, keys, data: list[bytes], url: str) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
-    """Seconds per request through the enforcement point: parse, verify, replay record, policy."""
+    """Seconds per request through the enforcement point: parse, verify, replay record, and the
+    access policy's decision on one document of the patient (the requester's patient resolved in
+    the database, as every read and write does)."""
     import anyio
 
     from xds.database import migrate, open_engine
     from xds.database.replay import DatabaseReplayStore
-    from xds.registry.access import RegistryDocumentFacts
+    from xds.registry.access import RegistryAccess
+    from xds.registry.patients import PatientDirectory
     from xds.soap.envelope import parse_envelope
     from xds.trust.enforcement import PolicyEnforcementPoint
     from xds.trust.keys import TrustAnchors
+    from xds.trust.policy import DOCUMENT, READ, AccessPolicy, ObjectFacts
     from xds.trust.wssecurity import TrustRoles
 
     engine = open_engine(f"sqlite:///{tmp}/bench.db")
@@ -78,8 +91,8 @@ def _enforcement_times(tmp: str, keys, data: list[bytes], url: str) -> tuple[lis
         trust=trust,
         replay=DatabaseReplayStore(engine),
         public_url="http://127.0.0.1",
-        documents=RegistryDocumentFacts(engine),
     )
+    access = RegistryAccess(engine, PatientDirectory(engine), AccessPolicy())
     scope = {"type": "http", "path": "/registry", "scheme": "http", "headers": []}
     times: list[float] = []
 
@@ -88,6 +101,11 @@ def _enforcement_times(tmp: str, keys, data: list[bytes], url: str) -> tuple[lis
             t0 = time.perf_counter()
             request = parse_envelope(message)
             await pep.check(request, scope)  # type: ignore[arg-type]
+            who = access.requester(request.security)
+            assert who is not None
+            lab = ObjectFacts(DOCUMENT, who.patient, LAB_RESULT, (NORMAL,))
+            if not access.policy.decide(who, lab, READ):
+                raise RuntimeError("the access policy refused the benchmark's own request")
             times.append(time.perf_counter() - t0)
 
     anyio.run(run)
