@@ -176,15 +176,16 @@ def kit_test_ids(collection: str) -> list[str]:
 
 @contextlib.contextmanager
 def kit_session(tmp: Path, *, xua: bool = False):  # type: ignore[no-untyped-def]
-    """A replay session against a deployment started for it (fresh database, plain IHE profile);
-    ``xua``: the deployment requires the trust model and trusts the replay's identity provider."""
+    """A replay session against a deployment started for it (fresh database, plain IHE profile,
+    HTTPS with client certificates); ``xua``: the deployment requires the trust model and trusts
+    the replay's identity provider."""
     from xds.conformance.deployment import local_deployment
     from xds.conformance.runner import Session
     from xds.conformance.xua import XuaIdentity
 
     kit = require_kit()
     identity = XuaIdentity.make(tmp / "keys", kit) if xua else None
-    with new_database(tmp) as url, local_deployment(url, str(tmp / "data"), xua=identity) as target:
+    with new_database(tmp) as url, local_deployment(url, str(tmp / "data"), xua=identity, tls=True) as target:
         yield Session(kit, target, xua=identity)
 
 

@@ -300,7 +300,7 @@ def _conformance(args: argparse.Namespace) -> int:
                 host, _, port = args.feed.rpartition(":")
                 target.feed = (host or "127.0.0.1", int(port))
         else:
-            target = stack.enter_context(local_deployment(args.database_url or ""))
+            target = stack.enter_context(local_deployment(args.database_url or "", tls=True))
         schemas = _answer_schemas(args.schemas)
         session = Session(kit, target, schemas=schemas)
         results: dict[str, list[report.TestReport]] = {}
@@ -336,7 +336,7 @@ def _xua_session(stack, kit: Path, database_url: str, schemas):  # type: ignore[
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xds-xua-")))
     identity = XuaIdentity.make(folder / "keys", kit)
-    target = stack.enter_context(local_deployment(database_url, xua=identity))
+    target = stack.enter_context(local_deployment(database_url, xua=identity, tls=True))
     return Session(kit, target, schemas=schemas, xua=identity)
 
 

@@ -41,14 +41,21 @@ def xua_rules(xua: XuaIdentity) -> list:  # type: ignore[type-arg]
 
 @contextmanager
 def local_deployment(
-    database_url: str = "", data_dir: str | None = None, *, xua: XuaIdentity | None = None
+    database_url: str = "",
+    data_dir: str | None = None,
+    *,
+    xua: XuaIdentity | None = None,
+    tls: bool = False,
 ) -> Iterator[Target]:
     """``xua``: the deployment requires the trust model (``[trust] mode = "required"``) and trusts
-    that identity provider and institution — for the kit's XUA tests."""
+    that identity provider and institution — for the kit's XUA tests. ``tls``: HTTPS with client
+    certificates required (an ATNA secure node, ITI TF-2 §3.19), from a development CA made for it;
+    the runner presents one of its institution certificates."""
     import uvicorn
 
     from xds.config import Config, IssuerConfig
     from xds.server import build_app
+    from xds.trust.keys import init_keys
 
     with tempfile.TemporaryDirectory(prefix="xds-conformance-") as tmp:
         cfg = Config()
@@ -64,9 +71,18 @@ def local_deployment(
             cfg.trust.audience = xua.audience
             cfg.issuers = [IssuerConfig(xua.issuer, xua.idp_cert_file)]
             cfg.rules = xua_rules(xua)
+        client_tls = None
+        if tls:
+            keys = init_keys(f"{tmp}/tls", ["server", "runner"])
+            server_id, runner = keys.institutions["server"], keys.institutions["runner"]
+            cfg.server.tls_cert, cfg.server.tls_key = str(server_id.cert_path), str(server_id.key_path)
+            cfg.server.tls_ca = str(keys.ca.cert_path)
+            client_tls = (str(keys.ca.cert_path), str(runner.cert_path), str(runner.key_path))
         app = build_app(cfg)
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=cfg.server.port, log_level="warning")
+            uvicorn.Config(
+                app, host="127.0.0.1", port=cfg.server.port, log_level="warning", **cfg.server.uvicorn_tls()
+            )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -75,9 +91,11 @@ def local_deployment(
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the conformance deployment did not start")
             time.sleep(0.02)
-        base = f"http://127.0.0.1:{cfg.server.port}"
+        base = f"{'https' if tls else 'http'}://127.0.0.1:{cfg.server.port}"
         try:
-            yield Target(f"{base}/registry", ("127.0.0.1", cfg.registry.mllp_port), f"{base}/repository")
+            yield Target(
+                f"{base}/registry", ("127.0.0.1", cfg.registry.mllp_port), f"{base}/repository", client_tls
+            )
         finally:
             server.should_exit = True
             thread.join(timeout=30)

@@ -88,6 +88,19 @@ class Target:
     registry_url: str | None = None
     feed: tuple[str, int] | None = None  # MLLP host, port of the ITI-8 feed
     repository_url: str | None = None  # ITI-41 / ITI-43 endpoint of the repository under test
+    # HTTPS with client certificates: (trust anchors, the runner's certificate, its key), PEM files
+    tls: tuple[str, str, str] | None = None
+
+    def client(self) -> httpx.Client:
+        """An HTTP client for the target: with its trust anchors and the runner's certificate over TLS."""
+        if self.tls is None:
+            return httpx.Client(timeout=60)
+        import ssl
+
+        anchors, cert, key = self.tls
+        context = ssl.create_default_context(cafile=anchors)
+        context.load_cert_chain(cert, key)
+        return httpx.Client(timeout=60, verify=context)
 
 
 @dataclass
@@ -119,7 +132,7 @@ class Session:
         self.target = target
         self.authority = authority
         self.source_id = source_id
-        self.client = client or httpx.Client(timeout=60)
+        self.client = client or target.client()
         self.schemas = schemas or shipped_schemas()
         self.reports: dict[StepKey, dict[str, str]] = {}
         self.prepared: dict[StepKey, Prepared] = {}
