@@ -88,7 +88,7 @@ def _write(scope: Scope, seen: dict[str, Any], ms: float) -> None:
         "peer": "{}:{}".format(*scope["client"]) if scope.get("client") else "-",
         "tls": ((scope.get("extensions") or {}).get("tls") or {}).get("client_cert_name") or "-",
         "endpoint": f"{scope.get('method', '')} {scope.get('path', '')}",
-        "action": _request_action(scope) or _answer_action(seen["ctype"]) or "-",
+        "action": _request_action(scope) or ("" if fault else _answer_action(seen["ctype"])) or "-",
         "outcome": outcome,
         "xds": xds_status or "-",
         "errors": errors or fault or "-",
