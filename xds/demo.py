@@ -393,10 +393,11 @@ def how_to(federation: Federation, patient: str, published: list[Published]) -> 
             ),
             "\nAsk them yourself, for example:",
             f"  xds query FindDocuments --patient '{patient}' --url {ig} \\",
-            f"      --keys {keys} --institution kommune --subject 'Ingrid Hansen' --org-id 942110464",
+            f"      --keys {keys} --institution kommune --subject 'Ingrid Hansen' --org-id 942110464 \\",
+            "      --hpr 9144900 --role LE --care Hjemmesykepleie",
             f"  xds query GetDocuments --unique-id {lab.unique_id} --home {lab.home} --url {ig} \\",
-            f"      --keys {keys} --institution kommune --subject 'Ingrid Hansen' --org-id 942110464"
-            f" --for '{patient}' --xml",
+            f"      --keys {keys} --institution kommune --subject 'Ingrid Hansen' --org-id 942110464 \\",
+            f"      --hpr 9144900 --role LE --care Hjemmesykepleie --for '{patient}' --xml",
             "  Without a signed assertion the gateways refuse (the trust model is required):",
             f"  curl -s -H 'Content-Type: application/soap+xml' --data-binary @{unsigned} "
             f"{federation.url('stolav', '/xca/query')}",

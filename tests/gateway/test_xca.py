@@ -250,3 +250,28 @@ def test_zz_a_stopped_community_gives_partial_success(world: World) -> None:
     assert answer.status == v.RESPONSE_PARTIAL_SUCCESS
     assert [(e.code, e.location) for e in answer.errors] == [(v.XDSUnavailableCommunity, demo.SITES[2].home)]
     assert world.doc("stolav").unique_id in unique_ids(answer)
+
+
+def test_xds_query_as_the_demo_prints_it(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """The ``xds query`` line ``xds demo`` prints finds the lab result (the access policy's care
+    rule asks for the role, HPR number and care relationship it names)."""
+    from xds.cli import main
+
+    ig = world.federation.url("kommune", "/ig/registry")
+    keys = str(world.federation.keys.directory)
+    signer = [
+        "--keys",
+        keys,
+        "--institution",
+        "kommune",
+        "--subject",
+        "Ingrid Hansen",
+        "--org-id",
+        "942110464",
+    ]
+    care = ["--hpr", "9144900", "--role", "LE", "--care", "Hjemmesykepleie"]
+    assert main(["query", "FindDocuments", "--patient", world.patient, "--url", ig, *signer, *care]) == 0
+    assert world.doc("stolav").unique_id in capsys.readouterr().out
+    # without them (no role, HPR number or care relationship) nothing is released
+    main(["query", "FindDocuments", "--patient", world.patient, "--url", ig, *signer])
+    assert world.doc("stolav").unique_id not in capsys.readouterr().out
