@@ -67,9 +67,8 @@ def test_the_installed_wheel_serves_both_wsdls_to_a_client_with_no_route_out(tmp
     port = free_port()
     env = {k: val for k, val in os.environ.items() if not k.startswith(("XDS_", "PYTHON"))}
     command = [str(venv / "bin" / "xds"), "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = (tmp_path / "serve.log").open("wb")  # a file, not a pipe nobody reads: the request log fills it
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, process)
@@ -78,3 +77,5 @@ def test_the_installed_wheel_serves_both_wsdls_to_a_client_with_no_route_out(tmp
     finally:
         process.terminate()
         process.wait(timeout=30)
+        log.close()
+    assert "outcome=success" in (tmp_path / "serve.log").read_text()  # the installed server logs requests

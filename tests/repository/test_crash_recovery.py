@@ -33,7 +33,9 @@ from xds.repository.service import persistent_unique_id
 def start_server(data_dir: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "xds.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--data-dir", str(data_dir), "--database-url", database_url]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr is read only if the server fails to start: no request log to fill the pipe meanwhile
+    env = {**os.environ, "XDS_SERVER_REQUEST_LOG": "0"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
