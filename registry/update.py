@@ -20,7 +20,8 @@ All of it is stored or none of it. Errors: a malformed operation is XDSMetadataU
 a logicalId the registry does not hold or a PreviousVersion that is not the newest version is
 XDSMetadataVersionError (of two updates racing to make the same version, the second gets it); a
 new version with another uniqueId is XDSMetadataIdentifierError; a status update whose original
-status is not the stored one, or of a version that is not the newest, is XDSMetadataUpdateError;
+status is not the stored one, or of a version that is not the newest, and a new version of a
+Deprecated entry (which only a restricted update may make), are XDSMetadataUpdateError;
 objects of two patients brought together is XDSPatientIDReconciliationError. A restricted update
 (ITI-92) may make new DocumentEntry versions only, and may not change what identifies the entry
 or its document (UnmodifiableMetadataError).
@@ -327,6 +328,13 @@ class _Update:
             raise XdsException.of(
                 v.XDSMetadataIdentifierError,
                 f"a new version keeps the uniqueId {stored.unique_id} of {obj.lid}",
+                obj.id,
+            )
+        if not self.request.restricted and stored.status != v.STATUS_APPROVED:
+            # a Deprecated entry is changed by a restricted update only (ITI TF-2 §3.92, CP 1190)
+            raise XdsException.of(
+                v.XDSMetadataUpdateError,
+                f"version {stored.version} of {obj.lid} is Deprecated; ITI-57 makes new versions of Approved entries",
                 obj.id,
             )
         old_patient = self.registrar._survivor(stored.patient_id, conn)

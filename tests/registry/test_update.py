@@ -301,3 +301,13 @@ def test_slots_of_status_updates_are_checked(server, standards: Path) -> None:  
     change.slots = [Slot("OriginalStatus", [A])]
     status, errors = update(server.url, standards, ss, change)
     assert [e.code for e in errors] == [v.XDSMetadataUpdateOperationError]
+
+
+def test_a_deprecated_entry_gets_no_new_version(server, standards: Path) -> None:  # type: ignore[no-untyped-def]
+    """ITI-57 versions Approved entries; a Deprecated one only ITI-92 may (NIST 12319)."""
+    sample = registered(server.url, standards)
+    doc = sample.documents[0]
+    ss = update_set(sample.patient)
+    assert update(server.url, standards, ss, status_update(ss, doc.id, A, D))[0] == v.RESPONSE_SUCCESS
+    status, errors = update(server.url, standards, *retitled(doc, "1", "ny", sample.patient))
+    assert [e.code for e in errors] == [v.XDSMetadataUpdateError]
