@@ -58,7 +58,12 @@ def remove(url: str, ids: list[str], standards: Path) -> tuple[str, list[XdsErro
 
 
 def query(
-    url: str, query_id: str, slots: dict[str, list[str]], standards: Path, return_type: str = "LeafClass"
+    url: str,
+    query_id: str,
+    slots: dict[str, list[str]],
+    standards: Path,
+    return_type: str = "LeafClass",
+    action: str = v.ACTION_STORED_QUERY,
 ) -> etree._Element:
     values = "".join(
         f'<rim:Slot name="{name}"><rim:ValueList>'
@@ -71,7 +76,7 @@ def query(
         f'<query:ResponseOption returnType="{return_type}" returnComposedObjects="true"/>'
         f'<rim:AdhocQuery id="{query_id}">{values}</rim:AdhocQuery></query:AdhocQueryRequest>'
     ).encode()
-    answer = post(url, v.ACTION_STORED_QUERY, body)
+    answer = post(url, action, body)
     schema(standards, "query.xsd").assertValid(answer)
     return answer
 

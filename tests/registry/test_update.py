@@ -81,6 +81,20 @@ def test_a_new_document_version_deprecates_the_previous_one(server, standards: P
         standards,
     )
     assert set(objects(found, "ExtrinsicObject")) == {new_id}
+    # ITI-51 likewise (ITI TF-2 §3.51.4.1.2.3): the newest version, every one at $MetadataLevel 2
+    for level, expected in (("1", {new_id}), ("2", {doc.id, new_id})):
+        body = query(
+            f"{server.url}/registry",
+            v.SQ_FIND_DOCUMENTS_MPQ,
+            {
+                "$XDSDocumentEntryPatientId": [q(sample.patient)],
+                "$XDSDocumentEntryStatus": [q(A, D)],
+                "$MetadataLevel": [level],
+            },
+            standards,
+            action=v.ACTION_MULTI_PATIENT_QUERY,
+        )
+        assert set(objects(body, "ExtrinsicObject")) == expected
 
     # version 2 is the newest now: PreviousVersion 1 again is refused, 2 is taken
     again = retitled(doc, "1", "Tredje", sample.patient)
