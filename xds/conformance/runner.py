@@ -256,6 +256,9 @@ class Session:
             key = (self._canonical_test(source_test), source_section, use.step)
             self._need(key, key in self.reports or source_test == test.id)
             saved = self.reports.get(key, {})
+            if use.report_name == "$patientid$" and key[0] in self.test_patients:
+                # every step of a test knows the test's patient, as the toolkit's logs do
+                saved = {"$patientid$": self.test_patients[key[0]], **saved}
             if use.report_name not in saved:
                 raise _Unresolved(
                     f"UseReport {use.report_name} from {source_test}/{source_section}/{use.step} has no value"
