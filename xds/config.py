@@ -175,7 +175,9 @@ class RuleConfig:
     name: str = setting("", "named in every refusal the rule makes")
     purposes: list[str] = codes("purposes of use the rule covers; [] = every")
     actions: list[str] = codes("actions it covers: read, write, update, remove; [] = every")
-    citizen: bool = setting(False, "requires: the subject is the patient (national id, any spelling)")
+    citizen: bool = setting(
+        False, "a rule for citizens (citizen_purposes); requires: the subject is the patient (national id)"
+    )
     roles: list[str] = codes("requires: the subject's role is one of these Volven 9060 codes")
     requires_hpr: bool = setting(False, "requires: an HPR number (health-personnel authorisation)")
     requires_care_relationship: bool = setting(

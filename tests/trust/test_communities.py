@@ -111,6 +111,19 @@ def test_access_policy_from_configuration(tmp_path: Path) -> None:
     assert not policy.decide(who, doc("C00-1", "X"))
     btg = Requester(xa.TrustAttributes(**{**who.attributes.__dict__, "purpose_of_use": "BTG"}), PATIENT)
     assert policy.decide(btg, doc("C00-1")).rule == "no-rule"
+    # the built-in table with another citizen purpose: SELF is a citizen, read by the citizens' rule
+    path.write_text('[trust]\ncitizen_purposes = "SELF"\n')
+    policy = load(path, environ={}).access_policy()
+    number = PATIENT.split("^")[0]
+    for purpose, rule in (("SELF", "citizen-own-record"), ("PATRQT", "no-rule")):
+        citizen = Requester(
+            xa.TrustAttributes(
+                subject_id=number, organisation_id="1", purpose_of_use=purpose, resource_id=PATIENT
+            ),
+            PATIENT,
+        )
+        decision = policy.decide(citizen, doc("A00-1"))
+        assert decision.rule == rule and decision.allowed == (purpose == "SELF")
     path.write_text('[[trust.rule]]\nname = "x"\nactions = ["peek"]\n')
     with pytest.raises(ValueError, match="unknown actions"):
         load(path, environ={}).access_policy()

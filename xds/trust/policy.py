@@ -14,9 +14,10 @@ The decision, in order:
    the request is allowed when every requirement of that rule holds, else refused by that rule.
 3. **no-rule** (built in): no rule covers this purpose of use and action — refused.
 
-A requester whose purpose of use is a citizen purpose (``PATRQT`` by default) is a citizen; the
-rules for citizen purposes say ``citizen = true``: the subject must be the patient, recognised by
-the national id in any of its common spellings (11 digits, a CX, ``urn:oid:<oid>:<id>``).
+A requester whose purpose of use is a citizen purpose (``PATRQT`` by default) is a citizen, covered
+only by the rules that say ``citizen = true`` (and other requesters never by them); such a rule
+requires the subject to be the patient, recognised by the national id in any of its common
+spellings (11 digits, a CX, ``urn:oid:<oid>:<id>``).
 Every refusal names its rule; an allowed decision under a rule with ``mark`` is logged as such
 (break the glass).
 """
@@ -146,7 +147,7 @@ class Rule:
     name: str
     purposes: frozenset[str] = frozenset()  # applies to these purposes of use
     actions: frozenset[str] = frozenset()  # applies to these actions (read, write, update, remove)
-    citizen: bool = False  # requires: the subject is the patient (national id, any spelling)
+    citizen: bool = False  # for citizens; requires: the subject is the patient (national id, any spelling)
     roles: frozenset[str] = frozenset()  # requires: the role (Volven 9060 code) is one of these
     requires_hpr: bool = False  # requires: an HPR number (health-personnel authorisation)
     requires_care_relationship: bool = False  # requires: healthcare service or decision reference
@@ -156,9 +157,12 @@ class Rule:
     refuse_confidentiality: frozenset[str] = frozenset()  # documents with one of these are refused
     mark: str = ""  # allowed decisions are logged with this mark (e.g. "break-the-glass")
 
-    def covers(self, purpose: str, action: str) -> bool:
-        return (not self.purposes or purpose in self.purposes) and (
-            not self.actions or action in self.actions
+    def covers(self, purpose: str, action: str, citizen: bool) -> bool:
+        """Whether the rule decides this request: citizens' rules for citizens, others for others."""
+        return (
+            self.citizen == citizen
+            and (not self.purposes or purpose in self.purposes)
+            and (not self.actions or action in self.actions)
         )
 
     def unmet(self, who: TrustAttributes, patient: str, obj: ObjectFacts) -> str:
@@ -203,7 +207,6 @@ CLINICAL_READ = dict(
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
         "citizen-own-record",
-        purposes=frozenset({"PATRQT"}),
         actions=frozenset({READ}),
         citizen=True,
         refuse_confidentiality=frozenset({"NORS", "NORU"}),
@@ -252,16 +255,14 @@ class AccessPolicy:
         if not obj.patient or obj.patient != who.patient:
             return Decision(False, PATIENT_RULE, "the object belongs to another patient than the assertion's")
         purpose = attrs.purpose_of_use
+        citizen = purpose in self.citizen_purposes
         for rule in self.rules:
-            if rule.covers(purpose, action):
+            if rule.covers(purpose, action, citizen):
                 unmet = rule.unmet(attrs, obj.patient, obj)
                 if unmet:
                     return Decision(False, rule.name, unmet)
                 return Decision(True, rule.name, mark=rule.mark)
         return Decision(False, NO_RULE, f"no rule lets purpose of use {purpose!r} {action}")
-
-    def is_citizen(self, who: TrustAttributes) -> bool:
-        return who.purpose_of_use in self.citizen_purposes
 
     @classmethod
     def from_table(cls, rules: Iterable[Mapping[str, Any]], citizen_purposes: Iterable[str]) -> AccessPolicy:
