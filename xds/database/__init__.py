@@ -217,19 +217,28 @@ def _gate(engine: Engine) -> WriteGate | None:
 
 @contextmanager
 def write_transaction(
-    engine: Engine, *, gate_held: bool = False, nowait: bool = False
+    engine: Engine, *, gate_held: bool = False, nowait: bool = False, durable: bool = True
 ) -> Iterator[Connection]:
     """``engine.begin()`` for a transaction that writes, through the database's :class:`WriteGate`
     (``gate_held``: the caller has taken it already). ``nowait``: on SQLite, raise
-    :class:`LockTaken` at once instead of waiting when another process holds the write lock."""
+    :class:`LockTaken` at once instead of waiting when another process holds the write lock.
+    ``durable=False``: the commit does not wait for the disk (SQLite ``synchronous=NORMAL``,
+    PostgreSQL ``synchronous_commit = off``) — for records whose loss in a power failure is
+    acceptable (the trust model's replay records), never for documents or metadata."""
     gate = None if gate_held else _gate(engine)
+    sqlite = engine.dialect.name == "sqlite"
     with contextlib.ExitStack() as stack:
         if gate is not None:
             stack.enter_context(gate.held())
         conn = stack.enter_context(engine.connect())
         if nowait:
             conn.execution_options(xds_nowait=True)
+        if not durable and sqlite:  # straight on the driver (autocommit): no transaction begins
+            conn.connection.dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
+            stack.callback(conn.connection.dbapi_connection.execute, "PRAGMA synchronous=FULL")  # type: ignore[union-attr]
         with conn.begin():
+            if not durable and not sqlite:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield conn
 
 
