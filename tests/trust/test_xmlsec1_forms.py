@@ -180,7 +180,14 @@ def key_info(form: str, who: Identity, token_id: str) -> str:
 
 
 def request(
-    server: RunningServer, keys: KeySet, tmp: Path, *, form: str, cover_assertion: bool, offset: bool
+    server: RunningServer,
+    keys: KeySet,
+    tmp: Path,
+    *,
+    form: str,
+    cover_assertion: bool,
+    offset: bool,
+    with_expires: bool = True,
 ) -> str:
     url = f"{server.url}/registry"
     who = keys.institutions["kommune"]
@@ -215,8 +222,9 @@ def request(
         f'<wsa:MessageID wsu:Id="msgid">urn:uuid:{uuid.uuid4()}</wsa:MessageID>'
         f'<wsa:To soap:mustUnderstand="true" wsu:Id="to">{server.config.server.public_url}/registry</wsa:To>'
         '<wsse:Security soap:mustUnderstand="true">'
-        f'<wsu:Timestamp wsu:Id="ts"><wsu:Created>{created}</wsu:Created><wsu:Expires>{expires}</wsu:Expires>'
-        f"</wsu:Timestamp>{bst}{token}"
+        f'<wsu:Timestamp wsu:Id="ts"><wsu:Created>{created}</wsu:Created>'
+        + (f"<wsu:Expires>{expires}</wsu:Expires>" if with_expires else "")
+        + f"</wsu:Timestamp>{bst}{token}"
         + signature_template(uris, key_info(form, who, token_id), "message-signature")
         + f'</wsse:Security></soap:Header><soap:Body wsu:Id="body">{query}</soap:Body></soap:Envelope>'
     )
@@ -225,19 +233,34 @@ def request(
 
 
 FORMS = [
-    ("reference", False, False),
-    ("key identifier", False, True),
-    ("x509data", False, False),
-    ("reference", True, True),
-    ("x509data", True, False),
+    ("reference", False, False, True),
+    ("key identifier", False, True, True),
+    ("x509data", False, False, True),
+    ("reference", True, True, True),
+    ("x509data", True, False, True),
+    ("reference", False, True, False),  # a Timestamp without Expires (optional in WS-Security)
 ]
 
 
-@pytest.mark.parametrize(("form", "cover_assertion", "offset"), FORMS)
+@pytest.mark.parametrize(("form", "cover_assertion", "offset", "with_expires"), FORMS)
 def test_xmlsec1_signed_requests_are_accepted(
-    server: RunningServer, keys: KeySet, tmp_path: Path, form: str, cover_assertion: bool, offset: bool
+    server: RunningServer,
+    keys: KeySet,
+    tmp_path: Path,
+    form: str,
+    cover_assertion: bool,
+    offset: bool,
+    with_expires: bool,
 ) -> None:
-    signed = request(server, keys, tmp_path, form=form, cover_assertion=cover_assertion, offset=offset)
+    signed = request(
+        server,
+        keys,
+        tmp_path,
+        form=form,
+        cover_assertion=cover_assertion,
+        offset=offset,
+        with_expires=with_expires,
+    )
     assert "<ds:DigestValue/>" not in signed and "<ds:SignatureValue/>" not in signed
     url = f"{server.url}/registry"
     ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'

@@ -377,7 +377,9 @@ def _verify_message(
         if header is not None and header.find(_WSA + name) is not None and name not in named:
             raise AssertionRejected(f"wsa:{name} is present but not signed", "wsse:FailedCheck")
     created = xs_datetime(named["Timestamp"].findtext(_WSU + "Created"), "wsu:Created")
-    expires = xs_datetime(named["Timestamp"].findtext(_WSU + "Expires"), "wsu:Expires")
+    # Expires is optional in WS-Security (§10): without it the message lives the longest allowed
+    given = named["Timestamp"].findtext(_WSU + "Expires")
+    expires = xs_datetime(given, "wsu:Expires") if given is not None else created + max_lifetime
     if expires - created > max_lifetime:
         raise AssertionRejected(
             f"the Timestamp's lifetime {expires - created} exceeds the {max_lifetime} allowed",
