@@ -94,24 +94,29 @@ class PolicyEnforcementPoint:
                 )
             return
         try:
-            ctx = await to_thread.run_sync(self._verify, request, scope)
+            # one hop to a worker thread for the whole check (each hop waits for a thread to run)
+            ctx = await to_thread.run_sync(self._verify_and_record, request, scope)
         except AssertionRejected as exc:
             log.info("request refused: %s", exc.reason)
             raise SoapFault("Sender", exc.reason, exc.subcode) from None
+        request.security = ctx
+        REQUEST_ASSERTION.set(ctx.token)
+        request.body = ctx.payload
+        request.message_id = ctx.message_id
+
+    def _verify_and_record(self, request: SoapRequest, scope: Scope) -> SecurityContext:
+        """Verify, check action, address and TLS binding, then record the message (replay)."""
+        ctx = self._verify(request, scope)
         if ctx.action != request.action:
             raise SoapFault("Sender", "wsa:Action is not the one that was signed", "wsse:FailedCheck")
         self._check_address(ctx, scope)
         if self.bind_tls:
             _check_tls_binding(ctx, scope)
-        until = ctx.expires + self.trust.clock_skew
-        if not await to_thread.run_sync(self.replay.first_time, ctx.replay_key, until):
+        if not self.replay.first_time(ctx.replay_key, ctx.expires + self.trust.clock_skew):
             raise SoapFault(
                 "Sender", "replayed request (this signed message was seen before)", "wsse:FailedCheck"
             )
-        request.security = ctx
-        REQUEST_ASSERTION.set(ctx.token)
-        request.body = ctx.payload
-        request.message_id = ctx.message_id
+        return ctx
 
     def _verify(self, request: SoapRequest, scope: Scope) -> SecurityContext:
         trust = self.trust
