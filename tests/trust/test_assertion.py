@@ -178,3 +178,21 @@ def test_ecdsa_keys_sign_and_verify(tmp_path: Path) -> None:
     trust = TrustRoles(TrustAnchors([str(ec_keys.ca.cert_path)]), {ISSUER: [ec_keys.idp.certificate()]})
     ctx = verify_request(safexml.parse(data), trust=trust)
     assert ctx.assertion.attributes.resource_id == PATIENT and ctx.payload.tag == "x"
+
+
+def test_keys_init_prints_configuration_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The printed lines configure the roles apart: the IdP pinned as an issuer, the CA for institutions."""
+    import tomllib
+
+    from xds.cli import main
+    from xds.config import Config
+
+    assert main(["keys", "init", "--dir", str(tmp_path / "k"), "--institution", "ahus"]) == 0
+    out = capsys.readouterr().out
+    text = out[out.index("[server]") :]
+    cfg = Config.from_dict(tomllib.loads(text))
+    assert cfg.trust.mode == "required" and cfg.trust.ca_file.endswith("ca.pem")
+    assert [(i.name, Path(i.cert).name) for i in cfg.issuers] == [("https://idp.xds.invalid", "idp.pem")]
+    assert cfg.trust.sign_key.endswith("ahus.key") and cfg.server.tls_ca.endswith("ca.pem")
