@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from operating import find_documents, provide, slow_provide, start_server
 from support import free_port
 
@@ -120,10 +121,11 @@ def test_startup_says_what_is_wrong(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_sigterm_drains_requests_in_flight(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_requests_in_flight(tmp_path: Path, database_url: str, workers: int) -> None:
     """SIGTERM: no new connection is taken, the ITI-41 in flight completes and is acknowledged,
-    and the process exits."""
-    with start_server(tmp_path / "data", database_url) as server:
+    and the process (with its workers) exits."""
+    with start_server(tmp_path / "data", database_url, args=("--workers", str(workers))) as server:
         release, started = threading.Event(), threading.Event()
         answer: dict[str, object] = {}
         sender = threading.Thread(
