@@ -290,12 +290,21 @@ def _conformance(args: argparse.Namespace) -> int:
             target = Target()
             for url in args.target:
                 base = url.rstrip("/")
-                if "/registry" in base:
+                if base.endswith("/xca/query"):
+                    target.xca_query_url = base
+                elif base.endswith("/xca/retrieve"):
+                    target.xca_retrieve_url = base
+                elif "/registry" in base:
                     target.registry_url = base
                 elif "/repository" in base:
                     target.repository_url = base
                 else:
                     target.registry_url, target.repository_url = f"{base}/registry", f"{base}/repository"
+                    target.xca_query_url, target.xca_retrieve_url = (
+                        f"{base}/xca/query",
+                        f"{base}/xca/retrieve",
+                    )
+            target.home = args.home
             if args.feed:
                 host, _, port = args.feed.rpartition(":")
                 target.feed = (host or "127.0.0.1", int(port))
@@ -586,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="deployment base URL, or registry and repository endpoint URLs (default: start one here)",
     )
     conf.add_argument("--feed", help="HOST:PORT of the target's ITI-8 MLLP feed")
+    conf.add_argument(
+        "--home", help="the target's homeCommunityId (urn:oid:…), for the responding-gateway tests"
+    )
     conf.add_argument("--collection", action="append", help="a collection to run (repeatable), e.g. R.b")
     conf.add_argument("--test", nargs="+", help="test ids to run")
     conf.add_argument("--junit", help="write a JUnit XML report here")

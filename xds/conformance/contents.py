@@ -350,7 +350,8 @@ def step_log(steps: list[LogEntry]) -> etree._ElementTree:
     log = etree.ElementTree(etree.Element("TestResults"))
     for step_id, transaction, response, request in steps:
         step = etree.SubElement(log.getroot(), "TestStep", id=step_id)
-        holder = etree.SubElement(step, transaction or "NullTransaction")
+        # the toolkit's log names the step on the transaction too (kit XPaths: //XCQTransaction[@step="x"])
+        holder = etree.SubElement(step, transaction or "NullTransaction", step=step_id)
         if request is not None:
             etree.SubElement(holder, "InputMetadata").append(copy.deepcopy(request))
         result = etree.SubElement(holder, "Result")

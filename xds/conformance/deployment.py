@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from xds.conformance.runner import Target
 from xds.conformance.xua import XuaIdentity
 
+HOME = "urn:oid:1.3.6.1.4.1.21367.13.70.200"  # a homeCommunityId for the replay's own deployment
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -65,6 +67,7 @@ def local_deployment(
         cfg.registry.database_url = database_url
         cfg.registry.profile = "none"
         cfg.registry.mllp_port = _free_port()
+        cfg.registry.home_community_id = HOME  # serves the XCA responding gateway too
         if xua is not None:
             cfg.trust.mode = "required"
             cfg.trust.ca_file = xua.ca_file
@@ -94,7 +97,13 @@ def local_deployment(
         base = f"{'https' if tls else 'http'}://127.0.0.1:{cfg.server.port}"
         try:
             yield Target(
-                f"{base}/registry", ("127.0.0.1", cfg.registry.mllp_port), f"{base}/repository", client_tls
+                f"{base}/registry",
+                ("127.0.0.1", cfg.registry.mllp_port),
+                f"{base}/repository",
+                client_tls,
+                xca_query_url=f"{base}/xca/query",
+                xca_retrieve_url=f"{base}/xca/retrieve",
+                home=HOME,
             )
         finally:
             server.should_exit = True

@@ -52,6 +52,9 @@ STATUS_URNS = {
     "PartialSuccess": v.RESPONSE_PARTIAL_SUCCESS,
 }
 FAULT = "Fault"
+# the kit's name for the responding gateway's homeCommunityId, which the toolkit takes from its site
+# configuration (UseReport reportName="$testdata_home$")
+SITE_HOME = "$testdata_home$"
 # transactions that change what the registry or repository holds
 WRITES = frozenset(
     {
@@ -90,6 +93,9 @@ class Target:
     repository_url: str | None = None  # ITI-41 / ITI-43 endpoint of the repository under test
     # HTTPS with client certificates: (trust anchors, the runner's certificate, its key), PEM files
     tls: tuple[str, str, str] | None = None
+    xca_query_url: str | None = None  # ITI-38 endpoint of the responding gateway under test
+    xca_retrieve_url: str | None = None  # ITI-39 endpoint of the responding gateway under test
+    home: str | None = None  # its homeCommunityId (the kit's site-configured $testdata_home$)
 
     def client(self) -> httpx.Client:
         """An HTTP client for the target: with its trust anchors and the runner's certificate over TLS."""
@@ -216,6 +222,8 @@ class Session:
             tp.PROVIDE_AND_REGISTER: self._provide,
             tp.RETRIEVE: self._retrieve,
             tp.STORED_QUERY: self._query,
+            tp.XC_QUERY: self._xc_query,
+            tp.XC_RETRIEVE: self._xc_retrieve,
             tp.METADATA_UPDATE: self._update,
             tp.RESTRICTED_UPDATE: self._update,
             tp.REMOVE_METADATA: self._remove,
@@ -242,7 +250,10 @@ class Session:
     def _need(self, key: StepKey, present: bool) -> None:
         """A value of step ``key`` is needed: run its test if it has not run; N/A if that step was."""
         if not present and key[0] not in self._ran and key[0] not in self._running:
+            # the dependency's steps become current while it runs; this step's answer is still ours
+            current, transaction = self._current, self._current_transaction
             self._run_dependency(key[0])
+            self._current, self._current_transaction = current, transaction
         if key in self.skipped:
             raise _NotApplicable(
                 f"needs step {'/'.join(k for k in key if k)}, which was not applicable: {self.skipped[key]}"
@@ -251,6 +262,9 @@ class Session:
     def _symbols(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> dict[str, str]:
         symbols: dict[str, str] = {}
         for use in step.use_report:
+            if use.report_name == SITE_HOME and self.target.home:
+                symbols[use.use_as] = self.target.home  # the toolkit's site configuration, not a report
+                continue
             source_test = use.test or test.id
             source_section = section.name if use.section == tp.THIS_SECTION else use.section
             key = (self._canonical_test(source_test), source_section, use.step)
@@ -502,9 +516,23 @@ class Session:
                 mime = mime_types.get(prepared.assigned_uuids.get(symbolic_id, symbolic_id), "")
                 self.provided[uid] = rt.Provided(path, mime)
 
-    def _retrieve(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+    def _xc_retrieve(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-39 to the responding gateway under test, judged as ITI-43 (ITI TF-2b §3.39)."""
+        if self.target.xca_retrieve_url is None:
+            return "not applicable", "the target has no responding gateway (ITI-39 endpoint)"
+        return self._retrieve(test, section, step, self.target.xca_retrieve_url, v.ACTION_XCA_RETRIEVE)
+
+    def _retrieve(
+        self,
+        test: tp.Test,
+        section: tp.Section,
+        step: tp.TestStep,
+        url: str | None = None,
+        action: str = v.ACTION_RETRIEVE,
+    ) -> tuple[Outcome, str]:
         """ITI-43: the step's RetrieveDocumentSetRequest, its answer judged in full (``xds.conformance.retrieve``)."""
-        if self.target.repository_url is None:
+        url = url or self.target.repository_url
+        if url is None:
             return "not applicable", "the target has no repository"
         transaction = step.transaction_element
         assert transaction is not None
@@ -520,7 +548,7 @@ class Session:
             )
             for e in transaction.findall("ReferenceDocument")
         }
-        answer = self._send(self.target.repository_url, v.ACTION_RETRIEVE, request)
+        answer = self._send(url, action, request)
         outcome, reason = judge(step, answer)
         if outcome != "passed" or answer.element is None:
             return outcome, reason
@@ -577,16 +605,30 @@ class Session:
         problems = judge_assertions(step.assertions, step.id, tp.NULL, None, symbols, log=log)
         return ("failed", "; ".join(problems)) if problems else ("passed", "")
 
-    def _query(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+    def _xc_query(self, test: tp.Test, section: tp.Section, step: tp.TestStep) -> tuple[Outcome, str]:
+        """ITI-38 to the responding gateway under test, judged as ITI-18 (ITI TF-2b §3.38)."""
+        if self.target.xca_query_url is None:
+            return "not applicable", "the target has no responding gateway (ITI-38 endpoint)"
+        return self._query(test, section, step, self.target.xca_query_url, v.ACTION_XCA_QUERY)
+
+    def _query(
+        self,
+        test: tp.Test,
+        section: tp.Section,
+        step: tp.TestStep,
+        url: str | None = None,
+        action: str | None = None,
+    ) -> tuple[Outcome, str]:
         """ITI-18 / ITI-51: the step's AdhocQueryRequest, judged by status, errors and ExpectedContents."""
-        if self.target.registry_url is None:
+        url = url or self.target.registry_url
+        if url is None:
             return "not applicable", "the target has no registry"
         symbols = self._symbols(test, section, step)
         request = load_metadata(step, symbols)
         transaction = step.transaction_element
         if transaction is not None and transaction.find("CleanParams") is not None:
             clean_params(request)
-        answer = self._send(self.target.registry_url, query_action(request), request)
+        answer = self._send(url, action or query_action(request), request)
         key = (test.id, section.name, step.id)
         self.reports[key] = evaluate_reports(step.reports, request, answer.element)
         outcome, reason = judge(step, answer)
