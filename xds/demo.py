@@ -33,6 +33,7 @@ from xds.trust.assertion import TrustAttributes
 from xds.trust.keys import KeySet, init_keys
 
 ISSUER = "https://helseid-xdssaml.test.nhn.no"
+AUDIENCE = "nhn:dokumentdeling-saml"  # the national document-sharing audience (shared/profiles/norway.md)
 ROOT = "2.16.578.1.12.4.1.7.9"  # demo communities under the document-sharing root (not assigned ones)
 
 
@@ -147,7 +148,10 @@ def configure(
         cfg.server.data_dir = str(directory / site.key)
         cfg.registry.database_url = (database_urls or {}).get(site.key, "")
         cfg.registry.home_community_id = site.home
+        cfg.server.public_url = f"http://127.0.0.1:{ports[site.key]}"
         cfg.trust.mode = "required"
+        # the consumer's assertion travels on through the gateways: the federation shares one audience
+        cfg.trust.audience = AUDIENCE
         cfg.trust.repository_mode = "optional"  # the institution's own systems publish (ITI-41) inside
         cfg.trust.ca_file = str(keys.ca.cert_path)
         cfg.issuers = [IssuerConfig(name=ISSUER, cert=str(keys.idp.cert_path))]
@@ -277,6 +281,18 @@ def doctor(patient: str, **over: str) -> TrustAttributes:
     return TrustAttributes(**values)  # type: ignore[arg-type]
 
 
+def stranger(patient: str) -> TrustAttributes:
+    """A doctor in the same office without a care relationship (no healthcare service, no decision)."""
+    return doctor(
+        patient,
+        subject_id="Per Berg",
+        hpr_number="9144901",
+        healthcare_service="",
+        purpose_of_use_details="",
+        decision_ref="",
+    )
+
+
 def citizen(patient: str) -> TrustAttributes:
     """The patient, through the citizen portal, reading their own record."""
     number = patient.split("^", 1)[0]
@@ -337,14 +353,19 @@ def story(
         say(f"   {d.unique_id} ({d.mime_type}, {d.path.stat().st_size} bytes) -> {d.path}")
     say(f"   {answer.short_status}")
 
-    say("\n3. Dr. Per Berg has no care relationship with this patient (his assertion is for another).")
-    per = federation.requester("kommune", doctor(other, subject_id="Per Berg", hpr_number="9144901"))
+    say("\n3. Dr. Per Berg, in the same office, has no care relationship with the patient: his assertion")
+    say("   names no healthcare service and no decision reference.")
+    per = federation.requester("kommune", stranger(patient))
     answer = consumer.stored_query(ig_query, query, requester=per)
     chapters.append(Chapter("refused", answer))
-    say(
-        f"   Nothing of this patient's is released to him ({len(answer.objects)} documents; the policy's"
-        f" rule 'patient'): {answer.fault or answer.short_status}"
+    say(f"   His query: {answer.short_status}, {len(answer.objects)} documents released.")
+    lab = wanted[0]
+    answer, docs = consumer.retrieve(
+        ig_retrieve, [(lab.home, lab.repository_oid, lab.unique_id)], work / "retrieved", requester=per
     )
+    chapters.append(Chapter("refused-retrieve", answer, docs))
+    detail = answer.fault or "; ".join(f"{e.code}: {e.context}" for e in answer.errors)
+    say(f"   Asking for the lab result by its id: {detail}")
 
     nors = next(p for p in published if p.confidentiality == "NORS")
     say(f"\n4. The NORS (sperret) note {nors.unique_id} never leaves St. Olavs:")

@@ -101,7 +101,9 @@ def test_the_demo_story(world: World) -> None:
     assert "Rtg. thorax" in by_id[xray.unique_id].path.read_text(encoding="utf-8")
     assert all(d.home == demo.SITES[0].home for d in retrieved.documents)
     # decided on the data: the documents found are another patient's than his assertion's
-    assert not chapters["refused"].answer.objects
+    assert chapters["refused"].answer.status == v.RESPONSE_SUCCESS and not chapters["refused"].answer.objects
+    refused = chapters["refused-retrieve"]
+    assert not refused.documents and "care-read" in " ".join(e.context for e in refused.answer.errors)
     assert not chapters["nors"].documents and nors.unique_id not in unique_ids(found)
     mine = chapters["citizen"].answer
     assert mine.status == v.RESPONSE_SUCCESS, mine.errors
@@ -216,6 +218,7 @@ def test_a_late_community_gives_partial_success_with_the_others_results(world: W
 
     cfg = copy.deepcopy(config)
     cfg.server.port = free_port()
+    cfg.server.public_url = f"http://127.0.0.1:{cfg.server.port}"
     cfg.server.data_dir = str(world.tmp / "late-kommune")
     cfg.registry.database_url = ""
     late = CommunityConfig(
