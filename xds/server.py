@@ -167,7 +167,7 @@ def build_gateways(
 ) -> tuple[list[Route], InitiatingGateway | None]:
     """XCA (ITI TF-2b §3.38-3.39): the responding gateway at /xca/query and /xca/retrieve when
     ``[registry] home_community_id`` is set, answered by this process's registry and repositories
-    behind the same trust policy as /registry and /repository; the initiating gateway at
+    (their ITI-18 / ITI-43 handlers and so their authorisation) under ``[trust] mode``; the initiating gateway at
     /ig/registry and /ig/repository when the directory (``[[community]]``) has entries."""
     from xds.gateway.initiating import Identity, InitiatingGateway
     from xds.gateway.responding import RespondingGateway
@@ -183,8 +183,10 @@ def build_gateways(
             documents_only=config.gateway.documents_only,
         )
         query, retrieve = responding.endpoint(max_body, config.server.read_timeout_s)
-        query.security = trust_policy(config, registry.engine, "registry")
-        retrieve.security = trust_policy(config, registry.engine, "repository")
+        # cross-community requests always answer to the deployment's [trust] mode (registry_mode and
+        # repository_mode are for this community's own systems)
+        query.security = trust_policy(config, registry.engine)
+        retrieve.security = trust_policy(config, registry.engine)
         routes += [
             Route("/xca/query", SoapRoute(query, "xca-query.wsdl")),
             Route("/xca/retrieve", SoapRoute(retrieve, "xca-retrieve.wsdl")),
@@ -200,10 +202,7 @@ def build_gateways(
     )
     query, retrieve = initiating.endpoints(max_body, config.server.read_timeout_s)
     for endpoint in (query, retrieve):
-        security = trust_policy(config, registry.engine)
-        if security is not None:
-            security.documents = None  # the communities decide on their documents
-        endpoint.security = security
+        endpoint.security = trust_policy(config, registry.engine)
     routes += [
         Route("/ig/registry", SoapRoute(query, "registry.wsdl")),
         Route("/ig/repository", SoapRoute(retrieve, "repository.wsdl")),

@@ -202,6 +202,14 @@ def test_unsigned_forged_and_foreign_cross_gateway_requests_are_refused(world: W
     rogue = init_keys(world.tmp / "rogue", ["rogue"], ca_name="Not our CA")
     stranger = consumer.Requester.from_keys(rogue.directory, "rogue", demo.doctor(world.patient), demo.ISSUER)
     assert post(stranger.secure(envelope))[0] == 400
+    # an unsigned ITI-39 too (the demo's repositories take unsigned ITI-41 from their own systems)
+    lab = world.doc("stolav")
+    answer, docs = consumer.retrieve(
+        world.federation.url("stolav", "/xca/retrieve"),
+        [(lab.home, lab.repository_oid, lab.unique_id)],
+        world.tmp / "unsigned",
+    )
+    assert answer.fault and "requires a signed" in answer.fault and not docs
     # and the gateway keeps answering the real thing
     assert find(world, url, world.doctor()).status == v.RESPONSE_SUCCESS
 
