@@ -393,9 +393,22 @@ def _indent(text: str) -> str:
     return "\n".join("   " + line for line in text.splitlines())
 
 
-def how_to(federation: Federation, patient: str, published: list[Published]) -> str:
-    keys = federation.keys.directory
+def query_examples(federation: Federation, patient: str, published: list[Published]) -> list[list[str]]:
+    """``xds query`` command lines (argv after ``xds``) that ask as Dr. Hansen does in the story."""
     lab = published[0]
+    ig = federation.url("kommune", "/ig/registry")
+    who = ["--keys", str(federation.keys.directory), "--institution", "kommune", "--subject", "Ingrid Hansen"]
+    who += ["--hpr", "9144900", "--role", "LE", "--org-id", "942110464", "--care", "Hjemmesykepleie"]
+    return [
+        ["query", "FindDocuments", "--patient", patient, "--url", ig, *who],
+        ["query", "GetDocuments", "--unique-id", lab.unique_id, "--home", lab.home, "--url", ig, *who]
+        + ["--for", patient, "--xml"],
+    ]
+
+
+def how_to(federation: Federation, patient: str, published: list[Published]) -> str:
+    import shlex
+
     unsigned = federation.directory / "query.xml"
     body = consumer.adhoc_query_request(
         "FindDocuments", consumer.standard_parameters("FindDocuments", patient=patient)
@@ -403,7 +416,7 @@ def how_to(federation: Federation, patient: str, published: list[Published]) -> 
     unsigned.write_bytes(
         build_request(v.ACTION_XCA_QUERY, body, to=federation.url("stolav", "/xca/query"))[0]
     )
-    ig = federation.url("kommune", "/ig/registry")
+    examples = [f"  xds {shlex.join(argv)}" for argv in query_examples(federation, patient, published)]
     return "\n".join(
         [
             "\nThe communities keep running:",
@@ -412,13 +425,8 @@ def how_to(federation: Federation, patient: str, published: list[Published]) -> 
                 f"{federation.url(site.key, '/ig/registry')})"
                 for site in SITES
             ),
-            "\nAsk them yourself, for example:",
-            f"  xds query FindDocuments --patient '{patient}' --url {ig} \\",
-            f"      --keys {keys} --institution kommune --subject 'Ingrid Hansen' --org-id 942110464 \\",
-            "      --hpr 9144900 --role LE --care Hjemmesykepleie",
-            f"  xds query GetDocuments --unique-id {lab.unique_id} --home {lab.home} --url {ig} \\",
-            f"      --keys {keys} --institution kommune --subject 'Ingrid Hansen' --org-id 942110464 \\",
-            f"      --hpr 9144900 --role LE --care Hjemmesykepleie --for '{patient}' --xml",
+            "\nAsk them yourself as Dr. Hansen (from a checkout: ./dev xds query …), for example:",
+            *examples,
             "  Without a signed assertion the gateways refuse (the trust model is required):",
             f"  curl -s -H 'Content-Type: application/soap+xml' --data-binary @{unsigned} "
             f"{federation.url('stolav', '/xca/query')}",

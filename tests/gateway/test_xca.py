@@ -111,6 +111,18 @@ def test_the_demo_story(world: World) -> None:
     assert any("Ingrid Hansen" in line for line in lines)
 
 
+def test_the_query_lines_the_demo_prints_work(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    from xds.cli import main
+
+    find, get = demo.query_examples(world.federation, world.patient, world.published)
+    assert main(find) == 0
+    out = capsys.readouterr().out
+    assert all(world.doc(site).unique_id in out for site in ("stolav", "fastlege"))
+    assert main(get) == 0
+    assert world.published[0].unique_id in capsys.readouterr().out
+    assert "xds query FindDocuments" in demo.how_to(world.federation, world.patient, world.published)
+
+
 def test_responding_gateway_answers_iti38_with_home_on_every_object(world: World) -> None:
     url = world.federation.url("stolav", "/xca/query")
     answer = find(world, url, world.doctor(), return_type=v.RETURN_OBJECT_REF)
