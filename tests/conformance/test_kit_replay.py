@@ -32,9 +32,20 @@ def xua_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def xca_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """The responding-gateway collections load their own data set (12318) for the session's patient:
+    a deployment of their own, as the toolkit gives a gateway under test."""
+    with kit_session(tmp_path_factory.mktemp("kit-xca")) as running:
+        yield running
+
+
 @pytest.mark.parametrize("collection", COLLECTIONS)
 def test_collection_matches_baseline(request: pytest.FixtureRequest, collection: str) -> None:
-    session = request.getfixturevalue("xua_session" if collection.endswith("_xua") else "session")
+    fixture = "xua_session" if collection.endswith("_xua") else "session"
+    if collection in ("rg(xca)", "ig(xca)"):
+        fixture = "xca_session"
+    session = request.getfixturevalue(fixture)
     reports = report.run_collection(session, collection)
     outcomes = {r.test_id: r.outcome for r in reports}
     expected = BASELINE[collection]
