@@ -256,7 +256,9 @@ def test_write_lock_held_by_another_process_delays_writes_only(tmp_path: Path) -
         assert [e.code for e in outcome.errors] == [v.XDSRepositoryBusy], outcome  # type: ignore[attr-defined]
         assert 1.5 < result["seconds"] < 10  # type: ignore[operator]
         assert len(locked_times) >= 20
-        assert locked <= 2 * unloaded
+        # The stall this guards against lasts as long as the lock wait (seconds); 50 ms of slack keeps
+        # the comparison about that, not about a busy machine's scheduling noise on sub-ms queries.
+        assert locked <= 2 * unloaded + 0.05
         assert wait_for_nothing_left(data_dir, sqlite_url(data_dir), 5) == NOTHING_LEFT
         with RepositoryClient(repository, timeout=60) as client:
             data = os.urandom(50_000)
