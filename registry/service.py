@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
@@ -54,6 +55,8 @@ class RegistryService:
         )
         self.access = RegistryAccess(self.engine, self.patients, config.access_policy())
         self._mllp: asyncio.AbstractServer | None = None
+        # told of each ITI-8 message and its acknowledgement (the audit trail)
+        self.feed_observer: Callable[[bytes, str], None] | None = None
 
     def prepare(self) -> None:
         """Create or upgrade the schema (run once before serving)."""
@@ -180,7 +183,10 @@ class RegistryService:
         from xds.registry.pix_feed import handle_message
 
         def handler(raw: bytes) -> str:
-            return handle_message(raw, self.patients, self.profile)
+            ack = handle_message(raw, self.patients, self.profile)
+            if self.feed_observer is not None:
+                self.feed_observer(raw, ack)
+            return ack
 
         host = rc.mllp_host or self.config.server.host
         self._mllp = await serve_mllp(host, rc.mllp_port, handler)

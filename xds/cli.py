@@ -7,11 +7,13 @@ embedded default (SQLite and files in D); ``xds serve --config FILE`` for everyt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import ssl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +211,30 @@ def _patient_cx(args: argparse.Namespace) -> str:
     return args.patient if "^" in args.patient else f"{args.patient}^^^&{args.patient_oid}&ISO"
 
 
+@contextlib.contextmanager
+def _client_auditor() -> Iterator[object]:
+    """The requesting side's audit trail for one command (ITI TF-2a §3.20): the syslog collectors
+    of ``[audit] syslog`` / ``XDS_AUDIT_SYSLOG``, spooled under the data directory; None without."""
+    cfg = config_mod.load(None)
+    if not cfg.audit.syslog.strip():
+        yield None
+        return
+    from xds.audit.observer import ClientAuditor, default_source
+    from xds.audit.syslog import SyslogSink, parse_targets
+    from xds.audit.trail import AuditTrail
+
+    ac = cfg.audit
+    sinks = [
+        SyslogSink(t, ca_file=ac.syslog_ca_file, cert_file=ac.syslog_cert_file, key_file=ac.syslog_key_file)
+        for t in parse_targets(ac.syslog)
+    ]
+    trail = AuditTrail(ac.spool(cfg.server.data_dir), sinks)
+    try:
+        yield ClientAuditor(trail, default_source(ac.source_id, ac.enterprise_site_id))
+    finally:
+        trail.stop(timeout=5)  # what a collector did not take waits in the spool
+
+
 def _submit(args: argparse.Namespace) -> int:
     """ITI-41: describe ordinary files and provide them to a repository over MTOM."""
     from xds.client import RepositoryClient, describe_files
@@ -227,7 +253,15 @@ def _submit(args: argparse.Namespace) -> int:
         title=args.title,
     )
     progress = TerminalProgress("sent")
-    with RepositoryClient(args.url, timeout=args.timeout, security=_channel(args, patient)) as client:
+    with (
+        _client_auditor() as auditor,
+        RepositoryClient(
+            args.url,
+            timeout=args.timeout,
+            security=_channel(args, patient),
+            auditor=auditor,  # type: ignore[arg-type]
+        ) as client,
+    ):
         try:
             outcome = client.provide_and_register(submission, documents, progress=progress)
         finally:
@@ -257,7 +291,10 @@ def _retrieve(args: argparse.Namespace) -> int:
             raise ValueError("a signed retrieve needs --patient (the assertion's resource-id)")
         security = _channel(args, _patient_cx(args)) if args.patient else None
         progress = TerminalProgress("received")
-        with RepositoryClient(args.url, timeout=args.timeout, security=security) as client:
+        with (
+            _client_auditor() as auditor,
+            RepositoryClient(args.url, timeout=args.timeout, security=security, auditor=auditor) as client,  # type: ignore[arg-type]
+        ):
             try:
                 outcome, found = client.retrieve(
                     args.repository, [args.unique_id], Path(tmp), progress=progress
@@ -496,6 +533,43 @@ def _version() -> str:
         return "xds (not installed)"
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """The citizen's access log (``--patient``), a FHIR export of it, or the retention purge."""
+    from xds.audit import accesslog, fhir
+    from xds.database import audit_store, migrate, open_engine
+
+    cfg = config_mod.load(args.config)
+    if args.data_dir is not None:
+        cfg.server.data_dir = args.data_dir
+    if args.database_url is not None:
+        cfg.registry.database_url = args.database_url
+    if not args.purge and not args.patient:
+        raise ValueError("name the patient (--patient ID), or --purge")
+    engine = open_engine(cfg.registry.url(cfg.server.data_dir))
+    try:
+        migrate(engine)
+        if args.purge:
+            days = cfg.audit.retention_days if args.retention_days is None else args.retention_days
+            removed = audit_store.purge(engine, days)
+            print(f"xds: removed {removed} audit records older than {days} days")
+            return 0
+        if args.fhir:
+            print(
+                json.dumps(
+                    fhir.bundle(audit_store.messages(engine, args.patient)), ensure_ascii=False, indent=1
+                )
+            )
+            return 0
+        rows = audit_store.access_log(engine, args.patient)
+        if args.json:
+            print(json.dumps({"patient": args.patient, "accesses": rows}, ensure_ascii=False, indent=1))
+        else:
+            print(accesslog.table(args.patient, rows))
+        return 0
+    finally:
+        engine.dispose()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xds", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=_version())
@@ -571,6 +645,23 @@ def build_parser() -> argparse.ArgumentParser:
     _signing_arguments(retrieve)
     retrieve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
     retrieve.set_defaults(func=_retrieve)
+
+    audit = sub.add_parser(
+        "audit", help="the audit trail: a patient's access log (who, when, why, which documents), purge"
+    )
+    audit.add_argument("--patient", help="patient id: a national number, or a full CX")
+    audit.add_argument("--json", action="store_true", help="JSON instead of a table")
+    audit.add_argument("--fhir", action="store_true", help="the patient's events as a FHIR AuditEvent Bundle")
+    audit.add_argument(
+        "--purge", action="store_true", help="remove records older than [audit] retention_days"
+    )
+    audit.add_argument("--retention-days", type=int, help="with --purge: instead of [audit] retention_days")
+    audit.add_argument("--config", help="TOML configuration file")
+    audit.add_argument("--data-dir", help="data directory of the deployment (default ./data)")
+    audit.add_argument(
+        "--database-url", help="the deployment's database URL (default: SQLite in the data directory)"
+    )
+    audit.set_defaults(func=_audit)
 
     keys = sub.add_parser("keys", help="development keys and certificates for the trust model")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -20,6 +20,7 @@ from typing import Protocol
 import httpx
 
 from xds import safexml, samples
+from xds.audit.observer import ClientAuditor
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
@@ -155,10 +156,22 @@ class UntrustedAnswer(ValueError):
 class RepositoryClient:
     """ITI-41, ITI-43 and ITI-86 against one repository endpoint, signed when given ``security``."""
 
-    def __init__(self, url: str, *, timeout: float = 300.0, security: EnvelopeSecurity | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 300.0,
+        security: EnvelopeSecurity | None = None,
+        auditor: ClientAuditor | None = None,
+    ) -> None:
         self.url = url
         self.http = httpx.Client(timeout=timeout)
         self.security = security
+        self.auditor = auditor  # the requesting side's audit trail (ITI TF-2a §3.20), when given
+
+    def _audit(self, action: str, body: bytes, response: object) -> None:
+        if self.auditor is not None:
+            self.auditor.requested(action, safexml.parse(body), response, self.url)
 
     def _secure(
         self, envelope: bytes, parts: Mapping[str, Attachment] | None = None
@@ -248,6 +261,7 @@ class RepositoryClient:
             content=parts(),
             headers={"Content-Type": multipart_content_type(boundary, root_id, action)},
         )
+        self._audit(action, ebrim.submit_objects_request_bytes(submission), response.content)
         return self._outcome(response.headers.get("content-type", ""), response.content, message_id)
 
     def _outcome(self, content_type: str, data: bytes, message_id: str | None) -> Outcome:
@@ -283,7 +297,9 @@ class RepositoryClient:
             with self.http.stream("POST", self.url, content=data, headers=headers) as response:
                 ctype = response.headers.get("content-type", "")
                 if not ctype.lower().startswith("multipart/"):
-                    return self._outcome(ctype, response.read(), message_id), []
+                    answer = response.read()
+                    self._audit(action, body.encode(), answer)
+                    return self._outcome(ctype, answer, message_id), []
                 parser = MultipartParser(ctype, spool_threshold=256 * 1024, tmp_dir=spool, digest=False)
                 total = int(response.headers.get("content-length") or 0)
                 received = 0
@@ -295,6 +311,7 @@ class RepositoryClient:
                 root, attachments = parser.close()
             self._check_answer(root, message_id, attachments)
             message = parse_envelope(root, attachments, mtom=True)
+            self._audit(action, body.encode(), message.body)
             status, errors = parse_registry_response(message.body.find(f"{{{v.NS_RS}}}RegistryResponse"))
             found: list[Retrieved] = []
             x = "{" + v.NS_XDSB + "}"
@@ -335,6 +352,7 @@ class RepositoryClient:
         )
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
         response = self.http.post(self.url, content=data, headers=headers)
+        self._audit(action, body.encode(), response.content)
         return self._outcome(response.headers.get("content-type", ""), response.content, message_id)
 
 

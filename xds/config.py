@@ -218,6 +218,28 @@ class GatewayConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The ATNA audit trail (ITI TF-2a §3.20): every transaction and every refusal, to its sinks."""
+
+    database: bool = setting(True, "records in the database: the citizen's access log (`xds audit`)")
+    syslog: str = setting("", '"udp://HOST:PORT" or "tls://HOST:PORT" (RFC 5426 / 5425), comma-separated')
+    syslog_ca_file: str = setting("", "trust anchors for tls:// collectors (default: the system's)")
+    syslog_cert_file: str = setting("", "client certificate (PEM) for tls:// collectors")
+    syslog_key_file: str = setting("", "its private key (PEM file)")
+    spool_dir: str = setting("", 'where events wait for their sinks; "" = <data_dir>/audit-spool')
+    retention_days: int = setting(3650, "`xds audit --purge` removes older records")
+    source_id: str = setting("", 'AuditSourceID; "" = xds@HOSTNAME')
+    enterprise_site_id: str = setting("", "AuditEnterpriseSiteID (e.g. the organisation number)")
+    auditor_role: str = setting("auditor", "assertion role that may read any patient's access log")
+
+    def enabled(self) -> bool:
+        return self.database or bool(self.syslog.strip())
+
+    def spool(self, data_dir: str) -> str:
+        return self.spool_dir or str(Path(data_dir) / "audit-spool")
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
@@ -227,6 +249,7 @@ class Config:
     issuers: list[IssuerConfig] = field(default_factory=list)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     rules: list[RuleConfig] = field(default_factory=list)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def access_policy(self) -> AccessPolicy:
         """The access policy: ``[[trust.rule]]`` tables, or the built-in table when there are none."""
@@ -336,7 +359,7 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
 
 # The file's sections: each [name] table is the Config attribute of that name; each [[name]] array of
 # tables is a list of Config (attribute, dataclass); arrays not in the defaults are written commented out.
-TABLES = ("server", "registry", "trust", "gateway")
+TABLES = ("server", "registry", "trust", "gateway", "audit")
 ARRAYS: dict[str, tuple[str, type]] = {
     "repository": ("repositories", RepositoryConfig),
     "community": ("communities", CommunityConfig),

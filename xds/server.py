@@ -23,6 +23,7 @@ from xds.service_log import RequestLog, configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from xds.audit.trail import AuditTrail
     from xds.gateway.initiating import InitiatingGateway
     from xds.registry.service import RegistryService
     from xds.repository.service import RepositoryService
@@ -51,6 +52,18 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             repo.recover()
 
     gateway_routes, initiating = build_gateways(config, registry, repositories)
+    trail = audit_trail(config, registry.engine)
+    auditor = None
+    if trail is not None:
+        from xds.audit.observer import EndpointAuditor, default_source
+
+        auditor = EndpointAuditor(
+            trail,
+            default_source(config.audit.source_id, config.audit.enterprise_site_id),
+            owners=lambda uids: document_owners(registry.engine, uids),
+            home_community_id=config.registry.home_community_id,
+        )
+        registry.feed_observer = auditor.feed
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -59,6 +72,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
 
             for repo in repositories:
                 await to_thread.run_sync(repo.recover_peers)
+        if trail is not None:
+            trail.start()
         await registry.start_feed()
         try:
             yield
@@ -66,6 +81,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             await registry.stop_feed()
             if initiating is not None:
                 await initiating.aclose()
+            if trail is not None:
+                trail.stop()
             registry.engine.dispose()
 
     max_body = config.server.max_body_mb * 1024 * 1024
@@ -73,19 +90,27 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     repository_security = trust_policy(config, registry.engine, "repository")
     registry_endpoint = registry.endpoint()
     registry_endpoint.security = security
+    registry_endpoint.observer = auditor
     routes = [
         Route("/registry", SoapRoute(registry_endpoint, "registry.wsdl")),
         *operations_routes(config, registry, repositories),  # /health, /ready, /metrics
     ]
+    if config.audit.database:
+        routes.append(Route("/audit/access-log", access_log_route(config, registry.engine), methods=["GET"]))
     for i, repo in enumerate(repositories):
         endpoint = repo.endpoint(
             max_body, config.server.max_document_mb * 2**20, config.server.read_timeout_s
         )
         endpoint.security = repository_security
+        endpoint.observer = auditor
         route = SoapRoute(endpoint, "repository.wsdl")
         routes.append(Route(f"/repository/{repo.name}", route))
         if i == 0:
             routes.append(Route("/repository", route))
+    for route in gateway_routes:  # XCA: ITI-38/39 answered, ITI-18/43 taken in by the initiating side
+        soap_endpoint = getattr(route.endpoint, "endpoint", None)
+        if hasattr(soap_endpoint, "observer"):
+            soap_endpoint.observer = auditor  # type: ignore[union-attr]
     routes += gateway_routes
     if config.server.bench_floor:
         from xds.bench.register import floor_route
@@ -104,8 +129,71 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         middleware=[Middleware(MetricsMiddleware), Middleware(RequestLog)],
     )
     app.state.registry = registry
+    app.state.audit_trail = trail
     app.state.repositories = {r.name: r for r in repositories}
     return app
+
+
+def document_owners(engine: Engine, unique_ids: list[str]) -> dict[str, str]:
+    """The patient of each registered document (by uniqueId): who a retrieve or a removal was about."""
+    from sqlalchemy import select
+
+    from xds.registry import schema as t
+
+    d = t.documents.c
+    with engine.connect() as conn:
+        rows = conn.execute(select(d.unique_id, d.patient_id).where(d.unique_id.in_(unique_ids[:1000])))
+        return {uid: pid for uid, pid in rows}
+
+
+def audit_trail(config: Config, engine: Engine) -> AuditTrail | None:
+    """The audit trail of ``[audit]`` (ITI TF-2a §3.20): the database and syslog sinks, spooled."""
+    ac = config.audit
+    if not ac.enabled():
+        return None
+    from xds.audit.syslog import SyslogSink, parse_targets
+    from xds.audit.trail import AuditTrail
+
+    sinks: list = []
+    if ac.database:
+        from xds.database.audit_store import DatabaseAuditSink
+
+        sinks.append(DatabaseAuditSink(engine))
+    for target in parse_targets(ac.syslog):
+        sinks.append(
+            SyslogSink(
+                target, ca_file=ac.syslog_ca_file, cert_file=ac.syslog_cert_file, key_file=ac.syslog_key_file
+            )
+        )
+    return AuditTrail(ac.spool(config.server.data_dir), sinks)
+
+
+def access_log_route(config: Config, engine: Engine):  # type: ignore[no-untyped-def]
+    """``GET /audit/access-log?patient=ID``: the citizen's access log, as JSON. Answered only for a
+    request whose ``Authorization: SAML <base64 assertion>`` is a valid signed XUA assertion of that
+    citizen (subject-id is the patient) or of the configured auditor role."""
+    from xds.trust.access_log import AccessLogGuard
+
+    roles = trust_roles(config)
+    guard = AccessLogGuard(
+        issuers=roles.issuers, audiences=roles.audiences, auditor_role=config.audit.auditor_role
+    )
+
+    async def route(request: Request) -> Response:
+        from anyio import to_thread
+
+        from xds.database.audit_store import access_log
+
+        patient = request.query_params.get("patient", "").strip()
+        refusal = await to_thread.run_sync(guard.refusal, request.headers.get("authorization", ""), patient)
+        if refusal is not None:
+            status, text = refusal
+            return PlainTextResponse(text + "\n", status_code=status)
+        rows = await to_thread.run_sync(access_log, engine, patient)
+        body = json.dumps({"patient": patient, "accesses": rows}, ensure_ascii=False, indent=1)
+        return Response(body, media_type="application/json")
+
+    return route
 
 
 def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEnforcementPoint | None:

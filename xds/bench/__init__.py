@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from xds.bench import query, register, repository, trust, xca
+from xds.bench import audit, query, register, repository, trust, xca
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     query.add_arguments(sub)
     trust.add_arguments(sub)
     xca.add_arguments(sub)
+    audit.add_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,6 +31,8 @@ def main(args: argparse.Namespace) -> int:
         return query.bench_query(args)
     if args.bench == "trust":
         return trust.bench(args)
+    if args.bench == "audit":
+        return audit.bench(args)
     if args.bench == "xca":
         return xca.bench(args)
     if args.bench in ("provide", "retrieve"):

@@ -31,7 +31,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(*, workers: int, database_url: str = "") -> Iterator[tuple[str, int]]:
+def running_server(
+    *, workers: int, database_url: str = "", env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """``xds serve`` in a child process with the benchmark floor route enabled."""
     data_dir = tempfile.mkdtemp(prefix="xds-bench-")
     port = free_port()
@@ -39,7 +41,7 @@ def running_server(*, workers: int, database_url: str = "") -> Iterator[tuple[st
     cmd += ["--data-dir", data_dir, "--workers", str(workers)]
     if database_url:
         cmd += ["--database-url", database_url]
-    env = dict(os.environ, XDS_SERVER_BENCH_FLOOR="1", XDS_SERVER_LOG_LEVEL="warning")
+    env = dict(os.environ, XDS_SERVER_BENCH_FLOOR="1", XDS_SERVER_LOG_LEVEL="warning", **(env or {}))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

@@ -269,7 +269,26 @@ def plans(engine: Engine, message: bytes) -> list[str]:
 
 
 def resident_fraction(path: Path) -> float | None:
-    """How much of a file the OS page cache holds (Linux mincore(2)); None when it cannot be told."""
+    """How much of a file the OS page cache holds (Linux mincore(2)); None when it cannot be told.
+
+    Asked in a child process: opening and closing the database file here would drop the POSIX
+    locks this process's SQLite connections hold on it (fcntl locks belong to the process), and
+    a connection reading without them meets a checkpoint half done ("database disk image is
+    malformed") while the server writes."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from xds.bench.query import _resident; print(_resident(Path(sys.argv[1])))"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60
+        )
+        return float(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() != "None" else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def _resident(path: Path) -> float | None:
     import ctypes
     import mmap
 

@@ -215,6 +215,11 @@ def _gate(engine: Engine) -> WriteGate | None:
     return gate
 
 
+def write_gate(engine: Engine) -> WriteGate | None:
+    """The engine's :class:`WriteGate` (SQLite), for a writer that takes it itself; None otherwise."""
+    return _gate(engine)
+
+
 @contextmanager
 def write_transaction(
     engine: Engine, *, gate_held: bool = False, nowait: bool = False, durable: bool = True

@@ -75,6 +75,21 @@ class SecurityPolicy(Protocol):
 FailureAnswer = Callable[[SoapRequest, Exception], SoapResponse | None]
 
 
+class ExchangeObserver(Protocol):
+    """Told of every exchange as its answer is about to leave (the audit trail, ITI TF-2a §3.20):
+    the request, the response or the fault, and whether the fault was the security policy's
+    refusal. It must not block and must not raise."""
+
+    def exchanged(
+        self,
+        scope: Scope,
+        request: SoapRequest,
+        response: SoapResponse | None,
+        fault: SoapFault | None,
+        refused: bool,
+    ) -> None: ...
+
+
 class SoapEndpoint:
     """ASGI application serving the SOAP actions in ``handlers``."""
 
@@ -100,6 +115,7 @@ class SoapEndpoint:
         self.max_total_bytes = max_body_bytes + max_attachment_bytes
         self.spool_threshold = spool_threshold
         self.tmp_dir = tmp_dir
+        self.observer: ExchangeObserver | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,12 +125,16 @@ class SoapEndpoint:
             return
         request: SoapRequest | None = None
         attachments: dict[str, Attachment] = {}
+        refused = False
+        observed = False
         try:
             request = await self._read(scope, receive)
             attachments = request.attachments
             try:
                 if self.security is not None:
+                    refused = True
                     await self.security.check(request, scope)
+                    refused = False
                 response = await self._dispatch(request)
             except SoapFault:
                 raise
@@ -123,14 +143,19 @@ class SoapEndpoint:
                 if failed is None:
                     raise
                 response = failed
+            observed = self._observe(scope, request, response, None, False)
             await self._answer(send, request, response)
         except SoapFault as fault:
+            if not observed:
+                self._observe(scope, request, None, fault, refused)
             await _send_fault(
                 send, fault, request.message_id if request else None, self._fault_security(request)
             )
         except Exception:
             log.exception("SOAP handler failed")
             fault = SoapFault("Receiver", "the service could not process the request")
+            if not observed:
+                self._observe(scope, request, None, fault, False)
             await _send_fault(
                 send, fault, request.message_id if request else None, self._fault_security(request)
             )
@@ -143,6 +168,20 @@ class SoapEndpoint:
             return None
         security = self.security
         return lambda envelope: security.secure_fault(request, envelope)
+
+    def _observe(
+        self,
+        scope: Scope,
+        request: SoapRequest | None,
+        response: SoapResponse | None,
+        fault: SoapFault | None,
+        refused: bool,
+    ) -> bool:
+        """Tell the observer (the audit trail) before the answer leaves, so a client that has its
+        answer knows the exchange is on record."""
+        if self.observer is not None and request is not None:
+            self.observer.exchanged(scope, request, response, fault, refused)
+        return True
 
     # --- request ----------------------------------------------------------------------------------
     async def _read(self, scope: Scope, receive: Receive) -> SoapRequest:

@@ -1,0 +1,27 @@
+"""Audit fixtures: the DICOM audit message schema and a way to read what a server recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+import xds.audit
+
+SCHEMA = Path(xds.audit.__file__).parent / "schema" / "dicom-audit-message.rnc"
+
+
+@pytest.fixture(scope="session")
+def audit_schema() -> etree.RelaxNG:
+    """DICOM PS3.15 A.5.1 RELAX NG (compact syntax, read through rnc2rng)."""
+    return etree.RelaxNG.from_rnc_string(SCHEMA.read_text())
+
+
+def recorded(app, patient: str = "") -> list[etree._Element]:  # type: ignore[no-untyped-def]
+    """Every audit message the server's database holds (after delivering what is queued)."""
+    from xds.database.audit_store import messages
+
+    trail = app.state.audit_trail
+    assert trail.flush(20), "audit events were not delivered"
+    return [etree.fromstring(xml.encode()) for _, xml in messages(app.state.registry.engine, patient)]

@@ -1,0 +1,114 @@
+"""Retention and append-only records: `xds audit --purge` removes records past the retention period;
+nothing updates a record (a trigger refuses it); on PostgreSQL the service's role, granted only
+SELECT and INSERT as the README says, cannot delete or update them while the owner can purge."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text, update
+from sqlalchemy.exc import DBAPIError
+
+from xds.audit.message import AuditMessage, AuditSource, Code
+from xds.audit.trail import Record
+from xds.database.audit_store import DatabaseAuditSink, access_log, audit_events, purge
+
+PATIENT = "13116900216^^^&2.16.578.1.12.4.1.4.1&ISO"
+
+
+def record(days_ago: int) -> Record:
+    from xds.audit.message import PATIENT_NUMBER, PERSON, ROLE_PATIENT, ActiveParticipant, ParticipantObject
+
+    msg = AuditMessage(
+        event_id=Code("110112", "DCM", "Query"),
+        action="E",
+        outcome="0",
+        type_codes=[Code("ITI-18", "IHE Transactions", "Registry Stored Query")],
+        participants=[ActiveParticipant("a", True)],
+        source=AuditSource("test"),
+        objects=[ParticipantObject(PATIENT, PATIENT_NUMBER, PERSON, ROLE_PATIENT)],
+        when=dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago),
+    )
+    return Record.of(msg)
+
+
+def test_purge_keeps_the_retention_period_and_records_are_never_updated(
+    engine: Engine, database_url: str
+) -> None:
+    sink = DatabaseAuditSink(engine)
+    sink.deliver([record(400), record(10), record(0)])
+    sink.deliver([record(0)])
+    assert len(access_log(engine, "13116900216")) == 4
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(update(audit_events).values(subject="someone else"))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xds.cli",
+            "audit",
+            "--purge",
+            "--retention-days",
+            "30",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "removed 1 audit records older than 30 days" in out.stdout
+    assert len(access_log(engine, "13116900216")) == 3
+    assert purge(engine, 30) == 0
+
+
+def test_the_services_role_cannot_delete_on_postgresql(engine: Engine, backend: str) -> None:
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL roles: runs in the PostgreSQL pass")
+    role = f"xds_service_{uuid.uuid4().hex[:8]}"
+    DatabaseAuditSink(engine).deliver([record(400), record(0)])
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {role}"))
+        # the grants the README gives the service's role
+        conn.execute(text(f"GRANT SELECT, INSERT ON audit_events, audit_event_patients TO {role}"))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f"SET ROLE {role}"))
+            conn.execute(
+                text(
+                    "INSERT INTO audit_events VALUES (:id, '2026-01-01T00:00:00.000Z', 'ITI-18', 'Query', 'E', '0',"
+                    " '', '', '', '', '', false, '[]', '', 'svc', '<AuditMessage/>')"
+                ),
+                {"id": str(uuid.uuid4())},
+            )
+            for statement in (
+                "DELETE FROM audit_events",
+                "TRUNCATE audit_events",
+                "UPDATE audit_events SET hpr = 'x'",
+            ):
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    with conn.begin_nested():
+                        conn.execute(text(statement))
+            conn.rollback()
+        assert purge(engine, 30) == 1  # the owner (the role that ran the migrations) purges
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text("UPDATE audit_events SET hpr = 'x'"))  # not even the owner updates
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"REVOKE ALL ON audit_events, audit_event_patients FROM {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+
+
+def test_spool_files_are_private(tmp_path: Path) -> None:
+    from xds.audit.journal import Journal
+
+    journal = Journal(tmp_path / "spool", ["database"])
+    journal.append(b"x")
+    assert (journal.own.path.stat().st_mode & 0o077) == 0
+    journal.close()

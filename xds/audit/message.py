@@ -1,0 +1,209 @@
+"""The DICOM audit message (DICOM PS3.15 Annex A.5.1, RFC 3881 as extended by DICOM and IHE).
+
+An :class:`AuditMessage` holds EventIdentification, the ActiveParticipants, the
+AuditSourceIdentification and the ParticipantObjectIdentifications; :meth:`AuditMessage.xml`
+writes it as the schema in ``schema/dicom-audit-message.rnc`` orders it. ParticipantObjectDetail
+values and ParticipantObjectQuery are base64 as the schema requires.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+SCHEMA_FILE = "schema/dicom-audit-message.rnc"
+
+# EventOutcomeIndicator (PS3.15 A.5.1)
+SUCCESS = "0"
+MINOR_FAILURE = "4"
+SERIOUS_FAILURE = "8"
+MAJOR_FAILURE = "12"
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded value (CodedValueType: csd-code, codeSystemName, originalText)."""
+
+    code: str
+    system: str
+    text: str
+
+
+# ActiveParticipant roles (DCM)
+ROLE_SOURCE = Code("110153", "DCM", "Source Role ID")
+ROLE_DESTINATION = Code("110152", "DCM", "Destination Role ID")
+ROLE_APPLICATION = Code("110150", "DCM", "Application")
+ROLE_LAUNCHER = Code("110151", "DCM", "Application Launcher")
+# ParticipantObjectIDTypeCode values
+PATIENT_NUMBER = Code("2", "RFC-3881", "Patient Number")
+REPORT_NUMBER = Code("9", "RFC-3881", "Report Number")
+SUBMISSION_SET = Code(
+    "urn:uuid:a54d6aa5-d40d-43f9-88c5-b4633d873bdd", "IHE XDS Metadata", "submission set classificationNode"
+)
+# ParticipantObjectTypeCode / ...TypeCodeRole
+PERSON, SYSTEM_OBJECT = "1", "2"
+ROLE_PATIENT, ROLE_REPORT, ROLE_JOB, ROLE_QUERY = "1", "3", "20", "24"
+# NetworkAccessPointTypeCode
+MACHINE_NAME, IP_ADDRESS, URI = "1", "2", "5"
+
+
+@dataclass
+class ActiveParticipant:
+    user_id: str
+    requestor: bool
+    roles: list[Code] = field(default_factory=list)
+    alternative_user_id: str = ""
+    user_name: str = ""
+    network_id: str = ""
+    network_type: str = ""
+
+
+@dataclass
+class ParticipantObject:
+    object_id: str
+    id_type: Code
+    type_code: str
+    role: str
+    name: str = ""
+    query: bytes = b""
+    details: list[tuple[str, str]] = field(default_factory=list)
+    sensitivity: str = ""
+
+
+@dataclass
+class AuditSource:
+    source_id: str
+    enterprise_site_id: str = ""
+    type_code: str = "4"  # application server process (PS3.15 A.5.1.2.1)
+
+
+@dataclass
+class AuditMessage:
+    """One audited event. ``event_uuid`` names it for the sinks (delivered once each)."""
+
+    event_id: Code
+    action: str
+    outcome: str
+    type_codes: list[Code] = field(default_factory=list)
+    participants: list[ActiveParticipant] = field(default_factory=list)
+    source: AuditSource = field(default_factory=lambda: AuditSource("xds"))
+    objects: list[ParticipantObject] = field(default_factory=list)
+    when: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    outcome_description: str = ""
+    purpose_of_use: list[Code] = field(default_factory=list)
+    event_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    # --- reading --------------------------------------------------------------------------------
+    def patients(self) -> list[str]:
+        return [o.object_id for o in self.objects if o.role == ROLE_PATIENT and o.type_code == PERSON]
+
+    def documents(self) -> list[str]:
+        return [o.object_id for o in self.objects if o.role == ROLE_REPORT]
+
+    def requestors(self) -> list[ActiveParticipant]:
+        """The human requestors (requestor participants that are not the source system)."""
+        return [p for p in self.participants if p.requestor and ROLE_SOURCE not in p.roles]
+
+    # --- writing --------------------------------------------------------------------------------
+    def element(self) -> etree._Element:
+        root = etree.Element("AuditMessage")
+        ev = etree.SubElement(
+            root,
+            "EventIdentification",
+            EventActionCode=self.action,
+            EventDateTime=self.when.astimezone(dt.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            EventOutcomeIndicator=self.outcome,
+        )
+        _code(ev, "EventID", self.event_id)
+        for code in self.type_codes:
+            _code(ev, "EventTypeCode", code)
+        if self.outcome_description:
+            etree.SubElement(ev, "EventOutcomeDescription").text = _clean(self.outcome_description)
+        for code in self.purpose_of_use:
+            _code(ev, "PurposeOfUse", code)
+        for p in self.participants:
+            _participant(root, p)
+        src = etree.SubElement(root, "AuditSourceIdentification", AuditSourceID=_token(self.source.source_id))
+        if self.source.enterprise_site_id:
+            src.set("AuditEnterpriseSiteID", _token(self.source.enterprise_site_id))
+        if self.source.type_code:
+            etree.SubElement(src, "AuditSourceTypeCode").set("csd-code", self.source.type_code)
+        for o in self.objects:
+            _object(root, o)
+        return root
+
+    def xml(self) -> bytes:
+        return etree.tostring(self.element(), encoding="utf-8")
+
+
+def _code(parent: etree._Element, tag: str, code: Code) -> None:
+    etree.SubElement(parent, tag, _code_attributes(code))
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_attributes(code: Code) -> dict[str, str]:
+    return {
+        "csd-code": _token(code.code),
+        "codeSystemName": _token(code.system),
+        "originalText": _token(code.text),
+    }
+
+
+def _participant(root: etree._Element, p: ActiveParticipant) -> None:
+    el = etree.SubElement(root, "ActiveParticipant")
+    for code in p.roles:
+        _code(el, "RoleIDCode", code)
+    el.set("UserID", _clean(p.user_id))
+    if p.alternative_user_id:
+        el.set("AlternativeUserID", _clean(p.alternative_user_id))
+    if p.user_name:
+        el.set("UserName", _clean(p.user_name))
+    el.set("UserIsRequestor", "true" if p.requestor else "false")
+    if p.network_id:
+        el.set("NetworkAccessPointID", _token(p.network_id))
+        el.set("NetworkAccessPointTypeCode", p.network_type or IP_ADDRESS)
+
+
+def _object(root: etree._Element, o: ParticipantObject) -> None:
+    el = etree.SubElement(root, "ParticipantObjectIdentification")
+    _code(el, "ParticipantObjectIDTypeCode", o.id_type)
+    if o.query:
+        etree.SubElement(el, "ParticipantObjectQuery").text = base64.b64encode(o.query).decode("ascii")
+    elif o.name:
+        etree.SubElement(el, "ParticipantObjectName").text = _token(o.name)
+    for kind, value in o.details:
+        det = etree.SubElement(el, "ParticipantObjectDetail", type=_token(kind))
+        det.set("value", base64.b64encode(value.encode("utf-8")).decode("ascii"))
+    el.set("ParticipantObjectID", _token(o.object_id) or "-")
+    el.set("ParticipantObjectTypeCode", o.type_code)
+    el.set("ParticipantObjectTypeCodeRole", o.role)
+    if o.sensitivity:
+        el.set("ParticipantObjectSensitivity", _token(o.sensitivity))
+
+
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _clean(text: str) -> str:
+    """Text XML 1.0 can carry (control characters and the like from hostile input are dropped)."""
+    text = text[:4096]
+    return _NOT_XML.sub("", text) if _NOT_XML.search(text) else text
+
+
+@functools.lru_cache(maxsize=8192)
+def _token(text: str) -> str:
+    """An xsd:token: no leading, trailing or repeated whitespace."""
+    text = _clean(text)
+    return (
+        text
+        if " " not in text and text.strip() == text and "\t" not in text and "\n" not in text
+        else " ".join(text.split())
+    )

@@ -1,0 +1,117 @@
+"""The audit trail's hooks: a SOAP endpoint's exchanges, the ITI-8 feed, and a client's requests.
+
+:class:`EndpointAuditor` is an ``xds.soap.endpoint.ExchangeObserver``: told of each answered
+exchange, it builds the transaction's audit messages (:mod:`xds.audit.events`) and appends them
+to the trail. It runs after the answer has been sent and never raises into the endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from starlette.types import Scope
+
+from xds.audit import events
+from xds.audit.message import AuditSource
+from xds.audit.requester import Requester, from_context
+from xds.audit.trail import AuditTrail
+from xds.soap.envelope import SoapFault, SoapRequest, SoapResponse
+
+log = logging.getLogger("xds.audit")
+
+
+def default_source(source_id: str = "", site: str = "") -> AuditSource:
+    """This process as the audit source (``xds@HOSTNAME`` unless configured)."""
+    return AuditSource(source_id or f"xds@{socket.gethostname()}", site)
+
+
+class EndpointAuditor:
+    """Audits every exchange of the SOAP endpoints it is attached to (responding side)."""
+
+    def __init__(
+        self,
+        trail: AuditTrail,
+        source: AuditSource,
+        *,
+        owners: events.OwnerLookup | None = None,
+        home_community_id: str = "",
+    ) -> None:
+        self.trail = trail
+        self.source = source
+        self.owners = owners
+        self.home_community_id = home_community_id
+
+    def exchanged(
+        self,
+        scope: Scope,
+        request: SoapRequest,
+        response: SoapResponse | None,
+        fault: SoapFault | None,
+        refused: bool,
+    ) -> None:
+        try:
+            who = from_context(request.security)
+            exchange = events.Exchange(
+                action=request.action,
+                request=request.body,
+                response=response.body if response is not None else None,
+                fault=fault.reason if fault is not None else "",
+                refused=refused,
+                security=who,
+                client=(scope.get("client") or ("",))[0] or "",
+                server=_url(scope),
+                reply_to=request.reply_to or "",
+                home_community_id=self.home_community_id,
+            )
+            self.trail.record(events.responder_events(exchange, self.source, self.owners), who)
+        except Exception:
+            log.exception("audit event for %s could not be built", request.action)
+
+    def feed(self, raw: bytes, ack: str, peer: str = "") -> None:
+        """ITI-8: one message received and acknowledged."""
+        try:
+            self.trail.record(events.feed_events(raw, ack, peer, self.source))
+        except Exception:
+            log.exception("audit event for an ITI-8 message could not be built")
+
+
+class ClientAuditor:
+    """Audits the transactions a client asks (requesting side), as the human it speaks for."""
+
+    def __init__(self, trail: AuditTrail, source: AuditSource, requester: Requester | None = None) -> None:
+        self.trail = trail
+        self.source = source
+        self.requester = requester or Requester()
+
+    def requested(
+        self,
+        action: str,
+        request: object,
+        response: object,
+        url: str,
+        fault: str = "",
+    ) -> None:
+        try:
+            exchange = events.Exchange(
+                action=action,
+                request=request,  # type: ignore[arg-type]
+                response=response,  # type: ignore[arg-type]
+                fault=fault,
+                security=self.requester,
+                client=socket.gethostname(),
+                server=url,
+            )
+            self.trail.record(events.requester_events(exchange, self.source), self.requester)
+        except Exception:
+            log.exception("audit event for %s could not be built", action)
+
+
+def _url(scope: Scope) -> str:
+    server = scope.get("server") or ("", None)
+    host, port = server[0] or "", server[1]
+    scheme = scope.get("scheme", "http")
+    netloc = f"[{host}]" if ":" in host else host
+    if port and (scheme, port) not in (("http", 80), ("https", 443)):
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{scope.get('root_path', '')}{scope.get('path', '')}"

@@ -1,0 +1,200 @@
+"""The audit trail: events go to the journal at once and to the sinks from a background thread.
+
+:meth:`AuditTrail.record` serialises the events and appends them to this process's journal
+segment (one ``write``, microseconds) — it never waits for a sink and never raises into the
+transaction. A delivery thread hands each sink, in order, the records its cursor has not passed,
+in batches; a sink that fails is retried after ``retry_s`` while the others go on, and the events
+wait on disk meanwhile. A sink is handed a record again only if it failed before its cursor moved,
+so the database sink (which ignores an event id it already holds) takes each event exactly once,
+and a syslog sink sends each once unless the process dies between sending a batch and noting it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from xds.audit.journal import Journal
+from xds.audit.message import AuditMessage
+from xds.audit.requester import Requester
+
+log = logging.getLogger("xds.audit")
+BATCH = 500
+GATHER_S = 0.05  # the delivery thread lets events gather this long after being woken
+
+
+@dataclass(frozen=True)
+class Record:
+    """One event as the sinks see it: its id, time, the DICOM XML and the access-log summary."""
+
+    event_uuid: str
+    time: str  # ISO 8601 UTC
+    xml: str
+    summary: dict[str, object]
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"id": self.event_uuid, "time": self.time, "xml": self.xml, "summary": self.summary},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Record:
+        obj = json.loads(data)
+        return cls(obj["id"], obj["time"], obj["xml"], obj["summary"])
+
+    @classmethod
+    def of(cls, msg: AuditMessage, requester: Requester | None = None) -> Record:
+        return cls(msg.event_uuid, _iso(msg), msg.xml().decode("utf-8"), summary(msg, requester))
+
+
+def _iso(msg: AuditMessage) -> str:
+    return msg.when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def summary(msg: AuditMessage, requester: Requester | None) -> dict[str, object]:
+    """What the access log shows of an event (and the database indexes)."""
+    who = requester or Requester()
+    return {
+        "event": msg.event_id.text,
+        "transaction": msg.type_codes[0].code if msg.type_codes else "",
+        "action": msg.action,
+        "outcome": msg.outcome,
+        "description": msg.outcome_description,
+        "patients": msg.patients(),
+        "documents": msg.documents(),
+        "subject": who.subject,
+        "hpr": who.hpr_number,
+        "role": who.role,
+        "organisation": who.organisation,
+        "organisation_id": who.organisation_id,
+        "purpose": who.purpose_of_use,
+        "btg": who.break_the_glass,
+        "source": msg.source.source_id,
+    }
+
+
+class Sink(Protocol):
+    """Where audit records go (a database table, a syslog collector). ``deliver`` takes a batch
+    whole or raises; the trail then keeps the batch and asks again later."""
+
+    name: str
+
+    def deliver(self, records: Sequence[Record]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class AuditTrail:
+    """The queue between the transactions and the sinks (one per process)."""
+
+    def __init__(self, spool_dir: str | Path, sinks: Sequence[Sink], *, retry_s: float = 1.0) -> None:
+        self.sinks = list(sinks)
+        self.journal = Journal(spool_dir, [s.name for s in self.sinks])
+        self.retry_s = retry_s
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._stop = False
+        self._down_until: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+
+    # --- the transactions' side -----------------------------------------------------------------
+    def record(self, messages: Sequence[AuditMessage], requester: Requester | None = None) -> None:
+        """Append the events to the journal and wake the delivery thread. Never raises."""
+        try:
+            for msg in messages:
+                self.journal.append(Record.of(msg, requester).to_bytes())
+        except Exception:
+            log.exception("audit event could not be written to the journal")
+        self._idle.clear()
+        self._wake.set()
+
+    # --- delivery -------------------------------------------------------------------------------
+    def start(self) -> AuditTrail:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="xds-audit", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(timeout=self.retry_s)
+            # let a moment's events gather: one batch (one commit, one send) instead of many
+            time.sleep(GATHER_S)
+            self._wake.clear()
+            try:
+                if self.deliver_pending() and not self._stop:
+                    self._idle.set()
+            except Exception:
+                log.exception("audit delivery failed")
+                time.sleep(self.retry_s)
+
+    def deliver_pending(self) -> bool:
+        """Deliver what each available sink has not taken; True when every sink is up to date."""
+        done = True
+        now = time.monotonic()
+        for segment in self.journal.segments():
+            for sink in self.sinks:
+                if self._down_until.get(sink.name, 0.0) > now:
+                    done = False
+                    continue
+                while True:
+                    raw, end = segment.read(sink.name, BATCH)
+                    if not raw:
+                        break
+                    try:
+                        sink.deliver([Record.from_bytes(r) for r in raw])
+                    except Exception as exc:
+                        if sink.name not in self._down_until:
+                            log.warning(
+                                "audit sink %s is unavailable (%s); events wait in the spool", sink.name, exc
+                            )
+                        self._down_until[sink.name] = time.monotonic() + self.retry_s
+                        done = False
+                        break
+                    if self._down_until.pop(sink.name, None) is not None:
+                        log.warning("audit sink %s is back; delivering the spooled events", sink.name)
+                    segment.advance(sink.name, end)
+            self.journal.settle(segment)
+        return done and self.journal.backlog() == 0
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every sink has every event (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._thread is None:
+                if self.deliver_pending():
+                    return True
+                time.sleep(0.05)
+                continue
+            self._idle.clear()
+            self._wake.set()
+            if self._idle.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic()))):
+                return True
+        return False
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Deliver what can be delivered within ``timeout``; the rest stays spooled for next time."""
+        self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                # still inside a sink: its files stay open (closing them under it could hand their
+                # descriptor numbers to another file it then writes to); the process is ending
+                log.warning("audit delivery still busy at shutdown; undelivered events stay spooled")
+                return
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing audit sink %s", sink.name)
+        self.journal.close()

@@ -1,0 +1,140 @@
+"""``xds bench audit``: ITI-42 registrations and ITI-18 FindDocuments per second with the audit trail
+on (database + syslog over UDP to a collector in this process) next to the same with it off.
+
+Two servers run side by side on fresh SQLite databases, one with ``[audit] database = true`` and
+``syslog = "udp://…"``, one with auditing off; their runs alternate round by round (off, on, off,
+on, …) so a burst of load on the machine hits both, and the medians are compared. The target is
+within 5 %. Nothing here asserts a time; it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import random
+import socket
+import statistics
+import threading
+from collections.abc import Iterator
+
+from xds.bench.harness import drive, http_request, running_server
+from xds.bench.register import register_messages
+from xds.metadata import vocabulary as v
+
+
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("audit", help="registrations and queries per second, audit trail on vs. off")
+    p.add_argument("--requests", type=int, default=3000, help="requests per measured run")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent keep-alive connections")
+    p.add_argument("--workers", type=int, default=2, help="server worker processes (each server)")
+    p.add_argument("--rounds", type=int, default=3, help="off/on pairs, alternated; medians are reported")
+
+
+@contextlib.contextmanager
+def udp_collector() -> Iterator[tuple[int, list[int]]]:
+    """A syslog collector on 127.0.0.1 that counts the datagrams it receives: (port, [count])."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    count = [0]
+    stop = threading.Event()
+
+    def receive() -> None:
+        while not stop.is_set():
+            try:
+                sock.recv(65536)
+                count[0] += 1
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1], count
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        sock.close()
+
+
+def _find_documents(patients: list[str], count: int) -> list[bytes]:
+    from xds.bench.query import _slot, query_message
+
+    rng = random.Random(7)
+    return [
+        query_message(
+            v.SQ_FIND_DOCUMENTS,
+            "LeafClass",
+            _slot("$XDSDocumentEntryPatientId", f"'{rng.choice(patients)}'")
+            + _slot("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+        )
+        for _ in range(count)
+    ]
+
+
+def bench(args: argparse.Namespace) -> int:
+    n, c, rounds = args.requests, args.concurrency, max(1, args.rounds)
+    print(
+        f"xds bench audit: {n} requests per run, {c} connections, {args.workers} workers per server, "
+        f"{rounds} rounds of audit off / on alternated (medians); audit on = database + syslog UDP"
+    )
+    from xds import safexml
+
+    messages = register_messages(2 * n * (rounds + 1), seed=11)
+    patients = sorted(
+        {
+            (el.get("value") or "")
+            for m in messages[:2000]
+            for el in safexml.parse(m).iter(f"{{{v.NS_RIM}}}ExternalIdentifier")
+            if el.get("identificationScheme") == v.SS_PATIENT_ID
+        }
+    )
+    queries = _find_documents(patients, n)
+    reg_type = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_REGISTER}"'
+    query_type = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
+    ok = v.RESPONSE_SUCCESS.encode()
+    with (
+        udp_collector() as (port, received),
+        running_server(workers=args.workers, env={"XDS_AUDIT_DATABASE": "0", "XDS_AUDIT_SYSLOG": ""}) as off,
+        running_server(
+            workers=args.workers,
+            env={"XDS_AUDIT_DATABASE": "1", "XDS_AUDIT_SYSLOG": f"udp://127.0.0.1:{port}"},
+        ) as on,
+    ):
+        servers = {"off": off, "on": on}
+        rates: dict[tuple[str, str], list[float]] = {}
+        failures = 0
+        for i, (host, port_) in enumerate(servers.values()):
+            warm = messages[i * n : (i + 1) * n]  # each server: the same patients, its own documents
+            drive(host, port_, [http_request(host, port_, "/registry", m, reg_type) for m in warm], c, ok)
+        for r in range(rounds):
+            for i, (label, (host, port_)) in enumerate(servers.items()):
+                start = (2 + 2 * r + i) * n
+                regs = [
+                    http_request(host, port_, "/registry", m, reg_type) for m in messages[start : start + n]
+                ]
+                qs = [http_request(host, port_, "/registry", m, query_type) for m in queries]
+                for kind, requests in (("register", regs), ("query", qs)):
+                    run = drive(host, port_, requests, c, ok)
+                    failures += run.failures
+                    rates.setdefault((kind, label), []).append(run.rate)
+    worst = 0
+    for kind in ("register", "query"):
+        off_rate = statistics.median(rates[(kind, "off")])
+        on_rate = statistics.median(rates[(kind, "on")])
+        ratio = on_rate / off_rate if off_rate else 0.0
+        verdict = "meets" if ratio >= 0.95 else "BELOW"
+        spans = ", ".join(
+            f"{label} {min(rates[(kind, label)]):,.0f}-{max(rates[(kind, label)]):,.0f}"
+            for label in ("off", "on")
+        )
+        print(
+            f"{kind}: audit on {on_rate:,.0f}/s, off {off_rate:,.0f}/s, ratio {ratio:.1%} "
+            f"(target >= 95%: {verdict})  (rounds: {spans})"
+        )
+    print(f"syslog datagrams received: {received[0]:,}")
+    if failures:
+        print(f"failures: {failures}")
+        worst = 1
+    return worst

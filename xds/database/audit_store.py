@@ -1,0 +1,189 @@
+"""The database audit sink and the access log it answers (tables of migration ``au0001``, branch ``audit``).
+
+:class:`DatabaseAuditSink` is an ``xds.audit.trail.Sink``: it inserts a batch of records in one
+transaction and ignores an event id it already holds, so an event handed to it twice (after a crash
+between the insert and the trail's cursor) is stored once. Nothing here updates a record; the
+tables refuse UPDATE by trigger, and on PostgreSQL the service's role is granted no DELETE.
+:func:`access_log` answers "who read this patient's record": one row per event, newest first.
+:func:`purge` removes records older than the retention period (run by the owner role).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Boolean, Column, Engine, MetaData, String, Table, Text, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from xds.database import write_gate, write_transaction
+
+GATE_WAIT_S = 0.5  # how long a batch waits for the write gate before it is tried again later
+metadata = MetaData()
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("event_time", String(32), nullable=False),
+    Column("transaction_code", String(32), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("action", String(1), nullable=False),
+    Column("outcome", String(2), nullable=False),
+    Column("subject", String(256), nullable=False),
+    Column("hpr", String(64), nullable=False),
+    Column("organisation", String(256), nullable=False),
+    Column("role", String(128), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("btg", Boolean, nullable=False),
+    Column("documents", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("source", String(256), nullable=False),
+    Column("message", Text, nullable=False),
+)
+audit_event_patients = Table(
+    "audit_event_patients",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("patient", String(256), primary_key=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("event_time", String(32), nullable=False),
+)
+
+
+def patient_id(patient: str) -> str:
+    """The identifier part of a CX (``ID^^^&OID&ISO`` -> ``ID``)."""
+    return patient.split("^", 1)[0].strip()[:64]
+
+
+def _insert(engine: Engine, table: Table) -> Any:
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+class DatabaseAuditSink:
+    """Audit records into the deployment's database (queryable: the citizen's access log)."""
+
+    name = "database"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._events = _insert(engine, audit_events)
+        self._patients = _insert(engine, audit_event_patients)
+
+    def deliver(self, records: Sequence[Any]) -> None:
+        rows, links = [], []
+        for r in records:
+            s = r.summary
+            rows.append(
+                {
+                    "id": r.event_uuid,
+                    "event_time": r.time,
+                    "transaction_code": str(s.get("transaction", ""))[:32],
+                    "event": str(s.get("event", ""))[:64],
+                    "action": str(s.get("action", ""))[:1],
+                    "outcome": str(s.get("outcome", ""))[:2],
+                    "subject": str(s.get("subject", ""))[:256],
+                    "hpr": str(s.get("hpr", ""))[:64],
+                    "organisation": str(s.get("organisation", ""))[:256],
+                    "role": str(s.get("role", ""))[:128],
+                    "purpose": str(s.get("purpose", ""))[:64],
+                    "btg": bool(s.get("btg")),
+                    "documents": json.dumps(s.get("documents", [])),
+                    "description": str(s.get("description", "")),
+                    "source": str(s.get("source", ""))[:256],
+                    "message": r.xml,
+                }
+            )
+            for p in dict.fromkeys(s.get("patients", [])):  # type: ignore[arg-type]
+                links.append(
+                    {
+                        "event_id": r.event_uuid,
+                        "patient": str(p)[:256],
+                        "patient_id": patient_id(str(p)),
+                        "event_time": r.time,
+                    }
+                )
+        gate = write_gate(self.engine)
+        if gate is None:
+            with write_transaction(self.engine) as conn:
+                self._insert(conn, rows, links)
+            return
+        # SQLite: never hold the process's write gate while another process holds the database's
+        # lock (the transactions' writes would wait behind us): take the gate only when it is free
+        # within a moment, and give up at once if the lock is taken; the records wait in the spool.
+        deadline = time.monotonic() + GATE_WAIT_S
+        while not gate.try_acquire():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the database's write gate stayed busy")
+            time.sleep(0.002)
+        try:
+            with write_transaction(self.engine, gate_held=True, nowait=True) as conn:
+                self._insert(conn, rows, links)
+        finally:
+            gate.release()
+
+    def _insert(self, conn: Any, rows: list[dict[str, Any]], links: list[dict[str, Any]]) -> None:
+        conn.execute(self._events, rows)
+        if links:
+            conn.execute(self._patients, links)
+
+    def close(self) -> None:
+        pass
+
+
+def access_log(engine: Engine, patient: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
+    """Every recorded access to ``patient``'s record (a CX or its bare identifier), newest first."""
+    e, p = audit_events, audit_event_patients
+    stmt = (
+        select(e, p.c.patient)
+        .join(p, p.c.event_id == e.c.id)
+        .where(p.c.patient_id == patient_id(patient))
+        .order_by(e.c.event_time.desc(), e.c.id)
+        .limit(limit)
+    )
+    if "^" in patient:
+        stmt = stmt.where(p.c.patient == patient)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [
+        {
+            "time": r["event_time"],
+            "transaction": r["transaction_code"],
+            "event": r["event"],
+            "action": r["action"],
+            "outcome": r["outcome"],
+            "who": r["subject"],
+            "hpr_number": r["hpr"],
+            "organisation": r["organisation"],
+            "role": r["role"],
+            "purpose_of_use": r["purpose"],
+            "break_the_glass": bool(r["btg"]),
+            "documents": json.loads(r["documents"] or "[]"),
+            "patient": r["patient"],
+            "description": r["description"],
+            "event_id": r["id"],
+        }
+        for r in rows
+    ]
+
+
+def messages(engine: Engine, patient: str = "", *, limit: int = 10_000) -> list[tuple[str, str]]:
+    """(event id, DICOM audit XML) of the stored records, of one patient when given, oldest first."""
+    e, p = audit_events, audit_event_patients
+    stmt = select(e.c.id, e.c.message).order_by(e.c.event_time, e.c.id).limit(limit)
+    if patient:
+        stmt = stmt.join(p, p.c.event_id == e.c.id).where(p.c.patient_id == patient_id(patient))
+    with engine.connect() as conn:
+        return [(r[0], r[1]) for r in conn.execute(stmt)]
+
+
+def purge(engine: Engine, retention_days: int, *, now: dt.datetime | None = None) -> int:
+    """Delete records older than ``retention_days``; the number of events removed."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
+    stamp = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    with write_transaction(engine) as conn:
+        conn.execute(delete(audit_event_patients).where(audit_event_patients.c.event_time < stamp))
+        return conn.execute(delete(audit_events).where(audit_events.c.event_time < stamp)).rowcount or 0
