@@ -541,3 +541,30 @@ def test_an_institution_key_cannot_issue_assertions(server: RunningServer, keys:
     response = post(url, secured(keys, url, find_documents(), signer=keys.idp))
     assert response.status_code == 400 and "message signature is not valid" in fault(response)[1]
     assert_valid_still_answered(keys, url)
+
+
+def test_a_signature_with_too_many_references_is_refused(server: RunningServer, keys: KeySet) -> None:
+    url = f"{server.url}/registry"
+    root = _reparse(secured(keys, url, find_documents()))
+    info = root.find(ENV + "Header").find(WSSE + "Security").find(DS + "Signature").find(DS + "SignedInfo")
+    reference = info.find(DS + "Reference")
+    for _ in range(100):
+        info.append(copy.deepcopy(reference))
+    response = post(url, etree.tostring(root))
+    assert response.status_code == 400 and "at most 64" in fault(response)[1]
+    assert_valid_still_answered(keys, url)
+
+
+@pytest.mark.parametrize("where", ["SignatureValue", "DigestValue", "BinarySecurityToken"])
+def test_malformed_base64_is_a_sender_fault(server: RunningServer, keys: KeySet, where: str) -> None:
+    url = f"{server.url}/registry"
+    root = _reparse(secured(keys, url, find_documents()))
+    security = root.find(ENV + "Header").find(WSSE + "Security")
+    target = (
+        security.find(WSSE + where) if where == "BinarySecurityToken" else next(security.iter(DS + where))
+    )
+    target.text = "not*base64!"
+    response = post(url, etree.tostring(root))
+    assert response.status_code == 400, response.text[:300]
+    assert fault(response)[0] in ("FailedCheck", "InvalidSecurityToken"), fault(response)
+    assert_valid_still_answered(keys, url)

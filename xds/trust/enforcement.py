@@ -38,6 +38,7 @@ from xds.trust.wssecurity import (
     TrustRoles,
     verify_request,
 )
+from xds.trust.xmldsig import SignatureInvalid
 
 log = logging.getLogger("xds.trust")
 
@@ -99,6 +100,8 @@ class PolicyEnforcementPoint:
         except AssertionRejected as exc:
             log.info("request refused: %s", exc.reason)
             raise SoapFault("Sender", exc.reason, exc.subcode) from None
+        except SignatureInvalid as exc:  # any signature problem not named more precisely on the way
+            raise SoapFault("Sender", f"a signature is not valid: {exc}", "wsse:FailedCheck") from None
         request.security = ctx
         REQUEST_ASSERTION.set(ctx.token)
         request.body = ctx.payload

@@ -252,8 +252,8 @@ def _security_header(envelope: etree._Element) -> etree._Element:
 
 def _der(text: str | None) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(base64.b64decode("".join((text or "").split())))
-    except ValueError:
+        return x509.load_der_x509_certificate(xmldsig.base64_value(text, "the certificate"))
+    except (ValueError, xmldsig.SignatureInvalid):
         raise AssertionRejected(
             "the signer's certificate cannot be read", "wsse:InvalidSecurityToken"
         ) from None
@@ -269,7 +269,10 @@ def _tokens(security: etree._Element) -> list[x509.Certificate]:
 
 def _by_key_identifier(identifier: etree._Element, security: etree._Element) -> x509.Certificate:
     kind = identifier.get("ValueType", "")
-    value = base64.b64decode("".join((identifier.text or "").split()))
+    try:
+        value = xmldsig.base64_value(identifier.text, "the key identifier")
+    except xmldsig.SignatureInvalid as exc:
+        raise AssertionRejected(str(exc), "wsse:InvalidSecurityToken") from None
     if kind == X509V3:
         return _der(identifier.text)
     for cert in _tokens(security):

@@ -55,6 +55,7 @@ RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 ID_ATTRIBUTES = ("{" + NS_WSU + "}Id", "Id", "ID")
 _BY_ID = etree.XPath("//*[@wsu:Id=$ident or @Id=$ident or @ID=$ident]", namespaces={"wsu": NS_WSU})
+MAX_REFERENCES = 64  # each is resolved over the whole message: bounded work for a hostile one
 _CHUNK = 3 * 256 * 1024  # a multiple of 3: base64 of the chunks joins into base64 of the whole
 
 
@@ -66,6 +67,14 @@ class Part(Protocol):
     """An MTOM part: its bytes can be read from the start (xds.soap.envelope.Attachment)."""
 
     def open(self) -> BinaryIO: ...
+
+
+def base64_value(text: str | None, what: str) -> bytes:
+    """The bytes of a base64 element (whitespace allowed); SignatureInvalid when it is not base64."""
+    try:
+        return base64.b64decode("".join((text or "").split()), validate=True)
+    except ValueError:
+        raise SignatureInvalid(f"{what} is not base64") from None
 
 
 def _canonical(el: etree._Element, prefixes: Sequence[str] = ()) -> bytes:
@@ -225,9 +234,12 @@ def verify(
             f"signature method {method_el.get('Algorithm') if method_el is not None else None} is not "
             "RSA or ECDSA with SHA-256 or stronger"
         )
+    references = info.findall(_DS + "Reference")
+    if len(references) > MAX_REFERENCES:
+        raise SignatureInvalid(f"the signature has {len(references)} references; at most {MAX_REFERENCES}")
     _check_value(info, c14n, value_el, public_key, method)
     signed = []
-    for ref in info.findall(_DS + "Reference"):
+    for ref in references:
         uri = ref.get("URI", "")
         if not uri.startswith("#") or len(uri) < 2:
             raise SignatureInvalid(f"reference {uri!r} is not to an element of this message")
@@ -245,7 +257,7 @@ def verify(
         name = algorithm.get("Algorithm", "") if algorithm is not None else ""
         if name not in DIGESTS:
             raise SignatureInvalid(f"digest method {name or None} is not SHA-256 or stronger")
-        expected = base64.b64decode("".join((ref.findtext(_DS + "DigestValue") or "").split()))
+        expected = base64_value(ref.findtext(_DS + "DigestValue"), "DigestValue")
         if _digest_reference(target, name, prefixes, parts, signature if cut else None) != expected:
             raise SignatureInvalid(f"the digest of {uri} does not match: the element was altered")
         signed.append(target)
@@ -294,7 +306,7 @@ def _check_value(
     method: tuple[str, hashes.HashAlgorithm],
 ) -> None:
     data = _canonical(info, _prefixes(c14n))
-    value = base64.b64decode("".join((value_el.text or "").split()))
+    value = base64_value(value_el.text, "SignatureValue")
     kind, algorithm = method
     try:
         if kind == "rsa" and isinstance(public_key, rsa.RSAPublicKey):
