@@ -61,3 +61,41 @@ def test_queries_about_folders_and_sets_answer_nothing(served) -> None:  # type:
         assert ask(server, query, sample.patient, v.RETURN_LEAF_CLASS, "/registry").objects
         across = ask(server, query, sample.patient, v.RETURN_LEAF_CLASS, "/xca/query")
         assert across.status == v.RESPONSE_SUCCESS and across.objects == []
+
+
+def test_zeep_from_the_served_wsdl_asks_cross_gateway_query(served) -> None:  # type: ignore[no-untyped-def]
+    """A zeep client built from /xca/query?wsdl (and the schemas it serves, nothing else) sends ITI-38
+    with the WSDL's action and reads the answer with the ebRS schemas."""
+    import zeep
+    from support import local_only_transport
+    from zeep.plugins import HistoryPlugin
+
+    server, sample = served
+    history = HistoryPlugin()
+    client = zeep.Client(
+        f"{server.url}/xca/query?wsdl",
+        transport=local_only_transport(server.url),
+        settings=zeep.Settings(strict=False),
+        plugins=[history],
+    )
+    gateway = client.bind("RespondingGatewayQuery_Service", "RespondingGatewayQuery_Port_Soap12")
+
+    def slot(name: str, value: str) -> dict[str, object]:
+        return {"name": name, "ValueList": {"_value_1": [{"Value": value}]}}
+
+    result = gateway.RespondingGateway_CrossGatewayQuery(
+        ResponseOption={"returnType": "ObjectRef", "returnComposedObjects": True},
+        AdhocQuery={
+            "id": v.SQ_FIND_DOCUMENTS,
+            "home": HOME,
+            "Slot": [
+                slot("$XDSDocumentEntryPatientId", f"'{sample.patient}'"),
+                slot("$XDSDocumentEntryStatus", f"('{v.STATUS_APPROVED}')"),
+            ],
+        },
+    )
+    assert result.status == v.RESPONSE_SUCCESS
+    envelope = history.last_received["envelope"]
+    assert envelope.findtext(f"{{{v.NS_SOAP12}}}Header/{{{v.NS_WSA}}}Action") == v.ACTION_XCA_QUERY_RESPONSE
+    refs = envelope.findall(f".//{{{v.NS_RIM}}}ObjectRef")
+    assert len(refs) == 2 and {r.get("home") for r in refs} == {HOME}
