@@ -247,8 +247,9 @@ def _zeep_find_documents(service, history, patient: str):  # type: ignore[no-unt
 
 def zeep_every_operation(base_url: str, repository: str = "default") -> tuple[list[str], list[str]]:
     """Load ``/registry?wsdl`` and ``/repository/<name>?wsdl`` from ``base_url`` with zeep, fetching
-    nothing from any other place, and call every operation they declare. Returns the operations
-    called and the URLs zeep loaded.
+    nothing from any other place, and call every XDS.b operation they declare (the registry's ITI-57,
+    ITI-92 and ITI-62 operations are called in registry/test_zeep_lifecycle.py). Returns the
+    operations declared and the URLs zeep loaded.
 
     ``strict=False`` (zeep.Settings): zeep cannot read the members of the ebRIM substitution group
     rim:Identifiable (the objects of a LeafClass answer's RegistryObjectList) in strict mode."""

@@ -73,7 +73,7 @@ def test_the_installed_wheel_serves_both_wsdls_to_a_client_with_no_route_out(tmp
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, process)
         operations, fetched = zeep_every_operation(url)
-        assert len(operations) == 5 and f"{url}/repository/default?wsdl" in fetched
+        assert len(operations) == 8 and f"{url}/repository/default?wsdl" in fetched
     finally:
         process.terminate()
         process.wait(timeout=30)

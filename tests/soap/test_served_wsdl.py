@@ -17,8 +17,11 @@ def test_a_zeep_client_with_no_route_out_loads_both_wsdls_and_calls_every_operat
 ) -> None:
     operations, fetched = zeep_every_operation(server.url)
     assert sorted(operations) == [
+        "DocumentRegistry_DeleteDocumentSet",
         "DocumentRegistry_RegisterDocumentSet-b",
         "DocumentRegistry_RegistryStoredQuery",
+        "DocumentRegistry_RestrictedUpdateDocumentSet",
+        "DocumentRegistry_UpdateDocumentSet",
         "DocumentRepository_ProvideAndRegisterDocumentSet-b",
         "DocumentRepository_RemoveDocuments",
         "DocumentRepository_RetrieveDocumentSet",
