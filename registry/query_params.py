@@ -561,6 +561,19 @@ def parse_query_request(root: etree._Element) -> QueryRequest:
 def _read_params(
     adhoc: etree._Element, query: QueryDef, errors: list[XdsError]
 ) -> tuple[Params, list[XdsError]]:
+    """The query's parameters (ITI TF-2 §3.18.4.1.2.3.5, §3.18.4.1.2.3.7) and the warnings for the
+    slots it does not define; what is wrong with them is appended to ``errors``."""
+    raw, warnings = _read_slots(adhoc, query, errors)
+    _check_counts_and_values(raw, query, errors)
+    _check_required(raw, query, errors)
+    return Params(raw), warnings
+
+
+def _read_slots(
+    adhoc: etree._Element, query: QueryDef, errors: list[XdsError]
+) -> tuple[dict[str, list[list[str]]], list[XdsError]]:
+    """Each defined parameter's values, one list per slot; a warning for each undefined slot, an
+    error for each malformed or empty value list."""
     raw: dict[str, list[list[str]]] = {}
     warnings: list[XdsError] = []
     for slot in adhoc.iterchildren(_R + "Slot"):
@@ -591,7 +604,14 @@ def _read_params(
         elif not malformed and not spec.required:  # (a required one is reported missing)
             # an empty list would drop the filter and widen the answer; say so instead
             errors.append(XdsError(v.XDSRegistryError, f"parameter {name} is given without a value", name))
+    return raw, warnings
 
+
+def _check_counts_and_values(
+    raw: dict[str, list[list[str]]], query: QueryDef, errors: list[XdsError]
+) -> None:
+    """How many values and slots each parameter may have, each value's form, and the request's
+    total of values."""
     total = 0
     for name, slots in raw.items():
         spec = query.params[name]
@@ -641,6 +661,11 @@ def _read_params(
                 query.name,
             )
         )
+
+
+def _check_required(raw: dict[str, list[list[str]]], query: QueryDef, errors: list[XdsError]) -> None:
+    """The parameters the query requires: each required one, exactly one of each one-of group, at
+    least one of its any-of set."""
     for spec in query.params.values():
         if spec.required and spec.name not in raw:
             errors.append(
@@ -676,4 +701,3 @@ def _read_params(
                 query.any_of[0],
             )
         )
-    return Params(raw), warnings
