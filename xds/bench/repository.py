@@ -38,6 +38,7 @@ from xds.soap.envelope import build_request
 from xds.soap.mtom import build_mtom_request
 
 if TYPE_CHECKING:
+    from xds.client import RepositoryClient
     from xds.repository.service import RepositoryService
 
 
@@ -202,89 +203,119 @@ ROUNDS = 3
 
 def big_document(size_mb: int) -> int:
     """One large document in and out; peak RSS growth and throughput vs. a plain download."""
-    from xds.client import RepositoryClient, describe_files
+    from xds.client import RepositoryClient
 
     print(f"big document: {size_mb} MB")
     with tempfile.TemporaryDirectory(prefix="xds-bench-big-") as tmp:
         path = Path(tmp) / "big.bin"
-        sha1 = hashlib.sha1()
-        block = os.urandom(1024 * 1024)
-        with open(path, "wb") as fh:
-            for i in range(size_mb):
-                chunk = block[i % 997 :] + block[: i % 997]
-                sha1.update(chunk)
-                fh.write(chunk)
-        digest = sha1.hexdigest()
-        size = size_mb * 1024 * 1024
+        digest = _write_big_file(path, size_mb)
         with (
             running_server(workers=1) as (host, port),
             RepositoryClient(f"http://{host}:{port}/repository") as client,
         ):
-            pid = _server_pid(host, port)
-            repo_id = _repository_id(host, port)
+            legs = _BigLegs(client, host, port, path, digest)
             # Each direction and the plain download run in turn, ROUNDS times; the median of each
             # counts, so that page-cache and disk write-back effects fall on all three alike. Each
             # leg starts from a clean page cache (os.sync): otherwise the write-back of the
             # previous leg's gigabyte lands on whichever leg comes next.
-            ins: list[float] = []
-            outs: list[float] = []
-            plains: list[float] = []
-            grow_in = grow_out = 0
-            same = True
             for _ in range(ROUNDS):
-                sub, docs = describe_files([path], samples.patient_cx("13116900216"))
-                _reset_peak(pid)
-                base = _status(pid)["VmRSS"]
-                os.sync()
-                t0 = time.perf_counter()
-                outcome = client.provide_and_register(sub, docs)
-                ins.append(time.perf_counter() - t0)
-                grow_in = max(grow_in, _status(pid)["VmHWM"] - base)
-                if not outcome.ok:
-                    print(f"  provide failed: {outcome.errors}")
+                if not legs.round():
                     return 1
-                uid = sub.documents[0].unique_id or ""
-                _reset_peak(pid)
-                base = _status(pid)["VmRSS"]
-                os.sync()
-                t0 = time.perf_counter()
-                _, found = client.retrieve(repo_id, [uid], Path(tmp) / "out")
-                outs.append(time.perf_counter() - t0)
-                grow_out = max(grow_out, _status(pid)["VmHWM"] - base)
-                same = same and bool(found) and _sha1_of(found[0].path) == digest
-                if found:
-                    found[0].path.unlink()
-                # the plain download saves the bytes to a file too, as the ITI-43 client does
-                os.sync()
-                t0 = time.perf_counter()
-                plain_path = Path(tmp) / "plain.bin"
-                with (
-                    client.http.stream("GET", f"http://{host}:{port}/_bench/download/{digest}") as r,
-                    open(plain_path, "wb") as out,
-                ):
-                    for chunk in r.iter_raw():
-                        out.write(chunk)
-                plains.append(time.perf_counter() - t0)
-                plain_path.unlink()
-                # ITI-86: the next round stores the bytes anew rather than finding them stored
-                removed = client.remove(repo_id, [uid])
-                if not removed.ok:
-                    print(f"  remove failed: {removed.errors}")
-                    return 1
-        t_in, t_out, t_plain = (statistics.median(times) for times in (ins, outs, plains))
-        mb = size / 1e6
-        plain = mb / t_plain
-        for label, seconds, grow in (("in (ITI-41)", t_in, grow_in), ("out (ITI-43)", t_out, grow_out)):
-            rate = mb / seconds
-            ok_mem = grow <= 64 * 1024 * 1024
-            ok_rate = rate >= 0.5 * plain
-            print(
-                f"  {label}: {rate:,.0f} MB/s vs plain download {plain:,.0f} MB/s ({rate / plain:.0%}, target >= 50%: "
-                f"{'meets' if ok_rate else 'BELOW'}); peak RSS growth {grow / 2**20:.1f} MB "
-                f"(target <= 64 MB: {'meets' if ok_mem else 'ABOVE'})"
-            )
-        print(f"  retrieved bytes identical: {same}")
-        return 0 if same else 1
+        return _report_big(size_mb * 1024 * 1024, legs)
+
+
+def _write_big_file(path: Path, size_mb: int) -> str:
+    """``size_mb`` MB of random bytes (one random MB, rotated per MB) written to ``path``; their SHA-1."""
+    sha1 = hashlib.sha1()
+    block = os.urandom(1024 * 1024)
+    with open(path, "wb") as fh:
+        for i in range(size_mb):
+            chunk = block[i % 997 :] + block[: i % 997]
+            sha1.update(chunk)
+            fh.write(chunk)
+    return sha1.hexdigest()
+
+
+class _BigLegs:
+    """The three legs of the big-document benchmark (ITI-41 in, ITI-43 out, plain download), their
+    times and the server's peak RSS growth in each direction."""
+
+    def __init__(self, client: RepositoryClient, host: str, port: int, path: Path, digest: str) -> None:
+        self.client, self.host, self.port, self.path, self.digest = client, host, port, path, digest
+        self.pid = _server_pid(host, port)
+        self.repo_id = _repository_id(host, port)
+        self.ins: list[float] = []
+        self.outs: list[float] = []
+        self.plains: list[float] = []
+        self.grow_in = self.grow_out = 0
+        self.same = True
+
+    def round(self) -> bool:
+        """One round of the three legs; False (said) when the provide or the removal failed."""
+        from xds.client import describe_files
+
+        client, tmp = self.client, self.path.parent
+        sub, docs = describe_files([self.path], samples.patient_cx("13116900216"))
+        _reset_peak(self.pid)
+        base = _status(self.pid)["VmRSS"]
+        os.sync()
+        t0 = time.perf_counter()
+        outcome = client.provide_and_register(sub, docs)
+        self.ins.append(time.perf_counter() - t0)
+        self.grow_in = max(self.grow_in, _status(self.pid)["VmHWM"] - base)
+        if not outcome.ok:
+            print(f"  provide failed: {outcome.errors}")
+            return False
+        uid = sub.documents[0].unique_id or ""
+        _reset_peak(self.pid)
+        base = _status(self.pid)["VmRSS"]
+        os.sync()
+        t0 = time.perf_counter()
+        _, found = client.retrieve(self.repo_id, [uid], tmp / "out")
+        self.outs.append(time.perf_counter() - t0)
+        self.grow_out = max(self.grow_out, _status(self.pid)["VmHWM"] - base)
+        self.same = self.same and bool(found) and _sha1_of(found[0].path) == self.digest
+        if found:
+            found[0].path.unlink()
+        self.plains.append(self._plain_download(tmp / "plain.bin"))
+        # ITI-86: the next round stores the bytes anew rather than finding them stored
+        removed = client.remove(self.repo_id, [uid])
+        if not removed.ok:
+            print(f"  remove failed: {removed.errors}")
+            return False
+        return True
+
+    def _plain_download(self, plain_path: Path) -> float:
+        """Seconds to stream the same bytes from ``/_bench/download`` into a file, as the ITI-43
+        client saves them."""
+        os.sync()
+        t0 = time.perf_counter()
+        url = f"http://{self.host}:{self.port}/_bench/download/{self.digest}"
+        with self.client.http.stream("GET", url) as r, open(plain_path, "wb") as out:
+            for chunk in r.iter_raw():
+                out.write(chunk)
+        seconds = time.perf_counter() - t0
+        plain_path.unlink()
+        return seconds
+
+
+def _report_big(size: int, legs: _BigLegs) -> int:
+    """Print each direction's median throughput next to the plain download's and its peak RSS
+    growth; 0 when the retrieved bytes were identical, else 1."""
+    t_in, t_out, t_plain = (statistics.median(times) for times in (legs.ins, legs.outs, legs.plains))
+    mb = size / 1e6
+    plain = mb / t_plain
+    for label, seconds, grow in (("in (ITI-41)", t_in, legs.grow_in), ("out (ITI-43)", t_out, legs.grow_out)):
+        rate = mb / seconds
+        ok_mem = grow <= 64 * 1024 * 1024
+        ok_rate = rate >= 0.5 * plain
+        print(
+            f"  {label}: {rate:,.0f} MB/s vs plain download {plain:,.0f} MB/s ({rate / plain:.0%}, target >= 50%: "
+            f"{'meets' if ok_rate else 'BELOW'}); peak RSS growth {grow / 2**20:.1f} MB "
+            f"(target <= 64 MB: {'meets' if ok_mem else 'ABOVE'})"
+        )
+    print(f"  retrieved bytes identical: {legs.same}")
+    return 0 if legs.same else 1
 
 
 def _server_pid(host: str, port: int) -> int:
