@@ -188,3 +188,19 @@ def test_ready_names_migrations_not_applied(tmp_path: Path) -> None:
         assert migrations_check(engine).ok
     finally:
         engine.dispose()
+
+
+def test_ready_answers_ready_to_probes_that_arrive_together(server) -> None:  # type: ignore[no-untyped-def]
+    """Two /ready checks at once (a load balancer and an orchestrator) must not take each other's
+    write probe away and so report a writable directory as unwritable (a false 503)."""
+    import asyncio
+
+    async def probes() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            answers: list[httpx.Response] = []
+            for _ in range(8):  # bounded: 8 rounds of 16 probes at once
+                answers += await asyncio.gather(*(http.get(f"{server.url}/ready") for _ in range(16)))
+            return answers
+
+    not_ready = [r.text for r in asyncio.run(probes()) if r.status_code != 200]
+    assert not not_ready, not_ready[0]

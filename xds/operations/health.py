@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,8 +52,9 @@ def migrations_check(engine: Engine) -> Check:
 
 
 def _unwritable(path: Path) -> str:
-    """Why ``path`` cannot take a file ("" when it can)."""
-    probe = path / f".xds-probe-{os.getpid()}"
+    """Why ``path`` cannot take a file ("" when it can). Each check writes a file of its own: checks
+    that run at once (two /ready probes) must not remove each other's."""
+    probe = path / f".xds-probe-{os.getpid()}-{uuid.uuid4().hex}"
     try:
         path.mkdir(parents=True, exist_ok=True)
         with open(probe, "wb") as fh:
