@@ -293,7 +293,7 @@ class _Update:
         if request.invalid:
             raise XdsException(request.invalid)
         for change in request.changes:
-            self._change_status(conn, change)
+            self._change_status(conn, change, patient)
         self._check_new_associations(conn, sub, kinds, in_message, patient)
         _settle(sub)
         _SubmissionRows.of(sub).insert(conn, extra)
@@ -368,7 +368,7 @@ class _Update:
             a.status, a.lid, a.version_name = v.STATUS_APPROVED, a.id, "1"
         return extra
 
-    def _change_status(self, conn: Connection, change: StatusChange) -> None:
+    def _change_status(self, conn: Connection, change: StatusChange, patient: str) -> None:
         target = change.assoc.target_object
         kind = _object_kinds(conn, {target}).get(target)
         location = change.assoc.id
@@ -379,6 +379,14 @@ class _Update:
                 v.XDSMetadataUpdateOperationError, "a SubmissionSet's status is not updated", location
             )
         table = {"document": t.documents, "folder": t.folders, "association": t.associations}[kind]
+        if kind != "association":
+            owner = conn.execute(select(table.c.patient_id).where(table.c.uuid == target)).scalar()
+            if owner is not None and self.registrar._survivor(owner, conn) != patient:
+                raise XdsException.of(
+                    v.XDSPatientIDReconciliationError,
+                    f"{target} belongs to another patient than the SubmissionSet's",
+                    location,
+                )
         current = versions.current(conn, table, target)
         if current.latest is False:
             raise XdsException.of(

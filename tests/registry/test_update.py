@@ -325,3 +325,23 @@ def test_a_deprecated_entry_gets_no_new_version(server, standards: Path) -> None
     assert update(server.url, standards, ss, status_update(ss, doc.id, A, D))[0] == v.RESPONSE_SUCCESS
     status, errors = update(server.url, standards, *retitled(doc, "1", "ny", sample.patient))
     assert [e.code for e in errors] == [v.XDSMetadataUpdateError]
+
+
+def test_a_status_update_names_entries_of_its_submission_sets_patient(server, standards: Path) -> None:  # type: ignore[no-untyped-def]
+    """A SubmissionSet of one patient may not change the status of another patient's entries
+    (XDSPatientIDReconciliationError, ITI TF-2b §3.57.4.1.3.5); nothing changes."""
+    mine = registered(server.url, standards)
+    theirs = registered(server.url, standards, folder=True)
+    for target in (theirs.documents[0].id, theirs.submission.folders[0].id):
+        ss = update_set(mine.patient)
+        status, errors = update(server.url, standards, ss, status_update(ss, target, A, D))
+        assert status == v.RESPONSE_FAILURE
+        assert [e.code for e in errors] == [v.XDSPatientIDReconciliationError], errors
+    doc = theirs.documents[0]
+    assert (
+        get_documents(server.url, standards, "$XDSDocumentEntryEntryUUID", doc.id)[doc.id].get("status") == A
+    )
+    # the patient's own SubmissionSet may
+    ss = update_set(theirs.patient)
+    status, errors = update(server.url, standards, ss, status_update(ss, doc.id, A, D))
+    assert status == v.RESPONSE_SUCCESS, errors
