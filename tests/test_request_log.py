@@ -103,3 +103,24 @@ def test_start_up_warns_when_trust_is_off_on_an_address_others_reach() -> None:
     assert len(startup_warnings(config)) == 1
     config.server.host, config.trust.repository_mode = "::1", ""
     assert startup_warnings(config) == []
+
+
+def test_a_request_cannot_break_or_colour_its_log_line(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the client chose (path, action) reaches the log with its control and line-separating
+    characters escaped in both formats: C1 controls (CSI 0x9b, NEL 0x85) and U+2028 included."""
+    caplog.set_level(logging.INFO, logger="xds.request")
+    url = f"{server.url}/registry"
+    httpx.get(f"{server.url}/registry%0Aforged%C2%85line%E2%80%A8x%C2%9B31m", timeout=10)
+    action = b'application/soap+xml; action="urn:a\x85forged\x9b31m\xe2\x80\xa8x"'
+    httpx.post(url, content=b"<not-soap", headers={"Content-Type": action}, timeout=10)
+    records = [r for r in caplog.records if r.name == "xds.request"]
+    assert len(records) == 2
+    for formatter in (TextFormatter(), JsonFormatter()):
+        for record in records:
+            text = formatter.format(record)
+            assert text.isprintable(), repr(text)
+            assert len(text.splitlines()) == 1
+    parsed = json.loads(JsonFormatter().format(records[1]))
+    assert parsed["action"] == "urn:a\x85forged\x9b31m\xe2\x80\xa8x"  # escaped, not lost

@@ -157,7 +157,11 @@ class TextFormatter(logging.Formatter):
 
 
 def _quoted(text: str) -> str:
-    """A value as is, or as a JSON string when it holds a space or a quote (a certificate name)."""
+    """A value as is, or as a JSON string when it holds a space or a quote (a certificate name);
+    with every non-ASCII character escaped when it holds any the client could break or colour a
+    log line with (control characters C0 and C1, NEL, U+2028)."""
+    if not text.isprintable():
+        return json.dumps(text)
     return json.dumps(text, ensure_ascii=False) if (" " in text or '"' in text or "=" in text) else text
 
 
@@ -175,7 +179,8 @@ class JsonFormatter(logging.Formatter):
             }
             if record.exc_info:
                 line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        out = json.dumps(line, ensure_ascii=False)
+        return out if out.isprintable() else json.dumps(line)  # C1 controls, U+2028 escaped too
 
 
 def configure_logging(server: ServerConfig) -> None:
