@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -178,10 +179,7 @@ def _copy_blob(store: BlobStore, out: BlobStore, sha1: str) -> int | None:
 def restore(config: Config, source: Path) -> Summary:
     """Bring a backup made by :func:`backup` into this configuration's empty deployment."""
     source = Path(source)
-    manifest_path = source / MANIFEST
-    if not manifest_path.exists():
-        raise BackupError(f"{source} holds no {MANIFEST}: not a backup made by `xds backup`")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(source)
     url = config.registry.url(config.server.data_dir)
     summary = Summary(manifest["database"])
     stores = _stores(config)
@@ -190,9 +188,10 @@ def restore(config: Config, source: Path) -> Summary:
             raise BackupError(f"the backup holds repository {name!r}, which this configuration lacks")
         if any(stores[name].all_blobs()):
             raise BackupError(f"repository {name} at {stores[name].root} is not empty")
+    if manifest["database"] == "sqlite" and not url.startswith("sqlite"):
+        raise BackupError("the backup is of an SQLite registry; restore it with an SQLite database_url")
+    _check_backup(source, manifest)  # all of it, before anything is written
     if manifest["database"] == "sqlite":
-        if not url.startswith("sqlite"):
-            raise BackupError("the backup is of an SQLite registry; restore it with an SQLite database_url")
         _restore_sqlite(source / SQLITE_FILE, Path(make_url(url).database or ""))
     else:
         if url.startswith("sqlite"):
@@ -215,6 +214,68 @@ def restore(config: Config, source: Path) -> Summary:
         engine.dispose()
     summary.missing = list(manifest.get("missing_blobs", []))
     return summary
+
+
+def _read_manifest(source: Path) -> dict:
+    """``DIR/backup.json`` as :func:`backup` writes it, or BackupError naming what is wrong."""
+    path = source / MANIFEST
+    if not path.exists():
+        raise BackupError(f"{source} holds no {MANIFEST}: not a backup made by `xds backup`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BackupError(f"{path} is not JSON ({exc}): not a backup made by `xds backup`") from None
+    repositories = manifest.get("repositories") if isinstance(manifest, dict) else None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("database") not in ("sqlite", "postgresql")
+        or not isinstance(repositories, dict)
+        or not isinstance(manifest.get("missing_blobs", []), list)
+    ):
+        raise BackupError(f"{path} is not a manifest written by `xds backup` (format 1)")
+    for name, info in repositories.items():
+        unique_id = info.get("unique_id") if isinstance(info, dict) else None
+        if not isinstance(unique_id, str) or not _OID.fullmatch(unique_id):
+            raise BackupError(f"{path}: repository {name!r} has no uniqueId (an OID)")
+    return manifest
+
+
+_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+
+def _check_backup(source: Path, manifest: dict) -> None:
+    """Every part of the backup is readable and sound: the SQLite copy is a database that passes
+    its quick check (or the dump is there), every blob matches its SHA-1."""
+    if manifest["database"] == "sqlite":
+        copy = source / SQLITE_FILE
+        if not copy.is_file():
+            raise BackupError(f"{copy} is missing")
+        try:
+            db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+            try:
+                verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise BackupError(f"{copy} is not a sound SQLite database: {exc}") from None
+        if verdict != "ok":
+            raise BackupError(f"{copy} is damaged: {verdict}")
+    elif not (source / PG_DUMP_FILE).is_file():
+        raise BackupError(f"{source / PG_DUMP_FILE} is missing")
+    for name in manifest["repositories"]:
+        saved = BlobStore(source / "repositories" / name)
+        for sha1 in saved.all_blobs():
+            digest = hashlib.sha1()
+            try:
+                with saved.open(sha1) as fh:
+                    while chunk := fh.read(1 << 20):
+                        digest.update(chunk)
+            except OSError as exc:
+                raise BackupError(f"blob {sha1} of repository {name} cannot be read: {exc}") from None
+            if digest.hexdigest() != sha1:
+                raise BackupError(
+                    f"blob {sha1} of repository {name} does not match its SHA-1: the backup is damaged"
+                )
 
 
 def _restore_sqlite(copy: Path, database: Path) -> None:
