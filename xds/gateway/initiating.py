@@ -86,6 +86,10 @@ class CommunityError(Exception):
         self.error = error
 
 
+class AnswerTooLarge(Exception):
+    """A community's answer envelope exceeds what this gateway takes in."""
+
+
 @dataclass
 class _Answer:
     message: SoapRequest
@@ -110,6 +114,7 @@ class InitiatingGateway:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self.max_answer_bytes = 64 * 2**20  # an answer envelope; endpoints() sets [server] max_body_mb
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -261,6 +266,9 @@ class InitiatingGateway:
             subcode = f" ({fault.subcode})" if fault.subcode else ""
             context = f"{_name(community)} refused the request: {fault.reason}{subcode}"
             raise CommunityError(XdsError(_FAILURE[action], context, here)) from None
+        except AnswerTooLarge as exc:
+            context = f"the answer of {_name(community)} was not accepted: {exc}"
+            raise CommunityError(XdsError(_FAILURE[action], context, here)) from None
         except AssertionRejected as exc:
             context = f"the answer of {_name(community)} was not accepted: {exc.reason}"
             raise CommunityError(XdsError(_FAILURE[action], context, here)) from None
@@ -301,8 +309,15 @@ class InitiatingGateway:
     async def _read(self, response: httpx.Response) -> _Answer:
         ctype = response.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/"):
-            message = parse_envelope(await response.aread())
-            return _Answer(message)
+            limit = self.max_answer_bytes
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:  # read no further: the envelope is not held in memory
+                    raise AnswerTooLarge(
+                        f"the answer is larger than {limit // 2**20} MB ([server] max_body_mb)"
+                    )
+            return _Answer(parse_envelope(bytes(body)))
         parser = MultipartParser(
             ctype, spool_threshold=SPOOL_THRESHOLD, tmp_dir=str(self.spool_dir), digest=False
         )
@@ -328,7 +343,9 @@ class InitiatingGateway:
         return client
 
     def endpoints(self, max_body_bytes: int, read_timeout: float = 60.0) -> tuple[SoapEndpoint, SoapEndpoint]:
-        """The two SOAP endpoints: ITI-18 (``/ig/registry``) and ITI-43 (``/ig/repository``)."""
+        """The two SOAP endpoints: ITI-18 (``/ig/registry``) and ITI-43 (``/ig/repository``); a
+        community's answer envelope may be as large as a request to them."""
+        self.max_answer_bytes = max_body_bytes
         query = SoapEndpoint(
             {v.ACTION_STORED_QUERY: self.stored_query},
             max_body_bytes=max_body_bytes,
