@@ -2,7 +2,7 @@
 
 The kit's XUA tests (reg_xua, rep_xua) ask as a test user named after the test id; the replay plays
 the identity provider. Each assertion it makes is checked here with ``verify_assertion`` (signature
-pinned to the issuer, validity window, audience, one value per attribute), so a user meant to be
+pinned to the issuer, SAML 2.0 assertion schema, validity window, audience, one value per attribute), so a user meant to be
 refused is not quietly a valid one.
 """
 
@@ -45,6 +45,8 @@ def check(identity: XuaIdentity, user: str) -> str:
         ("unknownaudience", "meant for"),
         ("secondrole", "more than once"),
         ("secondpurposeofuse", "more than once"),
+        ("secondauthncontext", "AuthnContext"),
+        ("invalidauthnstatement", "AuthnInstant"),
     ],
 )
 def test_users_meant_to_be_refused_are(identity: XuaIdentity, user: str, why: str) -> None:

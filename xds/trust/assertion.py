@@ -24,7 +24,7 @@ from cryptography import x509
 from lxml import etree
 from signxml import XMLSigner
 
-from xds.trust import xmldsig
+from xds.trust import samlschema, xmldsig
 from xds.trust.keys import signature_algorithm
 
 NS_SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -274,6 +274,23 @@ def _verify_signature(
     )
 
 
+def _check_structure(assertion: etree._Element) -> None:
+    """The assertion as SAML 2.0 Core §2 defines it (ITI TF-2 §3.40.4.2: the X-Service Provider
+    validates it): valid under the OASIS assertion schema - e.g. an AuthnStatement has exactly one
+    AuthnContext and its AuthnInstant (§2.7.2) - and of Version 2.0 (§2.3.3)."""
+    problem = samlschema.schema_problem(assertion)
+    if problem is not None:
+        raise AssertionRejected(
+            f"the assertion does not follow the SAML 2.0 assertion schema: {problem}",
+            "wsse:InvalidSecurityToken",
+        )
+    if assertion.get("Version") != "2.0":
+        raise AssertionRejected(
+            f"the assertion's Version is {assertion.get('Version')!r}; a SAML 2.0 assertion's is '2.0'",
+            "wsse:InvalidSecurityToken",
+        )
+
+
 def verify_assertion(
     assertion: etree._Element,
     *,
@@ -283,7 +300,8 @@ def verify_assertion(
     clock_skew: dt.timedelta = dt.timedelta(seconds=60),
     max_lifetime: dt.timedelta = dt.timedelta(hours=8),
 ) -> VerifiedAssertion:
-    """Check the signature (by a certificate pinned to its issuer), validity window and audience.
+    """Check the signature (by a certificate pinned to its issuer), the structure (SAML 2.0 assertion
+    schema), validity window and audience.
 
     ``issuers`` maps each trusted issuer name to its signing certificate(s), as SAML metadata pins
     an identity provider's keys: an institution's or a TLS certificate can never issue assertions.
@@ -292,6 +310,7 @@ def verify_assertion(
     if assertion.tag != _S + "Assertion":
         raise AssertionRejected("not a SAML 2.0 Assertion")
     signed, cert = _verify_signature(assertion, issuers)
+    _check_structure(signed)
     issuer = issuer_of(signed)
     conditions = signed.find(_S + "Conditions")
     if conditions is None:
