@@ -129,6 +129,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         middleware=[Middleware(MetricsMiddleware), Middleware(RequestLog)],
     )
     app.state.registry = registry
+    app.state.public_url = config.server.public_url.rstrip("/")  # the served WSDLs' addresses
     app.state.audit_trail = trail
     app.state.repositories = {r.name: r for r in repositories}
     return app
@@ -344,10 +345,13 @@ class SoapRoute:
 
 
 def _wsdl(name: str, request: Request) -> Response:
-    """``GET ?wsdl``: the endpoint's WSDL; ``GET ?xsd=NAME``: a schema it imports (xds.schemas)."""
+    """``GET ?wsdl``: the endpoint's WSDL; ``GET ?xsd=NAME``: a schema it imports (xds.schemas).
+    Their addresses are ``[server] public_url`` + path when it is set (the wsa:To the trust model
+    expects), else the address the request came to."""
     from xds import schemas
 
-    endpoint = str(request.url.replace(query=""))
+    public_url = getattr(request.app.state, "public_url", "")  # else the Host header's address
+    endpoint = public_url + request.url.path if public_url else str(request.url.replace(query=""))
     if "xsd" in request.query_params:
         schema = schemas.served_schema(request.query_params["xsd"], endpoint)
         if schema is None:

@@ -85,3 +85,23 @@ def test_every_shipped_wsdl_imports_only_shipped_schemas_and_is_served_whole() -
         served = safexml.parse(schemas.served_wsdl(path.name, endpoint) or b"")
         for el in served.iter(f"{NS_XSD}import", f"{NS_XSD}include"):
             assert el.get("schemaLocation", "").startswith(f"{endpoint}?xsd="), path.name
+
+
+def test_with_public_url_the_served_addresses_are_the_public_ones(tmp_path, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Behind a proxy (or with a forged Host header) the WSDL still names ``[server] public_url`` +
+    path: the address whose wsa:To the trust model accepts, and no other host's."""
+    from support import free_port, make_config
+
+    config = make_config(tmp_path / "data", database_url)
+    config.server.port = free_port()
+    config.server.public_url = "https://xds.helse.example:8443/"
+    with RunningServer(config) as running:
+        for path in ("/registry", "/repository/default", "/xca/query"):
+            response = httpx.get(f"{running.url}{path}?wsdl", headers={"Host": "evil.example"}, timeout=10)
+            if response.status_code == 404:  # no responding gateway in this configuration
+                continue
+            root = safexml.parse(response.content)
+            addresses = [el.get("location") for el in root.iter() if el.tag.endswith("}address")]
+            assert addresses and set(addresses) == {f"https://xds.helse.example:8443{path}"}, addresses
+            for el in root.iter(f"{NS_XSD}import", f"{NS_XSD}include"):
+                assert el.get("schemaLocation", "").startswith(f"https://xds.helse.example:8443{path}?xsd=")
