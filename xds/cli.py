@@ -570,12 +570,7 @@ def _audit(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="xds", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True)
-    defaults = config_mod.Config()
-
+def _add_serve(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     serve = sub.add_parser("serve", help="serve the registry (and other configured actors) over HTTP")
     s, r = defaults.server, defaults.registry
     serve.add_argument(
@@ -602,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-ca", help="trust anchors (PEM): require client certificates (mutual TLS)")
     serve.set_defaults(func=_serve)
 
+
+def _add_backup_and_restore(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     for name, text in (
         ("backup", "copy registry and repositories, consistently, into the empty DIR (while serving)"),
         ("restore", "bring a backup in DIR back into an empty data directory and database"),
@@ -615,11 +612,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmd.set_defaults(func=_backup_or_restore)
 
+
+def _add_init(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     init = sub.add_parser("init", help="write a configuration file with the defaults")
     init.add_argument("path", nargs="?", default="xds.toml", help="file to write")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=_init)
 
+
+def _add_submit(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     submit = sub.add_parser("submit", help="ITI-41: provide files to a repository with generated metadata")
     submit.add_argument("files", nargs="+", metavar="FILE")
     submit.add_argument("--patient", required=True, help="patient id: a national number, or a full CX")
@@ -633,6 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
     submit.set_defaults(func=_submit)
 
+
+def _add_retrieve(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     retrieve = sub.add_parser("retrieve", help="ITI-43: fetch a document from a repository")
     retrieve.add_argument("unique_id", metavar="UNIQUEID")
     retrieve.add_argument("--repository", required=True, help="repositoryUniqueId (OID)")
@@ -646,6 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
     retrieve.set_defaults(func=_retrieve)
 
+
+def _add_audit(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     audit = sub.add_parser(
         "audit", help="the audit trail: a patient's access log (who, when, why, which documents), purge"
     )
@@ -663,6 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.set_defaults(func=_audit)
 
+
+def _add_keys(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     keys = sub.add_parser("keys", help="development keys and certificates for the trust model")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_init = keys_sub.add_parser(
@@ -676,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys_init.set_defaults(func=_keys)
 
+
+def _add_conformance(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     conf = sub.add_parser("conformance", help="replay the NIST XDS test kit against a deployment")
     conf.add_argument(
         "--testkit", required=True, help="the NIST XDS test kit folder (iheos-toolkit2's toolkitx/testkit)"
@@ -700,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conf.set_defaults(func=_conformance)
 
+
+def _add_query(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     query = sub.add_parser(
         "query",
         help="ITI-18 / ITI-38 stored query by name against a registry or gateway; a table or the XML",
@@ -745,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     signing.add_argument("--issuer", default="https://helseid-xdssaml.test.nhn.no", help="assertion issuer")
     query.set_defaults(func=_query)
 
+
+def _add_demo(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     demo = sub.add_parser(
         "demo", help="three communities on 127.0.0.1 and a doctor reading a hospital's results across them"
     )
@@ -754,11 +767,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8081, help="first of three ports")
     demo.set_defaults(func=_demo)
 
+
+def _add_bench(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
     from xds import bench as bench_mod
 
     bench_mod.add_arguments(bench)
     bench.set_defaults(func=_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="xds", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+    defaults = config_mod.Config()
+    _add_serve(sub, defaults)
+    _add_backup_and_restore(sub, defaults)
+    _add_init(sub, defaults)
+    _add_submit(sub, defaults)
+    _add_retrieve(sub, defaults)
+    _add_audit(sub, defaults)
+    _add_keys(sub, defaults)
+    _add_conformance(sub, defaults)
+    _add_query(sub, defaults)
+    _add_demo(sub, defaults)
+    _add_bench(sub, defaults)
     return parser
 
 
