@@ -598,7 +598,7 @@ def _add_serve(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> 
     serve.set_defaults(func=_serve)
 
 
-def _add_backup_and_restore(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_backup_and_restore(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, text in (
         ("backup", "copy registry and repositories, consistently, into the empty DIR (while serving)"),
         ("restore", "bring a backup in DIR back into an empty data directory and database"),
@@ -613,14 +613,14 @@ def _add_backup_and_restore(sub: argparse._SubParsersAction, defaults: config_mo
         cmd.set_defaults(func=_backup_or_restore)
 
 
-def _add_init(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_init(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     init = sub.add_parser("init", help="write a configuration file with the defaults")
     init.add_argument("path", nargs="?", default="xds.toml", help="file to write")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     init.set_defaults(func=_init)
 
 
-def _add_submit(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_submit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     submit = sub.add_parser("submit", help="ITI-41: provide files to a repository with generated metadata")
     submit.add_argument("files", nargs="+", metavar="FILE")
     submit.add_argument("--patient", required=True, help="patient id: a national number, or a full CX")
@@ -635,7 +635,7 @@ def _add_submit(sub: argparse._SubParsersAction, defaults: config_mod.Config) ->
     submit.set_defaults(func=_submit)
 
 
-def _add_retrieve(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_retrieve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     retrieve = sub.add_parser("retrieve", help="ITI-43: fetch a document from a repository")
     retrieve.add_argument("unique_id", metavar="UNIQUEID")
     retrieve.add_argument("--repository", required=True, help="repositoryUniqueId (OID)")
@@ -650,7 +650,7 @@ def _add_retrieve(sub: argparse._SubParsersAction, defaults: config_mod.Config) 
     retrieve.set_defaults(func=_retrieve)
 
 
-def _add_audit(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     audit = sub.add_parser(
         "audit", help="the audit trail: a patient's access log (who, when, why, which documents), purge"
     )
@@ -669,7 +669,7 @@ def _add_audit(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> 
     audit.set_defaults(func=_audit)
 
 
-def _add_keys(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_keys(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     keys = sub.add_parser("keys", help="development keys and certificates for the trust model")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_init = keys_sub.add_parser(
@@ -684,7 +684,7 @@ def _add_keys(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> N
     keys_init.set_defaults(func=_keys)
 
 
-def _add_conformance(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_conformance(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     conf = sub.add_parser("conformance", help="replay the NIST XDS test kit against a deployment")
     conf.add_argument(
         "--testkit", required=True, help="the NIST XDS test kit folder (iheos-toolkit2's toolkitx/testkit)"
@@ -710,7 +710,7 @@ def _add_conformance(sub: argparse._SubParsersAction, defaults: config_mod.Confi
     conf.set_defaults(func=_conformance)
 
 
-def _add_query(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_query(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     query = sub.add_parser(
         "query",
         help="ITI-18 / ITI-38 stored query by name against a registry or gateway; a table or the XML",
@@ -757,7 +757,7 @@ def _add_query(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> 
     query.set_defaults(func=_query)
 
 
-def _add_demo(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = sub.add_parser(
         "demo", help="three communities on 127.0.0.1 and a doctor reading a hospital's results across them"
     )
@@ -768,7 +768,7 @@ def _add_demo(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> N
     demo.set_defaults(func=_demo)
 
 
-def _add_bench(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]
+def _add_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bench = sub.add_parser("bench", help="measure throughput against a floor measured in the same run")
     from xds import bench as bench_mod
 
@@ -782,16 +782,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     defaults = config_mod.Config()
     _add_serve(sub, defaults)
-    _add_backup_and_restore(sub, defaults)
-    _add_init(sub, defaults)
-    _add_submit(sub, defaults)
-    _add_retrieve(sub, defaults)
-    _add_audit(sub, defaults)
-    _add_keys(sub, defaults)
-    _add_conformance(sub, defaults)
-    _add_query(sub, defaults)
-    _add_demo(sub, defaults)
-    _add_bench(sub, defaults)
+    _add_backup_and_restore(sub)
+    _add_init(sub)
+    _add_submit(sub)
+    _add_retrieve(sub)
+    _add_audit(sub)
+    _add_keys(sub)
+    _add_conformance(sub)
+    _add_query(sub)
+    _add_demo(sub)
+    _add_bench(sub)
     return parser
 
 
