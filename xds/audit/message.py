@@ -141,7 +141,101 @@ class AuditMessage:
         return root
 
     def xml(self) -> bytes:
-        return etree.tostring(self.element(), encoding="utf-8")
+        """The message as :meth:`element` serialises it, written directly as text (the same bytes
+        as ``etree.tostring(self.element(), encoding="utf-8")``, at a fraction of the cost)."""
+        return self.text().encode("utf-8")
+
+    def text(self) -> str:
+        when = self.when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        out = [
+            f'<AuditMessage><EventIdentification EventActionCode="{_attr(self.action)}" '
+            f'EventDateTime="{when}" EventOutcomeIndicator="{_attr(self.outcome)}">',
+            _code_text("EventID", self.event_id),
+        ]
+        out += [_code_text("EventTypeCode", code) for code in self.type_codes]
+        if self.outcome_description:
+            out.append(
+                f"<EventOutcomeDescription>{_text(_clean(self.outcome_description))}</EventOutcomeDescription>"
+            )
+        out += [_code_text("PurposeOfUse", code) for code in self.purpose_of_use]
+        out.append("</EventIdentification>")
+        out += [_participant_text(p) for p in self.participants]
+        src = self.source
+        out.append(f'<AuditSourceIdentification AuditSourceID="{_attr(_token(src.source_id))}"')
+        if src.enterprise_site_id:
+            out.append(f' AuditEnterpriseSiteID="{_attr(_token(src.enterprise_site_id))}"')
+        if src.type_code:
+            out.append(
+                f'><AuditSourceTypeCode csd-code="{_attr(src.type_code)}"/></AuditSourceIdentification>'
+            )
+        else:
+            out.append("/>")
+        out += [_object_text(o) for o in self.objects]
+        out.append("</AuditMessage>")
+        return "".join(out)
+
+
+_ATTR_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+)
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def _attr(value: str) -> str:
+    """An attribute value escaped as lxml writes it."""
+    return value.translate(_ATTR_ESCAPES)
+
+
+def _text(value: str) -> str:
+    return value.translate(_TEXT_ESCAPES)
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_text(tag: str, code: Code) -> str:
+    a = _code_attributes(code)
+    return (
+        f'<{tag} csd-code="{_attr(a["csd-code"])}" codeSystemName="{_attr(a["codeSystemName"])}" '
+        f'originalText="{_attr(a["originalText"])}"/>'
+    )
+
+
+def _participant_text(p: ActiveParticipant) -> str:
+    attrs = [f' UserID="{_attr(_clean(p.user_id))}"']
+    if p.alternative_user_id:
+        attrs.append(f' AlternativeUserID="{_attr(_clean(p.alternative_user_id))}"')
+    if p.user_name:
+        attrs.append(f' UserName="{_attr(_clean(p.user_name))}"')
+    attrs.append(' UserIsRequestor="true"' if p.requestor else ' UserIsRequestor="false"')
+    if p.network_id:
+        attrs.append(
+            f' NetworkAccessPointID="{_attr(_token(p.network_id))}"'
+            f' NetworkAccessPointTypeCode="{_attr(p.network_type or IP_ADDRESS)}"'
+        )
+    head = "<ActiveParticipant" + "".join(attrs)
+    if not p.roles:
+        return head + "/>"
+    return head + ">" + "".join(_code_text("RoleIDCode", c) for c in p.roles) + "</ActiveParticipant>"
+
+
+def _object_text(o: ParticipantObject) -> str:
+    head = (
+        f'<ParticipantObjectIdentification ParticipantObjectID="{_attr(_token(o.object_id) or "-")}"'
+        f' ParticipantObjectTypeCode="{_attr(o.type_code)}" ParticipantObjectTypeCodeRole="{_attr(o.role)}"'
+    )
+    if o.sensitivity:
+        head += f' ParticipantObjectSensitivity="{_attr(_token(o.sensitivity))}"'
+    out = [head, ">", _code_text("ParticipantObjectIDTypeCode", o.id_type)]
+    if o.query:
+        out.append(
+            f"<ParticipantObjectQuery>{base64.b64encode(o.query).decode('ascii')}</ParticipantObjectQuery>"
+        )
+    elif o.name:
+        out.append(f"<ParticipantObjectName>{_text(_token(o.name))}</ParticipantObjectName>")
+    for kind, value in o.details:
+        encoded = base64.b64encode(value.encode("utf-8")).decode("ascii")
+        out.append(f'<ParticipantObjectDetail type="{_attr(_token(kind))}" value="{encoded}"/>')
+    out.append("</ParticipantObjectIdentification>")
+    return "".join(out)
 
 
 def _code(parent: etree._Element, tag: str, code: Code) -> None:
