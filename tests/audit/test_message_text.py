@@ -75,3 +75,22 @@ def test_text_of_a_plain_message_validates(audit_schema: etree.RelaxNG) -> None:
         ],
     )
     assert audit_schema.validate(etree.fromstring(msg.xml())), audit_schema.error_log
+
+
+def test_the_spooled_form_gives_back_the_same_message() -> None:
+    from xds.audit.requester import Requester
+    from xds.audit.trail import Record, spooled
+
+    who = Requester("Kari <Lege>", "123", "LE", "Sykehus & co", "983971636", "TREAT", "p^^^&1&ISO", "idp")
+    for msg in _messages(200):
+        got = Record.from_bytes(spooled(msg, who))
+        assert got == Record.of(msg, who)
+        assert got.summary["btg"] is False and got.summary["hpr"] == "123"
+    assert Record.from_bytes(spooled(msg, None)) == Record.of(msg)
+
+
+def test_a_record_spooled_whole_by_an_earlier_version_is_still_read() -> None:
+    from xds.audit.trail import Record
+
+    msg = _messages(1)[0]
+    assert Record.from_bytes(Record.of(msg).to_bytes()) == Record.of(msg)

@@ -103,6 +103,11 @@ class Journal:
         with self._lock:
             os.write(self.own.fd, data)
 
+    def sync(self) -> None:
+        """Put what was appended so far on the disk (one ``fdatasync`` for a whole group of events,
+        from the delivery thread: a power failure loses at most the events since the last one)."""
+        os.fdatasync(self.own.fd)
+
     def segments(self, *, look: bool = False) -> list[Segment]:
         """Adopted segments (oldest first), then this process's own; ``look``: first adopt any
         segment whose process is gone (a directory scan, done now and then, not per event)."""

@@ -110,6 +110,79 @@ class AuditMessage:
         """The human requestors (requestor participants that are not the source system)."""
         return [p for p in self.participants if p.requestor and ROLE_SOURCE not in p.roles]
 
+    # --- the spool's form ------------------------------------------------------------------------
+    def to_wire(self) -> list[object]:
+        """The message as plain JSON values (what the request path spools; :meth:`from_wire` gives
+        it back whole, so the XML written later is the XML of this message, byte for byte)."""
+        return [
+            self.event_uuid,
+            self.when.isoformat(),
+            _wire(self.event_id),
+            self.action,
+            self.outcome,
+            [_wire(c) for c in self.type_codes],
+            [
+                [
+                    p.user_id,
+                    p.requestor,
+                    [_wire(c) for c in p.roles],
+                    p.alternative_user_id,
+                    p.user_name,
+                    p.network_id,
+                    p.network_type,
+                ]
+                for p in self.participants
+            ],
+            [self.source.source_id, self.source.enterprise_site_id, self.source.type_code],
+            [
+                [
+                    o.object_id,
+                    _wire(o.id_type),
+                    o.type_code,
+                    o.role,
+                    o.name,
+                    o.query.decode("utf-8", "surrogateescape"),
+                    o.details,
+                    o.sensitivity,
+                ]
+                for o in self.objects
+            ],
+            self.outcome_description,
+            [_wire(c) for c in self.purpose_of_use],
+        ]
+
+    @classmethod
+    def from_wire(cls, w: list) -> AuditMessage:  # type: ignore[type-arg]
+        uid, when, event_id, action, outcome, types, parts, src, objects, description, purpose = w
+        return cls(
+            event_id=Code(*event_id),
+            action=action,
+            outcome=outcome,
+            type_codes=[Code(*c) for c in types],
+            participants=[
+                ActiveParticipant(u, r, [Code(*c) for c in roles], alt, name, net, net_type)
+                for u, r, roles, alt, name, net, net_type in parts
+            ],
+            source=AuditSource(*src),
+            objects=[
+                ParticipantObject(
+                    oid,
+                    Code(*idt),
+                    tc,
+                    role,
+                    name,
+                    query.encode("utf-8", "surrogateescape"),
+                    [(k, v) for k, v in details],
+                    sens,
+                )
+                for oid, idt, tc, role, name, query, details, sens in objects
+            ],
+            when=dt.datetime.fromisoformat(when),
+            outcome_description=description,
+            purpose_of_use=[Code(*c) for c in purpose],
+            event_uuid=uid,
+        )
+
     # --- writing --------------------------------------------------------------------------------
     def element(self) -> etree._Element:
         root = etree.Element("AuditMessage")
@@ -236,6 +309,10 @@ def _object_text(o: ParticipantObject) -> str:
         out.append(f'<ParticipantObjectDetail type="{_attr(_token(kind))}" value="{encoded}"/>')
     out.append("</ParticipantObjectIdentification>")
     return "".join(out)
+
+
+def _wire(code: Code) -> list[str]:
+    return [code.code, code.system, code.text]
 
 
 def _code(parent: etree._Element, tag: str, code: Code) -> None:

@@ -47,12 +47,28 @@ class Record:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
+        """The record of one spool entry: an event as the request path spooled it (a JSON list:
+        the message's and the requester's plain values), built into its XML here, or a record
+        spooled whole (a JSON object, as earlier versions wrote them)."""
         obj = json.loads(data)
+        if isinstance(obj, list):
+            msg, who = obj
+            return cls.of(AuditMessage.from_wire(msg), Requester(*who) if who else None)
         return cls(obj["id"], obj["time"], obj["xml"], obj["summary"])
 
     @classmethod
     def of(cls, msg: AuditMessage, requester: Requester | None = None) -> Record:
         return cls(msg.event_uuid, _iso(msg), msg.xml().decode("utf-8"), summary(msg, requester))
+
+
+def spooled(msg: AuditMessage, requester: Requester | None) -> bytes:
+    """What the request path appends to the journal for one event: its plain values, no XML."""
+    who = None
+    if requester is not None:
+        r = requester
+        who = [r.subject, r.hpr_number, r.role, r.organisation, r.organisation_id, r.purpose_of_use]
+        who += [r.patient, r.issuer]
+    return json.dumps([msg.to_wire(), who], separators=(",", ":")).encode("ascii")
 
 
 def _iso(msg: AuditMessage) -> str:
@@ -107,10 +123,13 @@ class AuditTrail:
 
     # --- the transactions' side -----------------------------------------------------------------
     def record(self, messages: Sequence[AuditMessage], requester: Requester | None = None) -> None:
-        """Append the events to the journal and wake the delivery thread. Never raises."""
+        """Append the events to the journal and wake the delivery thread. Never raises.
+
+        Only the events' plain values are written here (one ``write`` each); their XML, syslog
+        frames and database rows are made by the delivery thread (:meth:`Record.from_bytes`)."""
         try:
             for msg in messages:
-                self.journal.append(Record.of(msg, requester).to_bytes())
+                self.journal.append(spooled(msg, requester))
         except Exception:
             log.exception("audit event could not be written to the journal")
         self._idle.clear()
@@ -140,6 +159,8 @@ class AuditTrail:
         """Deliver what each available sink has not taken; True when every sink is up to date."""
         done = True
         now = time.monotonic()
+        built: dict[bytes, Record] = {}  # each entry built once per pass, whichever sinks take it
+        self.journal.sync()
         for segment in self.journal.segments():
             for sink in self.sinks:
                 if self._down_until.get(sink.name, 0.0) > now:
@@ -150,7 +171,7 @@ class AuditTrail:
                     if not raw:
                         break
                     try:
-                        sink.deliver([Record.from_bytes(r) for r in raw])
+                        sink.deliver([_built(built, r) for r in raw])
                     except Exception as exc:
                         if sink.name not in self._down_until:
                             log.warning(
@@ -198,3 +219,10 @@ class AuditTrail:
             except Exception:
                 log.exception("closing audit sink %s", sink.name)
         self.journal.close()
+
+
+def _built(cache: dict[bytes, Record], raw: bytes) -> Record:
+    record = cache.get(raw)
+    if record is None:
+        record = cache[raw] = Record.from_bytes(raw)
+    return record
