@@ -298,3 +298,64 @@ def test_xds_query_as_the_demo_prints_it(world: World, capsys: pytest.CaptureFix
     # without them (no role, HPR number or care relationship) nothing is released
     main(["query", "FindDocuments", "--patient", world.patient, "--url", ig, *signer])
     assert world.doc("stolav").unique_id not in capsys.readouterr().out
+
+
+def test_the_responding_gateway_audits_iti38_and_iti39(world: World) -> None:
+    """ITI TF-2b §3.38.5.1 / §3.39.5.1: the Responding Gateway audits ITI-38 as a Document
+    Registry audits ITI-18 (Query, "E") and ITI-39 as a Document Repository audits ITI-43 (Export,
+    "R"), with its own EventTypeCode and the human requestor of the verified assertion."""
+    from audit.conftest import recorded
+    from lxml import etree
+
+    lab = world.doc("stolav")
+    assert (
+        find(world, world.federation.url("stolav", "/xca/query"), world.doctor()).status == v.RESPONSE_SUCCESS
+    )
+    answer, docs = consumer.retrieve(
+        world.federation.url("stolav", "/xca/retrieve"),
+        [(lab.home, lab.repository_oid, lab.unique_id)],
+        world.tmp / "audited",
+        requester=world.doctor(),
+    )
+    assert docs, answer.errors
+    messages = recorded(world.federation.services["stolav"].app)
+
+    def last(transaction: str) -> etree._Element:
+        return [
+            m for m in messages if m.find("EventIdentification/EventTypeCode").get("csd-code") == transaction
+        ][-1]
+
+    for transaction, name, event, action in (
+        ("ITI-38", "Cross Gateway Query", ("110112", "Query"), "E"),
+        ("ITI-39", "Cross Gateway Retrieve", ("110106", "Export"), "R"),
+    ):
+        msg = last(transaction)
+        ev = msg.find("EventIdentification")
+        assert (ev.find("EventID").get("csd-code"), ev.find("EventID").get("originalText")) == event
+        assert ev.find("EventTypeCode").get("originalText") == name
+        assert ev.get("EventActionCode") == action and ev.get("EventOutcomeIndicator") == "0"
+        humans = [
+            p
+            for p in msg.findall("ActiveParticipant")
+            if p.find("RoleIDCode") is None or p.find("RoleIDCode").get("codeSystemName") != "DCM"
+        ]
+        assert humans and humans[0].get("UserIsRequestor") == "true"
+        patients = [
+            o.get("ParticipantObjectID")
+            for o in msg.findall("ParticipantObjectIdentification")
+            if o.get("ParticipantObjectTypeCodeRole") == "1"
+        ]
+        assert patients == [world.patient]
+    retrieved = last("ITI-39")
+    [doc] = [
+        o
+        for o in retrieved.findall("ParticipantObjectIdentification")
+        if o.get("ParticipantObjectTypeCodeRole") == "3"
+    ]
+    assert doc.get("ParticipantObjectID") == lab.unique_id
+    [query] = [
+        o
+        for o in last("ITI-38").findall("ParticipantObjectIdentification")
+        if o.get("ParticipantObjectTypeCodeRole") == "24"
+    ]
+    assert query.get("ParticipantObjectID") == v.SQ_FIND_DOCUMENTS

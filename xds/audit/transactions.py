@@ -1,11 +1,18 @@
 """What each audited transaction is called in an audit message.
 
-The "Security Considerations" / "Audit Record Considerations" section of each transaction in ITI
-TF-2a/2b gives the EventID, EventActionCode and EventTypeCode, and which side is the source:
-ITI-8 §3.8.5.1, ITI-18 §3.18.5.1, ITI-41 §3.41.5.1, ITI-42 §3.42.5.1, ITI-43 §3.43.5.1, ITI-51
-§3.51.5.1, ITI-86 §3.86.5.1, ITI-38 §3.38.5.1, ITI-39 §3.39.5.1, ITI-57 §3.57.5.1, ITI-62
-§3.62.5.1, ITI-92 §3.92.5.1. A transaction that arrives later plugs in with one :func:`register`
-call naming its SOAP action and the :class:`Transaction`; :func:`by_action` is how events find it.
+The "Audit Record Considerations" section of each transaction gives the EventID, EventActionCode
+and EventTypeCode on each side: ITI-8 ITI TF-2a §3.8.5.1, ITI-18 §3.18.5.1, ITI-41 ITI TF-2b
+§3.41.5.1, ITI-42 §3.42.5.1, ITI-43 §3.43.6.1, ITI-51 §3.51.5.1, ITI-86 ITI TF-2b §3.86.5.1;
+XCA: ITI-38 §3.38.5.1 (the Responding Gateway audits as a Document Registry does ITI-18, the
+Initiating Gateway as a Document Consumer, with EventTypeCode ITI-38), ITI-39 §3.39.5.1 (the
+Responding Gateway as a Document Repository does ITI-43: Export, "R"; the Initiating Gateway as a
+Document Consumer: Import, "C"); the lifecycle transactions: ITI-57 Update Document Set §3.57.5
+(Document Registry Import, Document Administrator Export, both "U" Update), ITI-62 Remove Metadata
+§3.62.5 (Patient Record, "D" Delete on both sides; named "Delete Document Set" before the XDS
+Metadata Update supplement entered the TF), ITI-92 Restricted Update Document Set (RMU
+supplement §3.92.5: Update Responder Import, Update Initiator Export, both "U"). A transaction
+that arrives later plugs in with one :func:`register` call naming its SOAP action and the
+:class:`Transaction`; :func:`by_action` is how events find it.
 """
 
 from __future__ import annotations
@@ -62,10 +69,10 @@ ITI_41 = Transaction("ITI-41", "Provide and Register Document Set-b", IMPORT, "C
 ITI_42 = Transaction("ITI-42", "Register Document Set-b", IMPORT, "C", "R", "submission")
 ITI_43 = Transaction("ITI-43", "Retrieve Document Set", EXPORT, "R", "C", "documents")
 ITI_51 = Transaction("ITI-51", "Multi-Patient Stored Query", QUERY, "E", "E", "query")
-ITI_57 = Transaction("ITI-57", "Update Document Set", IMPORT, "U", "R", "submission")
-ITI_62 = Transaction("ITI-62", "Delete Document Set", PATIENT_RECORD, "D", "D", "references")
+ITI_57 = Transaction("ITI-57", "Update Document Set", IMPORT, "U", "U", "submission")
+ITI_62 = Transaction("ITI-62", "Remove Metadata", PATIENT_RECORD, "D", "D", "references")
 ITI_86 = Transaction("ITI-86", "Remove Documents", DELETED, "D", "D", "documents")
-ITI_92 = Transaction("ITI-92", "Restricted Update Document Set", IMPORT, "U", "R", "submission")
+ITI_92 = Transaction("ITI-92", "Restricted Update Document Set", IMPORT, "U", "U", "submission")
 
 _BY_ACTION: dict[str, Transaction] = {
     "urn:ihe:iti:2007:RegistryStoredQuery": ITI_18,
