@@ -88,6 +88,8 @@ SS_DOC_FOL = (
         ("<SSwithOneDocOneFol/>", (*SS_DOC_FOL[:5], link("a3", "fol", "x"), link("a4", "ss", "a3")), False),
         ("<DocApp/><SSApproved/>", SS_ONE_DOC, True),
         ("<DocApp/>", (doc("d1"), doc("d2", v.STATUS_DEPRECATED)), False),
+        ('<Documents count="0"/><DocApp/>', (), True),  # NIST 20001 query_level_1, 30007 eval_rplc_contents
+        ('<Documents count="0"/><DocApp/>', (doc("d1", v.STATUS_DEPRECATED),), False),
         ("<DocDep/>", (doc("d2", v.STATUS_DEPRECATED),), True),
         ("<OneDocDep/><OneDocApp/>", (doc("d1"), doc("d2", v.STATUS_DEPRECATED)), True),
         ("<OneDocApp/>", (doc("d1"), doc("d2")), False),
