@@ -175,11 +175,7 @@ class InitiatingGateway:
     # --- ITI-43 → ITI-39 ----------------------------------------------------------------------------
     async def retrieve(self, request: SoapRequest) -> SoapResponse:
         """ITI-43 from a local consumer, split by HomeCommunityId (ITI TF-2a §3.43.4.1.3)."""
-        if request.body.tag != m.XDSB + "RetrieveDocumentSetRequest":
-            raise SoapFault("Sender", f"expected RetrieveDocumentSetRequest, got {request.body.tag}")
-        wanted = m.document_requests(request.body)
-        if not wanted:
-            raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
+        wanted = m.requested_documents(request.body)
         errors: list[XdsError] = []
         by_community: dict[str, list[m.DocumentRequest]] = {}
         for req in wanted:

@@ -16,6 +16,7 @@ from lxml import etree
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.metadata.registry_response import error_list_xml, parse_registry_response, response_status
+from xds.soap.envelope import SoapFault
 
 RIM = "{" + v.NS_RIM + "}"
 QUERY = "{" + v.NS_QUERY + "}"
@@ -117,6 +118,17 @@ def document_requests(body: etree._Element) -> list[DocumentRequest]:
         )
         for el in body.iter(XDSB + "DocumentRequest")
     ]
+
+
+def requested_documents(body: etree._Element) -> list[DocumentRequest]:
+    """The DocumentRequests of an ITI-43/ITI-39 request body (ITI TF-2a §3.43.4.1.2); a body of
+    another kind, or one asking for nothing, is the sender's fault."""
+    if body.tag != XDSB + "RetrieveDocumentSetRequest":
+        raise SoapFault("Sender", f"expected RetrieveDocumentSetRequest, got {body.tag}")
+    wanted = document_requests(body)
+    if not wanted:
+        raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
+    return wanted
 
 
 def retrieve_request(requests: Iterable[DocumentRequest]) -> bytes:

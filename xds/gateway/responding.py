@@ -31,7 +31,7 @@ from xds.gateway import messages as m
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.soap.endpoint import SoapEndpoint
-from xds.soap.envelope import SoapFault, SoapRequest, SoapResponse
+from xds.soap.envelope import SoapRequest, SoapResponse
 
 Handler = Callable[[SoapRequest], Awaitable[SoapResponse]]
 
@@ -101,11 +101,7 @@ class RespondingGateway:
     # --- ITI-39 -------------------------------------------------------------------------------------
     async def cross_gateway_retrieve(self, request: SoapRequest) -> SoapResponse:
         """ITI-39 Cross Gateway Retrieve (ITI TF-2b §3.39.4.1.3)."""
-        if request.body.tag != m.XDSB + "RetrieveDocumentSetRequest":
-            raise SoapFault("Sender", f"expected RetrieveDocumentSetRequest, got {request.body.tag}")
-        wanted = m.document_requests(request.body)
-        if not wanted:
-            raise SoapFault("Sender", "RetrieveDocumentSetRequest has no DocumentRequest")
+        wanted = m.requested_documents(request.body)
         errors: list[XdsError] = []
         by_repository: dict[str, list[m.DocumentRequest]] = {}
         for req in wanted:
