@@ -379,14 +379,12 @@ class _Update:
                 v.XDSMetadataUpdateOperationError, "a SubmissionSet's status is not updated", location
             )
         table = {"document": t.documents, "folder": t.folders, "association": t.associations}[kind]
-        if kind != "association":
-            owner = conn.execute(select(table.c.patient_id).where(table.c.uuid == target)).scalar()
-            if owner is not None and self.registrar._survivor(owner, conn) != patient:
-                raise XdsException.of(
-                    v.XDSPatientIDReconciliationError,
-                    f"{target} belongs to another patient than the SubmissionSet's",
-                    location,
-                )
+        if self._owners(conn, kind, target) - {patient}:
+            raise XdsException.of(
+                v.XDSPatientIDReconciliationError,
+                f"{target} belongs to another patient than the SubmissionSet's",
+                location,
+            )
         current = versions.current(conn, table, target)
         if current.latest is False:
             raise XdsException.of(
@@ -400,6 +398,20 @@ class _Update:
             )
         if change.new != current.status:
             versions.set_status(conn, table, current.seq, change.new)
+
+    def _owners(self, conn: Connection, kind: str, oid: str) -> set[str]:
+        """The patients (merges followed) whose objects ``oid`` is or joins: its own patient for a
+        DocumentEntry or Folder, the patients of both ends for an Association."""
+        if kind == "association":
+            ends = conn.execute(
+                select(t.associations.c.source, t.associations.c.target).where(t.associations.c.uuid == oid)
+            ).one()
+            kinds = _object_kinds(conn, set(ends))
+            owners = {self._patient_of(conn, end, {}, kinds) for end in ends}
+        else:
+            table = t.documents if kind == "document" else t.folders
+            owners = {conn.execute(select(table.c.patient_id).where(table.c.uuid == oid)).scalar()}
+        return {self.registrar._survivor(p, conn) for p in owners if p}
 
     def _check_new_associations(
         self,

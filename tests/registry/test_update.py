@@ -328,11 +328,15 @@ def test_a_deprecated_entry_gets_no_new_version(server, standards: Path) -> None
 
 
 def test_a_status_update_names_entries_of_its_submission_sets_patient(server, standards: Path) -> None:  # type: ignore[no-untyped-def]
-    """A SubmissionSet of one patient may not change the status of another patient's entries
-    (XDSPatientIDReconciliationError, ITI TF-2b §3.57.4.1.3.5); nothing changes."""
+    """A SubmissionSet of one patient may not change the status of another patient's entries, folders
+    or the associations between them (XDSPatientIDReconciliationError, ITI TF-2b §3.57.4.1.3.5);
+    nothing changes."""
     mine = registered(server.url, standards)
     theirs = registered(server.url, standards, folder=True)
-    for target in (theirs.documents[0].id, theirs.submission.folders[0].id):
+    member_of_theirs = next(
+        a.id for a in theirs.submission.associations if a.target_object == theirs.documents[0].id
+    )
+    for target in (theirs.documents[0].id, theirs.submission.folders[0].id, member_of_theirs):
         ss = update_set(mine.patient)
         status, errors = update(server.url, standards, ss, status_update(ss, target, A, D))
         assert status == v.RESPONSE_FAILURE
