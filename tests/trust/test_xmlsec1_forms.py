@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import shutil
+import ssl
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from support import RunningServer, make_config, new_database
 
 from xds import safexml, samples
@@ -39,6 +41,8 @@ X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-pro
 SKI = (
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509SubjectKeyIdentifier"
 )
+PKIPATH = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509PKIPathv1"
+PKCS7 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#PKCS7"
 B64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 EXC = "http://www.w3.org/2001/10/xml-exc-c14n#"
@@ -163,11 +167,54 @@ def assertion(keys: KeySet, audience: str, tmp: Path, *, offset: bool) -> str:
     return signed.split("?>", 1)[1].strip() if signed.startswith("<?xml") else signed
 
 
+def der_sequence(items: list[bytes]) -> bytes:
+    """A DER SEQUENCE of ``items`` (X.690 §8.9), written out here rather than by the code under test."""
+    body = b"".join(items)
+    if len(body) < 0x80:
+        return b"\x30" + bytes([len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return b"\x30" + bytes([0x80 | len(size)]) + size + body
+
+
+def binary_token(form: str, who: Identity, keys: KeySet, token_id: str) -> str:
+    """The signer's certificate as a BinarySecurityToken of the form's type, or nothing."""
+    if form in (
+        "x509data",
+        "issuer serial",
+        "issuer serial only",
+    ):  # no token: the KeyInfo names the certificate
+        return ""
+    if form == "pkipath":  # ordered from the anchor's side: the signer's certificate last
+        ders = [c.public_bytes(Encoding.DER) for c in (keys.ca.certificate(), who.certificate())]
+        value, kind = base64.b64encode(der_sequence(ders)).decode(), PKIPATH
+    elif form == "pkcs7":
+        p7 = pkcs7.serialize_certificates([who.certificate(), keys.ca.certificate()], Encoding.DER)
+        value, kind = base64.b64encode(p7).decode(), PKCS7
+    else:
+        value, kind = der_base64(who), X509V3
+    return (
+        f'<wsse:BinarySecurityToken wsu:Id="{token_id}" ValueType="{kind}" EncodingType="{B64}">'
+        f"{value}</wsse:BinarySecurityToken>"
+    )
+
+
 def key_info(form: str, who: Identity, token_id: str) -> str:
-    if form == "reference":
+    if form in ("reference", "pkipath", "pkcs7"):
+        kind = {"pkipath": PKIPATH, "pkcs7": PKCS7}.get(form, X509V3)
         return (
             f'<wsse:SecurityTokenReference xmlns:wsse="{WSSE}"><wsse:Reference URI="#{token_id}" '
-            f'ValueType="{X509V3}"/></wsse:SecurityTokenReference>'
+            f'ValueType="{kind}"/></wsse:SecurityTokenReference>'
+        )
+    if form == "issuer serial":  # filled in by xmlsec1 from the signing certificate
+        return "<ds:X509Data><ds:X509IssuerSerial/><ds:X509Certificate/></ds:X509Data>"
+    if form in ("issuer serial only", "issuer serial of token"):  # Apache WSS4J's default form
+        cert = who.certificate()
+        issuer = ", ".join(cert.issuer.rfc4514_string().split(","))
+        return (
+            f'<wsse:SecurityTokenReference xmlns:wsse="{WSSE}"><ds:X509Data><ds:X509IssuerSerial>'
+            f"<ds:X509IssuerName>{issuer}</ds:X509IssuerName>"
+            f"<ds:X509SerialNumber>{cert.serial_number}</ds:X509SerialNumber>"
+            "</ds:X509IssuerSerial></ds:X509Data></wsse:SecurityTokenReference>"
         )
     if form == "key identifier":
         ski = who.certificate().extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
@@ -201,12 +248,7 @@ def request(
     )
     token_id = f"X509-{uuid.uuid4().hex}"
     uris = ["body", "ts", "action", "msgid", "to"] + ([aid] if cover_assertion else [])
-    bst = (
-        f'<wsse:BinarySecurityToken wsu:Id="{token_id}" ValueType="{X509V3}" EncodingType="{B64}">'
-        f"{der_base64(who)}</wsse:BinarySecurityToken>"
-        if form != "x509data"
-        else ""
-    )
+    bst = binary_token(form, who, keys, token_id)
     query = (
         f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
         f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}">'
@@ -239,6 +281,10 @@ FORMS = [
     ("reference", True, True, True),
     ("x509data", True, False, True),
     ("reference", False, True, False),  # a Timestamp without Expires (optional in WS-Security)
+    ("pkipath", False, False, True),
+    ("pkcs7", True, False, True),
+    ("issuer serial", False, False, True),
+    ("issuer serial of token", False, False, True),
 ]
 
 
@@ -291,3 +337,42 @@ def test_our_own_client_is_accepted_too(server: RunningServer, keys: KeySet) -> 
     envelope, ctype = build_request(v.ACTION_STORED_QUERY, b"<x/>", to=url)
     response = httpx.post(url, content=signer.secure(envelope), headers={"Content-Type": ctype}, timeout=30)
     assert b"requires a signed" not in response.content and b"wsse:" not in response.content, response.text
+
+
+def test_an_issuer_serial_reference_to_nothing_sent_is_refused(
+    server: RunningServer, keys: KeySet, tmp_path: Path
+) -> None:
+    """Without a TLS client certificate the reference names no certificate this server was given."""
+    signed = request(server, keys, tmp_path, form="issuer serial only", cover_assertion=False, offset=False)
+    ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
+    response = httpx.post(f"{server.url}/registry", content=signed.encode(), headers={"Content-Type": ctype})
+    assert response.status_code == 400 and b"SecurityTokenUnavailable" in response.content, response.text
+
+
+def test_an_issuer_serial_reference_to_the_tls_client_certificate_is_accepted(
+    keys: KeySet, tmp_path: Path, database_url: str
+) -> None:
+    """Apache WSS4J's default: the signature names its certificate by issuer and serial number only;
+    over mutual TLS the connection's client certificate is that certificate (WSS X.509 Token
+    Profile 1.1 §3.2). It must still chain to the institutions' anchors."""
+    cfg = make_config(tmp_path / "data", database_url)
+    cfg.server.tls_cert = str(keys.institutions["ahus"].cert_path)
+    cfg.server.tls_key = str(keys.institutions["ahus"].key_path)
+    cfg.server.tls_ca = str(keys.ca.cert_path)
+    cfg.trust.mode = "required"
+    cfg.trust.ca_file = str(keys.ca.cert_path)
+    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+    client = keys.institutions["kommune"]
+    tls = ssl.create_default_context(cafile=str(keys.ca.cert_path))
+    tls.load_cert_chain(str(client.cert_path), str(client.key_path))
+    with RunningServer(cfg) as running:
+        running.config.server.public_url = running.url
+        signed = request(
+            running, keys, tmp_path, form="issuer serial only", cover_assertion=True, offset=False
+        )
+        ctype = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
+        response = httpx.post(
+            f"{running.url}/registry", content=signed.encode(), headers={"Content-Type": ctype}, verify=tls
+        )
+        assert response.status_code == 200, response.text[:600]
+        assert v.RESPONSE_SUCCESS.encode() in response.content

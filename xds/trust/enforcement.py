@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from anyio import to_thread
+from cryptography import x509
 from starlette.types import Scope
 
 from xds.soap.envelope import Attachment, SoapFault, SoapRequest
@@ -127,7 +128,12 @@ class PolicyEnforcementPoint:
             seen = _seen_address(scope)
             base = seen[: len(seen) - len(scope.get("path", ""))] if scope.get("path") else seen
             trust = dataclasses.replace(trust, audiences=(*trust.audiences, base))
-        return verify_request(request.envelope, trust=trust, parts=request.attachments)
+        return verify_request(
+            request.envelope,
+            trust=trust,
+            parts=request.attachments,
+            connection_certificates=_tls_client_chain(scope),
+        )
 
     def _check_address(self, ctx: SecurityContext, scope: Scope) -> None:
         """The signed wsa:To is this endpoint's public address (``[server] public_url`` + path)."""
@@ -168,18 +174,26 @@ def _seen_address(scope: Scope) -> str:
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}"
 
 
+def _tls_client_chain(scope: Scope) -> list[x509.Certificate]:
+    """The certificates the TLS client presented on this connection (uvicorn's ASGI TLS extension)."""
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    chain = []
+    for pem in tls.get("client_cert_chain") or []:
+        try:
+            chain.append(x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem))
+        except ValueError:
+            break
+    return chain
+
+
 def _check_tls_binding(ctx: SecurityContext, scope: Scope) -> None:
     """``bind_tls``: the TLS client certificate of the connection is the message signer's."""
-    tls = (scope.get("extensions") or {}).get("tls") or {}
-    chain = tls.get("client_cert_chain") or []
+    chain = _tls_client_chain(scope)
     if not chain:
         raise SoapFault(
             "Sender", "bind_tls: the connection presented no TLS client certificate", "wsse:FailedCheck"
         )
-    from cryptography import x509
-
-    client = x509.load_pem_x509_certificate(chain[0].encode() if isinstance(chain[0], str) else chain[0])
-    if client != ctx.signer:
+    if chain[0] != ctx.signer:
         raise SoapFault(
             "Sender", "bind_tls: the TLS client certificate is not the message signer's", "wsse:FailedCheck"
         )

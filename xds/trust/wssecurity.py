@@ -11,8 +11,9 @@ were inline base64), so an altered part fails verification both ways.
 :class:`MessageSigner` secures an outgoing request or answer; :func:`verify_answer` checks what
 came back; :func:`verify_request` is the responding side. Verification believes only what was
 signed: the payload handed on is the Body the signature covered, the Action, MessageID and To the
-signed ones. The signer's certificate is read from any standard form — a BinarySecurityToken by
-direct reference or by key identifier (subject key identifier, SHA-1 thumbprint), or ds:X509Data —
+signed ones. The signer's certificate is read from any standard form (:mod:`xds.trust.tokens`) — a
+BinarySecurityToken (X509v3, X509PKIPathv1, PKCS7) by direct reference, a key identifier (subject
+key identifier, SHA-1 thumbprint), issuer and serial number, or ds:X509Data —
 and must chain to the institutions' anchors; assertion issuers are pinned to their own
 certificates (:func:`xds.trust.assertion.verify_assertion`). The roles never mix.
 """
@@ -21,9 +22,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ from lxml import etree
 
 from xds import safexml
 from xds.metadata import vocabulary as v
-from xds.trust import xmldsig
+from xds.trust import tokens, xmldsig
 from xds.trust.assertion import (
     DEFAULT_AUDIENCE,
     NS_DS,
@@ -52,10 +52,10 @@ from xds.trust.keys import TrustAnchors, UntrustedCertificate
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = xmldsig.NS_WSU
 NS_WSSE11 = "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd"
-TOKEN_PROFILE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0"
-X509V3 = TOKEN_PROFILE + "#X509v3"
-SKI = TOKEN_PROFILE + "#X509SubjectKeyIdentifier"
-THUMBPRINT = "http://docs.oasis-open.org/wss/oasis-wss-soap-message-security-1.1#ThumbprintSHA1"
+TOKEN_PROFILE = tokens.TOKEN_PROFILE
+X509V3 = tokens.X509V3
+SKI = tokens.SKI
+THUMBPRINT = tokens.THUMBPRINT
 BASE64 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 _ENV = "{" + v.NS_SOAP12 + "}"
 _WSA = "{" + v.NS_WSA + "}"
@@ -251,77 +251,94 @@ def _security_header(envelope: etree._Element) -> etree._Element:
 
 
 def _der(text: str | None) -> x509.Certificate:
+    return _token(X509V3, text)[0]
+
+
+def _token(value_type: str, text: str | None) -> list[x509.Certificate]:
+    """The certificates of one X.509 token, the signer's first."""
     try:
-        return x509.load_der_x509_certificate(xmldsig.base64_value(text, "the certificate"))
-    except (ValueError, xmldsig.SignatureInvalid):
+        return tokens.certificates(value_type, xmldsig.base64_value(text, "the certificate"))
+    except (tokens.TokenError, xmldsig.SignatureInvalid):
         raise AssertionRejected(
             "the signer's certificate cannot be read", "wsse:InvalidSecurityToken"
         ) from None
 
 
-def _tokens(security: etree._Element) -> list[x509.Certificate]:
-    return [
-        _der(bst.text)
-        for bst in security.findall(_WSSE + "BinarySecurityToken")
-        if bst.get("ValueType", X509V3) == X509V3
-    ]
+def _sent(security: etree._Element, key_info: etree._Element, known: Sequence[x509.Certificate]):  # type: ignore[no-untyped-def]
+    """Every certificate this message or its connection offers, for references by identifier."""
+    for bst in security.findall(_WSSE + "BinarySecurityToken"):
+        if bst.get("ValueType", X509V3) in tokens.TOKEN_TYPES:
+            yield _token(bst.get("ValueType", X509V3), bst.text)[0]
+    for cert in key_info.iter(_DS + "X509Certificate"):
+        yield _der(cert.text)
+    yield from known
 
 
-def _by_key_identifier(identifier: etree._Element, security: etree._Element) -> x509.Certificate:
+def _by_key_identifier(
+    identifier: etree._Element, candidates: Iterable[x509.Certificate]
+) -> x509.Certificate:
     kind = identifier.get("ValueType", "")
+    if kind == X509V3:
+        return _der(identifier.text)
     try:
         value = xmldsig.base64_value(identifier.text, "the key identifier")
     except xmldsig.SignatureInvalid as exc:
         raise AssertionRejected(str(exc), "wsse:InvalidSecurityToken") from None
-    if kind == X509V3:
-        return _der(identifier.text)
-    for cert in _tokens(security):
-        if kind == SKI:
-            try:
-                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-            except x509.ExtensionNotFound:
-                ski = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
-            if ski == value:
-                return cert
-        elif (
-            kind == THUMBPRINT
-            and hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).digest() == value
-        ):
-            return cert
-    raise AssertionRejected(
-        f"the key identifier ({kind or 'no ValueType'}) names no certificate sent in the Security header",
-        "wsse:SecurityTokenUnavailable",
-    )
+    found = tokens.by_key_identifier(kind, value, candidates)
+    if found is None:
+        raise AssertionRejected(
+            f"the key identifier ({kind or 'no ValueType'}) names no certificate sent with the message",
+            "wsse:SecurityTokenUnavailable",
+        )
+    return found
+
+
+def _by_issuer_serial(reference: etree._Element, candidates: Iterable[x509.Certificate]) -> x509.Certificate:
+    issuer = reference.findtext(_DS + "X509IssuerName") or ""
+    serial = reference.findtext(_DS + "X509SerialNumber") or ""
+    found = tokens.by_issuer_serial(issuer, serial, candidates)
+    if found is None:
+        raise AssertionRejected(
+            f"the issuer and serial number ({issuer.strip()!r}, {serial.strip()}) name no certificate "
+            "sent with the message or presented on the connection",
+            "wsse:SecurityTokenUnavailable",
+        )
+    return found
 
 
 def _signer_certificate(
-    signature: etree._Element, security: etree._Element
+    signature: etree._Element, security: etree._Element, known: Sequence[x509.Certificate] = ()
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """The signer's certificate from the signature's KeyInfo, in any of the standard forms."""
+    """The signer's certificate from the signature's KeyInfo, in any of the standard forms
+    (:mod:`xds.trust.tokens`); ``known``: certificates the connection presented (TLS client)."""
     key_info = signature.find(_DS + "KeyInfo")
     if key_info is None:
         raise AssertionRejected("the message signature has no KeyInfo", "wsse:InvalidSecurityToken")
     reference = key_info.find(f"{_WSSE}SecurityTokenReference/{_WSSE}Reference")
     identifier = key_info.find(f"{_WSSE}SecurityTokenReference/{_WSSE}KeyIdentifier")
+    issuer_serial = key_info.find(f".//{_DS}X509Data/{_DS}X509IssuerSerial")
     certificates = key_info.findall(f"{_DS}X509Data/{_DS}X509Certificate")
     if reference is not None:
         uri = reference.get("URI", "")
-        tokens = [
+        found = [
             t
             for t in security.findall(_WSSE + "BinarySecurityToken")
             if "#" + (t.get(_WSU + "Id") or "") == uri
         ]
-        if len(tokens) != 1 or tokens[0].get("ValueType", X509V3) != X509V3:
+        if len(found) != 1 or found[0].get("ValueType", X509V3) not in tokens.TOKEN_TYPES:
             raise AssertionRejected(
                 f"the token reference {uri!r} names no X.509 BinarySecurityToken",
                 "wsse:SecurityTokenUnavailable",
             )
-        return _der(tokens[0].text), []
+        chain = _token(found[0].get("ValueType", X509V3), found[0].text)
+        return chain[0], chain[1:]
     if identifier is not None:
-        return _by_key_identifier(identifier, security), []
+        return _by_key_identifier(identifier, _sent(security, key_info, known)), []
     if certificates:
         certs = [_der(c.text) for c in certificates]
         return certs[0], certs[1:]
+    if issuer_serial is not None:
+        return _by_issuer_serial(issuer_serial, _sent(security, key_info, known)), []
     raise AssertionRejected("the signature's KeyInfo names no certificate", "wsse:InvalidSecurityToken")
 
 
@@ -358,6 +375,7 @@ def _verify_message(
     now: dt.datetime,
     clock_skew: dt.timedelta,
     max_lifetime: dt.timedelta,
+    known: Sequence[x509.Certificate] = (),
 ) -> _Verified:
     signatures = security.findall(_DS + "Signature")
     if len(signatures) != 1:
@@ -365,7 +383,7 @@ def _verify_message(
     timestamps = security.findall(_WSU + "Timestamp")
     if len(timestamps) != 1:
         raise AssertionRejected("wsse:Security must hold exactly one wsu:Timestamp")
-    leaf, intermediates = _signer_certificate(signatures[0], security)
+    leaf, intermediates = _signer_certificate(signatures[0], security, known)
     try:
         chain = anchors.verify(leaf, intermediates)
         signed = xmldsig.verify(signatures[0], leaf.public_key(), parts=parts)
@@ -401,8 +419,13 @@ def verify_request(
     trust: TrustRoles,
     parts: Parts | None = None,
     now: dt.datetime | None = None,
+    connection_certificates: Sequence[x509.Certificate] = (),
 ) -> SecurityContext:
-    """Verify the wsse:Security header of ``envelope``; AssertionRejected with the reason otherwise."""
+    """Verify the wsse:Security header of ``envelope``; AssertionRejected with the reason otherwise.
+
+    ``connection_certificates``: the TLS client certificate chain of the connection, against which
+    a signature's issuer-serial or key-identifier reference may be resolved when the message itself
+    carries no certificate (WSS X.509 Token Profile 1.1 §3.2)."""
     now = now or dt.datetime.now(dt.UTC)
     security = _security_header(envelope)
     assertions = security.findall(f"{{{NS_SAML}}}Assertion")
@@ -427,6 +450,7 @@ def verify_request(
         now=now,
         clock_skew=trust.clock_skew,
         max_lifetime=trust.max_timestamp_lifetime,
+        known=connection_certificates,
     )
     signed = message.signed
     payload = next((c for c in signed["Body"] if isinstance(c.tag, str)), None)
