@@ -183,94 +183,98 @@ class _Checker:
 Resolver = Callable[[UseId], str]
 
 
+# <ExpectedContents> elements, each judged by one rule of the NIST toolkit's QueryExpectedContents
+_COUNTED = {  # element: (what the answer holds, Answer attribute)
+    "Documents": ("DocumentEntries", "documents"),
+    "SubmissionSets": ("SubmissionSets", "submission_sets"),
+    "Folders": ("Folders", "folders"),
+    "Associations": ("Associations", "associations"),
+}
+_STATUSES = {  # element: (Answer attribute, object kind, status, exactly one)
+    # DocApp: every DocumentEntry returned is Approved; an answer holding none has none to fail it
+    "DocApp": ("documents", "DocumentEntry", v.STATUS_APPROVED, False),
+    "DocDep": ("documents", "DocumentEntry", v.STATUS_DEPRECATED, False),
+    "OneDocApp": ("documents", "DocumentEntry", v.STATUS_APPROVED, True),
+    "OneDocDep": ("documents", "DocumentEntry", v.STATUS_DEPRECATED, True),
+    "FolApp": ("folders", "Folder", v.STATUS_APPROVED, False),
+    "FolDep": ("folders", "Folder", v.STATUS_DEPRECATED, False),
+}
+_SHAPES = {  # element: (documents, folders, associations, SubmissionSet Approved, folder holds every doc)
+    "SSwithOneDoc": (1, 0, 1, True, None),
+    "SSwithOneDocOnly": (1, 0, 1, False, None),
+    "SSwithTwoDoc": (2, 0, 2, True, None),
+    "SSwithOneFol": (0, 1, 1, False, None),
+    "SSwithOneDocOneFol": (1, 1, 4, False, True),
+    "SSwithTwoDocOneFol": (2, 1, 7, False, True),
+    "SSwithTwoDocOneFolOneDocInFol": (2, 1, 5, False, False),
+}
+
+
 def judge_contents(
     expected: etree._Element | None, response: etree._Element | None, resolve: Resolver | None = None
 ) -> tuple[list[str], list[str]]:
     """Check an AdhocQueryResponse against ``<ExpectedContents>``: (problems, unjudged expectations)."""
     if expected is None:
         return [], []
-    answer = Answer.of(response)
-    check = _Checker(answer)
+    check = _Checker(Answer.of(response))
     unjudged: list[str] = []
     for item in expected:
         if not isinstance(item.tag, str):
             continue
-        name = item.tag
-        count = int(item.get("count", "-1"))
-        if name == "Documents":
-            check.count("DocumentEntries", answer.documents, count)
-        elif name == "SubmissionSets":
-            check.count("SubmissionSets", answer.submission_sets, count)
-        elif name == "Folders":
-            check.count("Folders", answer.folders, count)
-        elif name == "Associations":
-            check.count("Associations", answer.associations, count)
-        elif name == "ObjectRefs":
-            check.count("ObjectRefs", answer.object_refs, count)
-            leaf = answer.documents + answer.submission_sets + answer.folders + answer.associations
-            if leaf:
-                check.fail(f"{len(leaf)} full objects returned where only ObjectRefs were expected")
-        elif name == "None":
-            check.no_ss()
-            check.count("DocumentEntries", answer.documents, 0)
-            check.count("Folders", answer.folders, 0)
-            check.count("Associations", answer.associations, 0)
-        elif name == "NoSubmissionSet":
-            check.no_ss()
-        elif name == "NoDocument":
-            check.count("DocumentEntries", answer.documents, 0)
-        elif name == "SSApproved":
-            if check.has_ss():
-                check.statuses(answer.submission_sets[:1], "SubmissionSet", v.STATUS_APPROVED)
-        elif name == "DocApp":
-            # every DocumentEntry returned is Approved; an answer holding none has none to fail it
-            check.statuses(answer.documents, "DocumentEntry", v.STATUS_APPROVED)
-        elif name == "DocDep":
-            check.statuses(answer.documents, "DocumentEntry", v.STATUS_DEPRECATED)
-        elif name == "OneDocApp":
-            check.statuses(answer.documents, "DocumentEntry", v.STATUS_APPROVED, exactly_one=True)
-        elif name == "OneDocDep":
-            check.statuses(answer.documents, "DocumentEntry", v.STATUS_DEPRECATED, exactly_one=True)
-        elif name == "FolApp":
-            check.statuses(answer.folders, "Folder", v.STATUS_APPROVED)
-        elif name == "FolDep":
-            check.statuses(answer.folders, "Folder", v.STATUS_DEPRECATED)
-        elif name in ("SSwithOneDoc", "SSwithOneDocOnly"):
-            check.ss_with_docs(1, 0, 1)
-            if name == "SSwithOneDoc" and answer.submission_sets:
-                check.statuses(answer.submission_sets[:1], "SubmissionSet", v.STATUS_APPROVED)
-        elif name == "SSwithTwoDoc":
-            check.ss_with_docs(2, 0, 2)
-            if answer.submission_sets:
-                check.statuses(answer.submission_sets[:1], "SubmissionSet", v.STATUS_APPROVED)
-        elif name == "SSwithOneFol":
-            check.ss_with_docs(0, 1, 1)
-        elif name == "SSwithOneDocOneFol":
-            before = len(check.problems)
-            check.ss_with_docs(1, 1, 4)
-            if len(check.problems) == before:
-                check.folder_memberships(every_doc=True)
-        elif name == "SSwithTwoDocOneFol":
-            before = len(check.problems)
-            check.ss_with_docs(2, 1, 7)
-            if len(check.problems) == before:
-                check.folder_memberships(every_doc=True)
-        elif name == "SSwithTwoDocOneFolOneDocInFol":
-            before = len(check.problems)
-            check.ss_with_docs(2, 1, 5)
-            if len(check.problems) == before:
-                check.folder_memberships(every_doc=False)
-        elif name in ("HasRPLC", "HasXFRM_RPLC"):
-            kind = v.RPLC if name == "HasRPLC" else v.XFRM_RPLC
-            if not any(a.get("associationType") == kind for a in answer.associations):
-                check.fail(f"no {kind.rsplit(':', 1)[-1]} association in the answer")
-        elif name == "HasSnapshotPattern":
-            _snapshot_pattern(check)
-        elif name == "DocumentEntries" and resolve is not None:
+        if item.tag == "DocumentEntries" and resolve is not None:
             unjudged += [f"DocumentEntries/{part}" for part in _document_entries(check, item, resolve)]
-        else:
-            unjudged.append(name)
+        elif not _judge_one(check, item.tag, int(item.get("count", "-1"))):
+            unjudged.append(item.tag)
     return check.problems, unjudged
+
+
+def _judge_one(check: _Checker, name: str, count: int) -> bool:
+    """Judge one expectation; False when it is not one this runner knows."""
+    answer = check.a
+    if name in _COUNTED:
+        label, field = _COUNTED[name]
+        check.count(label, getattr(answer, field), count)
+    elif name in _STATUSES:
+        field, kind, status, exactly_one = _STATUSES[name]
+        check.statuses(getattr(answer, field), kind, status, exactly_one=exactly_one)
+    elif name in _SHAPES:
+        docs, folders, associations, approved, every_doc = _SHAPES[name]
+        before = len(check.problems)
+        check.ss_with_docs(docs, folders, associations)
+        if approved and answer.submission_sets:
+            check.statuses(answer.submission_sets[:1], "SubmissionSet", v.STATUS_APPROVED)
+        if every_doc is not None and len(check.problems) == before:
+            check.folder_memberships(every_doc=every_doc)
+    elif name in _OTHERS:
+        _OTHERS[name](check)
+    elif name == "ObjectRefs":
+        check.count("ObjectRefs", answer.object_refs, count)
+        leaf = answer.documents + answer.submission_sets + answer.folders + answer.associations
+        if leaf:
+            check.fail(f"{len(leaf)} full objects returned where only ObjectRefs were expected")
+    else:
+        return False
+    return True
+
+
+def _nothing(check: _Checker) -> None:
+    check.no_ss()
+    check.count("DocumentEntries", check.a.documents, 0)
+    check.count("Folders", check.a.folders, 0)
+    check.count("Associations", check.a.associations, 0)
+
+
+def _ss_approved(check: _Checker) -> None:
+    if check.has_ss():
+        check.statuses(check.a.submission_sets[:1], "SubmissionSet", v.STATUS_APPROVED)
+
+
+def _has(kind: str) -> Callable[[_Checker], None]:
+    def judge(check: _Checker) -> None:
+        if not any(a.get("associationType") == kind for a in check.a.associations):
+            check.fail(f"no {kind.rsplit(':', 1)[-1]} association in the answer")
+
+    return judge
 
 
 def _snapshot_pattern(check: _Checker) -> None:
@@ -404,3 +408,14 @@ __all__ = [
     "step_log",
     "MULTI_PATIENT_QUERIES",
 ]
+
+
+_OTHERS: dict[str, Callable[[_Checker], None]] = {
+    "None": _nothing,
+    "NoSubmissionSet": lambda check: check.no_ss(),
+    "NoDocument": lambda check: check.count("DocumentEntries", check.a.documents, 0),
+    "SSApproved": _ss_approved,
+    "HasRPLC": _has(v.RPLC),
+    "HasXFRM_RPLC": _has(v.XFRM_RPLC),
+    "HasSnapshotPattern": _snapshot_pattern,
+}
