@@ -285,7 +285,7 @@ def test_iti86_remove(
     ]
     check_common(msg, audit_schema, server, "/repository")
     ev = msg.find("EventIdentification")
-    assert code(ev.find("EventID")) == ("110105", "DCM", "DICOM Instances Deleted")
+    assert code(ev.find("EventID")) == ("110105", "DCM", "DICOM Study Deleted")
     assert code(ev.find("EventTypeCode")) == ("ITI-86", "IHE Transactions", "Remove Documents")
     assert ev.get("EventActionCode") == "D"
 

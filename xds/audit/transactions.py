@@ -26,7 +26,7 @@ QUERY = Code("110112", "DCM", "Query")
 IMPORT = Code("110107", "DCM", "Import")
 EXPORT = Code("110106", "DCM", "Export")
 PATIENT_RECORD = Code("110110", "DCM", "Patient Record")
-DELETED = Code("110105", "DCM", "DICOM Instances Deleted")
+DELETED = Code("110105", "DCM", "DICOM Study Deleted")  # its name in DICOM PS3.16 CID 400
 # a refused or failed security check (DICOM PS3.16 CID 400/401)
 SECURITY_ALERT = Code("110113", "DCM", "Security Alert")
 USER_AUTHENTICATION = Code("110114", "DCM", "User Authentication")
