@@ -762,7 +762,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         "demo", help="three communities on 127.0.0.1 and a doctor reading a hospital's results across them"
     )
     demo.add_argument(
-        "--dir", help="folder for the communities' data and keys (default: a new temporary one)"
+        "--dir",
+        help="folder for the communities' data and keys, kept afterwards "
+        "(default: a new temporary one, removed when the demo stops)",
     )
     demo.add_argument("--port", type=int, default=8081, help="first of three ports")
     demo.set_defaults(func=_demo)

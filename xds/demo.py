@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -436,11 +437,16 @@ def how_to(federation: Federation, patient: str, published: list[Published]) -> 
     )
 
 
+def _stop(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(directory: str | None = None, base_port: int = 8081) -> int:
     """Start, publish, tell the story, keep serving until Ctrl-C."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, _stop)  # stopped by a service manager: clean up as for Ctrl-C
     work = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="xds-demo-"))
     if directory and work.exists():
         shutil.rmtree(work)
@@ -469,4 +475,6 @@ def main(directory: str | None = None, base_port: int = 8081) -> int:
         print("\nxds demo: stopping")
     finally:
         federation.stop()
+        if not directory:  # a temporary folder: its keys and data go with the demo (--dir keeps them)
+            shutil.rmtree(work, ignore_errors=True)
     return 0
