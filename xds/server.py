@@ -177,7 +177,10 @@ def access_log_route(config: Config, engine: Engine):  # type: ignore[no-untyped
 
     roles = trust_roles(config)
     guard = AccessLogGuard(
-        issuers=roles.issuers, audiences=roles.audiences, auditor_role=config.audit.auditor_role
+        issuers=roles.issuers,
+        audiences=roles.audiences,
+        auditor_role=config.audit.auditor_role,
+        citizen_purposes=config.access_policy().citizen_purposes,
     )
 
     async def route(request: Request) -> Response:

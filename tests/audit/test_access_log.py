@@ -266,8 +266,16 @@ def test_the_access_log_endpoint_answers_the_citizen_and_auditors_only(
     } <= set(body["accesses"][0])
     auditor = httpx.get(url, headers=bearer(keys, who(role="auditor", subject_id="Revisor")))
     assert auditor.status_code == 200
-    other_citizen = httpx.get(url, headers=bearer(keys, who(subject_id=OTHER, hpr_number="")))
+    other_citizen = httpx.get(
+        url, headers=bearer(keys, who(subject_id=OTHER, hpr_number="", purpose_of_use="PATRQT"))
+    )
     assert other_citizen.status_code == 403
+    # the citizen in the urn:oid spelling of the national id is the same citizen
+    spelt = who(subject_id=f"urn:oid:2.16.578.1.12.4.1.4.1:{NUMBER}", hpr_number="", purpose_of_use="PATRQT")
+    assert httpx.get(url, headers=bearer(keys, spelt)).status_code == 200
+    # a clinician's assertion whose subject-id is the patient's number is not the citizen's
+    as_clinician = who(subject_id=PATIENT, purpose_of_use="TREAT")
+    assert httpx.get(url, headers=bearer(keys, as_clinician)).status_code == 403
     rogue = init_keys(tmp_path / "rogue", ["x"], ca_name="Not our CA")
     assert httpx.get(url, headers=bearer(keys, who(subject_id=PATIENT), idp=rogue.idp)).status_code == 401
     assert httpx.get(url, headers={"Authorization": "SAML !!!"}).status_code == 401

@@ -2,9 +2,11 @@
 
 The request carries a signed XUA assertion (ITI TF-2b §3.40) as ``Authorization: SAML <base64>``.
 It is verified like any other (signed by a certificate pinned to its issuer, validity window,
-audience); then the log is released only to the citizen it is about — the assertion's
-subject-id is that patient (a clinician's assertion names the patient only as resource-id) — or to an assertion
-whose role is the configured auditor role.
+audience); then the log is released only to the citizen it is about — recognised as the access
+policy recognises citizens (:mod:`xds.trust.policy`): a citizen purpose of use (``PATRQT`` by
+default) and a subject-id that is that patient's national id in any common spelling (a clinician's
+assertion names the patient only as resource-id) — or to an assertion whose role is the configured
+auditor role.
 """
 
 from __future__ import annotations
@@ -17,10 +19,7 @@ from cryptography import x509
 
 from xds import safexml
 from xds.trust.assertion import AssertionRejected, verify_assertion
-
-
-def _person(cx: str) -> str:
-    return cx.split("^", 1)[0].strip()
+from xds.trust.policy import national_id, role_code
 
 
 class AccessLogGuard:
@@ -30,10 +29,12 @@ class AccessLogGuard:
         issuers: Mapping[str, Sequence[x509.Certificate]],
         audiences: Sequence[str],
         auditor_role: str,
+        citizen_purposes: frozenset[str] = frozenset({"PATRQT"}),
     ) -> None:
         self.issuers = issuers  # each allowed issuer pinned to its certificate(s)
         self.audiences = audiences
         self.auditor_role = auditor_role
+        self.citizen_purposes = citizen_purposes
 
     def refusal(self, authorization: str, patient: str) -> tuple[int, str] | None:
         """None when the log of ``patient`` may be released, else (HTTP status, reason)."""
@@ -54,8 +55,9 @@ class AccessLogGuard:
         except Exception:
             return 401, "the assertion could not be read"
         who = verified.attributes
-        if self.auditor_role and who.role.split("^")[0] == self.auditor_role:
+        if self.auditor_role and role_code(who.role) == self.auditor_role:
             return None
-        if _person(who.subject_id) == _person(patient) and _person(patient):
+        citizen = role_code(who.purpose_of_use) in self.citizen_purposes
+        if citizen and national_id(who.subject_id) and national_id(who.subject_id) == national_id(patient):
             return None
         return 403, "only the citizen the log is about, or an auditor, may read it"
