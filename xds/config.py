@@ -101,7 +101,8 @@ class RegistryConfig:
     max_query_results: int = setting(10_000, "ITI-18: more objects than this is XDSTooManyResults")
     query_time_limit_s: float = setting(10.0, "ITI-18 on SQLite: a query still running is stopped (0: never)")
     lock_wait_s: float = setting(
-        10.0, "SQLite: a write waits this long for a write lock another process holds, then is refused busy"
+        10.0,
+        "a write waits this long for a lock another process or session holds, then is refused busy",
     )
 
     def url(self, data_dir: str) -> str:

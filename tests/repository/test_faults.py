@@ -203,19 +203,56 @@ def _query_times(url: str, count: int, while_alive: threading.Thread | None = No
     return times
 
 
-@pytest.mark.skipif(bool(os.environ.get("XDS_TEST_DATABASE_URL")), reason="SQLite's write lock: SQLite pass")
-def test_write_lock_held_by_another_process_delays_writes_only(tmp_path: Path) -> None:
-    """An operator's sqlite3 shell holds BEGIN IMMEDIATE: an ITI-41 waits up to [registry]
-    lock_wait_s (2 s here) and is refused XDSRepositoryBusy, leaving nothing; FindDocuments in
-    the same worker keeps its latency meanwhile (p50 within 2x of the unloaded p50)."""
-    from xds.database import sqlite_url
+class _SqliteShell:
+    """An operator's ``sqlite3`` shell holding the write lock (BEGIN IMMEDIATE)."""
 
+    def __init__(self, database_url: str) -> None:
+        self.path = database_url.removeprefix("sqlite:///")
+
+    def hold(self) -> None:
+        self.conn = sqlite3.connect(self.path, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+# what ITI-41 and ITI-42 write (and ITI-86 deletes from): an operator's LOCK TABLE on them
+_WRITTEN_TABLES = "documents, submission_sets, associations, registry_objects, repository_documents"
+
+
+class _PsqlSession:
+    """An operator's psql session holding the tables ITI-41/42 write: ``BEGIN; LOCK TABLE ... IN
+    EXCLUSIVE MODE`` — writes wait for it, reads (ACCESS SHARE) do not."""
+
+    def __init__(self, database_url: str) -> None:
+        self.conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    def hold(self) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(self.conninfo)
+        self.conn.execute(f"LOCK TABLE {_WRITTEN_TABLES} IN EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def _held_lock_delays_writes_only(
+    tmp_path: Path, database_url: str, holder: _SqliteShell | _PsqlSession
+) -> None:
+    """While ``holder`` holds the lock: an ITI-41 waits up to [registry] lock_wait_s (2 s here)
+    and is refused XDSRepositoryBusy, leaving nothing; ITI-42 and ITI-86 are refused busy too;
+    FindDocuments in the same worker keeps its latency (p50 within 2x of the unloaded p50). An
+    ITI-41 sent while the lock is held succeeds once it is released within the limit."""
     data_dir = tmp_path / "data"
     files = tmp_path / "files"
     files.mkdir()
     sent: dict[str, bytes] = {}
     env = {"XDS_REGISTRY_LOCK_WAIT_S": "2"}
-    with start_server(data_dir, sqlite_url(data_dir), env=env) as server:
+    with start_server(data_dir, database_url, env=env) as server:
         repository, registry = f"{server.url}/repository", f"{server.url}/registry"
         with RepositoryClient(repository, timeout=60) as client:
             for i in range(5):
@@ -226,46 +263,70 @@ def test_write_lock_held_by_another_process_delays_writes_only(tmp_path: Path) -
         _query_times(registry, 10)  # warm
         unloaded_times = _query_times(registry, 20)
 
-        holder = sqlite3.connect(data_dir / "registry.db", isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
+        holder.hold()
         result: dict[str, object] = {}
 
-        def blocked_provide() -> None:
+        def blocked_provide(name: str) -> None:
             started = time.monotonic()
+            data = os.urandom(300_000)
             with RepositoryClient(repository, timeout=60) as client:
-                result["outcome"], _ = provide(client, files / "blocked", os.urandom(300_000))
-            result["seconds"] = time.monotonic() - started
+                outcome, uid = provide(client, files / name, data)
+            result[name] = (outcome, uid, data, time.monotonic() - started)
 
-        writer = threading.Thread(target=blocked_provide)
+        writer = threading.Thread(target=blocked_provide, args=("blocked",))
         try:
             writer.start()
             time.sleep(0.3)  # the provide is waiting for the lock
             locked_times = _query_times(registry, 40, while_alive=writer)
             _other_transactions_meanwhile(server.url, data_dir, sent, tmp_path, busy=True)
             writer.join(timeout=30)
+            # one more, and the lock released while it waits: it is stored
+            writer = threading.Thread(target=blocked_provide, args=("released",))
+            writer.start()
+            time.sleep(0.5)
         finally:
-            holder.execute("ROLLBACK")
-            holder.close()
+            holder.release()
+        writer.join(timeout=30)
         unloaded_times += _query_times(registry, 20)  # before and after: the same machine's load
         locked, unloaded = statistics.median(locked_times), statistics.median(unloaded_times)
+        outcome, _, _, seconds = result["blocked"]  # type: ignore[misc]
         print(
             f"write lock held: FindDocuments p50 {locked * 1000:.2f} ms vs {unloaded * 1000:.2f} ms unloaded"
-            f" ({len(locked_times)} queries); the provide refused after {result['seconds']:.2f} s"
+            f" ({len(locked_times)} queries); the provide refused after {seconds:.2f} s"
         )
-        outcome = result["outcome"]
-        assert [e.code for e in outcome.errors] == [v.XDSRepositoryBusy], outcome  # type: ignore[attr-defined]
-        assert 1.5 < result["seconds"] < 10  # type: ignore[operator]
+        assert [e.code for e in outcome.errors] == [v.XDSRepositoryBusy], outcome
+        assert 1.5 < seconds < 10
         assert len(locked_times) >= 20
         # The stall this guards against lasts as long as the lock wait (seconds); 50 ms of slack keeps
         # the comparison about that, not about a busy machine's scheduling noise on sub-ms queries.
         assert locked <= 2 * unloaded + 0.05
-        assert wait_for_nothing_left(data_dir, sqlite_url(data_dir), 5) == NOTHING_LEFT
+        outcome, uid, data, seconds = result["released"]  # type: ignore[misc]
+        assert outcome.ok, outcome.errors
+        assert seconds < 1.9, f"stored {seconds:.2f} s after it was sent (the lock went at 0.5 s)"
+        sent[uid] = data
+        assert wait_for_nothing_left(data_dir, database_url, 5) == NOTHING_LEFT
         with RepositoryClient(repository, timeout=60) as client:
             data = os.urandom(50_000)
             outcome, uid = provide(client, files / "after", data)
             assert outcome.ok, outcome.errors
             sent[uid] = data
         _retrieve_all(repository, data_dir, sent, tmp_path / "out")
+
+
+@pytest.mark.skipif(bool(os.environ.get("XDS_TEST_DATABASE_URL")), reason="SQLite's write lock: SQLite pass")
+def test_write_lock_held_by_another_process_delays_writes_only(tmp_path: Path) -> None:
+    """An operator's sqlite3 shell holds BEGIN IMMEDIATE (see _held_lock_delays_writes_only)."""
+    from xds.database import sqlite_url
+
+    url = sqlite_url(tmp_path / "data")
+    _held_lock_delays_writes_only(tmp_path, url, _SqliteShell(url))
+
+
+@pytest.mark.skipif(not os.environ.get("XDS_TEST_DATABASE_URL"), reason="PostgreSQL's locks: PostgreSQL pass")
+def test_table_lock_held_in_postgresql_delays_writes_only(tmp_path: Path, database_url: str) -> None:
+    """An operator's psql session holds LOCK TABLE ... IN EXCLUSIVE MODE on the tables ITI-41/42
+    write (see _held_lock_delays_writes_only): the event loop never waits for the lock."""
+    _held_lock_delays_writes_only(tmp_path, database_url, _PsqlSession(database_url))
 
 
 def test_a_worker_killed_alone_has_its_spool_removed_by_its_successor(

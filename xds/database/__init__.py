@@ -97,7 +97,26 @@ def set_lock_wait(seconds: float) -> None:
 
 
 class LockTaken(Exception):
-    """SQLite's write lock was taken when a transaction that must not wait for it began."""
+    """SQLite's write lock was taken when a transaction that must not wait for it began, or (on
+    PostgreSQL) a lock a write needed was not granted within its short inline wait."""
+
+
+# PostgreSQL: how long a write run on the event loop waits for a row or table lock before the
+# wait moves to a worker thread (:func:`write`, :class:`GroupCommit`). Longer than the lock waits
+# between the server's own transactions under load (a commit), short enough not to hold the loop.
+INLINE_LOCK_MS = 20
+
+# PostgreSQL: writes that wait for a lock in worker threads at once (each holds a pooled
+# connection; the others wait for a turn without holding one, so reads keep theirs)
+OFF_LOOP_WAITERS = 4
+
+# SQLSTATE 55P03 lock_not_available: lock_timeout ran out (PostgreSQL Appendix A)
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def lock_timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the driver's error behind it) says a lock was not granted in time."""
+    return getattr(driver_error(exc), "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
 
 class Checkpointer:
@@ -222,14 +241,22 @@ def write_gate(engine: Engine) -> WriteGate | None:
 
 @contextmanager
 def write_transaction(
-    engine: Engine, *, gate_held: bool = False, nowait: bool = False, durable: bool = True
+    engine: Engine,
+    *,
+    gate_held: bool = False,
+    nowait: bool = False,
+    durable: bool = True,
+    lock_ms: int = 0,
 ) -> Iterator[Connection]:
     """``engine.begin()`` for a transaction that writes, through the database's :class:`WriteGate`
     (``gate_held``: the caller has taken it already). ``nowait``: on SQLite, raise
     :class:`LockTaken` at once instead of waiting when another process holds the write lock.
-    ``durable=False``: the commit does not wait for the disk (SQLite ``synchronous=NORMAL``,
-    PostgreSQL ``synchronous_commit = off``) — for records whose loss in a power failure is
-    acceptable (the trust model's replay records), never for documents or metadata."""
+    ``lock_ms``: on PostgreSQL, a lock not granted within that many milliseconds raises
+    :class:`LockTaken` (``lock_timeout``; statements are bounded by ``statement_timeout`` at
+    the configured lock wait). ``durable=False``: the commit does not wait for the disk (SQLite
+    ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit = off``) — for records whose loss in
+    a power failure is acceptable (the trust model's replay records), never for documents or
+    metadata."""
     gate = None if gate_held else _gate(engine)
     sqlite = engine.dialect.name == "sqlite"
     with contextlib.ExitStack() as stack:
@@ -241,10 +268,32 @@ def write_transaction(
         if not durable and sqlite:  # straight on the driver (autocommit): no transaction begins
             conn.connection.dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
             stack.callback(conn.connection.dbapi_connection.execute, "PRAGMA synchronous=FULL")  # type: ignore[union-attr]
-        with conn.begin():
-            if not durable and not sqlite:
-                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            yield conn
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    _set_local(conn, durable, lock_ms)
+                yield conn
+        except DBAPIError as exc:
+            if lock_ms and lock_timed_out(exc):
+                raise LockTaken(f"a lock was not granted within {lock_ms} ms") from exc
+            raise
+
+
+def _set_local(conn: Connection, durable: bool, lock_ms: int) -> None:
+    """This transaction's own PostgreSQL settings, in one round trip (or none)."""
+    settings = []
+    if lock_ms:
+        settings += [("lock_timeout", f"{lock_ms}ms"), ("statement_timeout", f"{_statement_ms()}ms")]
+    if not durable:
+        settings.append(("synchronous_commit", "off"))
+    if settings:
+        calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings)
+        conn.exec_driver_sql(f"SELECT {calls}")
+
+
+def _statement_ms() -> int:
+    """A write statement's limit on PostgreSQL: the configured lock wait (at least 1 s)."""
+    return max(1000, int(_lock_wait * 1000))
 
 
 async def write(engine: Engine, work: Callable[[Connection], T], *args: object) -> T:
@@ -255,7 +304,13 @@ async def write(engine: Engine, work: Callable[[Connection], T], *args: object) 
     :class:`xds.database.faults.DatabaseBusy`; reads go on meanwhile."""
     gate = _gate(engine)
     if gate is None:
-        return await run_blocking(_write_now, engine, work, args, False)
+        if engine.dialect.name != "postgresql":
+            return await run_blocking(_write_now, engine, work, args, False)
+        deadline = asyncio.get_running_loop().time() + _lock_wait
+        try:
+            return await run_blocking(_write_now, engine, work, args, False, _inline_lock_ms())
+        except LockTaken:
+            return await off_loop(engine, deadline, _write_now, engine, work, args, False)
     deadline = asyncio.get_running_loop().time() + _lock_wait
     await take_gate(gate, deadline)
     try:
@@ -264,9 +319,52 @@ async def write(engine: Engine, work: Callable[[Connection], T], *args: object) 
         gate.release()
 
 
-def _write_now(engine: Engine, work: Callable[..., T], args: tuple[object, ...], gate_held: bool) -> T:
-    with write_transaction(engine, gate_held=gate_held, nowait=gate_held) as conn:
+def _write_now(
+    engine: Engine, work: Callable[..., T], args: tuple[object, ...], gate_held: bool, lock_ms: int = 0
+) -> T:
+    with write_transaction(engine, gate_held=gate_held, nowait=gate_held, lock_ms=lock_ms) as conn:
         return work(conn, *args)
+
+
+def _inline_lock_ms() -> int:
+    """PostgreSQL: the lock wait of a write's first try (the whole wait when it runs in a thread)."""
+    return max(1, int(_lock_wait * 1000)) if _threads else INLINE_LOCK_MS
+
+
+_waiters: weakref.WeakKeyDictionary[Engine, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _waiting_turns(engine: Engine) -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    found = _waiters.get(engine)
+    if found is None or found[0] is not loop:
+        found = _waiters[engine] = (loop, asyncio.Semaphore(OFF_LOOP_WAITERS))
+    return found[1]
+
+
+async def off_loop(engine: Engine, deadline: float, attempt: Callable[..., T], *args: object) -> T:
+    """PostgreSQL: ``attempt(*args, lock_ms)`` — a write that found a lock taken — again in a
+    worker thread, waiting for the lock until ``deadline`` (loop time) with ``lock_timeout``: the
+    event loop goes on meanwhile, and the write goes on the moment the lock is released. At most
+    :data:`OFF_LOOP_WAITERS` wait so at once. DatabaseBusy when the deadline passes."""
+    loop = asyncio.get_running_loop()
+    turns = _waiting_turns(engine)
+    busy = DatabaseBusy(f"a lock the write needs was held by another session for more than {_lock_wait:g} s")
+    try:
+        await asyncio.wait_for(turns.acquire(), max(0.0, deadline - loop.time()))
+    except TimeoutError:
+        raise busy from None
+    try:
+        left_ms = int((deadline - loop.time()) * 1000)
+        if left_ms < 1:
+            raise busy
+        return await to_thread.run_sync(attempt, *args, left_ms)
+    except LockTaken as exc:
+        raise busy from exc
+    finally:
+        turns.release()
 
 
 async def take_gate(gate: WriteGate, deadline: float) -> None:
@@ -479,6 +577,7 @@ class GroupCommit:
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
             weakref.WeakKeyDictionary()
         )
+        self._waiting: set[asyncio.Task[None]] = set()  # PostgreSQL work waiting for a lock
 
     async def run(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -519,11 +618,8 @@ class GroupCommit:
                 del pending[: self.MAX_BATCH]
                 batch = [(work, future) for work, future in batch if not future.cancelled()]
                 works = [work for work, _ in batch]
-                outcomes = (
-                    await when_unlocked(functools.partial(run_blocking, self._commit, works, taken), deadline)
-                    if batch
-                    else []
-                )
+                commit = functools.partial(run_blocking, self._commit, works, taken, self._lock_ms())
+                outcomes = await when_unlocked(commit, deadline) if batch else []
             except BaseException as exc:  # the transaction itself failed: every piece with it
                 if not batch:  # the gate stayed taken: the waiting work is refused busy
                     batch = pending[: self.MAX_BATCH]
@@ -537,15 +633,61 @@ class GroupCommit:
             finally:
                 if taken:
                     gate.release()  # type: ignore[union-attr]
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            waiting = []
+            for (work, future), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
-                if ok:
+                if not ok and isinstance(value, LockTaken):  # PostgreSQL: waits off the loop
+                    waiting.append((work, future))
+                elif ok:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+            if waiting:
+                task = asyncio.get_running_loop().create_task(self._wait_out(waiting, deadline))
+                self._waiting.add(task)
+                task.add_done_callback(self._waiting.discard)
 
-    def _commit(self, works: list[Callable[[Connection], Any]], gate_held: bool) -> list[tuple[bool, Any]]:
+    def _lock_ms(self) -> int:
+        return _inline_lock_ms() if self.engine.dialect.name == "postgresql" else 0
+
+    async def _wait_out(
+        self, waiting: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]], deadline: float
+    ) -> None:
+        """PostgreSQL: the work of a batch that found a lock taken, run again in a worker thread
+        (:func:`off_loop`) while the leader goes on with the next batch; DatabaseBusy for work
+        whose lock stays taken past ``deadline``."""
+        try:
+            outcomes = await off_loop(self.engine, deadline, self._each_waiting, [w for w, _ in waiting])
+        except Exception as exc:
+            outcomes = [(False, exc)] * len(waiting)
+        for (_, future), (ok, value) in zip(waiting, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            elif isinstance(value, LockTaken):
+                future.set_exception(
+                    DatabaseBusy(f"a lock the write needs was held for more than {_lock_wait:g} s")
+                )
+            else:
+                future.set_exception(value)
+
+    def _each_waiting(self, works: list[Callable[[Connection], Any]], lock_ms: int) -> list[tuple[bool, Any]]:
+        """In a worker thread: each piece of work alone — first with the short lock wait (so work
+        a lock does not hold goes at once), then the ones still locked out, each waiting for its
+        lock until ``lock_ms`` from now."""
+        deadline = time.monotonic() + lock_ms / 1000
+        outcomes = [self._alone(work, False, INLINE_LOCK_MS) for work in works]
+        for i, (ok, value) in enumerate(outcomes):
+            left = int((deadline - time.monotonic()) * 1000)
+            if not ok and isinstance(value, LockTaken) and left >= 1:
+                outcomes[i] = self._alone(works[i], False, left)
+        return outcomes
+
+    def _commit(
+        self, works: list[Callable[[Connection], Any]], gate_held: bool, lock_ms: int = 0
+    ) -> list[tuple[bool, Any]]:
         """Run ``works`` in one transaction, each in a savepoint; (ok, value or exception) each.
 
         Two batches can deadlock on PostgreSQL where serial transactions would only have waited:
@@ -557,15 +699,25 @@ class GroupCommit:
         """
         if len(works) > 1:
             try:
-                return self._together(works, gate_held)
+                return self._together(works, gate_held, lock_ms)
             except _Conflict:
                 pass  # rolled back as a whole: nothing of the batch is stored
-        return [self._alone(work, gate_held) for work in works]
+            except LockTaken as exc:
+                if gate_held:
+                    raise  # SQLite: nothing ran; the whole batch waits and begins again
+                # PostgreSQL: a piece found a lock taken; rolled back as a whole, every piece
+                # goes on off the event loop (one by one there)
+                return [(False, exc)] * len(works)
+        return [self._alone(work, gate_held, lock_ms) for work in works]
 
-    def _together(self, works: list[Callable[[Connection], Any]], gate_held: bool) -> list[tuple[bool, Any]]:
+    def _together(
+        self, works: list[Callable[[Connection], Any]], gate_held: bool, lock_ms: int
+    ) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with write_transaction(self.engine, gate_held=gate_held, nowait=gate_held) as conn:
+            with write_transaction(
+                self.engine, gate_held=gate_held, nowait=gate_held, lock_ms=lock_ms
+            ) as conn:
                 for work in works:
                     conn.exec_driver_sql("SAVEPOINT xds_work")
                     try:
@@ -573,6 +725,8 @@ class GroupCommit:
                     except Exception as exc:
                         if conflict(exc):
                             raise _Conflict from exc
+                        if lock_ms and lock_timed_out(exc):
+                            raise LockTaken(f"a lock was not granted within {lock_ms} ms") from exc
                         conn.exec_driver_sql("ROLLBACK TO SAVEPOINT xds_work")
                         conn.exec_driver_sql("RELEASE SAVEPOINT xds_work")
                         outcomes.append((False, exc))
@@ -585,14 +739,20 @@ class GroupCommit:
             raise
         return outcomes
 
-    def _alone(self, work: Callable[[Connection], Any], gate_held: bool) -> tuple[bool, Any]:
+    def _alone(
+        self, work: Callable[[Connection], Any], gate_held: bool, lock_ms: int = 0
+    ) -> tuple[bool, Any]:
         """``work`` in a transaction of its own, begun again (up to ATTEMPTS times) after a conflict."""
         for attempt in range(1, self.ATTEMPTS + 1):
             try:
-                with write_transaction(self.engine, gate_held=gate_held, nowait=gate_held) as conn:
+                with write_transaction(
+                    self.engine, gate_held=gate_held, nowait=gate_held, lock_ms=lock_ms
+                ) as conn:
                     value = work(conn)
-            except LockTaken:
-                raise  # nothing ran: the whole batch waits and begins again
+            except LockTaken as exc:
+                if gate_held:
+                    raise  # SQLite: nothing ran; the whole batch waits and begins again
+                return False, exc  # PostgreSQL: this piece waits for its lock off the loop
             except Exception as exc:
                 if conflict(exc) and attempt < self.ATTEMPTS:
                     continue
