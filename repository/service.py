@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ class _Unsettled:
     pending_rows: bool = False
     sha1s: list[str] = field(default_factory=list)
     journal: Path | None = None  # removed once settled
+    # "ask": the registry's "not registered" is believed only from then on (monotonic time)
+    sure_after: float = 0.0
 
 
 # ITI-41 answer when a remote registry took the submission but did not answer
@@ -134,6 +137,7 @@ class RepositoryService:
         home_community_id: str = "",
         access: RegistryAccess | None = None,
         owner: str = "",
+        registry_timeout: float = 60.0,
     ) -> None:
         if not is_oid(unique_id):
             raise ValueError(f"repository {name}: unique_id {unique_id!r} is not an OID")
@@ -154,6 +158,7 @@ class RepositoryService:
         self._settler: asyncio.Task[None] | None = None
         self.access = access  # the access policy on stored facts (a verified requester only)
         self.owner = organisation_number(owner)  # the institution owning this repository
+        self.registry_timeout = registry_timeout  # a remote registry's answer is waited for this long
 
     def endpoint(
         self, max_body_bytes: int, max_document_bytes: int = 16 * 2**30, read_timeout: float = 60.0
@@ -295,6 +300,8 @@ class RepositoryService:
             self._settle_later(_Unsettled(incoming, "discard", pending_rows, journal=journal))
 
     def _settle_later(self, item: _Unsettled) -> None:
+        if item.how == "ask" and not item.sure_after:
+            item.sure_after = time.monotonic() + self.registry_timeout
         self._unsettled.append(item)
         if item.journal is not None:
             self._kept.add(item.journal)
@@ -326,7 +333,13 @@ class RepositoryService:
             uids = [i.doc.unique_id or "" for i in item.incoming if i.brought]
             verdicts = [await to_thread.run_sync(self._lookup, uid, self.unique_id) for uid in uids]
             if None in verdicts:
+                item.sure_after = time.monotonic() + self.registry_timeout
                 raise RuntimeError("the registry cannot tell yet")
+            if not all(verdicts) and time.monotonic() < item.sure_after:
+                # a registry that was slow or away may still be working through the ITI-42 it
+                # was sent: "not registered" counts once it has answered promptly for as long as
+                # the registration was waited for — the bytes stay until then
+                raise RuntimeError("the registry may still be registering them")
             how = "confirm" if all(verdicts) else "discard"
         if how == "confirm":
             await write(self.engine, self._confirm, item.incoming)

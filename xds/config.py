@@ -118,6 +118,11 @@ class RepositoryConfig:
     name: str = setting("default", "served at `/repository/<name>`")
     unique_id: str = setting("", 'repositoryUniqueId (OID); "" = made once and kept in the store')
     registry_url: str = setting("", 'ITI-42 endpoint of a remote registry; "" = the registry in this process')
+    registry_timeout_s: float = setting(
+        60.0,
+        "a remote registry's ITI-42 answer is waited for this long (XDSRegistryNotAvailable after it;"
+        " the documents are kept only if the registry registered them)",
+    )
     store_dir: str = setting("", 'folder of its documents; "" = `<data_dir>/repositories/<name>`')
     owner: str = setting("", "organisation number of the institution owning it (may remove its documents)")
 

@@ -313,7 +313,7 @@ def build_repositories(config: Config, registry: RegistryService) -> list[Reposi
         tc = config.trust
         signing = (Path(tc.sign_key).read_bytes(), Path(tc.sign_cert).read_bytes()) if tc.sign_key else None
         register, lookup = (
-            registration.remote(rc.registry_url, signing=signing)
+            registration.remote(rc.registry_url, timeout=rc.registry_timeout_s, signing=signing)
             if rc.registry_url
             else registration.local(registry)
         )
@@ -328,6 +328,7 @@ def build_repositories(config: Config, registry: RegistryService) -> list[Reposi
                 home_community_id=config.registry.home_community_id,
                 access=registry.access,
                 owner=rc.owner,
+                registry_timeout=rc.registry_timeout_s,
             )
         )
     return out

@@ -387,3 +387,74 @@ def test_remote_registry_unreachable_leaves_no_pending_row_nor_blob(
             assert outcome.status == v.RESPONSE_FAILURE
             assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
         assert wait_for_nothing_left(tmp_path / "data", database_url, 0) == NOTHING_LEFT
+
+
+def _registered_and_stored(database_url: str) -> tuple[set[str], set[str]]:
+    """(uniqueIds the registry holds, uniqueIds the repository holds stored rows for)."""
+    from sqlalchemy import select
+
+    from xds.database import open_engine
+    from xds.registry.schema import documents
+    from xds.repository.schema import repository_documents as rd
+
+    engine = open_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            registered = set(conn.execute(select(documents.c.unique_id)).scalars())
+            stored = set(conn.execute(select(rd.c.unique_id).where(rd.c.state == "stored")).scalars())
+    finally:
+        engine.dispose()
+    return registered, stored
+
+
+def test_remote_registry_slow_or_stopped_leaves_nothing_half_done(tmp_path: Path, database_url: str) -> None:
+    """A repository whose registry is another ``xds serve`` (ITI-42 over HTTP), with
+    [[repository]] registry_timeout_s = 1. The registry process stopped (SIGSTOP: it takes the
+    connection and answers nothing): ITI-41 gets XDSRegistryNotAvailable after the timeout; when
+    the registry goes on it works through the request it was sent, and the repository, asking it
+    again, ends with the document registered and stored, or neither — never one without the
+    other, no pending row, no blob, no spooled part. The registry stopped for good (connections
+    refused): XDSRegistryNotAvailable and nothing left at once."""
+    import signal
+
+    from support import RunningServer, make_config
+
+    files = tmp_path / "files"
+    files.mkdir()
+    sent: dict[str, bytes] = {}
+    with start_server(tmp_path / "registry", database_url) as registry:
+        cfg = make_config(tmp_path / "data", database_url)
+        cfg.repositories[0].registry_url = f"{registry.url}/registry"
+        cfg.repositories[0].registry_timeout_s = 1.0
+        data_dir = tmp_path / "data"
+        with RunningServer(cfg) as server, RepositoryClient(f"{server.url}/repository", timeout=30) as client:
+            data = os.urandom(20_000)
+            outcome, uid = provide(client, files / "first", data)
+            assert outcome.ok, outcome.errors
+            sent[uid] = data
+
+            os.kill(registry.proc.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                late = os.urandom(400_000)  # spooled
+                outcome, late_uid = provide(client, files / "late", late)
+                took = time.monotonic() - started
+                time.sleep(0.5)
+            finally:
+                os.kill(registry.proc.pid, signal.SIGCONT)
+            assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
+            assert 0.9 < took < 5, f"answered after {took:.2f} s with a 1 s registry timeout"
+            assert wait_for_nothing_left(data_dir, database_url, 30) == NOTHING_LEFT
+            registered, stored = _registered_and_stored(database_url)
+            assert registered == stored, "registered without its bytes, or stored unregistered"
+            if late_uid in stored:
+                sent[late_uid] = late
+            print(f"the registry, stopped, registered the late submission: {late_uid in registered}")
+
+            registry.stop()
+            for i, size in enumerate((5_000, 400_000)):  # in memory and spooled
+                outcome, _ = provide(client, files / f"stopped{i}", os.urandom(size))
+                assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
+            assert wait_for_nothing_left(data_dir, database_url, 0) == NOTHING_LEFT
+            assert _registered_and_stored(database_url) == (registered, stored)
+            _retrieve_all(f"{server.url}/repository", data_dir, sent, tmp_path / "out")
