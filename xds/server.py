@@ -209,13 +209,13 @@ def trust_policy(config: Config, engine: Engine, endpoint: str = "") -> PolicyEn
     mode = {"registry": tc.registry_mode, "repository": tc.repository_mode}.get(endpoint, "") or tc.mode
     if mode == "off":
         return None
-    from xds.database.replay import DatabaseReplayStore
+    from xds.database.replay import DatabaseReplayStore, replay_engine
     from xds.trust.enforcement import PolicyEnforcementPoint
 
     return PolicyEnforcementPoint(
         mode=mode,
         trust=trust_roles(config),
-        replay=DatabaseReplayStore(engine),
+        replay=DatabaseReplayStore(replay_engine(engine)),
         public_url=config.server.public_url,
         bind_tls=tc.bind_tls,
         host_audience=not tc.audiences(config.server.public_url),

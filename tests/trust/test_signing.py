@@ -226,9 +226,9 @@ def test_one_assertion_serves_many_requests_and_a_replay_is_refused_until_expiry
     assert again.status_code == 400 and "replayed" in reason(again)
     from sqlalchemy import select
 
-    from xds.database.replay import seen_ids
+    from xds.database.replay import replay_engine, seen_ids
 
-    with server.app.state.registry.engine.connect() as conn:
+    with replay_engine(server.app.state.registry.engine).connect() as conn:
         until = conn.execute(select(seen_ids.c.expires).order_by(seen_ids.c.expires.desc())).first()[0]
     assert until >= (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=25)).strftime("%Y%m%d%H%M%S")
 

@@ -4,16 +4,25 @@ ITI TF-2 §3.40.4.2 (X-Service Provider) refuses a request whose identifiers wer
 store keeps them in the deployment's database (table ``trust_seen_ids``, migration ``t0001``) until
 they expire, so a replay sent to another worker process is refused too. It implements
 :class:`xds.trust.enforcement.ReplayStore`.
+
+Every signed request — reads too — records its identifier. On SQLite the records are kept in a
+database file of their own beside the registry's (``registry-replay.db``): SQLite has one write
+lock per file, and one held on the registry (an operator's ``sqlite3`` shell, a backup, a long
+registration) must not hold every signed query. On PostgreSQL the table is in the registry's
+database (row locks do not reach it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import weakref
+from pathlib import Path
 
-from sqlalchemy import Column, Engine, MetaData, String, Table, delete, insert
+from sqlalchemy import Column, Engine, Index, MetaData, String, Table, delete, insert
 from sqlalchemy.exc import IntegrityError
 
-from xds.database import write_transaction
+from xds.database import open_engine, write_transaction
 
 metadata = MetaData()
 seen_ids = Table(
@@ -22,6 +31,31 @@ seen_ids = Table(
     Column("id", String(300), primary_key=True),
     Column("expires", String(20), nullable=False),
 )
+Index("ix_trust_seen_ids_expires", seen_ids.c.expires)
+
+# the replay engine of each registry engine, living as long as it
+_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_engines_lock = threading.Lock()
+
+
+def replay_engine(engine: Engine) -> Engine:
+    """Where the replay records of the registry database ``engine`` are kept: on SQLite an
+    engine on ``<database>-replay.db`` beside it (made on first use, its table created under the
+    file's write gate so worker processes starting together do not race), elsewhere ``engine``."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database:
+        return engine
+    with _engines_lock:
+        found = _engines.get(engine)
+        if found is None:
+            path = Path(database).resolve()
+            found = open_engine(
+                f"sqlite:///{path.with_name(f'{path.stem}-replay{path.suffix}')}", pool_size=4
+            )
+            with write_transaction(found) as conn:
+                metadata.create_all(conn)
+            _engines[engine] = found
+    return found
 
 
 class DatabaseReplayStore:
