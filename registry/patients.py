@@ -13,6 +13,7 @@ primary-key look-up for an unmerged patient and two for a merged one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
-from xds.database import reader, write_transaction
+from xds.database import lock_wait_s, reader, write, write_transaction
 from xds.database.statements import Prepared
 from xds.metadata.hl7v2 import CX
 from xds.registry.schema import patients
@@ -66,6 +67,14 @@ class PatientDirectory:
         self.engine = engine
         self.reader = reader(engine)
         self._lookup = Prepared(select(patients.c.merged_into).where(patients.c.pid == bindparam("pid")))
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def write_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the feed's writes made from other threads (the MLLP handler's) on ``loop``, through
+        :func:`xds.database.write` like every other write of the server: the write gate and a lock
+        another process or session holds are waited for without holding a thread's connection,
+        and a lock held past ``[registry] lock_wait_s`` is refused busy."""
+        self._loop = loop
 
     # --- reading ------------------------------------------------------------------------------------
     def resolve(self, pid: str, conn: Connection | None = None) -> str | None:
@@ -236,8 +245,23 @@ class PatientDirectory:
     def _retrying(self, work: Callable[[Connection], None]) -> None:
         """Run ``work(conn)`` in one transaction; retry once if a concurrent insert won the race."""
         try:
-            with write_transaction(self.engine) as conn:
-                work(conn)
+            self._transaction(work)
         except IntegrityError:
-            with write_transaction(self.engine) as conn:
-                work(conn)
+            self._transaction(work)
+
+    def _transaction(self, work: Callable[[Connection], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and not _running(loop):
+            # bounded by write()'s own limit; the margin covers a loop busy with other requests
+            asyncio.run_coroutine_threadsafe(write(self.engine, work), loop).result(lock_wait_s() + 60)
+            return
+        with write_transaction(self.engine) as conn:
+            work(conn)
+
+
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running ``loop`` (waiting on it there would never end)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from xds.database.faults import BUSY, UNAVAILABLE, classify
 from xds.metadata.hl7v2 import is_oid
 from xds.profiles import Profile
 from xds.registry.patients import MergeRefused, PatientDirectory, canonical_cx
@@ -38,8 +39,10 @@ DATA_TYPE_ERROR = "102"
 UNSUPPORTED_MESSAGE_TYPE = "200"
 UNSUPPORTED_EVENT_CODE = "201"
 UNSUPPORTED_VERSION_ID = "203"
+APPLICATION_RECORD_LOCKED = "206"
 APPLICATION_INTERNAL_ERROR = "207"
 _ERROR_NAMES = {
+    APPLICATION_RECORD_LOCKED: "Application record locked",
     SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
     REQUIRED_FIELD_MISSING: "Required field missing",
     DATA_TYPE_ERROR: "Data type error",
@@ -437,6 +440,19 @@ def _merge(msg: _Message, directory: PatientDirectory, profile: Profile) -> None
         ) from refused
 
 
+def _failure(exc: Exception) -> _Reject:
+    """The AE for a message the registry could not apply: a database locked past ``[registry]
+    lock_wait_s`` is 206 (application record locked), to be sent again; anything else 207."""
+    kind = classify(exc)
+    if kind == BUSY:
+        log.warning("ITI-8: the registry's database is locked (%s); the message was refused", exc)
+        text = "the registry's database is locked by another process; nothing was stored; send it again"
+        return _Reject("AE", APPLICATION_RECORD_LOCKED, "", text)
+    log.exception("ITI-8: the patient identity feed message could not be applied")
+    what = "its database is not available" if kind == UNAVAILABLE else "internal error"
+    return _Reject("AE", APPLICATION_INTERNAL_ERROR, "", f"the registry could not apply the message ({what})")
+
+
 # --- entry point ------------------------------------------------------------------------------------
 def handle_message(raw: bytes, directory: PatientDirectory, profile: Profile) -> str:
     """Apply one ITI-8 message (ITI TF-2 §3.8) and return its HL7 v2.5 ACK, segments ending in ``\\r``.
@@ -458,14 +474,8 @@ def handle_message(raw: bytes, directory: PatientDirectory, profile: Profile) ->
         except Exception:
             log.exception("ITI-8: could not build the acknowledgment")
             return _fallback_ack()
-    except Exception:
-        log.exception("ITI-8: the patient identity feed message could not be applied")
-        generic = _Reject(
-            "AE",
-            APPLICATION_INTERNAL_ERROR,
-            "",
-            "the registry could not apply the message (internal error)",
-        )
+    except Exception as exc:
+        generic = _failure(exc)
         try:
             return _ack(msg, "AE", generic)
         except Exception:

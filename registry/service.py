@@ -182,6 +182,8 @@ class RegistryService:
         from xds.registry.mllp import serve_mllp
         from xds.registry.pix_feed import handle_message
 
+        self.patients.write_on(asyncio.get_running_loop())  # the handler runs in a thread
+
         def handler(raw: bytes) -> str:
             ack = handle_message(raw, self.patients, self.profile)
             if self.feed_observer is not None:

@@ -226,14 +226,15 @@ class _PsqlSession:
     """An operator's psql session holding the tables ITI-41/42 write: ``BEGIN; LOCK TABLE ... IN
     EXCLUSIVE MODE`` — writes wait for it, reads (ACCESS SHARE) do not."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, tables: str = _WRITTEN_TABLES) -> None:
         self.conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.tables = tables
 
     def hold(self) -> None:
         import psycopg
 
         self.conn = psycopg.connect(self.conninfo)
-        self.conn.execute(f"LOCK TABLE {_WRITTEN_TABLES} IN EXCLUSIVE MODE")
+        self.conn.execute(f"LOCK TABLE {self.tables} IN EXCLUSIVE MODE")
 
     def release(self) -> None:
         self.conn.rollback()
@@ -387,6 +388,83 @@ def test_remote_registry_unreachable_leaves_no_pending_row_nor_blob(
             assert outcome.status == v.RESPONSE_FAILURE
             assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
         assert wait_for_nothing_left(tmp_path / "data", database_url, 0) == NOTHING_LEFT
+
+
+def _a01(patient_id: str, control: str) -> str:
+    return (
+        f"MSH|^~\\&|PAS|STOLAV|XDS|XDS|20261204120000||ADT^A01^ADT_A01|{control}|P|2.5\r"
+        f"PID|||{patient_id}^^^&1.3.6.1.4.1.21367.2005.13.20.1000&ISO||Nordmann^Kari"
+    )
+
+
+def test_patient_feed_under_a_held_lock_delays_only_itself(tmp_path: Path, database_url: str) -> None:
+    """ITI-8 over MLLP while another process holds the lock on the patients (an sqlite3 shell's
+    BEGIN IMMEDIATE, a psql session's LOCK TABLE patients): the message waits up to [registry]
+    lock_wait_s (2 s) and is refused AE 206 (application record locked) with nothing stored;
+    FindDocuments keeps its latency meanwhile; a message sent while the lock is held is applied
+    (AA) once it is released within the limit."""
+    from support import free_port
+
+    from xds.registry.mllp import send_mllp
+
+    sqlite = database_url.startswith("sqlite")
+    holder = _SqliteShell(database_url) if sqlite else _PsqlSession(database_url, "patients")
+    mllp = free_port()
+    env = {"XDS_REGISTRY_LOCK_WAIT_S": "2"}
+    with start_server(tmp_path / "data", database_url, env=env, args=("--mllp-port", str(mllp))) as server:
+        registry = f"{server.url}/registry"
+        assert "MSA|AA|" in send_mllp("127.0.0.1", mllp, _a01("F100", "warm"))
+        _query_times(registry, 10)  # warm
+        unloaded_times = _query_times(registry, 20)
+        answers: dict[str, tuple[str, float]] = {}
+
+        def feed(name: str, patient_id: str) -> None:
+            started = time.monotonic()
+            ack = send_mllp("127.0.0.1", mllp, _a01(patient_id, name), timeout=30)
+            answers[name] = (ack, time.monotonic() - started)
+
+        holder.hold()
+        sender = threading.Thread(target=feed, args=("locked", "F200"))
+        try:
+            sender.start()
+            time.sleep(0.2)
+            locked_times = _query_times(registry, 40, while_alive=sender)
+            sender.join(timeout=30)
+            sender = threading.Thread(target=feed, args=("released", "F300"))
+            sender.start()
+            time.sleep(0.5)
+        finally:
+            holder.release()
+        sender.join(timeout=30)
+        unloaded_times += _query_times(registry, 20)
+    locked, unloaded = statistics.median(locked_times), statistics.median(unloaded_times)
+    ack, seconds = answers["locked"]
+    print(
+        f"patients locked: FindDocuments p50 {locked * 1000:.2f} ms vs {unloaded * 1000:.2f} ms unloaded;"
+        f" the A01 refused after {seconds:.2f} s"
+    )
+    assert "MSA|AE|" in ack and "|206^Application record locked" in ack, ack
+    assert 1.5 < seconds < 10
+    assert len(locked_times) >= 20
+    assert locked <= 2 * unloaded + 0.05
+    ack, seconds = answers["released"]
+    assert "MSA|AA|" in ack and seconds < 1.9, (ack, seconds)
+    known = _known_patients(database_url)
+    assert {"F300", "F100"} <= known and "F200" not in known, known
+
+
+def _known_patients(database_url: str) -> set[str]:
+    from sqlalchemy import select
+
+    from xds.database import open_engine
+    from xds.registry.schema import patients
+
+    engine = open_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {pid.split("^")[0] for pid in conn.execute(select(patients.c.pid)).scalars()}
+    finally:
+        engine.dispose()
 
 
 def _registered_and_stored(database_url: str) -> tuple[set[str], set[str]]:

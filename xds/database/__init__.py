@@ -90,6 +90,11 @@ WAL_SAFETY_PAGES = 16384
 _lock_wait = 10.0
 
 
+def lock_wait_s() -> float:
+    """How long a write waits for a lock another process or session holds (set_lock_wait)."""
+    return _lock_wait
+
+
 def set_lock_wait(seconds: float) -> None:
     """How long a write waits for a write lock another process holds before it is refused busy."""
     global _lock_wait
