@@ -36,7 +36,9 @@ class ServerConfig:
     data_dir: str = setting("./data", "the SQLite database, repositories' documents and lock files")
     workers: int = setting(1, "uvicorn worker processes")
     max_body_mb: int = setting(64, "largest SOAP envelope (metadata, queries)")
-    max_document_mb: int = setting(16384, "largest sum of the documents of one ITI-41 MTOM message")
+    max_document_mb: int = setting(
+        16384, "largest sum of the documents of one ITI-41 message or one community's ITI-39 answer"
+    )
     read_timeout_s: int = setting(60, "a request body that pauses longer is given up")
     max_connections: int = setting(
         1000, "per worker; past it requests get HTTP 503 (uvicorn limit_concurrency)"

@@ -292,7 +292,9 @@ def build_gateways(
         anchors=config.trust_anchor_files(),
         spool_dir=Path(config.server.data_dir) / "gateway-spool",
     )
-    query, retrieve = initiating.endpoints(max_body, config.server.read_timeout_s)
+    query, retrieve = initiating.endpoints(
+        max_body, config.server.read_timeout_s, config.server.max_document_mb * 2**20
+    )
     for endpoint in (query, retrieve):
         endpoint.security = trust_policy(config, registry.engine)
     routes += [

@@ -228,3 +228,33 @@ def test_encoded_parts_are_refused(encoding: str) -> None:
         parse_message(ctype(), multipart([ROOT, encoded]))
     plain = ({**ATT[0], "Content-Transfer-Encoding": "binary"}, DOC)
     assert parse_message(ctype(), multipart([ROOT, plain])).attachments
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 4096])
+def test_piped_parts_are_queued_as_they_arrive_and_spilled_when_not_read(chunk: int, tmp_path: Path) -> None:
+    other = ({"Content-ID": "<doc2@example.org>"}, b"second" * 1000)
+    data = multipart([ROOT, ATT, other])
+    parser = mtom.MultipartParser(ctype(), spool_threshold=100, tmp_dir=str(tmp_path), pipe=True)
+    relayed = b""
+    for i in range(0, len(data), chunk):
+        parser.feed(data[i : i + chunk])
+        if parser.root() is not None:
+            assert parser.root() == ENV
+        first = parser.piped.get("doc1@example.org")
+        if first is not None:
+            relayed += first.take()
+        second = parser.piped.get("doc2@example.org")
+        if second is not None:
+            second.spill()  # nobody reads it as it comes: stored like any part
+    assert parser.done and relayed == DOC
+    assert set(parser.piped) == {"doc1@example.org", "doc2@example.org"}
+    stored = parser.piped["doc2@example.org"].stored
+    assert stored is not None and stored.path is not None and stored.read() == other[1]
+    parser.discard()
+    assert not list(tmp_path.iterdir())
+
+
+def test_piped_parts_with_one_content_id_are_refused() -> None:
+    parser = mtom.MultipartParser(ctype(), pipe=True)
+    with pytest.raises(SoapFault, match="two parts"):
+        parser.feed(multipart([ROOT, ATT, ATT]))

@@ -12,7 +12,10 @@ ITI TF-2b §3.38.4.1.3 and §3.39.4.1.3 for the outgoing transactions, ITI TF-2a
 - a Get… query without ``home``: XDSMissingHomeCommunityId; a ``home`` not in the directory:
   XDSUnknownCommunity;
 - a retrieve is split by HomeCommunityId, each part sent as ITI-39 to its community, the answers
-  (documents spooled to disk as they stream in) joined into one MTOM answer.
+  joined into one MTOM answer: a signed answer is read whole and verified before any of it is used
+  (its documents spooled past :data:`SPOOL_THRESHOLD`), an unsigned one is relayed, its documents
+  passed on to the consumer as they arrive (:mod:`xds.gateway.relay`). What one community may
+  answer is bounded by ``[server] max_body_mb`` (the envelope) plus ``max_document_mb`` (all of it).
 
 Every outgoing request carries the consumer's own XUA assertion and is signed by this gateway
 (``[trust] sign_key`` / ``sign_cert``, WS-Security as in :mod:`xds.trust.wssecurity`); every answer
@@ -39,6 +42,7 @@ from lxml import etree
 
 from xds.config import CommunityConfig
 from xds.gateway import messages as m
+from xds.gateway.relay import AnswerReader, AnswerTooLarge
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.metadata.registry_response import response_status
@@ -52,7 +56,7 @@ from xds.soap.envelope import (
     new_message_id,
     parse_envelope,
 )
-from xds.soap.mtom import MultipartParser, normalize_cid
+from xds.soap.mtom import normalize_cid
 from xds.trust.assertion import NS_SAML, AssertionRejected
 from xds.trust.wssecurity import NS_WSSE, MessageSigner, verify_answer
 
@@ -86,14 +90,11 @@ class CommunityError(Exception):
         self.error = error
 
 
-class AnswerTooLarge(Exception):
-    """A community's answer envelope exceeds what this gateway takes in."""
-
-
 @dataclass
 class _Answer:
     message: SoapRequest
     attachments: dict[str, Attachment] = field(default_factory=dict)
+    reader: AnswerReader | None = None  # an unsigned MTOM answer whose parts are still to come
 
 
 class InitiatingGateway:
@@ -115,6 +116,7 @@ class InitiatingGateway:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, httpx.AsyncClient] = {}
         self.max_answer_bytes = 64 * 2**20  # an answer envelope; endpoints() sets [server] max_body_mb
+        self.max_document_bytes = 16384 * 2**20  # its documents; endpoints() sets [server] max_document_mb
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -188,8 +190,13 @@ class InitiatingGateway:
             else:
                 by_community.setdefault(req.home, []).append(req)
         assertion = consumer_assertion(request)
+        # an answer to an unverified consumer is not signed, so nothing of it waits for the end
+        relay = request.security is None
         parts = await asyncio.gather(
-            *(self._retrieve_one(self.communities[h], reqs, assertion) for h, reqs in by_community.items())
+            *(
+                self._retrieve_one(self.communities[h], reqs, assertion, relay)
+                for h, reqs in by_community.items()
+            )
         )
         documents: list[bytes] = []
         attachments: list[Attachment] = []
@@ -202,7 +209,11 @@ class InitiatingGateway:
         )
 
     async def _retrieve_one(
-        self, community: CommunityConfig, reqs: list[m.DocumentRequest], assertion: etree._Element | None
+        self,
+        community: CommunityConfig,
+        reqs: list[m.DocumentRequest],
+        assertion: etree._Element | None,
+        relay: bool = False,
     ) -> tuple[list[XdsError], list[bytes], list[Attachment]]:
         try:
             answer = await self._exchange(
@@ -211,6 +222,7 @@ class InitiatingGateway:
                 v.ACTION_XCA_RETRIEVE,
                 m.retrieve_request(reqs),
                 assertion,
+                relay=relay,
             )
         except CommunityError as exc:
             return [exc.error], [], []
@@ -221,28 +233,51 @@ class InitiatingGateway:
             for doc in answer.message.body.iter(m.XDSB + "DocumentResponse"):
                 include = doc.find(f"{m.XDSB}Document/{_XOP_INCLUDE}")
                 if include is not None:
-                    att = answer.attachments.pop(normalize_cid(include.get("href", "")), None)
-                    if att is None:
-                        raise ValueError("a DocumentResponse refers to a part the answer does not hold")
-                    att.content_id = f"doc.{uuid.uuid4().hex}@xds-gateway"
+                    att = self._document_part(answer, normalize_cid(include.get("href", "")))
                     include.set("href", f"cid:{att.content_id}")
                     keep.append(att)
                 documents.append(etree.tostring(doc))
         except ValueError as exc:
             for att in keep:
                 att.discard()
+            if answer.reader is not None:
+                await answer.reader.aclose()
             error = XdsError(v.XDSRepositoryError, f"{_name(community)} answered out of turn: {exc}")
             return [m.located([error], community.home_community_id)[0]], [], []
         finally:
             for unused in answer.attachments.values():
                 unused.discard()
+        if answer.reader is not None and not keep:
+            await answer.reader.aclose()
         return m.located(errors, community.home_community_id), documents, keep
+
+    @staticmethod
+    def _document_part(answer: _Answer, content_id: str) -> Attachment:
+        """The part a DocumentResponse refers to, under a Content-ID of this gateway's answer."""
+        ours = f"doc.{uuid.uuid4().hex}@xds-gateway"
+        if answer.reader is not None:
+            if content_id in answer.reader.handed_out:
+                raise ValueError("two DocumentResponses refer to one part")
+            return Attachment(ours, stream=answer.reader.stream(content_id))
+        att = answer.attachments.pop(content_id, None)
+        if att is None:
+            raise ValueError("a DocumentResponse refers to a part the answer does not hold")
+        att.content_id = ours
+        return att
 
     # --- one exchange -------------------------------------------------------------------------------
     async def _exchange(
-        self, community: CommunityConfig, url: str, action: str, body: bytes, assertion: etree._Element | None
+        self,
+        community: CommunityConfig,
+        url: str,
+        action: str,
+        body: bytes,
+        assertion: etree._Element | None,
+        *,
+        relay: bool = False,
     ) -> _Answer:
-        """Send one ITI-38/39 request, signed, within the community's time limit; the verified answer."""
+        """Send one ITI-38/39 request, signed, within the community's time limit; the verified answer
+        (``relay``: an unsigned MTOM answer's parts are left to be read as they are passed on)."""
         here = community.home_community_id
         if not url:
             raise CommunityError(
@@ -251,7 +286,7 @@ class InitiatingGateway:
         started = time.monotonic()
         try:
             async with asyncio.timeout(community.timeout_s):
-                return await self._send(community, url, action, body, assertion)
+                return await self._send(community, url, action, body, assertion, relay)
         except TimeoutError:
             context = f"{_name(community)} did not answer within {community.timeout_s:g} s"
             raise CommunityError(XdsError(v.XDSUnavailableCommunity, context, here)) from None
@@ -272,7 +307,13 @@ class InitiatingGateway:
             log.debug("%s %s: %.0f ms", _name(community), action, (time.monotonic() - started) * 1000)
 
     async def _send(
-        self, community: CommunityConfig, url: str, action: str, body: bytes, assertion: etree._Element | None
+        self,
+        community: CommunityConfig,
+        url: str,
+        action: str,
+        body: bytes,
+        assertion: etree._Element | None,
+        relay: bool,
     ) -> _Answer:
         message_id = new_message_id()
         envelope = envelope_bytes(action, body, message_id=message_id, to=url, reply_to_anonymous=True)
@@ -283,8 +324,18 @@ class InitiatingGateway:
             envelope = await to_thread.run_sync(signer.secure, envelope)
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
         client = self._client(community)
-        async with client.stream("POST", url, content=envelope, headers=headers) as response:
-            answer = await self._read(response)
+        # every wait for more of the answer is bounded by the community's time limit (as a relayed
+        # answer is read after _exchange's overall limit)
+        timeout = httpx.Timeout(None, read=community.timeout_s)
+        request = client.build_request("POST", url, content=envelope, headers=headers, timeout=timeout)
+        response = await client.send(request, stream=True)
+        try:
+            answer = await self._read(response, community, relay and not signed)
+        except BaseException:
+            await response.aclose()
+            raise
+        if answer.reader is None:
+            await response.aclose()
         if signed:
             anchors = [community.ca_file] if community.ca_file else self.anchors
             try:
@@ -302,7 +353,7 @@ class InitiatingGateway:
                 raise
         return answer
 
-    async def _read(self, response: httpx.Response) -> _Answer:
+    async def _read(self, response: httpx.Response, community: CommunityConfig, relay: bool) -> _Answer:
         ctype = response.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/"):
             limit = self.max_answer_bytes
@@ -314,16 +365,23 @@ class InitiatingGateway:
                         f"the answer is larger than {limit // 2**20} MB ([server] max_body_mb)"
                     )
             return _Answer(parse_envelope(bytes(body)))
-        parser = MultipartParser(
-            ctype, spool_threshold=SPOOL_THRESHOLD, tmp_dir=str(self.spool_dir), digest=False
+        reader = AnswerReader(
+            response,
+            limit=self.max_answer_bytes + self.max_document_bytes,
+            max_root=self.max_answer_bytes,
+            spool_dir=str(self.spool_dir),
+            spool_threshold=SPOOL_THRESHOLD,
+            relay=relay,
+            idle_timeout=community.timeout_s,
         )
         try:
-            async for chunk in response.aiter_raw():
-                parser.feed(chunk)
-            root, attachments = parser.close()
+            root = await reader.root()
+            if relay:
+                return _Answer(parse_envelope(root, mtom=True), reader=reader)
+            attachments = await reader.read_all()
             return _Answer(parse_envelope(root, attachments, mtom=True), attachments)
         except BaseException:
-            parser.discard()
+            reader.parser.discard()
             raise
 
     def _client(self, community: CommunityConfig) -> httpx.AsyncClient:
@@ -338,10 +396,15 @@ class InitiatingGateway:
             self._clients[community.home_community_id] = client
         return client
 
-    def endpoints(self, max_body_bytes: int, read_timeout: float = 60.0) -> tuple[SoapEndpoint, SoapEndpoint]:
+    def endpoints(
+        self, max_body_bytes: int, read_timeout: float = 60.0, max_document_bytes: int | None = None
+    ) -> tuple[SoapEndpoint, SoapEndpoint]:
         """The two SOAP endpoints: ITI-18 (``/ig/registry``) and ITI-43 (``/ig/repository``); a
-        community's answer envelope may be as large as a request to them."""
+        community's answer envelope may be as large as a request to them, its documents together
+        ``max_document_bytes`` more."""
         self.max_answer_bytes = max_body_bytes
+        if max_document_bytes is not None:
+            self.max_document_bytes = max_document_bytes
         query = SoapEndpoint(
             {v.ACTION_STORED_QUERY: self.stored_query},
             max_body_bytes=max_body_bytes,

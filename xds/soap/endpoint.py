@@ -301,6 +301,17 @@ class SoapEndpoint:
 
     # --- response ---------------------------------------------------------------------------------
     async def _answer(self, send: Send, request: SoapRequest, response: SoapResponse) -> None:
+        try:
+            await self._send_answer(send, request, response)
+        finally:
+            for att in response.attachments:
+                if att.path and att.path.startswith(self.tmp_dir or "\0"):
+                    att.discard()
+                aclose = getattr(att.stream, "aclose", None)
+                if aclose is not None:  # a relayed part lets go of where it came from
+                    await aclose()
+
+    async def _send_answer(self, send: Send, request: SoapRequest, response: SoapResponse) -> None:
         envelope = envelope_bytes(
             response.action,
             response.body,
@@ -324,11 +335,12 @@ class SoapEndpoint:
                 envelope, response.attachments, boundary, root_id, response.action
             ):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            for att in response.attachments:
-                if att.path and att.path.startswith(self.tmp_dir or "\0"):
-                    att.discard()
+        except Exception as exc:  # a relayed part broke off: the answer cannot be completed
+            # (the server closes the connection: the client sees a truncated message, never a
+            # complete one with a part missing)
+            log.warning("the answer broke off after it had started: %s", exc)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _plain(

@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -71,7 +71,8 @@ class SoapFault(Exception):
 
 @dataclass
 class Attachment:
-    """One MIME part of an MTOM message, held in memory or spooled to a temporary file."""
+    """One MIME part of an MTOM message, held in memory or spooled to a temporary file — or, in
+    an answer, ``stream``: its bytes passed on as they arrive from elsewhere (a relay)."""
 
     content_id: str
     content_type: str = "application/octet-stream"
@@ -79,6 +80,7 @@ class Attachment:
     path: str | None = None
     size: int = 0
     sha1: str = ""
+    stream: AsyncIterator[bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_bytes(cls, content_id: str, content_type: str, data: bytes) -> Attachment:

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from urllib.parse import unquote
 
@@ -160,6 +161,53 @@ class _Part:
                 pass
 
 
+class PipedPart(_Part):
+    """A part whose bytes are queued for a reader as they arrive (a relay passing them on) until
+    :meth:`spill` stores it like any other part; ``stored`` is then what :meth:`finish` made of it."""
+
+    def __init__(self, headers: dict[str, str], spool_threshold: int, tmp_dir: str | None) -> None:
+        super().__init__(headers, spool_threshold, tmp_dir, digest=False)
+        self.queue: deque[bytes] = deque()
+        self.queued = 0  # bytes in the queue
+        self.piping = True
+        self.done = False
+        self.stored: Attachment | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if not self.piping:
+            super().write(data)
+        elif data:
+            self.size += len(data)
+            self.queued += len(data)
+            self.queue.append(bytes(data))
+
+    def take(self) -> bytes:
+        """Everything queued, at once."""
+        data = self.queue[0] if len(self.queue) == 1 else b"".join(self.queue)
+        self.queue.clear()
+        self.queued = 0
+        return data
+
+    def spill(self) -> None:
+        """Store what is queued and what is still to come (nobody is reading it as it arrives)."""
+        if not self.piping:
+            return
+        self.piping = False
+        queued, self.queue = self.queue, deque()
+        self.size = self.queued = 0
+        for chunk in queued:
+            super().write(chunk)
+        if self.done:
+            self.stored = super().finish()
+
+    def finish(self) -> Attachment:
+        self.done = True
+        if self.piping:  # its bytes went (or go) to the reader: nothing of it is kept here
+            return Attachment(self.content_id, self.content_type, size=self.size)
+        self.stored = super().finish()
+        return self.stored
+
+
 class MultipartParser:
     """Incremental ``multipart/related`` parser (RFC 2046 §5.1, RFC 2387)."""
 
@@ -172,8 +220,12 @@ class MultipartParser:
         digest: bool = True,
         max_parts: int = 0,
         max_root_bytes: int = 0,
+        pipe: bool = False,
     ) -> None:
         """``digest``: SHA-1 each part while it streams (a repository needs it; a reader may not).
+
+        ``pipe``: every part but the root is a :class:`PipedPart` (in :attr:`piped` by Content-ID),
+        its bytes queued for a reader as they arrive: a relay hands them on without storing them.
 
         ``max_parts`` (0: :data:`MAX_PARTS`) bounds the number of parts, and ``max_root_bytes`` (0:
         no bound) the root part (the SOAP envelope), checked as the bytes stream in, so that
@@ -197,6 +249,8 @@ class MultipartParser:
         self._digest = digest
         self._max_parts = max_parts or MAX_PARTS
         self._max_root = max_root_bytes
+        self._pipe = pipe
+        self.piped: dict[str, PipedPart] = {}
         self.parts: list[Attachment] = []
         self.unstored: OSError | None = None  # why a part could not be spooled (a full disk)
         self._lost: set[int] = set()  # indices of such parts
@@ -231,7 +285,7 @@ class MultipartParser:
                     raise SoapFault("Sender", f"the multipart message has more than {self._max_parts} parts")
                 if self._buf.startswith(b"\r\n"):  # a part with no headers at all
                     del self._buf[:2]
-                    self._part = _Part({}, self._threshold, self._tmp_dir, self._digest)
+                    self._part = self._new_part({})
                     self._state = "body"
                     continue
                 end = self._buf.find(b"\r\n\r\n")
@@ -241,7 +295,7 @@ class MultipartParser:
                     return
                 headers = _parse_headers(bytes(self._buf[:end]))
                 del self._buf[: end + 4]
-                self._part = _Part(headers, self._threshold, self._tmp_dir, self._digest)
+                self._part = self._new_part(headers)
                 self._state = "body"
             elif self._state == "body":
                 assert self._part is not None
@@ -269,12 +323,36 @@ class MultipartParser:
                 self._buf.clear()
                 return
 
+    def _new_part(self, headers: dict[str, str]) -> _Part:
+        part = _Part(headers, self._threshold, self._tmp_dir, self._digest)
+        if not self._pipe or self._is_root(part):
+            return part
+        if part.content_id in self.piped:
+            named = f"Content-ID <{part.content_id}>" if part.content_id else "no Content-ID"
+            raise SoapFault("Sender", f"two parts of the multipart message have {named}")
+        piped = self.piped[part.content_id] = PipedPart(headers, self._threshold, self._tmp_dir)
+        return piped
+
+    def _is_root(self, part: _Part) -> bool:
+        return part.content_id == self.start if self.start else not self.parts
+
+    def root(self) -> bytes | None:
+        """The root part's bytes as soon as it has been read whole (other parts may still come)."""
+        for i, p in enumerate(self.parts):
+            if (p.content_id == self.start if self.start else i == 0) and i not in self._lost:
+                return p.read()
+        return None
+
+    @property
+    def done(self) -> bool:
+        """The closing boundary has been read."""
+        return self._state == "done"
+
     def _check_root_size(self) -> None:
         part = self._part
         if not self._max_root or part is None or part.size <= self._max_root:
             return
-        is_root = part.content_id == self.start if self.start else not self.parts
-        if is_root:
+        if self._is_root(part):
             raise SoapFault("Sender", f"the SOAP envelope is larger than the limit of {self._max_root} bytes")
 
     def _find_first(self) -> int:
@@ -320,6 +398,8 @@ class MultipartParser:
             self._part.discard()
         for p in self.parts:
             p.discard()
+        for piped in self.piped.values():
+            piped.discard()
 
 
 def _parse_headers(raw: bytes) -> dict[str, str]:
@@ -435,6 +515,11 @@ async def stream_mtom(
     """The parts of an MTOM answer, attachments read from disk in chunks."""
     yield _root_part_head(boundary, root_id) + envelope
     for att in attachments:
+        if att.stream is not None:  # relayed as it arrives
+            yield _attachment_head(boundary, att)
+            async for chunk in att.stream:
+                yield chunk
+            continue
         yield _attachment_head(boundary, att)
         if att.data is not None:
             yield att.data
