@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -114,31 +115,38 @@ def serve_all(stack: contextlib.ExitStack, configs: list[tuple[Path, int]]) -> N
         child.ready()
 
 
-class DelayingProxy:
-    """A TCP proxy that holds back the first bytes of every answer ``delay`` seconds (a slow community)."""
+class ServerLoop:
+    """One event loop in a thread serving every delaying proxy or replayed community of the bench (a
+    thread each would have ten threads contend for this process's GIL when ten answers fall due at
+    once, and the bench would measure that contention instead of the gateway)."""
 
-    def __init__(self, upstream_port: int, delay: float) -> None:
-        self.upstream_port = upstream_port
-        self.delay = delay
-        self.port = free_port()
+    def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> DelayingProxy:
+    def __enter__(self) -> ServerLoop:
         self.thread.start()
-        self.ready.wait(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
-        self.ready.set()
-        self.loop.run_forever()
+    def serve(self, client: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> int:
+        """Listen on a free port of 127.0.0.1 with ``client`` for each connection; the port."""
+        port = free_port()
+        started = asyncio.run_coroutine_threadsafe(asyncio.start_server(client, "127.0.0.1", port), self.loop)
+        started.result(timeout=10)
+        return port
+
+
+class DelayingProxy:
+    """A TCP proxy that holds back the first bytes of every answer ``delay`` seconds (a slow community)."""
+
+    def __init__(self, loop: ServerLoop, upstream_port: int, delay: float) -> None:
+        self.upstream_port = upstream_port
+        self.delay = delay
+        self.port = loop.serve(self._client)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
@@ -152,15 +160,12 @@ class DelayingProxy:
             up_writer.close()
 
         async def answers() -> None:
-            waiting = True
             while chunk := await up_reader.read(65536):
-                if waiting and asked.is_set():
+                if asked.is_set():  # the first bytes of the answer to a request: held back
                     await asyncio.sleep(self.delay)
                     asked.clear()
-                    waiting = False
                 writer.write(chunk)
                 await writer.drain()
-                waiting = waiting or asked.is_set()
             writer.close()
 
         with contextlib.suppress(ConnectionError):
@@ -171,28 +176,10 @@ class ReplayingCommunity:
     """A remote community as the initiating gateway sees it: one recorded answer of a real responding
     gateway, sent again ``delay`` seconds after each request (HTTP/1.1 keep-alive, next to no CPU here)."""
 
-    def __init__(self, answer: bytes, delay: float) -> None:
+    def __init__(self, loop: ServerLoop, answer: bytes, delay: float) -> None:
         self.answer = answer
         self.delay = delay
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ReplayingCommunity:
-        self.thread.start()
-        self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
-        self.ready.set()
-        self.loop.run_forever()
+        self.port = loop.serve(self._client)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
@@ -285,11 +272,12 @@ def bench(args: argparse.Namespace) -> int:
             configs.append((config, port))
             homes.append(home), repos.append(repository), ports.append(port)
         serve_all(stack, configs)
+        loop = stack.enter_context(ServerLoop())
         for home, port in zip(homes, ports, strict=True):
             _publish(port, patient, small)
-            delayed.append((home, stack.enter_context(DelayingProxy(port, delay)).port))
+            delayed.append((home, DelayingProxy(loop, port, delay).port))
             answer = _recorded_answer(port, consumer.adhoc_query_request("FindDocuments", params, home=home))
-            replayed.append((home, stack.enter_context(ReplayingCommunity(answer, delay)).port))
+            replayed.append((home, ReplayingCommunity(loop, answer, delay).port))
         gateways = {"ig": delayed, "ig-replay": replayed, "ig-direct": [(homes[0], ports[0])]}
         gateway_ports = {name: free_port() for name in gateways}
         serve_all(
