@@ -94,3 +94,56 @@ def test_a_record_spooled_whole_by_an_earlier_version_is_still_read() -> None:
 
     msg = _messages(1)[0]
     assert Record.from_bytes(Record.of(msg).to_bytes()) == Record.of(msg)
+
+
+def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built() -> None:
+    """Queries and registrations are spooled as the envelope received plus a small head; the
+    delivery side builds their message from that, the same as one built from the live exchange."""
+    from xds.audit import capture, events
+    from xds.audit.requester import Requester
+    from xds.audit.trail import Record
+    from xds.audit.transactions import by_action
+    from xds.bench.register import register_messages
+    from xds.metadata import vocabulary as v
+    from xds.soap.envelope import build_request, parse_envelope
+
+    query = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="LeafClass"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}" home="urn:oid:1.2">'
+        '<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList><rim:Value>\'13116900216^^^&amp;'
+        "2.16.578.1.12.4.1.4.1&amp;ISO'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery>"
+        "</query:AdhocQueryRequest>"
+    ).encode()
+    who = Requester("Kari <Lege>", "123", "LE", "Sykehus & co", "983971636", "BTG", "", "idp")
+    source = m.AuditSource("xds@test", "983971636")
+    cases = [
+        (build_request(v.ACTION_STORED_QUERY, query)[0], "Success", "", False),
+        (register_messages(1, seed=5)[0], "Failure", "", False),
+        (build_request(v.ACTION_STORED_QUERY, query)[0], "", "refused: no assertion", True),
+    ]
+    for data, status, fault, refused in cases:
+        request = parse_envelope(data, request=True)
+        tx = by_action(request.action)
+        assert tx is not None
+        entry = capture.capture(tx, request, status, fault, refused, who, ("10.0.0.7", "http://x/r"), source)
+        assert entry is not None and entry.startswith(capture.MARK)
+        got, requester = capture.rebuild(entry)
+        live = events.Exchange(
+            action=request.action,
+            request=request.body,
+            fault=fault,
+            refused=refused,
+            security=who,
+            client="10.0.0.7",
+            server="http://x/r",
+            status=status,
+        )
+        (expected,) = events.responder_events(live, source)
+        expected.when, expected.event_uuid = got.when, got.event_uuid
+        assert got.text() == expected.text()
+        assert Record.from_bytes(entry) == Record.of(expected, who)
+        assert requester == who
+    # a payload that is not part of the envelope (or an MTOM message) is built on the request path
+    request = parse_envelope(cases[0][0], request=True)
+    request.body = etree.fromstring(query)
+    assert capture.capture(by_action(request.action), request, "", "", False, who, ("", ""), source) is None  # type: ignore[arg-type]

@@ -70,6 +70,8 @@ class Exchange:
     server: str = ""  # the responding endpoint's URL
     reply_to: str = ""
     home_community_id: str = ""
+    status: str | None = None  # the answer's RegistryResponse status, when read already
+    process_id: str = PROCESS_ID  # the process that answered (or asked)
 
 
 def responder_events(
@@ -133,7 +135,7 @@ def _outcome(ex: Exchange) -> tuple[str, str]:
     if ex.fault:
         kind = "refused by the security policy: " if ex.refused else "SOAP fault: "
         return m.SERIOUS_FAILURE, kind + ex.fault
-    status = response_status(ex.response)
+    status = response_status(ex.response) if ex.status is None else ex.status
     if status == "Failure":
         return m.SERIOUS_FAILURE, "the request failed (RegistryResponse status Failure)"
     if status == "PartialSuccess":
@@ -160,7 +162,7 @@ def _participants(ex: Exchange, responder: bool) -> list[m.ActiveParticipant]:
         user_id=ex.reply_to or ANONYMOUS,
         requestor=True,
         roles=[m.ROLE_SOURCE],
-        alternative_user_id="" if responder else PROCESS_ID,
+        alternative_user_id="" if responder else ex.process_id,
         network_id=ex.client,
         network_type=m.IP_ADDRESS if ex.client and ex.client[0].isdigit() else m.MACHINE_NAME,
     )
@@ -169,7 +171,7 @@ def _participants(ex: Exchange, responder: bool) -> list[m.ActiveParticipant]:
         user_id=ex.server or "-",
         requestor=False,
         roles=[m.ROLE_DESTINATION],
-        alternative_user_id=PROCESS_ID if responder else "",
+        alternative_user_id=ex.process_id if responder else "",
         network_id=host,
         network_type=m.IP_ADDRESS if host[:1].isdigit() else m.MACHINE_NAME,
     )

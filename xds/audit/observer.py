@@ -13,9 +13,11 @@ import socket
 from starlette.types import Scope
 
 from xds.audit import events
+from xds.audit.capture import capture
 from xds.audit.message import AuditSource
 from xds.audit.requester import Requester, from_context
 from xds.audit.trail import AuditTrail
+from xds.audit.transactions import by_action
 from xds.soap.envelope import SoapFault, SoapRequest, SoapResponse
 
 log = logging.getLogger("xds.audit")
@@ -52,6 +54,25 @@ class EndpointAuditor:
     ) -> None:
         try:
             who = from_context(request.security)
+            tx = by_action(request.action)
+            if tx is None:
+                return
+            client = (scope.get("client") or ("",))[0] or ""
+            status = events.response_status(response.body) if response is not None else ""
+            captured = capture(
+                tx,
+                request,
+                status,
+                fault.reason if fault is not None else "",
+                refused,
+                who,
+                (client, _url(scope)),
+                self.source,
+                self.home_community_id,
+            )
+            if captured is not None:  # its message is built by the delivery side
+                self.trail.append(captured)
+                return
             exchange = events.Exchange(
                 action=request.action,
                 request=request.body,
@@ -59,10 +80,11 @@ class EndpointAuditor:
                 fault=fault.reason if fault is not None else "",
                 refused=refused,
                 security=who,
-                client=(scope.get("client") or ("",))[0] or "",
+                client=client,
                 server=_url(scope),
                 reply_to=request.reply_to or "",
                 home_community_id=self.home_community_id,
+                status=status,
             )
             self.trail.record(events.responder_events(exchange, self.source, self.owners), who)
         except Exception:

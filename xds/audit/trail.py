@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from xds.audit import capture
 from xds.audit.journal import Journal
 from xds.audit.message import AuditMessage
 from xds.audit.requester import Requester
@@ -50,6 +51,8 @@ class Record:
         """The record of one spool entry: an event as the request path spooled it (a JSON list:
         the message's and the requester's plain values), built into its XML here, or a record
         spooled whole (a JSON object, as earlier versions wrote them)."""
+        if data[:1] == capture.MARK:
+            return cls.of(*capture.rebuild(data))
         obj = json.loads(data)
         if isinstance(obj, list):
             msg, who = obj
@@ -135,6 +138,15 @@ class AuditTrail:
         self._idle.clear()
         self._wake.set()
 
+    def append(self, entry: bytes) -> None:
+        """Append one spool entry made already (:func:`xds.audit.capture.capture`). Never raises."""
+        try:
+            self.journal.append(entry)
+        except Exception:
+            log.exception("audit event could not be written to the journal")
+        self._idle.clear()
+        self._wake.set()
+
     # --- delivery -------------------------------------------------------------------------------
     def start(self) -> AuditTrail:
         if self._thread is None:
@@ -159,7 +171,7 @@ class AuditTrail:
         """Deliver what each available sink has not taken; True when every sink is up to date."""
         done = True
         now = time.monotonic()
-        built: dict[bytes, Record] = {}  # each entry built once per pass, whichever sinks take it
+        built: dict[bytes, Record | None] = {}  # each entry built once per pass, whichever sinks take it
         self.journal.sync()
         for segment in self.journal.segments():
             for sink in self.sinks:
@@ -170,8 +182,10 @@ class AuditTrail:
                     raw, end = segment.read(sink.name, BATCH)
                     if not raw:
                         break
+                    records = [r for r in (_built(built, entry) for entry in raw) if r is not None]
                     try:
-                        sink.deliver([_built(built, r) for r in raw])
+                        if records:
+                            sink.deliver(records)
                     except Exception as exc:
                         if sink.name not in self._down_until:
                             log.warning(
@@ -221,8 +235,15 @@ class AuditTrail:
         self.journal.close()
 
 
-def _built(cache: dict[bytes, Record], raw: bytes) -> Record:
-    record = cache.get(raw)
-    if record is None:
-        record = cache[raw] = Record.from_bytes(raw)
+def _built(cache: dict[bytes, Record | None], raw: bytes) -> Record | None:
+    """The record of one spool entry, built once per pass; None (logged) for an entry that cannot
+    be read — it would never be, and must not hold up the events after it."""
+    if raw in cache:
+        return cache[raw]
+    try:
+        record = Record.from_bytes(raw)
+    except Exception:
+        log.exception("an audit spool entry could not be read; it is skipped")
+        record = None
+    cache[raw] = record
     return record

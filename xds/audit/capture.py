@@ -1,0 +1,103 @@
+"""The request path's part of an audit event: the exchange as it was, its message built later.
+
+A stored query or a registration (ITI-18, ITI-38, ITI-41, ITI-42, ITI-51, ...: the ``query`` and
+``submission`` kinds, whose audit message is read from the request alone) is spooled as its
+facts — a small JSON head (the action, the time, the answer's status, who asked, the two ends, the
+audit source, the event's id, where the payload sits in the envelope) and the request's envelope
+bytes as received — with no audit message built: a few microseconds. The delivery side
+(:func:`rebuild`) parses the envelope again, takes the payload from the same place and builds the
+message with :func:`xds.audit.events.responder_events`, as ITI TF-2a §3.20.7 and each transaction's
+audit section say, exactly as the request path would have.
+
+Everything else is built on the request path as before: retrievals and removals (the documents'
+patient is looked up while the registry still holds them), MTOM messages (their envelope is not
+the whole request), envelopes over :data:`MAX_ENVELOPE` bytes, and a payload that is not a node of
+the envelope.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+
+from xds import safexml
+from xds.audit import events
+from xds.audit import message as m
+from xds.audit.requester import Requester
+from xds.audit.transactions import Transaction
+
+MARK = b"E"  # a captured exchange in the spool (the other spooled forms are JSON: "[" or "{")
+MAX_ENVELOPE = 256 * 1024
+KINDS = frozenset({"query", "submission"})
+
+
+def capture(
+    tx: Transaction,
+    request: object,
+    status: str,
+    fault: str,
+    refused: bool,
+    who: Requester,
+    ends: tuple[str, str],
+    source: m.AuditSource,
+    home_community_id: str = "",
+) -> bytes | None:
+    """The spool entry of one answered exchange (a ``SoapRequest``), or None when its message must
+    be built now (see the module's note)."""
+    raw: bytes = getattr(request, "raw", b"")
+    envelope = getattr(request, "envelope", None)
+    body = getattr(request, "body", None)
+    if tx.kind not in KINDS or getattr(request, "mtom", True) or not raw or len(raw) > MAX_ENVELOPE:
+        return None
+    if envelope is None or body is None or body.getroottree().getroot() is not envelope:
+        return None
+    head = [
+        getattr(request, "action", ""),
+        time.time(),
+        status,
+        fault,
+        refused,
+        [who.subject, who.hpr_number, who.role, who.organisation, who.organisation_id]
+        + [who.purpose_of_use, who.patient, who.issuer],
+        ends[0],
+        ends[1],
+        getattr(request, "reply_to", None) or "",
+        home_community_id,
+        [source.source_id, source.enterprise_site_id, source.type_code],
+        str(uuid.uuid4()),
+        events.PROCESS_ID,
+        envelope.getroottree().getelementpath(body),
+    ]
+    return MARK + json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n" + raw
+
+
+def rebuild(data: bytes) -> tuple[m.AuditMessage, Requester]:
+    """The audit message of a spool entry :func:`capture` wrote, and who asked."""
+    head, _, raw = data[len(MARK) :].partition(b"\n")
+    action, when, status, fault, refused, who, client, server, reply_to, home, src, uid, pid, path = (
+        json.loads(head)
+    )
+    body = safexml.parse(raw).find(path)
+    requester = Requester(*who)
+    exchange = events.Exchange(
+        action=action,
+        request=body,
+        fault=fault,
+        refused=refused,
+        security=requester,
+        client=client,
+        server=server,
+        reply_to=reply_to,
+        home_community_id=home,
+        status=status,
+        process_id=pid,
+    )
+    built = events.responder_events(exchange, m.AuditSource(*src))
+    if len(built) != 1:
+        raise ValueError(f"a captured {action} exchange gave {len(built)} audit messages")
+    msg = built[0]
+    msg.when = dt.datetime.fromtimestamp(when, dt.UTC)
+    msg.event_uuid = uid
+    return msg, requester
