@@ -23,7 +23,6 @@ from xds.service_log import RequestLog, configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from xds.audit.trail import AuditTrail
     from xds.gateway.initiating import InitiatingGateway
     from xds.registry.service import RegistryService
     from xds.repository.service import RepositoryService
@@ -52,7 +51,9 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             repo.recover()
 
     gateway_routes, initiating = build_gateways(config, registry, repositories)
-    trail = audit_trail(config, registry.engine)
+    from xds.operations.audit_delivery import audit_trail
+
+    trail = audit_trail(config, registry.engine)  # its events delivered by a child process
     auditor = None
     if trail is not None:
         from xds.audit.observer import EndpointAuditor, default_source
@@ -145,28 +146,6 @@ def document_owners(engine: Engine, unique_ids: list[str]) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(select(d.unique_id, d.patient_id).where(d.unique_id.in_(unique_ids[:1000])))
         return {uid: pid for uid, pid in rows}
-
-
-def audit_trail(config: Config, engine: Engine) -> AuditTrail | None:
-    """The audit trail of ``[audit]`` (ITI TF-2a §3.20): the database and syslog sinks, spooled."""
-    ac = config.audit
-    if not ac.enabled():
-        return None
-    from xds.audit.syslog import SyslogSink, parse_targets
-    from xds.audit.trail import AuditTrail
-
-    sinks: list = []
-    if ac.database:
-        from xds.database.audit_store import DatabaseAuditSink
-
-        sinks.append(DatabaseAuditSink(engine))
-    for target in parse_targets(ac.syslog):
-        sinks.append(
-            SyslogSink(
-                target, ca_file=ac.syslog_ca_file, cert_file=ac.syslog_cert_file, key_file=ac.syslog_key_file
-            )
-        )
-    return AuditTrail(ac.spool(config.server.data_dir), sinks)
 
 
 def access_log_route(config: Config, engine: Engine):  # type: ignore[no-untyped-def]

@@ -110,5 +110,5 @@ def test_spool_files_are_private(tmp_path: Path) -> None:
 
     journal = Journal(tmp_path / "spool", ["database"])
     journal.append(b"x")
-    assert (journal.own.path.stat().st_mode & 0o077) == 0
+    assert (journal.path.stat().st_mode & 0o077) == 0
     journal.close()

@@ -1,13 +1,18 @@
 """The audit spool: every event is appended to a file before any sink sees it.
 
-Each process appends to its own segment file (``<pid>-<random>.seg``) under the spool directory
-and holds an exclusive ``flock`` on it while it lives. A record is written with one ``write`` call
-(length, CRC-32, bytes), so once :meth:`Journal.append` returns the event survives the process
-being killed (``kill -9``): the kernel holds it. Each sink has its own cursor per segment
-(``<segment>.<sink>``), moved only after the sink took the records, so a sink that is down simply
-falls behind and catches up when it returns. A segment whose owner is gone (its lock can be taken)
-is adopted by the next process that looks and drained like its own; a segment every sink has read
-to the end is removed.
+Each process appends to its own segment files (``<pid>-<random>-<sequence>.seg``) under the spool
+directory and holds a shared ``flock`` on the one it writes while it lives. A record is written
+with one ``write`` call (length, CRC-32, bytes), so once :meth:`Journal.append` returns the event
+survives the process being killed (``kill -9``): the kernel holds it. A segment past its size is
+left for a new one.
+
+The side that delivers — the same process, or a delivery process working for it (``owner``) —
+holds a shared lock on the owner's segments too, so nobody else takes them while either lives.
+Each sink has its own cursor per segment (``<segment>.<sink>``), moved only after the sink took the
+records, so a sink that is down simply falls behind and catches up when it returns. A segment no
+one holds (its writer and its deliverer are gone: an exclusive lock can be taken) is adopted by the
+next deliverer that looks and drained like its own; a segment every sink has read to the end is
+removed, once its writer has moved on to a newer one.
 """
 
 from __future__ import annotations
@@ -69,88 +74,123 @@ class Segment:
         return out, offset
 
     def remove(self) -> None:
-        for fd in self.cursor_fds.values():
-            os.close(fd)
         for sink in self.cursor_fds:
             Path(f"{self.path}.{sink}").unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        for fd in self.cursor_fds.values():
+            os.close(fd)
+        self.cursor_fds.clear()
         os.close(self.fd)
 
 
 class Journal:
-    """This process's segment plus any adopted ones, read per sink."""
+    """The segments one deliverer drains: its owner's (oldest first) and any adopted ones.
+
+    ``write``: this process appends (its own segments, owner = this process); ``owner``: instead,
+    the ``<pid>-<random>`` name of the process whose segments are delivered here (a delivery
+    process working for it)."""
 
     def __init__(
-        self, directory: str | Path, sinks: Sequence[str], segment_bytes: int = SEGMENT_BYTES
+        self,
+        directory: str | Path,
+        sinks: Sequence[str],
+        segment_bytes: int = SEGMENT_BYTES,
+        *,
+        owner: str = "",
+        write: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.sinks = list(sinks)
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self.own = self._new_segment()
+        self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.owner = owner or self.name
+        self._sequence = 0
+        self._fd = -1
+        self._written = 0
+        self.path: Path | None = None  # the segment this process appends to
+        if write:
+            self._open_next()
+        self.own: dict[Path, Segment] = {}
         self.adopted: dict[Path, Segment] = {}
         self._next_look = 0.0
 
-    def _new_segment(self) -> Segment:
-        path = self.directory / f"{os.getpid()}-{secrets.token_hex(6)}.seg"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return Segment(path, fd)
+    # --- the writer's side ---------------------------------------------------------------------
+    def _open_next(self) -> None:
+        self._sequence += 1
+        path = self.directory / f"{self.name}-{self._sequence:06d}.seg"
+        fresh = path.with_suffix(".new")  # locked before it is a segment any deliverer looks at
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        os.rename(fresh, path)
+        old, self._fd, self.path, self._written = self._fd, fd, path, 0
+        if old >= 0:
+            os.close(old)
 
     def append(self, record: bytes) -> None:
         data = _HEAD.pack(len(record), zlib.crc32(record)) + record
         with self._lock:
-            os.write(self.own.fd, data)
+            os.write(self._fd, data)
+            self._written += len(data)
+            if self._written >= self.segment_bytes:
+                self._open_next()
 
+    # --- the deliverer's side ------------------------------------------------------------------
     def sync(self) -> None:
-        """Put what was appended so far on the disk (one ``fdatasync`` for a whole group of events,
-        from the delivery thread: a power failure loses at most the events since the last one)."""
-        os.fdatasync(self.own.fd)
+        """Put what the owner appended so far on the disk (one ``fdatasync`` per segment for a whole
+        group of events, by the deliverer: a power failure loses at most the events since)."""
+        for segment in self.own.values():
+            os.fdatasync(segment.fd)
 
     def segments(self, *, look: bool = False) -> list[Segment]:
-        """Adopted segments (oldest first), then this process's own; ``look``: first adopt any
-        segment whose process is gone (a directory scan, done now and then, not per event)."""
+        """Adopted segments (oldest first), then the owner's; ``look``: first adopt any segment
+        whose processes are gone (a directory scan with a lock attempt each, done now and then)."""
+        self._take_own()
         if look or self._next_look <= time.monotonic():
             self._adopt()
             self._next_look = time.monotonic() + LOOK_EVERY_S
-        return [*self.adopted.values(), self.own]
+        return [*self.adopted.values(), *(self.own[p] for p in sorted(self.own))]
+
+    def _take_own(self) -> None:
+        prefix = self.owner + "-"
+        for name in os.listdir(self.directory):
+            path = self.directory / name
+            if name.startswith(prefix) and name.endswith(".seg") and path not in self.own:
+                segment = _locked(path, fcntl.LOCK_SH)
+                if segment is not None:  # (None: gone, or adopted by another deliverer)
+                    self.own[path] = segment
 
     def _adopt(self) -> None:
         for path in sorted(self.directory.glob("*.seg"), key=_mtime):
-            if path == self.own.path or path in self.adopted:
+            if path in self.own or path in self.adopted or path.name.startswith(self.owner + "-"):
                 continue
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)  # its process is alive and drains it
-                continue
-            if not path.exists():  # removed by the one that drained it before us
-                os.close(fd)
-                continue
-            self.adopted[path] = Segment(path, fd)
+            segment = _locked(path, fcntl.LOCK_EX)  # None: its writer or its deliverer lives
+            if segment is not None:
+                self.adopted[path] = segment
 
     def settle(self, segment: Segment) -> None:
-        """Remove an adopted segment every sink has read, rotate our own past its size."""
+        """Remove a segment every sink has read to its end, once no one appends to it: adopted, or
+        one of the owner's that a newer one follows (seen before its size is read)."""
+        newest = max(self.own) if self.own else None
         size = segment.size()
         if any(segment.cursor(s) < size for s in self.sinks):
-            if segment is not self.own:
+            if segment.path in self.adopted:
                 self.drop_torn(segment)
             return
-        if segment is not self.own:
-            self.adopted.pop(segment.path, None)
-            segment.remove()
-        elif size >= self.segment_bytes:
-            with self._lock:
-                old, self.own = self.own, self._new_segment()
-            old.remove()
+        if segment.path in self.adopted:
+            del self.adopted[segment.path]
+        elif segment.path != newest:
+            del self.own[segment.path]
+        else:
+            return
+        segment.remove()
 
     def drop_torn(self, segment: Segment) -> None:
-        """An adopted segment whose owner died mid-write ends in a torn record: skip it."""
+        """An adopted segment whose writer died mid-write ends in a torn record: skip it."""
         size = segment.size()
         for sink in self.sinks:
             records, end = segment.read(sink, 1)
@@ -158,19 +198,57 @@ class Journal:
                 segment.advance(sink, size)
 
     def backlog(self) -> int:
-        """Bytes some sink has not yet taken (0: every sink is up to date)."""
+        """Bytes some sink has not yet taken of the segments held here (0: up to date)."""
         total = 0
-        for seg in [*self.adopted.values(), self.own]:
+        for seg in [*self.adopted.values(), *self.own.values()]:
             size = seg.size()
             total += max(size - seg.cursor(s) for s in self.sinks) if self.sinks else 0
         return total
 
     def close(self) -> None:
-        for seg in [*self.adopted.values(), self.own]:
-            for fd in seg.cursor_fds.values():
-                os.close(fd)
-            os.close(seg.fd)
+        for seg in [*self.adopted.values(), *self.own.values()]:
+            seg.close()
         self.adopted.clear()
+        self.own.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def pending(directory: str | Path, sinks: Sequence[str]) -> int:
+    """Bytes some sink has not yet taken of every segment in the spool directory, as the cursor
+    files say now (for a process whose events another process delivers)."""
+    total = 0
+    for path in Path(directory).glob("*.seg"):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        for sink in sinks:
+            try:
+                text = Path(f"{path}.{sink}").read_bytes()[:32].strip(b"\0 \n")
+            except FileNotFoundError:
+                text = b""
+            total += max(0, size - (int(text) if text.isdigit() else 0))
+    return total
+
+
+def _locked(path: Path, mode: int) -> Segment | None:
+    """The segment at ``path`` under a shared or exclusive lock; None when it is gone or the lock is
+    held against us."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    if not path.exists():  # removed by the one that drained it before us
+        os.close(fd)
+        return None
+    return Segment(path, fd)
 
 
 def _mtime(path: Path) -> float:

@@ -15,19 +15,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from xds.audit import capture
-from xds.audit.journal import Journal
+from xds.audit.journal import Journal, Segment, pending
 from xds.audit.message import AuditMessage
 from xds.audit.requester import Requester
 
 log = logging.getLogger("xds.audit")
 BATCH = 500
 GATHER_S = 0.05  # the delivery thread lets events gather this long after being woken
+POLL_S = 0.1  # a delivery process looks for new events this often
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,36 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class AuditTrail:
-    """The queue between the transactions and the sinks (one per process)."""
+class Delivery(Protocol):
+    """A process that delivers this one's events (:class:`xds.audit.delivery.DeliveryProcess`)."""
 
-    def __init__(self, spool_dir: str | Path, sinks: Sequence[Sink], *, retry_s: float = 1.0) -> None:
+    def start(self, owner: str) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+class AuditTrail:
+    """The queue between the transactions and the sinks (one per process).
+
+    Delivery runs in a thread of this process (:meth:`start`), or in a delivery process when
+    ``delivery`` is given (:class:`xds.audit.delivery.DeliveryProcess`: the app's command for it);
+    a delivery process itself makes its trail with ``owner``, the name of the process it delivers
+    for, and runs :meth:`serve`."""
+
+    def __init__(
+        self,
+        spool_dir: str | Path,
+        sinks: Sequence[Sink],
+        *,
+        retry_s: float = 1.0,
+        owner: str = "",
+        delivery: Delivery | None = None,
+    ) -> None:
         self.sinks = list(sinks)
-        self.journal = Journal(spool_dir, [s.name for s in self.sinks])
+        self.spool_dir = Path(spool_dir)
+        self.journal = Journal(spool_dir, [s.name for s in self.sinks], owner=owner, write=not owner)
         self.retry_s = retry_s
+        self.delivery = delivery
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._stop = False
@@ -129,14 +153,13 @@ class AuditTrail:
         """Append the events to the journal and wake the delivery thread. Never raises.
 
         Only the events' plain values are written here (one ``write`` each); their XML, syslog
-        frames and database rows are made by the delivery thread (:meth:`Record.from_bytes`)."""
+        frames and database rows are made by the delivery side (:meth:`Record.from_bytes`)."""
         try:
             for msg in messages:
                 self.journal.append(spooled(msg, requester))
         except Exception:
             log.exception("audit event could not be written to the journal")
-        self._idle.clear()
-        self._wake.set()
+        self._woken()
 
     def append(self, entry: bytes) -> None:
         """Append one spool entry made already (:func:`xds.audit.capture.capture`). Never raises."""
@@ -144,12 +167,18 @@ class AuditTrail:
             self.journal.append(entry)
         except Exception:
             log.exception("audit event could not be written to the journal")
-        self._idle.clear()
-        self._wake.set()
+        self._woken()
+
+    def _woken(self) -> None:
+        if self._thread is not None:
+            self._idle.clear()
+            self._wake.set()
 
     # --- delivery -------------------------------------------------------------------------------
     def start(self) -> AuditTrail:
-        if self._thread is None:
+        if self.delivery is not None:
+            self.delivery.start(self.journal.name)
+        elif self._thread is None:
             self._thread = threading.Thread(target=self._run, name="xds-audit", daemon=True)
             self._thread.start()
         return self
@@ -160,50 +189,69 @@ class AuditTrail:
             # let a moment's events gather: one batch (one commit, one send) instead of many
             time.sleep(GATHER_S)
             self._wake.clear()
-            try:
-                if self.deliver_pending() and not self._stop:
-                    self._idle.set()
-            except Exception:
-                log.exception("audit delivery failed")
-                time.sleep(self.retry_s)
+            self._pass()
+
+    def _pass(self) -> None:
+        try:
+            if self.deliver_pending() and not self._stop:
+                self._idle.set()
+        except Exception:
+            log.exception("audit delivery failed")
+            time.sleep(self.retry_s)
+
+    def serve(self, alive: Callable[[], bool]) -> None:
+        """A delivery process's loop: a pass every :data:`POLL_S` while ``alive()`` (its owner
+        lives, it was not told to stop), then what can be delivered within a moment."""
+        while alive() and not self._stop:
+            time.sleep(POLL_S)
+            self._pass()
+        self.stop()
 
     def deliver_pending(self) -> bool:
         """Deliver what each available sink has not taken; True when every sink is up to date."""
         done = True
         now = time.monotonic()
         built: dict[bytes, Record | None] = {}  # each entry built once per pass, whichever sinks take it
+        segments = self.journal.segments()
         self.journal.sync()
-        for segment in self.journal.segments():
+        for segment in segments:
             for sink in self.sinks:
                 if self._down_until.get(sink.name, 0.0) > now:
                     done = False
                     continue
-                while True:
-                    raw, end = segment.read(sink.name, BATCH)
-                    if not raw:
-                        break
-                    records = [r for r in (_built(built, entry) for entry in raw) if r is not None]
-                    try:
-                        if records:
-                            sink.deliver(records)
-                    except Exception as exc:
-                        if sink.name not in self._down_until:
-                            log.warning(
-                                "audit sink %s is unavailable (%s); events wait in the spool", sink.name, exc
-                            )
-                        self._down_until[sink.name] = time.monotonic() + self.retry_s
-                        done = False
-                        break
-                    if self._down_until.pop(sink.name, None) is not None:
-                        log.warning("audit sink %s is back; delivering the spooled events", sink.name)
-                    segment.advance(sink.name, end)
+                if not self._drain(segment, sink, built):
+                    done = False
             self.journal.settle(segment)
         return done and self.journal.backlog() == 0
+
+    def _drain(self, segment: Segment, sink: Sink, built: dict[bytes, Record | None]) -> bool:
+        """Hand ``sink`` what it has not taken of ``segment``; False when it failed."""
+        while True:
+            raw, end = segment.read(sink.name, BATCH)
+            if not raw:
+                return True
+            records = [r for r in (_built(built, entry) for entry in raw) if r is not None]
+            try:
+                if records:
+                    sink.deliver(records)
+            except Exception as exc:
+                if sink.name not in self._down_until:
+                    log.warning("audit sink %s is unavailable (%s); events wait in the spool", sink.name, exc)
+                self._down_until[sink.name] = time.monotonic() + self.retry_s
+                return False
+            if self._down_until.pop(sink.name, None) is not None:
+                log.warning("audit sink %s is back; delivering the spooled events", sink.name)
+            segment.advance(sink.name, end)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every sink has every event (True) or ``timeout`` passes (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.delivery is not None:  # the delivery process's cursors tell
+                if pending(self.spool_dir, self.journal.sinks) == 0:
+                    return True
+                time.sleep(0.05)
+                continue
             if self._thread is None:
                 if self.deliver_pending():
                     return True
@@ -220,6 +268,8 @@ class AuditTrail:
         self.flush(timeout)
         self._stop = True
         self._wake.set()
+        if self.delivery is not None:
+            self.delivery.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout=timeout)
             if self._thread.is_alive():
