@@ -17,6 +17,7 @@ from support import new_database
 
 from xds.client import RepositoryClient
 from xds.database import open_engine
+from xds.database.audit_store import audit_url, messages
 from xds.repository.schema import repository_documents as rd
 from xds.repository.service import persistent_unique_id
 
@@ -36,6 +37,15 @@ def _uids(database_url: str) -> set[str]:
         engine.dispose()
 
 
+def _audited(database_url: str) -> set[str]:
+    """The ids of the ITI-41 audit records the deployment holds (its own audit database on SQLite)."""
+    engine = open_engine(audit_url(database_url))
+    try:
+        return {uid for uid, xml in messages(engine) if "ITI-41" in xml}
+    finally:
+        engine.dispose()
+
+
 def test_backup_while_serving_and_restore_into_a_fresh_deployment(tmp_path: Path, database_url: str) -> None:
     files = tmp_path / "files"
     files.mkdir()
@@ -50,6 +60,10 @@ def test_backup_while_serving_and_restore_into_a_fresh_deployment(tmp_path: Path
                 assert outcome.ok, outcome.errors
                 sent[uid] = data
         before = dict(sent)
+        deadline = time.monotonic() + 30
+        while len(audited := _audited(database_url)) < 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(audited) >= 12, "the audit records of the provides were not stored"
         stop = threading.Event()
 
         def keep_providing() -> None:
@@ -109,6 +123,7 @@ def test_backup_while_serving_and_restore_into_a_fresh_deployment(tmp_path: Path
         )
         assert again.returncode == 1
         held = _uids(restored_url)
+        assert audited <= _audited(restored_url)  # the audit records came back too
         assert set(before) <= held  # everything acknowledged before the backup began
         assert held <= set(sent)  # and nothing that was not acknowledged... or refused
         old_id = persistent_unique_id(data_dir / "repositories" / "default")

@@ -545,9 +545,16 @@ def _audit(args: argparse.Namespace) -> int:
         cfg.registry.database_url = args.database_url
     if not args.purge and not args.patient:
         raise ValueError("name the patient (--patient ID), or --purge")
-    engine = open_engine(cfg.registry.url(cfg.server.data_dir))
+    url = cfg.registry.url(cfg.server.data_dir)
+    registry_engine = open_engine(url)
     try:
-        migrate(engine)
+        migrate(registry_engine)
+        engine = audit_store.open_audit_engine(url, registry_engine, prepare=True)
+        audit_store.move_records(registry_engine, engine)
+    except BaseException:
+        registry_engine.dispose()
+        raise
+    try:
         if args.purge:
             days = cfg.audit.retention_days if args.retention_days is None else args.retention_days
             removed = audit_store.purge(engine, days)
@@ -568,6 +575,7 @@ def _audit(args: argparse.Namespace) -> int:
         return 0
     finally:
         engine.dispose()
+        registry_engine.dispose()
 
 
 def _add_serve(sub: argparse._SubParsersAction, defaults: config_mod.Config) -> None:  # type: ignore[type-arg]

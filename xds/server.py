@@ -53,7 +53,15 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     gateway_routes, initiating = build_gateways(config, registry, repositories)
     from xds.operations.audit_delivery import audit_trail
 
-    trail = audit_trail(config, registry.engine)  # its events delivered by a child process
+    audit_engine = None
+    if config.audit.database:  # on SQLite a file of its own: audit writes never wait for the registry's
+        from xds.database.audit_store import move_records, open_audit_engine
+
+        registry_url = config.registry.url(config.server.data_dir)
+        audit_engine = open_audit_engine(registry_url, registry.engine, prepare=prepare)
+        if prepare:
+            move_records(registry.engine, audit_engine)
+    trail = audit_trail(config, audit_engine)  # its events delivered by a child process
     auditor = None
     if trail is not None:
         from xds.audit.observer import EndpointAuditor, default_source
@@ -84,6 +92,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
                 await initiating.aclose()
             if trail is not None:
                 trail.stop()
+            if audit_engine is not None and audit_engine is not registry.engine:
+                audit_engine.dispose()
             registry.engine.dispose()
 
     max_body = config.server.max_body_mb * 1024 * 1024
@@ -97,7 +107,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         *operations_routes(config, registry, repositories),  # /health, /ready, /metrics
     ]
     if config.audit.database:
-        routes.append(Route("/audit/access-log", access_log_route(config, registry.engine), methods=["GET"]))
+        routes.append(Route("/audit/access-log", access_log_route(config, audit_engine), methods=["GET"]))
     for i, repo in enumerate(repositories):
         endpoint = repo.endpoint(
             max_body, config.server.max_document_mb * 2**20, config.server.read_timeout_s
@@ -132,6 +142,7 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     app.state.registry = registry
     app.state.public_url = config.server.public_url.rstrip("/")  # the served WSDLs' addresses
     app.state.audit_trail = trail
+    app.state.audit_engine = audit_engine
     app.state.repositories = {r.name: r for r in repositories}
     return app
 

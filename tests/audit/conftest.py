@@ -24,4 +24,4 @@ def recorded(app, patient: str = "") -> list[etree._Element]:  # type: ignore[no
 
     trail = app.state.audit_trail
     assert trail.flush(20), "audit events were not delivered"
-    return [etree.fromstring(xml.encode()) for _, xml in messages(app.state.registry.engine, patient)]
+    return [etree.fromstring(xml.encode()) for _, xml in messages(app.state.audit_engine, patient)]

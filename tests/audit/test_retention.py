@@ -8,6 +8,7 @@ import datetime as dt
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ from sqlalchemy.exc import DBAPIError
 
 from xds.audit.message import AuditMessage, AuditSource, Code
 from xds.audit.trail import Record
-from xds.database.audit_store import DatabaseAuditSink, access_log, audit_events, purge
+from xds.database.audit_store import (
+    DatabaseAuditSink,
+    access_log,
+    audit_events,
+    audit_url,
+    open_audit_engine,
+    purge,
+)
 
 PATIENT = "13116900216^^^&2.16.578.1.12.4.1.4.1&ISO"
 
@@ -37,9 +45,19 @@ def record(days_ago: int) -> Record:
     return Record.of(msg)
 
 
+@pytest.fixture
+def audit_engine(engine: Engine, database_url: str) -> Iterator[Engine]:
+    """The audit records' database: a file of its own beside an SQLite registry, else the registry's."""
+    audit = open_audit_engine(database_url, engine, prepare=True)
+    yield audit
+    if audit is not engine:
+        audit.dispose()
+
+
 def test_purge_keeps_the_retention_period_and_records_are_never_updated(
-    engine: Engine, database_url: str
+    audit_engine: Engine, database_url: str
 ) -> None:
+    engine = audit_engine
     sink = DatabaseAuditSink(engine)
     sink.deliver([record(400), record(10), record(0)])
     sink.deliver([record(0)])
@@ -66,6 +84,30 @@ def test_purge_keeps_the_retention_period_and_records_are_never_updated(
     assert "removed 1 audit records older than 30 days" in out.stdout
     assert len(access_log(engine, "13116900216")) == 3
     assert purge(engine, 30) == 0
+
+
+def test_records_an_earlier_version_kept_in_the_sqlite_registry_move_to_their_own_file(
+    engine: Engine, database_url: str, backend: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite only: on PostgreSQL the records stay in the registry's database")
+    DatabaseAuditSink(engine).deliver([record(3), record(0)])  # as an earlier version stored them
+    assert audit_url(database_url) != database_url
+    out = subprocess.run(
+        [sys.executable, "-m", "xds.cli", "audit", "--patient", "13116900216", "--json"]
+        + ["--database-url", database_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count('"event_id"') == 2
+    assert access_log(engine, "13116900216") == []  # moved, not copied
+    audit = open_audit_engine(database_url)
+    try:
+        assert len(access_log(audit, "13116900216")) == 2
+    finally:
+        audit.dispose()
 
 
 def test_the_services_role_cannot_delete_on_postgresql(engine: Engine, backend: str) -> None:

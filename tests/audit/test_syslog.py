@@ -21,7 +21,7 @@ from support import RunningServer, make_config, new_database
 
 from xds import samples
 from xds.database import open_engine
-from xds.database.audit_store import messages
+from xds.database.audit_store import audit_url, messages
 
 
 def patient(i: int) -> str:
@@ -112,7 +112,7 @@ def test_sigkill_while_spooling_loses_nothing(tmp_path: Path, collector: Rsyslog
             got = collector.wait_for(200, timeout=60)
             time.sleep(1.5)
             got = collector.messages()
-        engine = open_engine(url)
+        engine = open_engine(audit_url(url))
         try:
             stored = [xml for _, xml in messages(engine)]
         finally:

@@ -1,5 +1,10 @@
 """The database audit sink and the access log it answers (tables of migration ``au0001``, branch ``audit``).
 
+Where the records are kept (:func:`audit_url`): on SQLite a database file of their own beside the
+registry's (``audit.db`` beside ``registry.db``), so that storing them never takes the registry's
+write lock nor makes its readers' page caches stale; on PostgreSQL the registry's database, where
+the service's role may only read and append them.
+
 :class:`DatabaseAuditSink` is an ``xds.audit.trail.Sink``: it inserts a batch of records in one
 transaction and ignores an event id it already holds, so an event handed to it twice (after a crash
 between the insert and the trail's cursor) is stored once. Nothing here updates a record; the
@@ -14,12 +19,13 @@ import datetime as dt
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Column, Engine, MetaData, String, Table, Text, delete, select
+from sqlalchemy import Boolean, Column, Engine, MetaData, String, Table, Text, delete, make_url, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from xds.database import write_gate, write_transaction
+from xds.database import migrate, open_engine, write_gate, write_transaction
 
 GATE_WAIT_S = 0.5  # how long a batch waits for the write gate before it is tried again later
 metadata = MetaData()
@@ -51,6 +57,58 @@ audit_event_patients = Table(
     Column("patient_id", String(64), nullable=False),
     Column("event_time", String(32), nullable=False),
 )
+
+
+def audit_url(registry_url: str) -> str:
+    """The database of the audit records for a registry at ``registry_url``: on SQLite the file
+    ``audit.db`` beside ``registry.db`` (``NAME-audit.SUFFIX`` beside any other name), else the
+    registry's own database."""
+    if not registry_url.startswith("sqlite"):
+        return registry_url
+    url = make_url(registry_url)
+    path = Path(url.database or "")
+    name = "audit.db" if path.name == "registry.db" else f"{path.stem}-audit{path.suffix or '.db'}"
+    return url.set(database=str(path.with_name(name))).render_as_string(hide_password=False)
+
+
+def open_audit_engine(
+    registry_url: str, registry_engine: Engine | None = None, *, prepare: bool = False, pool_size: int = 2
+) -> Engine:
+    """An engine on :func:`audit_url` (``registry_engine`` itself when that is the registry's
+    database); ``prepare``: create or upgrade its tables first (migration branch ``audit``)."""
+    url = audit_url(registry_url)
+    if url == registry_url and registry_engine is not None:
+        return registry_engine
+    engine = open_engine(url, pool_size=pool_size)
+    if prepare and url != registry_url:
+        migrate(engine, "audit@head")
+    return engine
+
+
+def move_records(registry_engine: Engine, engine: Engine, *, chunk: int = 2000) -> int:
+    """Move audit records an earlier version kept in the registry's SQLite file into ``engine``'s
+    (each copied before it is removed there; one already there is kept as it is)."""
+    if engine is registry_engine or registry_engine.dialect.name != "sqlite":
+        return 0
+    moved = 0
+    while True:
+        with registry_engine.connect() as conn:
+            events = (
+                conn.execute(select(audit_events).order_by(audit_events.c.id).limit(chunk)).mappings().all()
+            )
+            ids = [e["id"] for e in events]
+            links = conn.execute(select(audit_event_patients).where(audit_event_patients.c.event_id.in_(ids)))
+            links = links.mappings().all() if ids else []
+        if not events:
+            return moved
+        with write_transaction(engine) as conn:
+            conn.execute(_insert(engine, audit_events), [dict(e) for e in events])
+            if links:
+                conn.execute(_insert(engine, audit_event_patients), [dict(p) for p in links])
+        with write_transaction(registry_engine) as conn:
+            conn.execute(delete(audit_event_patients).where(audit_event_patients.c.event_id.in_(ids)))
+            conn.execute(delete(audit_events).where(audit_events.c.id.in_(ids)))
+        moved += len(events)
 
 
 def patient_id(patient: str) -> str:

@@ -41,7 +41,7 @@ def audit_sinks(config: Config, engine: Engine | None) -> list[Any]:
     return sinks
 
 
-def audit_trail(config: Config, engine: Engine, *, process: bool = True) -> AuditTrail | None:
+def audit_trail(config: Config, engine: Engine | None, *, process: bool = True) -> AuditTrail | None:
     """The trail a server process records into (None when ``[audit]`` names no sink); with
     ``process`` its events are delivered by a child process, else by a thread of this one."""
     if not config.audit.enabled():
@@ -62,14 +62,14 @@ def main() -> int:
     """The delivery process: the configuration from :data:`CONFIG_ENV`, the parent's spool."""
     from xds.audit import delivery
     from xds.audit.trail import AuditTrail
-    from xds.database import open_engine
+    from xds.database.audit_store import open_audit_engine
     from xds.service_log import configure_logging
 
     config = Config.from_dict(json.loads(os.environ[CONFIG_ENV]))
     configure_logging(config.server)
     engine = None
     if config.audit.database:
-        engine = open_engine(config.registry.url(config.server.data_dir), pool_size=1)
+        engine = open_audit_engine(config.registry.url(config.server.data_dir), pool_size=1)
 
     def trail(owner: str) -> AuditTrail:
         return AuditTrail(

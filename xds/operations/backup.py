@@ -10,6 +10,10 @@ immutable and named by their content, so a document stored after the snapshot br
 copy needs, and one removed (ITI-86) between the snapshot and its copy is reported: its row is in
 the copy, its bytes are not — as after that removal. ``DIR/backup.json`` says what was copied.
 
+On SQLite the audit records have a database file of their own (``audit.db``, see
+:func:`xds.database.audit_store.audit_url`): it is copied after the registry's, with the same
+online backup API, and restored beside it. On PostgreSQL they are in the one dump.
+
 Restoring copies the database back (SQLite file, or ``pg_restore`` into the configured, empty
 PostgreSQL database), then the blobs, and brings the schema to the current migrations; the
 next ``xds serve`` settles any row that was pending at the snapshot, as after a crash.
@@ -32,12 +36,14 @@ from sqlalchemy import Engine, make_url, select, text
 
 from xds.config import Config
 from xds.database import migrate, open_engine_nopool
+from xds.database.audit_store import audit_url
 from xds.repository.blobstore import BlobStore
 from xds.repository.schema import repository_documents as rd
 from xds.repository.service import persistent_unique_id
 
 MANIFEST = "backup.json"
 SQLITE_FILE = "registry.db"
+AUDIT_FILE = "audit.db"
 PG_DUMP_FILE = "registry.pgdump"
 
 
@@ -83,9 +89,11 @@ def backup(config: Config, target: Path) -> Summary:
         raise BackupError(f"{target} is not empty")
     target.mkdir(parents=True, exist_ok=True)
     url = config.registry.url(config.server.data_dir)
+    audit = False
     if url.startswith("sqlite"):
         rows = _sqlite_snapshot(url, target / SQLITE_FILE)
         summary = Summary("sqlite")
+        audit = _sqlite_copy(audit_url(url), target / AUDIT_FILE)
     else:
         rows = _postgres_snapshot(url, target / PG_DUMP_FILE)
         summary = Summary("postgresql")
@@ -109,6 +117,7 @@ def backup(config: Config, target: Path) -> Summary:
         "format": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": summary.database,
+        "audit_file": AUDIT_FILE if audit else "",
         "repositories": repositories,
         "missing_blobs": summary.missing,
     }
@@ -132,6 +141,22 @@ def _sqlite_snapshot(url: str, out: Path) -> list[tuple[str, str]]:
         copy.close()
         source.close()
     return [(r, s) for r, s in found]
+
+
+def _sqlite_copy(url: str, out: Path) -> bool:
+    """The SQLite database at ``url`` copied with the online backup API, if there is one."""
+    source_path = make_url(url).database
+    if not source_path or not Path(source_path).exists():
+        return False
+    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+    copy = sqlite3.connect(out)
+    try:
+        source.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        copy.close()
+        source.close()
+    return True
 
 
 def _postgres_snapshot(url: str, out: Path) -> list[tuple[str, str]]:
@@ -193,6 +218,8 @@ def restore(config: Config, source: Path) -> Summary:
     _check_backup(source, manifest)  # all of it, before anything is written
     if manifest["database"] == "sqlite":
         _restore_sqlite(source / SQLITE_FILE, Path(make_url(url).database or ""))
+        if manifest.get("audit_file"):
+            _restore_sqlite(source / AUDIT_FILE, Path(make_url(audit_url(url)).database or ""))
     else:
         if url.startswith("sqlite"):
             raise BackupError(
@@ -212,6 +239,12 @@ def restore(config: Config, source: Path) -> Summary:
         summary.documents = _count_documents(engine)
     finally:
         engine.dispose()
+    if audit_url(url) != url and Path(make_url(audit_url(url)).database or "").exists():
+        audit = open_engine_nopool(audit_url(url))
+        try:
+            migrate(audit, "audit@head")
+        finally:
+            audit.dispose()
     summary.missing = list(manifest.get("missing_blobs", []))
     return summary
 
@@ -247,19 +280,9 @@ def _check_backup(source: Path, manifest: dict) -> None:
     """Every part of the backup is readable and sound: the SQLite copy is a database that passes
     its quick check (or the dump is there), every blob matches its SHA-1."""
     if manifest["database"] == "sqlite":
-        copy = source / SQLITE_FILE
-        if not copy.is_file():
-            raise BackupError(f"{copy} is missing")
-        try:
-            db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
-            try:
-                verdict = db.execute("PRAGMA quick_check").fetchone()[0]
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            raise BackupError(f"{copy} is not a sound SQLite database: {exc}") from None
-        if verdict != "ok":
-            raise BackupError(f"{copy} is damaged: {verdict}")
+        _check_sqlite(source / SQLITE_FILE)
+        if manifest.get("audit_file"):
+            _check_sqlite(source / AUDIT_FILE)
     elif not (source / PG_DUMP_FILE).is_file():
         raise BackupError(f"{source / PG_DUMP_FILE} is missing")
     for name in manifest["repositories"]:
@@ -276,6 +299,22 @@ def _check_backup(source: Path, manifest: dict) -> None:
                 raise BackupError(
                     f"blob {sha1} of repository {name} does not match its SHA-1: the backup is damaged"
                 )
+
+
+def _check_sqlite(copy: Path) -> None:
+    """The SQLite copy is there and passes its quick check."""
+    if not copy.is_file():
+        raise BackupError(f"{copy} is missing")
+    try:
+        db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+        try:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise BackupError(f"{copy} is not a sound SQLite database: {exc}") from None
+    if verdict != "ok":
+        raise BackupError(f"{copy} is damaged: {verdict}")
 
 
 def _restore_sqlite(copy: Path, database: Path) -> None:
