@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xds.audit")
 OWNER_ENV = "XDS_AUDIT_DELIVERY_FOR"
-NICE = 10  # added to the server's nice value: the kernel runs the transactions first
+NICE = 19  # added to the server's nice value: the kernel runs the transactions first
 RESTART_S = 1.0
 
 
