@@ -3,11 +3,12 @@
 A stored query or a registration (ITI-18, ITI-38, ITI-41, ITI-42, ITI-51, ...: the ``query`` and
 ``submission`` kinds, whose audit message is read from the request alone) is spooled as its
 facts — a small JSON head (the action, the time, the answer's status, who asked, the two ends, the
-audit source, the event's id, where the payload sits in the envelope) and the request's envelope
-bytes as received — with no audit message built: a few microseconds. The delivery side
-(:func:`rebuild`) parses the envelope again, takes the payload from the same place and builds the
-message with :func:`xds.audit.events.responder_events`, as ITI TF-2a §3.20.7 and each transaction's
-audit section say, exactly as the request path would have.
+audit source, the event's id) and, for a query, the request's envelope bytes as received with
+where the payload sits in it, for a submission its two objects (the patient, the SubmissionSet) —
+with no audit message built: a few microseconds. The delivery side (:func:`rebuild`) parses a
+query's envelope again and takes the payload from the same place, and builds the message with
+:func:`xds.audit.events.responder_events`, as ITI TF-2a §3.20.7 and each transaction's audit
+section say, exactly as the request path would have.
 
 Everything else is built on the request path as before: retrievals and removals (the documents'
 patient is looked up while the registry still holds them), MTOM messages (their envelope is not
@@ -53,6 +54,12 @@ def capture(
         return None
     if envelope is None or body is None or body.getroottree().getroot() is not envelope:
         return None
+    # a submission's two facts are read now (cheaper than parsing its metadata again later); a
+    # query is kept as received (its message carries all of it)
+    objects = None
+    if tx.kind == "submission":
+        objects = [m.object_wire(o) for o in events.submission_objects(body)]
+        raw = b""
     head = [
         getattr(request, "action", ""),
         time.time(),
@@ -68,7 +75,7 @@ def capture(
         [source.source_id, source.enterprise_site_id, source.type_code],
         str(uuid.uuid4()),
         events.PROCESS_ID,
-        envelope.getroottree().getelementpath(body),
+        envelope.getroottree().getelementpath(body) if objects is None else objects,
     ]
     return MARK + json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n" + raw
 
@@ -76,10 +83,14 @@ def capture(
 def rebuild(data: bytes) -> tuple[m.AuditMessage, Requester]:
     """The audit message of a spool entry :func:`capture` wrote, and who asked."""
     head, _, raw = data[len(MARK) :].partition(b"\n")
-    action, when, status, fault, refused, who, client, server, reply_to, home, src, uid, pid, path = (
+    action, when, status, fault, refused, who, client, server, reply_to, home, src, uid, pid, payload = (
         json.loads(head)
     )
-    body = safexml.parse(raw).find(path)
+    body = objects = None
+    if isinstance(payload, str):  # where the payload is in the envelope
+        body = safexml.parse(raw).find(payload)
+    else:  # the payload's objects, read on the request path
+        objects = [m.object_from_wire(o) for o in payload]
     requester = Requester(*who)
     exchange = events.Exchange(
         action=action,
@@ -93,6 +104,7 @@ def rebuild(data: bytes) -> tuple[m.AuditMessage, Requester]:
         home_community_id=home,
         status=status,
         process_id=pid,
+        objects=objects,
     )
     built = events.responder_events(exchange, m.AuditSource(*src))
     if len(built) != 1:

@@ -71,6 +71,7 @@ class Exchange:
     reply_to: str = ""
     home_community_id: str = ""
     status: str | None = None  # the answer's RegistryResponse status, when read already
+    objects: list[m.ParticipantObject] | None = None  # the request's objects, when read already
     process_id: str = PROCESS_ID  # the process that answered (or asked)
 
 
@@ -120,12 +121,14 @@ def _events(
         )
 
     body = ex.request
+    if ex.objects is not None:
+        return [message(ex.objects, outcome, description)]
     if body is None:
         return [message(_patients([who.patient] if who.patient else []), outcome, description)]
     if tx.kind == "query":
         return [message(_query_objects(tx, body, ex.home_community_id), outcome, description)]
     if tx.kind == "submission":
-        return [message(_submission_objects(body), outcome, description)]
+        return [message(submission_objects(body), outcome, description)]
     if tx.kind in ("documents", "references"):
         return _document_messages(ex, body, who, owners, message, outcome, description)
     return [message([], outcome, description)]
@@ -229,7 +232,8 @@ def _query_objects(tx: Transaction, body: etree._Element, home: str) -> list[m.P
     return _patients(patients) + [query]
 
 
-def _submission_objects(body: etree._Element) -> list[m.ParticipantObject]:
+def submission_objects(body: etree._Element) -> list[m.ParticipantObject]:
+    """The patient and the SubmissionSet of a submission (ITI-41, ITI-42, ITI-57, ITI-92)."""
     patient = unique_id = ""
     for ext in body.iter(_RIM + "ExternalIdentifier"):
         scheme = ext.get("identificationScheme")

@@ -155,6 +155,11 @@ class Journal:
             self._next_look = time.monotonic() + LOOK_EVERY_S
         return [*self.adopted.values(), *(self.own[p] for p in sorted(self.own))]
 
+    def appended(self) -> int:
+        """Bytes in the owner's segments (grows as the owner appends)."""
+        self._take_own()
+        return sum(segment.size() for segment in self.own.values())
+
     def _take_own(self) -> None:
         prefix = self.owner + "-"
         for name in os.listdir(self.directory):

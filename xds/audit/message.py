@@ -134,19 +134,7 @@ class AuditMessage:
                 for p in self.participants
             ],
             [self.source.source_id, self.source.enterprise_site_id, self.source.type_code],
-            [
-                [
-                    o.object_id,
-                    _wire(o.id_type),
-                    o.type_code,
-                    o.role,
-                    o.name,
-                    o.query.decode("utf-8", "surrogateescape"),
-                    o.details,
-                    o.sensitivity,
-                ]
-                for o in self.objects
-            ],
+            [object_wire(o) for o in self.objects],
             self.outcome_description,
             [_wire(c) for c in self.purpose_of_use],
         ]
@@ -164,19 +152,7 @@ class AuditMessage:
                 for u, r, roles, alt, name, net, net_type in parts
             ],
             source=AuditSource(*src),
-            objects=[
-                ParticipantObject(
-                    oid,
-                    Code(*idt),
-                    tc,
-                    role,
-                    name,
-                    query.encode("utf-8", "surrogateescape"),
-                    [(k, v) for k, v in details],
-                    sens,
-                )
-                for oid, idt, tc, role, name, query, details, sens in objects
-            ],
+            objects=[object_from_wire(o) for o in objects],
             when=dt.datetime.fromisoformat(when),
             outcome_description=description,
             purpose_of_use=[Code(*c) for c in purpose],
@@ -309,6 +285,26 @@ def _object_text(o: ParticipantObject) -> str:
         out.append(f'<ParticipantObjectDetail type="{_attr(_token(kind))}" value="{encoded}"/>')
     out.append("</ParticipantObjectIdentification>")
     return "".join(out)
+
+
+def object_wire(o: ParticipantObject) -> list[object]:
+    """A ParticipantObjectIdentification as plain JSON values (:func:`object_from_wire` reads it)."""
+    query = o.query.decode("utf-8", "surrogateescape")
+    return [o.object_id, _wire(o.id_type), o.type_code, o.role, o.name, query, o.details, o.sensitivity]
+
+
+def object_from_wire(w: list) -> ParticipantObject:  # type: ignore[type-arg]
+    oid, idt, tc, role, name, query, details, sens = w
+    return ParticipantObject(
+        oid,
+        Code(*idt),
+        tc,
+        role,
+        name,
+        query.encode("utf-8", "surrogateescape"),
+        [(k, v) for k, v in details],
+        sens,
+    )
 
 
 def _wire(code: Code) -> list[str]:
