@@ -110,11 +110,14 @@ class InitiatingGateway:
     ) -> None:
         self.communities = {c.home_community_id: c for c in communities}
         self.identity = identity
-        self._pems = identity.pems() if identity else None
+        # the key is read once: loading an RSA key checks it (~30 ms), which per outgoing request
+        # was most of a signed fan-out's time on the event loop
+        self._signer = MessageSigner(*identity.pems()) if identity else None
         self.anchors = list(anchors)
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._default_tls: ssl.SSLContext | None = None
         self.max_answer_bytes = 64 * 2**20  # an answer envelope; endpoints() sets [server] max_body_mb
         self.max_document_bytes = 16384 * 2**20  # its documents; endpoints() sets [server] max_document_mb
 
@@ -317,10 +320,11 @@ class InitiatingGateway:
     ) -> _Answer:
         message_id = new_message_id()
         envelope = envelope_bytes(action, body, message_id=message_id, to=url, reply_to_anonymous=True)
-        signed = self._pems is not None and assertion is not None
+        signed = self._signer is not None and assertion is not None
         if signed:
-            key_pem, cert_pem = self._pems  # type: ignore[misc]
-            signer = MessageSigner(key_pem, cert_pem, assertion=assertion)
+            # this gateway's signature over this request alone (its own MessageID, To, Timestamp)
+            signer = copy.copy(self._signer)
+            signer.assertion = assertion
             envelope = await to_thread.run_sync(signer.secure, envelope)
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
         client = self._client(community)
@@ -387,7 +391,9 @@ class InitiatingGateway:
     def _client(self, community: CommunityConfig) -> httpx.AsyncClient:
         client = self._clients.get(community.home_community_id)
         if client is None:
-            verify: ssl.SSLContext | bool = True
+            if self._default_tls is None:  # (loading the CA bundle takes ~20 ms: once, not per community)
+                self._default_tls = httpx.create_ssl_context()
+            verify = self._default_tls
             if community.ca_file:
                 verify = ssl.create_default_context(cafile=community.ca_file)
                 if self.identity is not None:
