@@ -73,6 +73,10 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             home_community_id=config.registry.home_community_id,
         )
         registry.feed_observer = auditor.feed
+        if initiating is not None:  # what the initiating gateway asks, audited as it asks it
+            from xds.gateway.audit import RequestAudit
+
+            initiating.audit = RequestAudit(trail, auditor.source)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -266,6 +266,106 @@ def test_a_late_community_gives_partial_success_with_the_others_results(world: W
     }
 
 
+def test_the_initiating_gateway_audits_what_it_asks_and_answers(world: World) -> None:
+    """ITI TF-2b §3.38.5.1.1 / §3.39.5.1.1: the Initiating Gateway audits each ITI-38 it sends as a
+    Document Consumer audits ITI-18 (Query, "E") and each ITI-39 as one audits ITI-43 (Import, "C"),
+    one message per community asked, itself the Source, the community's endpoint the Destination and
+    the consumer's user (whose assertion travels on) the human requestor; what it answers its
+    consumer is audited as ITI-18 (Query, "E") and ITI-43 (Export, "R")."""
+    from base64 import b64decode
+
+    from audit.conftest import SCHEMA, recorded
+    from lxml import etree
+
+    schema = etree.RelaxNG.from_rnc_string(SCHEMA.read_text())
+    lab, gp = world.doc("stolav"), world.doc("fastlege")
+    stolav, fastlege = demo.SITES[0], demo.SITES[2]
+    assert find(world, world.federation.url("kommune", "/ig/registry"), world.doctor()).status == (
+        v.RESPONSE_SUCCESS
+    )
+    answer, docs = consumer.retrieve(
+        world.federation.url("kommune", "/ig/repository"),
+        [(p.home, p.repository_oid, p.unique_id) for p in (lab, gp)],
+        world.tmp / "ig-audited",
+        requester=world.doctor(),
+    )
+    assert len(docs) == 2, answer.errors
+    messages = recorded(world.federation.services["kommune"].app)
+
+    def last(transaction: str, destination: str) -> etree._Element:
+        return [
+            m
+            for m in messages
+            if m.find("EventIdentification/EventTypeCode").get("csd-code") == transaction
+            and any(
+                p.get("UserID") == destination
+                for p in m.findall("ActiveParticipant")
+                if p.get("UserIsRequestor") == "false"
+            )
+        ][-1]
+
+    def objects(msg: etree._Element, role: str) -> list[etree._Element]:
+        return [
+            o
+            for o in msg.findall("ParticipantObjectIdentification")
+            if o.get("ParticipantObjectTypeCodeRole") == role
+        ]
+
+    for site in (stolav, fastlege):
+        for tx, name, event, action, path in (
+            ("ITI-38", "Cross Gateway Query", ("110112", "Query"), "E", "/xca/query"),
+            ("ITI-39", "Cross Gateway Retrieve", ("110107", "Import"), "C", "/xca/retrieve"),
+        ):
+            url = world.federation.url(site.key, path)
+            msg = last(tx, url)
+            assert schema.validate(msg), schema.error_log
+            ev = msg.find("EventIdentification")
+            assert (ev.find("EventID").get("csd-code"), ev.find("EventID").get("originalText")) == event
+            assert ev.find("EventTypeCode").get("originalText") == name
+            assert ev.get("EventActionCode") == action and ev.get("EventOutcomeIndicator") == "0"
+            assert ev.find("PurposeOfUse").get("csd-code") == "TREAT"
+            source, destination, human = msg.findall("ActiveParticipant")
+            assert (
+                source.get("UserIsRequestor") == "true"
+                and source.find("RoleIDCode").get("csd-code") == "110153"
+            )
+            assert source.get("UserID") == "http://www.w3.org/2005/08/addressing/anonymous"
+            assert source.get("AlternativeUserID") and source.get("NetworkAccessPointID")
+            assert destination.find("RoleIDCode").get("csd-code") == "110152"
+            assert destination.get("NetworkAccessPointID") == "127.0.0.1"
+            assert human.get("UserIsRequestor") == "true" and human.get("UserID") == "9144900"
+            assert human.get("AlternativeUserID") == "Trondheim kommune"
+            assert [o.get("ParticipantObjectID") for o in objects(msg, "1")] == [world.patient]
+            if tx == "ITI-38":
+                [query] = objects(msg, "24")
+                assert query.get("ParticipantObjectID") == v.SQ_FIND_DOCUMENTS
+                details = {
+                    d.get("type"): b64decode(d.get("value")).decode()
+                    for d in query.findall("ParticipantObjectDetail")
+                }
+                assert details["ihe:homeCommunityID"] == site.home
+            else:
+                [doc] = objects(msg, "3")
+                wanted = lab if site is stolav else gp
+                assert doc.get("ParticipantObjectID") == wanted.unique_id
+                details = {
+                    d.get("type"): b64decode(d.get("value")).decode()
+                    for d in doc.findall("ParticipantObjectDetail")
+                }
+                assert details["ihe:homeCommunityID"] == site.home
+    for tx, event, action, path in (
+        ("ITI-18", "110112", "E", "/ig/registry"),
+        ("ITI-43", "110106", "R", "/ig/repository"),
+    ):
+        msg = last(tx, world.federation.url("kommune", path))
+        ev = msg.find("EventIdentification")
+        assert ev.find("EventID").get("csd-code") == event and ev.get("EventActionCode") == action
+        assert ev.get("EventOutcomeIndicator") == "0"
+        assert {o.get("ParticipantObjectID") for o in objects(msg, "3")} == (
+            {lab.unique_id, gp.unique_id} if tx == "ITI-43" else set()
+        )
+
+
 def test_zz_a_stopped_community_gives_partial_success(world: World) -> None:
     """Runs last in this module: the fastlege office goes down."""
     world.federation.stop("fastlege")
@@ -273,6 +373,19 @@ def test_zz_a_stopped_community_gives_partial_success(world: World) -> None:
     assert answer.status == v.RESPONSE_PARTIAL_SUCCESS
     assert [(e.code, e.location) for e in answer.errors] == [(v.XDSUnavailableCommunity, demo.SITES[2].home)]
     assert world.doc("stolav").unique_id in unique_ids(answer)
+    # the gateway's own audit trail has the query it asked in vain, as a serious failure and why
+    from audit.conftest import recorded
+
+    down = world.federation.url("fastlege", "/xca/query")
+    [*_, event] = [
+        m
+        for m in recorded(world.federation.services["kommune"].app)
+        if m.find("EventIdentification/EventTypeCode").get("csd-code") == "ITI-38"
+        and any(p.get("UserID") == down for p in m.findall("ActiveParticipant"))
+    ]
+    ev = event.find("EventIdentification")
+    assert ev.get("EventOutcomeIndicator") == "8"
+    assert "could not be reached" in ev.findtext("EventOutcomeDescription")
 
 
 def test_xds_query_as_the_demo_prints_it(world: World, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,11 +35,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from anyio import to_thread
 from lxml import etree
 
+from xds import safexml
 from xds.config import CommunityConfig
 from xds.gateway import messages as m
 from xds.gateway.relay import AnswerReader, AnswerTooLarge
@@ -82,6 +84,21 @@ class Identity:
         return Path(self.key_path).read_bytes(), Path(self.cert_path).read_bytes()
 
 
+class ExchangeAudit(Protocol):
+    """Told of every ITI-38 / ITI-39 exchange this gateway asked, once its outcome is known (the
+    audit trail's requesting side, :class:`xds.gateway.audit.RequestAudit`); must not raise."""
+
+    def requested(
+        self,
+        action: str,
+        request: etree._Element,
+        response: etree._Element | bytes | None,
+        url: str,
+        fault: str,
+        security: object | None,
+    ) -> None: ...
+
+
 class CommunityError(Exception):
     """One community's part of a request failed; ``error`` says how (located at the community)."""
 
@@ -117,6 +134,7 @@ class InitiatingGateway:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self.audit: ExchangeAudit | None = None  # the app hands it the audit trail's side
         self._default_tls: ssl.SSLContext | None = None
         self.max_answer_bytes = 64 * 2**20  # an answer envelope; endpoints() sets [server] max_body_mb
         self.max_document_bytes = 16384 * 2**20  # its documents; endpoints() sets [server] max_document_mb
@@ -147,7 +165,9 @@ class InitiatingGateway:
             return SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, m.query_response([error]))
         targets = [self.communities[home]] if home else list(self.communities.values())
         assertion = consumer_assertion(request)
-        answers = await asyncio.gather(*(self._query_one(c, request.body, assertion) for c in targets))
+        answers = await asyncio.gather(
+            *(self._query_one(c, request.body, assertion, request.security) for c in targets)
+        )
         objects: list[etree._Element] = []
         errors: list[XdsError] = []
         answered = False
@@ -162,20 +182,39 @@ class InitiatingGateway:
         return SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, m.query_response(errors, objects, status=status))
 
     async def _query_one(
-        self, community: CommunityConfig, body: etree._Element, assertion: etree._Element | None
+        self,
+        community: CommunityConfig,
+        body: etree._Element,
+        assertion: etree._Element | None,
+        security: object | None = None,
     ) -> m.QueryAnswer:
         outgoing = copy.deepcopy(body)
         outgoing.find(m.RIM + "AdhocQuery").set("home", community.home_community_id)  # type: ignore[union-attr]
+        url, action = community.registry_url, v.ACTION_XCA_QUERY
         try:
-            answer = await self._exchange(
-                community, community.registry_url, v.ACTION_XCA_QUERY, etree.tostring(outgoing), assertion
-            )
-            return m.read_query_response(answer.message.body)
+            answer = await self._exchange(community, url, action, etree.tostring(outgoing), assertion)
+            found = m.read_query_response(answer.message.body)
         except CommunityError as exc:
+            self._audit(action, outgoing, None, url, exc.error.context, security)
             return m.QueryAnswer(v.RESPONSE_FAILURE, [exc.error], [])
         except ValueError as exc:
             error = XdsError(v.XDSRegistryError, f"{_name(community)} answered out of turn: {exc}")
+            self._audit(action, outgoing, None, url, error.context, security)
             return m.QueryAnswer(v.RESPONSE_FAILURE, [error], [])
+        self._audit(action, outgoing, answer.message.body, url, "", security)
+        return found
+
+    def _audit(
+        self,
+        action: str,
+        request: etree._Element,
+        response: etree._Element | None,
+        url: str,
+        fault: str,
+        security: object | None,
+    ) -> None:
+        if self.audit is not None:
+            self.audit.requested(action, request, response, url, fault, security)
 
     # --- ITI-43 → ITI-39 ----------------------------------------------------------------------------
     async def retrieve(self, request: SoapRequest) -> SoapResponse:
@@ -197,7 +236,7 @@ class InitiatingGateway:
         relay = request.security is None
         parts = await asyncio.gather(
             *(
-                self._retrieve_one(self.communities[h], reqs, assertion, relay)
+                self._retrieve_one(self.communities[h], reqs, assertion, relay, request.security)
                 for h, reqs in by_community.items()
             )
         )
@@ -217,17 +256,14 @@ class InitiatingGateway:
         reqs: list[m.DocumentRequest],
         assertion: etree._Element | None,
         relay: bool = False,
+        security: object | None = None,
     ) -> tuple[list[XdsError], list[bytes], list[Attachment]]:
+        url, action, outgoing = community.repository_url, v.ACTION_XCA_RETRIEVE, m.retrieve_request(reqs)
+        asked = safexml.parse(outgoing)
         try:
-            answer = await self._exchange(
-                community,
-                community.repository_url,
-                v.ACTION_XCA_RETRIEVE,
-                m.retrieve_request(reqs),
-                assertion,
-                relay=relay,
-            )
+            answer = await self._exchange(community, url, action, outgoing, assertion, relay=relay)
         except CommunityError as exc:
+            self._audit(action, asked, None, url, exc.error.context, security)
             return [exc.error], [], []
         keep: list[Attachment] = []
         try:
@@ -246,12 +282,14 @@ class InitiatingGateway:
             if answer.reader is not None:
                 await answer.reader.aclose()
             error = XdsError(v.XDSRepositoryError, f"{_name(community)} answered out of turn: {exc}")
+            self._audit(action, asked, None, url, error.context, security)
             return [m.located([error], community.home_community_id)[0]], [], []
         finally:
             for unused in answer.attachments.values():
                 unused.discard()
         if answer.reader is not None and not keep:
             await answer.reader.aclose()
+        self._audit(action, asked, answer.message.body, url, "", security)
         return m.located(errors, community.home_community_id), documents, keep
 
     @staticmethod
