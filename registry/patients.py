@@ -251,7 +251,7 @@ class PatientDirectory:
 
     def _transaction(self, work: Callable[[Connection], None]) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed() and not _running(loop):
+        if loop is not None and loop.is_running() and not _running(loop):
             # bounded by write()'s own limit; the margin covers a loop busy with other requests
             asyncio.run_coroutine_threadsafe(write(self.engine, work), loop).result(lock_wait_s() + 60)
             return
