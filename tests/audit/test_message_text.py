@@ -127,7 +127,7 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
         assert tx is not None
         entry = capture.capture(tx, request, status, fault, refused, who, ("10.0.0.7", "http://x/r"), source)
         assert entry is not None and entry.startswith(capture.MARK)
-        got, requester = capture.rebuild(entry)
+        got, requester = capture.rebuild(entry, "1234-abcd-000001.seg:4096")
         live = events.Exchange(
             action=request.action,
             request=request.body,
@@ -141,8 +141,11 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
         (expected,) = events.responder_events(live, source)
         expected.when, expected.event_uuid = got.when, got.event_uuid
         assert got.text() == expected.text()
-        assert Record.from_bytes(entry) == Record.of(expected, who)
+        assert Record.from_bytes(entry, "1234-abcd-000001.seg:4096") == Record.of(expected, who)
         assert requester == who
+        # the event id comes from where the entry sits in the spool: the same on every reading
+        assert capture.rebuild(entry, "1234-abcd-000001.seg:4096")[0].event_uuid == got.event_uuid
+        assert capture.rebuild(entry, "1234-abcd-000001.seg:8192")[0].event_uuid != got.event_uuid
     # a payload that is not part of the envelope (or an MTOM message) is built on the request path
     request = parse_envelope(cases[0][0], request=True)
     request.body = etree.fromstring(query)

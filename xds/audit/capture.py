@@ -32,6 +32,7 @@ from xds.audit.transactions import Transaction
 MARK = b"E"  # a captured exchange in the spool (the other spooled forms are JSON: "[" or "{")
 MAX_ENVELOPE = 256 * 1024
 KINDS = frozenset({"query", "submission"})
+EVENTS = uuid.UUID("6a1f3c52-2f0e-4b8e-9d7a-1c3e5b7d9f20")  # namespace of the events' name-based ids
 
 
 def capture(
@@ -73,15 +74,21 @@ def capture(
         getattr(request, "reply_to", None) or "",
         home_community_id,
         [source.source_id, source.enterprise_site_id, source.type_code],
-        str(uuid.uuid4()),
+        "",  # the event's id: made by the delivery side from where the entry sits in the spool
         events.PROCESS_ID,
         envelope.getroottree().getelementpath(body) if objects is None else objects,
     ]
     return MARK + json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n" + raw
 
 
-def rebuild(data: bytes) -> tuple[m.AuditMessage, Requester]:
-    """The audit message of a spool entry :func:`capture` wrote, and who asked."""
+def event_id(position: str) -> str:
+    """The event id of the spool entry at ``position`` (``segment:offset``; segment names are
+    unique): the same whenever the entry is read, in whichever process."""
+    return str(uuid.uuid5(EVENTS, position)) if position else str(uuid.uuid4())
+
+
+def rebuild(data: bytes, position: str = "") -> tuple[m.AuditMessage, Requester]:
+    """The audit message of a spool entry :func:`capture` wrote at ``position``, and who asked."""
     head, _, raw = data[len(MARK) :].partition(b"\n")
     action, when, status, fault, refused, who, client, server, reply_to, home, src, uid, pid, payload = (
         json.loads(head)
@@ -111,5 +118,5 @@ def rebuild(data: bytes) -> tuple[m.AuditMessage, Requester]:
         raise ValueError(f"a captured {action} exchange gave {len(built)} audit messages")
     msg = built[0]
     msg.when = dt.datetime.fromtimestamp(when, dt.UTC)
-    msg.event_uuid = uid
+    msg.event_uuid = uid or event_id(position)
     return msg, requester

@@ -235,7 +235,9 @@ def _query_objects(tx: Transaction, body: etree._Element, home: str) -> list[m.P
 def submission_objects(body: etree._Element) -> list[m.ParticipantObject]:
     """The patient and the SubmissionSet of a submission (ITI-41, ITI-42, ITI-57, ITI-92)."""
     patient = unique_id = ""
-    for ext in body.iter(_RIM + "ExternalIdentifier"):
+    objects = body.find(f".//{_RIM}RegistryObjectList")  # the first, near the start
+    packages = objects.iterchildren(_RIM + "RegistryPackage") if objects is not None else ()
+    for ext in (e for p in packages for e in p.iterchildren(_RIM + "ExternalIdentifier")):
         scheme = ext.get("identificationScheme")
         if scheme == SS_UNIQUE_ID:
             unique_id = ext.get("value") or ""

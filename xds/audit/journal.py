@@ -57,11 +57,12 @@ class Segment:
         os.pwrite(self.cursor_fds[sink], f"{offset:020d}\n".encode(), 0)
         self.cursors[sink] = offset
 
-    def read(self, sink: str, limit: int) -> tuple[list[bytes], int]:
-        """Up to ``limit`` whole records after the sink's cursor, and the offset after them."""
+    def read(self, sink: str, limit: int) -> tuple[list[tuple[int, bytes]], int]:
+        """Up to ``limit`` whole records after the sink's cursor (each with its offset in the
+        segment), and the offset after them."""
         offset = self.cursor(sink)
         size = self.size()
-        out: list[bytes] = []
+        out: list[tuple[int, bytes]] = []
         while len(out) < limit and offset + _HEAD.size <= size:
             length, crc = _HEAD.unpack(os.pread(self.fd, _HEAD.size, offset))
             if offset + _HEAD.size + length > size:
@@ -69,7 +70,7 @@ class Segment:
             data = os.pread(self.fd, length, offset + _HEAD.size)
             if zlib.crc32(data) != crc:
                 break  # not whole yet (or torn by a crash: see Journal.drop_torn)
-            out.append(data)
+            out.append((offset, data))
             offset += _HEAD.size + length
         return out, offset
 

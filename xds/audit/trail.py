@@ -49,12 +49,14 @@ class Record:
         ).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Record:
-        """The record of one spool entry: an event as the request path spooled it (a JSON list:
-        the message's and the requester's plain values), built into its XML here, or a record
-        spooled whole (a JSON object, as earlier versions wrote them)."""
+    def from_bytes(cls, data: bytes, position: str = "") -> Record:
+        """The record of one spool entry: an exchange :mod:`xds.audit.capture` spooled (its event id
+        made from the entry's ``position``, ``segment:offset``, the same each time it is read), an
+        event as the request path spooled it (a JSON list: the message's and the requester's
+        plain values), built into its XML here, or a record spooled whole (a JSON object, as
+        earlier versions wrote them)."""
         if data[:1] == capture.MARK:
-            return cls.of(*capture.rebuild(data))
+            return cls.of(*capture.rebuild(data, position))
         obj = json.loads(data)
         if isinstance(obj, list):
             msg, who = obj
@@ -228,7 +230,9 @@ class AuditTrail:
         """Deliver what each available sink has not taken; True when every sink is up to date."""
         done = True
         now = time.monotonic()
-        built: dict[bytes, Record | None] = {}  # each entry built once per pass, whichever sinks take it
+        built: dict[
+            tuple[str, int], Record | None
+        ] = {}  # each entry built once per pass, whichever sinks take it
         segments = self.journal.segments()
         self.journal.sync()
         for segment in segments:
@@ -241,13 +245,14 @@ class AuditTrail:
             self.journal.settle(segment)
         return done and self.journal.backlog() == 0
 
-    def _drain(self, segment: Segment, sink: Sink, built: dict[bytes, Record | None]) -> bool:
+    def _drain(self, segment: Segment, sink: Sink, built: dict[tuple[str, int], Record | None]) -> bool:
         """Hand ``sink`` what it has not taken of ``segment``; False when it failed."""
         while True:
             raw, end = segment.read(sink.name, BATCH)
             if not raw:
                 return True
-            records = [r for r in (_built(built, entry) for entry in raw) if r is not None]
+            name = segment.path.name
+            records = [r for r in (_built(built, name, at, entry) for at, entry in raw) if r is not None]
             try:
                 if records:
                     sink.deliver(records)
@@ -302,15 +307,18 @@ class AuditTrail:
         self.journal.close()
 
 
-def _built(cache: dict[bytes, Record | None], raw: bytes) -> Record | None:
+def _built(
+    cache: dict[tuple[str, int], Record | None], segment: str, offset: int, raw: bytes
+) -> Record | None:
     """The record of one spool entry, built once per pass; None (logged) for an entry that cannot
     be read — it would never be, and must not hold up the events after it."""
-    if raw in cache:
-        return cache[raw]
+    key = (segment, offset)
+    if key in cache:
+        return cache[key]
     try:
-        record = Record.from_bytes(raw)
+        record = Record.from_bytes(raw, f"{segment}:{offset}")
     except Exception:
         log.exception("an audit spool entry could not be read; it is skipped")
         record = None
-    cache[raw] = record
+    cache[key] = record
     return record
