@@ -159,10 +159,13 @@ def bench(args: argparse.Namespace) -> int:
             f"{label} {min(rates[(kind, label)]):,.0f}-{max(rates[(kind, label)]):,.0f}"
             for label in ("off", "on")
         )
+        paired = statistics.median(
+            on / off for on, off in zip(rates[(kind, "on")], rates[(kind, "off")], strict=True) if off
+        )
         print(
             f"{kind}: audit on {on_rate:,.0f}/s, off {off_rate:,.0f}/s, ratio {ratio:.1%} "
-            f"(target >= 95%: {verdict})  (rounds: {spans}); every event delivered "
-            f"{statistics.median(lags[kind]):.2f} s (median) after the run's last answer"
+            f"(target >= 95%: {verdict}; median of each round's on/off {paired:.1%})  (rounds: {spans}); "
+            f"every event delivered {statistics.median(lags[kind]):.2f} s (median) after the run's last answer"
         )
     print(f"syslog datagrams received: {received.value:,}")
     if failures:
