@@ -58,6 +58,22 @@ class Remover:
         await self.registrar.commits.run(lambda conn: remove_objects(conn, ids))
 
 
+def patients_of(conn: Connection, ids: list[str]) -> list[str]:
+    """The patients of the objects ``ids`` names — documents, SubmissionSets, folders, and the
+    ends of associations — as their audit message names them (ITI TF-2b §3.62.5)."""
+    a = t.associations.c
+    wanted = set(ids)
+    for chunk in _chunks(sorted(wanted)):
+        for row in conn.execute(select(a.source, a.target).where(a.uuid.in_(chunk))):
+            wanted.update((row.source, row.target))
+    found: dict[str, None] = {}
+    for table in (t.documents, t.submission_sets, t.folders):
+        for chunk in _chunks(sorted(wanted)):
+            query = select(table.c.patient_id).where(table.c.uuid.in_(chunk)).distinct()
+            found.update(dict.fromkeys(conn.execute(query).scalars()))
+    return sorted(found)
+
+
 def remove_objects(conn: Connection, ids: list[str]) -> None:
     """Remove ``ids`` in ``conn``'s transaction, or raise XdsException having removed nothing."""
     wanted = set(ids)

@@ -24,7 +24,7 @@ from xds.profiles import get_profile
 from xds.registry.access import RegistryAccess
 from xds.registry.patients import PatientDirectory
 from xds.registry.register import Registrar
-from xds.registry.remove_metadata import Remover, read_remove_request
+from xds.registry.remove_metadata import Remover, patients_of, read_remove_request
 from xds.registry.stored_query import StoredQueryEngine, query_response
 from xds.registry.update import Updater
 from xds.soap.endpoint import SoapEndpoint
@@ -114,6 +114,7 @@ class RegistryService:
         action = v.ACTION_DELETE_DOCUMENT_SET_RESPONSE
         try:
             ids = read_remove_request(request.body)  # type: ignore[arg-type]
+            request.facts["patients"] = await run_blocking(self._patients_of, ids)  # for the audit
             who = self.access.requester(request.security)
             if who is not None:
                 refused = await run_blocking(self.access.check_change, who, ids, REMOVE)
@@ -125,6 +126,10 @@ class RegistryService:
         except Exception as exc:
             return SoapResponse(action, registry_response(REGISTRY.errors(exc, wrote=True)))
         return SoapResponse(action, registry_response())
+
+    def _patients_of(self, ids: list[str]) -> list[str]:
+        with self.engine.connect() as conn:
+            return patients_of(conn, ids)
 
     # --- ITI-18 / ITI-51 ----------------------------------------------------------------------------
     async def stored_query(self, request: SoapRequest) -> SoapResponse:

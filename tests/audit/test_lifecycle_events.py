@@ -105,3 +105,10 @@ def test_iti62_remove_metadata(server: RunningServer, standards: Path, audit_sch
     assert code(ev.find("EventTypeCode")) == ("ITI-62", "IHE Transactions", "Remove Metadata")
     assert ev.get("EventActionCode") == "D"
     assert ev.get("EventOutcomeIndicator") == "0"
+    # the removed objects' patient, read before they were gone (ITI TF-2b §3.62.5)
+    [patient] = objects(msg, "1")
+    assert patient.get("ParticipantObjectID") == sample.patient
+    assert (patient.get("ParticipantObjectTypeCode"), code(patient.find("ParticipantObjectIDTypeCode"))) == (
+        "1",
+        ("2", "RFC-3881", "Patient Number"),
+    )

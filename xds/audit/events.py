@@ -72,6 +72,7 @@ class Exchange:
     home_community_id: str = ""
     status: str | None = None  # the answer's RegistryResponse status, when read already
     objects: list[m.ParticipantObject] | None = None  # the request's objects, when read already
+    patients: list[str] | None = None  # whom the objects concern, as the handler found (ITI-62)
     process_id: str = PROCESS_ID  # the process that answered (or asked)
 
 
@@ -281,6 +282,8 @@ def _document_messages(
     patient_of: dict[str, str] = {}
     if who.patient:
         patient_of = dict.fromkeys(uids, who.patient)
+    elif ex.patients is not None:
+        pass
     elif owners is not None and uids:
         try:
             patient_of = owners(uids)
@@ -299,7 +302,8 @@ def _document_messages(
             groups.append((m.MINOR_FAILURE, "not returned: " + ", ".join(w[0] for w in failed), failed))
     out = []
     for result, text, docs in groups:
-        objects = _patients(patient_of.get(uid, "") for uid, _, _ in docs)
+        named = [patient_of.get(uid, "") for uid, _, _ in docs]
+        objects = _patients(named if ex.patients is None or who.patient else ex.patients)
         for uid, repo, home in docs:
             details = [("Repository Unique Id", repo)] if repo else []
             if home:

@@ -85,6 +85,7 @@ class EndpointAuditor:
                 reply_to=request.reply_to or "",
                 home_community_id=self.home_community_id,
                 status=status,
+                patients=_patients(request),
             )
             self.trail.record(events.responder_events(exchange, self.source, self.owners), who)
         except Exception:
@@ -127,6 +128,13 @@ class ClientAuditor:
             self.trail.record(events.requester_events(exchange, self.source), self.requester)
         except Exception:
             log.exception("audit event for %s could not be built", action)
+
+
+def _patients(request: SoapRequest) -> list[str] | None:
+    """The patients the handler found the request's objects to concern (ITI-62: the removed
+    objects' patients, read before they are gone), when it says."""
+    found = getattr(request, "facts", {}).get("patients")
+    return [str(p) for p in found] if isinstance(found, list) else None
 
 
 def _url(scope: Scope) -> str:

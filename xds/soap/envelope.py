@@ -128,6 +128,7 @@ class SoapRequest:
     raw: bytes = b""  # the envelope's bytes as received (what signatures were computed over)
     security: object | None = None  # set by the endpoint's security policy (who asked, why, for whom)
     unstored: OSError | None = None  # why a part could not be spooled (a full disk): not handled
+    facts: dict[str, object] = field(default_factory=dict)  # what the handler tells the observer
 
 
 @dataclass
