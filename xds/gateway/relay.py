@@ -136,8 +136,10 @@ class AnswerReader:
             if self.parser.done:  # read the end of the HTTP message, so its connection is kept
                 try:
                     async with asyncio.timeout(self.idle_timeout):
-                        async for _ in self._chunks:
-                            pass
+                        async for chunk in self._chunks:
+                            self.total += len(chunk)
+                            if self.total > self.limit:
+                                break
                 except (TimeoutError, httpx.HTTPError):
                     pass
             await self.aclose()
