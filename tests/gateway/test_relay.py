@@ -26,6 +26,7 @@ from xds.soap.mtom import MultipartParser
 
 HOME = "urn:oid:2.16.578.1.12.4.1.7.9.78"
 REPOSITORY = "2.16.578.1.12.4.1.7.9.78.1"
+HOME2 = "urn:oid:2.16.578.1.12.4.1.7.9.79"
 
 
 @dataclass
@@ -36,13 +37,14 @@ class Script:
     order: list[str] = field(default_factory=list)  # uniqueIds, in the order their parts are sent
     missing: str = ""  # a uniqueId whose part is left out
     cut_after: int = 0  # send only this many bytes of the message (0: all of it)
+    home: str = HOME
 
 
 def _answer(script: Script) -> tuple[bytes, str]:
     boundary = f"B{uuid.uuid4().hex}"
     cids = {uid: f"{uuid.uuid4().hex}@community" for uid in script.documents}
     responses = "".join(
-        f"<xdsb:DocumentResponse><xdsb:HomeCommunityId>{HOME}</xdsb:HomeCommunityId>"
+        f"<xdsb:DocumentResponse><xdsb:HomeCommunityId>{script.home}</xdsb:HomeCommunityId>"
         f"<xdsb:RepositoryUniqueId>{REPOSITORY}</xdsb:RepositoryUniqueId>"
         f"<xdsb:DocumentUniqueId>{uid}</xdsb:DocumentUniqueId><xdsb:mimeType>text/plain</xdsb:mimeType>"
         f'<xdsb:Document><xop:Include xmlns:xop="{v.NS_XOP}" href="cid:{cids[uid]}"/></xdsb:Document>'
@@ -93,32 +95,39 @@ class _Community(BaseHTTPRequestHandler):
         pass
 
 
+class _Second(_Community):
+    script = Script(home=HOME2)
+
+
 @pytest.fixture
 def gateway(tmp_path: Path, database_url: str) -> Iterator[RunningServer]:
-    community = ThreadingHTTPServer(("127.0.0.1", 0), _Community)
-    thread = threading.Thread(target=community.serve_forever, daemon=True)
-    thread.start()
-    port = community.server_address[1]
+    communities = [ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (_Community, _Second)]
+    for community in communities:
+        threading.Thread(target=community.serve_forever, daemon=True).start()
+    ports = [c.server_address[1] for c in communities]
     config = make_config(tmp_path / "data", database_url)
     config.server.port = free_port()
     config.server.max_body_mb = 1
     config.server.max_document_mb = 4
     config.communities = [
         CommunityConfig(
-            home_community_id=HOME,
-            name="Relékommune",
+            home_community_id=home,
+            name=name,
             registry_url=f"http://127.0.0.1:{port}/xca/query",
             repository_url=f"http://127.0.0.1:{port}/xca/retrieve",
             timeout_s=10.0,
         )
+        for home, name, port in zip((HOME, HOME2), ("Relékommune", "Nabokommune"), ports, strict=True)
     ]
     try:
         with RunningServer(config) as running:
             yield running
     finally:
-        community.shutdown()
-        community.server_close()
+        for community in communities:
+            community.shutdown()
+            community.server_close()
         _Community.script = Script()
+        _Second.script = Script(home=HOME2)
 
 
 def _retrieve(gateway: RunningServer, uids: list[str], out: Path) -> dict[str, bytes]:
@@ -184,3 +193,18 @@ def test_a_broken_answer_is_never_passed_on_whole(gateway: RunningServer, damage
     assert httpx.get(f"{gateway.url}/health", timeout=10).text == "ok\n"
     _Community.script = Script({"1.2.3.8": b"CRP 42 mg/L\n"})
     assert _raw_retrieve(gateway, ["1.2.3.8"]) == (200, b"complete")
+
+
+def test_two_communities_are_relayed_one_after_the_other(gateway: RunningServer, tmp_path: Path) -> None:
+    """The second community's answer waits, unread, while the first one's documents pass."""
+    first = {"1.2.3.10": os.urandom(2 * 2**20 + 1), "1.2.3.11": b"CRP 42 mg/L\n"}
+    second = {"1.2.3.20": os.urandom(2**20 - 3)}
+    _Community.script = Script(first)
+    _Second.script = Script(second, home=HOME2)
+    wanted = [(HOME, REPOSITORY, uid) for uid in first] + [(HOME2, REPOSITORY, uid) for uid in second]
+    answer, docs = consumer.retrieve(f"{gateway.url}/ig/repository", wanted, tmp_path / "out")
+    assert answer.status == v.RESPONSE_SUCCESS, answer.errors or answer.fault
+    assert {d.unique_id: (d.home, d.path.read_bytes()) for d in docs} == {
+        **{uid: (HOME, data) for uid, data in first.items()},
+        **{uid: (HOME2, data) for uid, data in second.items()},
+    }
