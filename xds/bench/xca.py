@@ -11,8 +11,11 @@
    repository, alternating, medians of 5. Three Python processes share the machine's cores on the
    way through against two on the direct path, so on a busy machine the figure follows their CPU.
 
-The trust model is off here: this measures the gateways' own work (``xds bench trust`` measures
-signing and verification). Every server is a child process on 127.0.0.1.
+Every deployment runs ``[trust] mode = "optional"`` with its own institution key: the lines above are
+unsigned requests (the gateways' own work); a third fan-out line sends the same query signed, with an
+XUA assertion, so that every ITI-38 is signed by the initiating gateway and verified by the
+community, and every answer signed and verified on its way back (``xds bench trust`` measures one
+verification alone). Every server is a child process on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -41,6 +44,50 @@ from xds.bench.harness import free_port
 from xds.metadata import vocabulary as v
 
 ROOT = "2.16.578.1.12.4.1.7.9.50"  # bench communities (not assigned identifiers)
+ISSUER = "https://idp.bench.invalid"
+AUDIENCE = "urn:xds:bench"
+
+
+class Trust:
+    """The bench federation's keys: a CA, an identity provider, one institution per deployment."""
+
+    def __init__(self, work: Path, names: list[str]) -> None:
+        from xds.trust.keys import init_keys
+
+        self.keys = init_keys(work / "keys", names)
+
+    def section(self, name: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+        """``[trust]`` and ``[[trust.issuer]]`` of deployment ``name``."""
+        me = self.keys.institutions[name]
+        trust = {
+            "mode": "optional",
+            "ca_file": str(self.keys.ca.cert_path),
+            "audience": AUDIENCE,
+            "sign_cert": str(me.cert_path),
+            "sign_key": str(me.key_path),
+        }
+        return trust, [{"name": ISSUER, "cert": str(self.keys.idp.cert_path)}]
+
+    def consumer(self, patient: str) -> Callable[[bytes], bytes]:
+        """A municipal doctor's system signing each request, with one assertion for them all."""
+        from xds.trust.assertion import TrustAttributes, build_assertion, sign_assertion
+        from xds.trust.wssecurity import MessageSigner
+
+        doctor = TrustAttributes(
+            subject_id="Ingrid Hansen",
+            hpr_number="9144900",
+            role="LE",
+            organisation="Trondheim kommune",
+            organisation_id="942110464",
+            purpose_of_use="TREAT",
+            healthcare_service="Hjemmesykepleie",
+            resource_id=patient,
+        )
+        idp, me = self.keys.idp, self.keys.institutions["consumer"]
+        token = build_assertion(doctor, issuer=ISSUER, audience=AUDIENCE)
+        token = sign_assertion(token, idp.key_path.read_bytes(), idp.cert_path.read_bytes())
+        signer = MessageSigner(me.key_path.read_bytes(), me.cert_path.read_bytes(), assertion=token)
+        return signer.secure
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -209,9 +256,10 @@ def _recorded_answer(port: int, body: bytes) -> bytes:
     ).encode() + r.content
 
 
-def _community_config(work: Path, i: int, port: int) -> tuple[Path, str, str]:
+def _community_config(work: Path, i: int, port: int, trust: Trust) -> tuple[Path, str, str]:
     home, repository = f"urn:oid:{ROOT}.{i}", f"{ROOT}.{i}.1"
     path = work / f"community-{i}.toml"
+    section, issuers = trust.section(f"c{i}")
     write_config(
         path,
         {
@@ -222,13 +270,14 @@ def _community_config(work: Path, i: int, port: int) -> tuple[Path, str, str]:
                 "log_level": "warning",
             },
             "registry": {"home_community_id": home},
+            "trust": section,
         },
-        {"repository": [{"name": "r", "unique_id": repository}]},
+        {"repository": [{"name": "r", "unique_id": repository}], "trust.issuer": issuers},
     )
     return path, home, repository
 
 
-def _gateway_config(work: Path, name: str, port: int, directory: list[tuple[str, int]]) -> Path:
+def _gateway_config(work: Path, name: str, port: int, directory: list[tuple[str, int]], trust: Trust) -> Path:
     path = work / f"{name}.toml"
     communities = [
         {
@@ -241,7 +290,10 @@ def _gateway_config(work: Path, name: str, port: int, directory: list[tuple[str,
         for home, p in directory
     ]
     server = {"host": "127.0.0.1", "port": port, "data_dir": str(work / name), "log_level": "warning"}
-    write_config(path, {"server": server}, {"community": communities})
+    section, issuers = trust.section("ig")
+    write_config(
+        path, {"server": server, "trust": section}, {"community": communities, "trust.issuer": issuers}
+    )
     return path
 
 
@@ -268,9 +320,10 @@ def bench(args: argparse.Namespace) -> int:
         small.write_text("CRP 42 mg/L\n")
         homes, repos, ports, delayed, replayed = [], [], [], [], []
         configs = []
+        trust = Trust(work, [f"c{i}" for i in range(n)] + ["ig", "consumer"])
         for i in range(n):
             port = free_port()
-            config, home, repository = _community_config(work, i, port)
+            config, home, repository = _community_config(work, i, port, trust)
             configs.append((config, port))
             homes.append(home), repos.append(repository), ports.append(port)
         serve_all(stack, configs)
@@ -284,10 +337,15 @@ def bench(args: argparse.Namespace) -> int:
         gateway_ports = {name: free_port() for name in gateways}
         serve_all(
             stack,
-            [(_gateway_config(work, k, gateway_ports[k], d), gateway_ports[k]) for k, d in gateways.items()],
+            [
+                (_gateway_config(work, k, gateway_ports[k], d, trust), gateway_ports[k])
+                for k, d in gateways.items()
+            ],
         )
         failures = _fan_out(args, patient, homes, gateway_ports["ig-replay"], "remote communities (replayed)")
         failures += _fan_out(args, patient, homes, gateway_ports["ig"], "responding gateways on this machine")
+        signed = "responding gateways on this machine, signed and verified both ways"
+        failures += _fan_out(args, patient, homes, gateway_ports["ig"], signed, trust.consumer(patient))
         big = work / "big.bin"
         with open(big, "wb") as fh:
             fh.write(os.urandom(args.doc_mb * 2**20 - 1) + b"x")
@@ -297,7 +355,14 @@ def bench(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _fan_out(args: argparse.Namespace, patient: str, homes: list[str], ig_port: int, label: str) -> int:
+def _fan_out(
+    args: argparse.Namespace,
+    patient: str,
+    homes: list[str],
+    ig_port: int,
+    label: str,
+    secure: Callable[[bytes], bytes] | None = None,
+) -> int:
     url = f"http://127.0.0.1:{ig_port}/ig/registry"
     params = consumer.standard_parameters("FindDocuments", patient=patient)
     bodies = [consumer.adhoc_query_request("FindDocuments", params, home=h) for h in homes]
@@ -310,6 +375,8 @@ def _fan_out(args: argparse.Namespace, patient: str, homes: list[str], ig_port: 
         def timed(body: bytes, expected: int) -> float:
             nonlocal failures
             envelope, ctype = _envelope(url, body)
+            if secure is not None:  # (the consumer's own signing is not the gateway's time)
+                envelope = secure(envelope)
             start = time.perf_counter()
             r = client.post(url, content=envelope, headers={"Content-Type": ctype})
             took = time.perf_counter() - start
