@@ -536,3 +536,83 @@ def test_remote_registry_slow_or_stopped_leaves_nothing_half_done(tmp_path: Path
             assert wait_for_nothing_left(data_dir, database_url, 0) == NOTHING_LEFT
             assert _registered_and_stored(database_url) == (registered, stored)
             _retrieve_all(f"{server.url}/repository", data_dir, sent, tmp_path / "out")
+
+
+def _register_submission(http: httpx.Client, url: str, sub: object) -> tuple[str, list[str]]:
+    from xds.metadata import ebrim
+    from xds.metadata.registry_response import parse_registry_response
+    from xds.soap.envelope import build_request
+    from xds.soap.mtom import parse_message
+
+    data, content_type = build_request(v.ACTION_REGISTER, ebrim.submit_objects_request_bytes(sub), to=url)  # type: ignore[arg-type]
+    response = http.post(url, content=data, headers={"Content-Type": content_type})
+    assert response.status_code == 200, response.text[:500]
+    status, errors = parse_registry_response(
+        parse_message(response.headers["content-type"], response.content).body
+    )
+    return status, [e.code for e in errors]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("XDS_TEST_DATABASE_URL"), reason="PostgreSQL's row locks: PostgreSQL pass"
+)
+def test_a_row_lock_delays_only_the_writes_that_need_the_row(tmp_path: Path, database_url: str) -> None:
+    """A psql session holds one DocumentEntry's row (SELECT ... FOR UPDATE) for 2.5 s: an ITI-42
+    replacing that entry (RPLC) waits for it off the event loop and succeeds once it is released,
+    while ITI-42 submissions of other documents in the same worker are registered at once."""
+    import psycopg
+    from sqlalchemy import select
+
+    from xds import samples
+    from xds.database import open_engine
+    from xds.registry.schema import documents
+
+    patient = samples.patient_cx("13116900216")
+    with start_server(tmp_path / "data", database_url, env={"XDS_REGISTRY_LOCK_WAIT_S": "10"}) as server:
+        url = f"{server.url}/registry"
+        original = samples.submission(patient)
+        with httpx.Client(timeout=60) as http:
+            assert _register_submission(http, url, original.submission) == (v.RESPONSE_SUCCESS, [])
+            engine = open_engine(database_url)
+            with engine.connect() as conn:
+                uid = original.documents[0].unique_id
+                target = conn.execute(
+                    select(documents.c.uuid).where(documents.c.unique_id == uid)
+                ).scalar_one()
+            engine.dispose()
+            replacement = samples.submission(patient)
+            replacement.submission.objects.append(
+                samples.relationship("rplc", v.RPLC, replacement.documents[0].id, target)
+            )
+            holder = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://", 1))
+            holder.execute("SELECT 1 FROM documents WHERE uuid = %s FOR UPDATE", (target,))
+            held = time.monotonic()
+            answer: dict[str, object] = {}
+
+            def replace() -> None:
+                with httpx.Client(timeout=60) as other:
+                    answer["result"] = _register_submission(other, url, replacement.submission)
+                answer["seconds"] = time.monotonic() - held
+
+            replacing = threading.Thread(target=replace)
+            try:
+                replacing.start()
+                time.sleep(0.3)  # the replacement waits for the row
+                others = []
+                for _ in range(3):
+                    started = time.perf_counter()
+                    result = _register_submission(http, url, samples.submission(patient).submission)
+                    others.append(time.perf_counter() - started)
+                    assert result == (v.RESPONSE_SUCCESS, []), result
+                assert max(others) < 1.0, f"other submissions waited for the row: {others}"
+                assert replacing.is_alive(), "the replacement did not wait for the row"
+                time.sleep(max(0.0, 2.5 - (time.monotonic() - held)))
+            finally:
+                holder.rollback()
+                holder.close()
+            replacing.join(timeout=30)
+    print(
+        f"row locked: other ITI-42 {[round(t * 1000) for t in others]} ms; RPLC after {answer['seconds']:.2f} s"
+    )
+    assert answer["result"] == (v.RESPONSE_SUCCESS, []), answer
+    assert 2.4 < answer["seconds"] < 5  # type: ignore[operator]
