@@ -151,3 +151,38 @@ def test_a_delivery_process_that_dies_is_replaced_and_loses_nothing(
     assert set(counts) == set(stored)
     assert max(counts.values()) <= 2  # a batch sent but not noted when the process died may come twice
     assert sum(counts.values()) - len(stored) <= 20
+
+
+def test_a_delivery_process_ends_when_its_server_process_is_gone(tmp_path: Path) -> None:
+    """Its server process ends while it is still starting (or later): it ends too, so that the next
+    server's delivery process adopts the spool."""
+    import json
+    import subprocess
+    import sys
+
+    from xds.audit.delivery import OWNER_ENV
+    from xds.operations.audit_delivery import CONFIG_ENV
+
+    cfg = make_config(tmp_path / "data", f"sqlite:///{tmp_path / 'registry.db'}")
+    parent = (
+        "import os, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'xds.operations.audit_delivery'],"
+        f" env={{**os.environ, {OWNER_ENV!r}: f'{{os.getpid()}}-test'}},"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, CONFIG_ENV: json.dumps(cfg.to_dict())}
+    out = subprocess.run([sys.executable, "-c", parent], env=env, capture_output=True, text=True, timeout=60)
+    child = int(out.stdout.strip())
+
+    def running() -> bool:
+        try:
+            return "\nState:\tZ" not in Path(f"/proc/{child}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(), "the delivery process outlived its server process"

@@ -93,10 +93,13 @@ class DeliveryProcess:
 def serve(make_trail: Callable[[str], AuditTrail]) -> int:
     """The delivery process's main: deliver for the parent named in the environment."""
     owner = os.environ.get(OWNER_ENV, "")
-    if not owner:
-        log.error("%s is not set: no process to deliver audit events for", OWNER_ENV)
+    pid = owner.split("-", 1)[0]
+    if not pid.isdigit():
+        log.error("%s names no process to deliver audit events for", OWNER_ENV)
         return 2
-    parent = os.getppid()
+    parent = int(pid)  # the owner, not whoever is the parent by now: it may have ended already
+    if os.getppid() != parent:
+        return 0
     stopped = threading.Event()
 
     def stop(_signum: int, _frame: object) -> None:
