@@ -485,6 +485,49 @@ def _registered_and_stored(database_url: str) -> tuple[set[str], set[str]]:
     return registered, stored
 
 
+def test_remote_registry_slow_and_refusing_late_leaves_nothing(tmp_path: Path, database_url: str) -> None:
+    """The remote registry's own database is locked by another process: its ITI-42 waits there
+    (lock_wait_s 3 s) past the repository's registry_timeout_s (1 s). The client gets
+    XDSRegistryNotAvailable at 1 s; the registry then refuses the submission busy, and the
+    repository, asking it, removes the pending row and the bytes — registry and repository agree."""
+    from support import RunningServer, make_config, new_database
+
+    files = tmp_path / "files"
+    files.mkdir()
+    with new_database(tmp_path / "registry-db") as registry_url:
+        (tmp_path / "registry-db").mkdir(exist_ok=True)
+        holder = (
+            _SqliteShell(registry_url) if registry_url.startswith("sqlite") else _PsqlSession(registry_url)
+        )
+        env = {"XDS_REGISTRY_LOCK_WAIT_S": "3"}
+        with start_server(tmp_path / "registry", registry_url, env=env) as registry:
+            cfg = make_config(tmp_path / "data", database_url)
+            cfg.repositories[0].registry_url = f"{registry.url}/registry"
+            cfg.repositories[0].registry_timeout_s = 1.0
+            data_dir = tmp_path / "data"
+            with (
+                RunningServer(cfg) as server,
+                RepositoryClient(f"{server.url}/repository", timeout=30) as client,
+            ):
+                outcome, first = provide(client, files / "first", os.urandom(20_000))
+                assert outcome.ok, outcome.errors
+                holder.hold()
+                try:
+                    started = time.monotonic()
+                    outcome, refused = provide(client, files / "slow", os.urandom(400_000))
+                    took = time.monotonic() - started
+                    time.sleep(max(0.0, 3.5 - took))  # the registry refuses it busy meanwhile
+                finally:
+                    holder.release()
+                assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
+                assert 0.9 < took < 2.5, took
+                assert wait_for_nothing_left(data_dir, database_url, 30) == NOTHING_LEFT
+                registered, _ = _registered_and_stored(registry_url)
+                _, stored = _registered_and_stored(database_url)
+                assert registered >= {first} and refused not in registered
+                assert stored == {first}, stored
+
+
 def test_remote_registry_slow_or_stopped_leaves_nothing_half_done(tmp_path: Path, database_url: str) -> None:
     """A repository whose registry is another ``xds serve`` (ITI-42 over HTTP), with
     [[repository]] registry_timeout_s = 1. The registry process stopped (SIGSTOP: it takes the
