@@ -105,6 +105,7 @@ def _reset_postgres(url: str) -> None:
     from sqlalchemy import text
 
     from xds.database import open_engine_nopool
+    from xds.database.audit_store import metadata as audit_metadata
     from xds.database.replay import seen_ids
     from xds.registry.schema import metadata
     from xds.repository.schema import metadata as repository_metadata
@@ -113,7 +114,9 @@ def _reset_postgres(url: str) -> None:
     with engine.begin() as conn:
         metadata.drop_all(conn)
         repository_metadata.drop_all(conn)
+        audit_metadata.drop_all(conn)
         seen_ids.drop(conn, checkfirst=True)
+        conn.execute(text("DROP FUNCTION IF EXISTS xds_audit_append_only() CASCADE"))  # audit tables' guard
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
 
