@@ -204,3 +204,37 @@ def test_ready_answers_ready_to_probes_that_arrive_together(server) -> None:  # 
 
     not_ready = [r.text for r in asyncio.run(probes()) if r.status_code != 200]
     assert not not_ready, not_ready[0]
+
+
+def test_ready_details_and_metrics_are_for_the_operators_networks(tmp_path: Path, database_url: str) -> None:
+    """A client outside ``[server] operations_clients`` learns only whether the server is ready (a load
+    balancer needs no more) and gets 403 from /metrics; paths and counts stay with the operator."""
+    from support import RunningServer, make_config
+
+    cfg = make_config(tmp_path / "data", database_url)
+    cfg.server.operations_clients = "10.20.0.0/16"  # the tests' client, 127.0.0.1, is not in it
+    with RunningServer(cfg) as running, httpx.Client(timeout=30) as http:
+        ready = http.get(f"{running.url}/ready")
+        assert ready.status_code == 200 and ready.text == "ready\n"
+        metrics = http.get(f"{running.url}/metrics")
+        assert metrics.status_code == 403 and "xds_" not in metrics.text
+        assert http.get(f"{running.url}/health").text == "ok\n"
+
+
+def test_operations_clients_are_networks() -> None:
+    from starlette.requests import Request
+
+    from xds.config import Config
+    from xds.operations.routes import OperatorNetworks
+
+    def asked_from(host: str) -> Request:
+        return Request({"type": "http", "client": (host, 40000), "headers": []})
+
+    networks = OperatorNetworks("127.0.0.0/8, ::1/128 ,10.20.0.0/16")
+    for inside in ("127.0.0.1", "::1", "10.20.3.4", "::ffff:10.20.3.4"):
+        assert networks.admits(asked_from(inside)), inside
+    for outside in ("10.21.0.1", "192.0.2.7", "2001:db8::1", "not-an-address"):
+        assert not networks.admits(asked_from(outside)), outside
+    assert OperatorNetworks("*").admits(asked_from("192.0.2.7"))
+    with pytest.raises(ValueError, match="operations_clients"):
+        Config.from_dict({"server": {"operations_clients": "10.0.0.0/8,intranet"}})

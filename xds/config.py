@@ -51,6 +51,11 @@ class ServerConfig:
     min_free_mb: int = setting(
         64, "/ready fails and start-up warns below this much free space in a data directory"
     )
+    operations_clients: str = setting(
+        "127.0.0.0/8,::1/128",
+        "networks (CIDR, comma-separated; * for any) that may read /metrics and /ready's checks; "
+        "others get /ready's status alone and 403 from /metrics",
+    )
     drain_s: int = setting(
         30, "on SIGTERM, requests in flight get this long to finish before the process exits"
     )
@@ -309,7 +314,21 @@ class Config:
         for i, community in enumerate(cfg.communities):
             if not community.home_community_id.startswith("urn:oid:"):
                 raise ValueError(f"community[{i}]: home_community_id must be urn:oid:…")
+        _check_networks(cfg.server.operations_clients, "[server] operations_clients")
         return cfg
+
+
+def _check_networks(spec: str, name: str) -> None:
+    import ipaddress
+
+    for part in (p.strip() for p in spec.split(",")):
+        if part and part != "*":
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{name}: {part!r} is not a network (CIDR such as 10.0.0.0/8) or *"
+                ) from None
 
 
 def _fill(section: object, values: dict[str, Any], where: str) -> None:
@@ -362,6 +381,7 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             data = tomllib.load(fh)
     cfg = Config.from_dict(data)
     _apply_environment(cfg, dict(os.environ if environ is None else environ))
+    _check_networks(cfg.server.operations_clients, "[server] operations_clients")
     return cfg
 
 
