@@ -38,6 +38,7 @@ class Script:
     missing: str = ""  # a uniqueId whose part is left out
     cut_after: int = 0  # send only this many bytes of the message (0: all of it)
     home: str = HOME
+    extra: int = 0  # parts no DocumentResponse refers to, sent before the documents
 
 
 def _answer(script: Script) -> tuple[bytes, str]:
@@ -63,6 +64,8 @@ def _answer(script: Script) -> tuple[bytes, str]:
         "Content-ID: <root@community>\r\n\r\n".encode(),
         envelope,
     ]
+    for i in range(script.extra):
+        out.append(f"\r\n--{boundary}\r\nContent-ID: <extra{i}@community>\r\n\r\n".encode() + b"x" * 100)
     for uid in script.order or list(script.documents):
         if uid == script.missing:
             continue
@@ -208,3 +211,24 @@ def test_two_communities_are_relayed_one_after_the_other(gateway: RunningServer,
         **{uid: (HOME, data) for uid, data in first.items()},
         **{uid: (HOME2, data) for uid, data in second.items()},
     }
+
+
+def test_an_answer_with_more_parts_than_documents_asked_for_is_refused(gateway: RunningServer) -> None:
+    """A community may answer a part per document asked for (and a few for its tokens): an answer
+    with 50 parts to a request for one is not taken in, whether that shows before anything was
+    passed on (that community's XDSRepositoryError) or after (the answer is broken off)."""
+    _Community.script = Script({"1.2.3.12": os.urandom(100_000)}, extra=50)
+    status, outcome = _raw_retrieve(gateway, ["1.2.3.12"])
+    if isinstance(outcome, bytes):
+        from xds import safexml
+        from xds.metadata.registry_response import parse_registry_response
+
+        found = safexml.parse(outcome).find(f".//{{{v.NS_RS}}}RegistryResponse")
+        assert found is not None, outcome[:500]
+        answered, errors = parse_registry_response(found)
+        assert answered == v.RESPONSE_FAILURE
+        assert [(e.code, e.location) for e in errors] == [(v.XDSRepositoryError, HOME)]
+        assert "more than 5 parts" in errors[0].context
+    else:
+        assert status == 200 and isinstance(outcome, Exception)
+    assert httpx.get(f"{gateway.url}/health", timeout=10).text == "ok\n"

@@ -261,7 +261,12 @@ class InitiatingGateway:
         url, action, outgoing = community.repository_url, v.ACTION_XCA_RETRIEVE, m.retrieve_request(reqs)
         asked = safexml.parse(outgoing)
         try:
-            answer = await self._exchange(community, url, action, outgoing, assertion, relay=relay)
+            # an honest answer has a part per document asked for, the envelope and perhaps a
+            # certificate or two (MTOM-optimised tokens); more parts are not held for it
+            parts = len(reqs) + 4
+            answer = await self._exchange(
+                community, url, action, outgoing, assertion, relay=relay, parts=parts
+            )
         except CommunityError as exc:
             self._audit(action, asked, None, url, exc.error.context, security)
             return [exc.error], [], []
@@ -316,6 +321,7 @@ class InitiatingGateway:
         assertion: etree._Element | None,
         *,
         relay: bool = False,
+        parts: int = 0,
     ) -> _Answer:
         """Send one ITI-38/39 request, signed, within the community's time limit; the verified answer
         (``relay``: an unsigned MTOM answer's parts are left to be read as they are passed on)."""
@@ -327,7 +333,7 @@ class InitiatingGateway:
         started = time.monotonic()
         try:
             async with asyncio.timeout(community.timeout_s):
-                return await self._send(community, url, action, body, assertion, relay)
+                return await self._send(community, url, action, body, assertion, relay, parts)
         except TimeoutError:
             context = f"{_name(community)} did not answer within {community.timeout_s:g} s"
             raise CommunityError(XdsError(v.XDSUnavailableCommunity, context, here)) from None
@@ -355,6 +361,7 @@ class InitiatingGateway:
         body: bytes,
         assertion: etree._Element | None,
         relay: bool,
+        parts: int = 0,
     ) -> _Answer:
         message_id = new_message_id()
         envelope = envelope_bytes(action, body, message_id=message_id, to=url, reply_to_anonymous=True)
@@ -372,7 +379,7 @@ class InitiatingGateway:
         request = client.build_request("POST", url, content=envelope, headers=headers, timeout=timeout)
         response = await client.send(request, stream=True)
         try:
-            answer = await self._read(response, community, relay and not signed)
+            answer = await self._read(response, community, relay and not signed, parts)
         except BaseException:
             await response.aclose()
             raise
@@ -395,7 +402,9 @@ class InitiatingGateway:
                 raise
         return answer
 
-    async def _read(self, response: httpx.Response, community: CommunityConfig, relay: bool) -> _Answer:
+    async def _read(
+        self, response: httpx.Response, community: CommunityConfig, relay: bool, parts: int = 0
+    ) -> _Answer:
         ctype = response.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/"):
             limit = self.max_answer_bytes
@@ -415,6 +424,7 @@ class InitiatingGateway:
             spool_threshold=SPOOL_THRESHOLD,
             relay=relay,
             idle_timeout=community.timeout_s,
+            max_parts=parts,
         )
         try:
             root = await reader.root()

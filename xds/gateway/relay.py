@@ -47,9 +47,11 @@ class AnswerReader:
         spool_threshold: int,
         relay: bool,
         idle_timeout: float,
+        max_parts: int = 0,
     ) -> None:
         """``idle_timeout``: how long the end of the HTTP message is waited for once the last part
-        has been passed on (each read is bounded by the client's own read timeout)."""
+        has been passed on (each read is bounded by the client's own read timeout); ``max_parts``:
+        the most parts the answer may have (0: the parser's own bound)."""
         self.response = response
         self._chunks = response.aiter_raw()
         self.parser = MultipartParser(
@@ -58,6 +60,7 @@ class AnswerReader:
             tmp_dir=spool_dir,
             digest=False,
             max_root_bytes=max_root,
+            max_parts=max_parts,
             pipe=relay,
         )
         self.limit = limit
