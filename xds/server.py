@@ -6,7 +6,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ from xds.service_log import RequestLog, configure_logging
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from xds.audit.observer import EndpointAuditor
+    from xds.audit.trail import AuditTrail
     from xds.gateway.initiating import InitiatingGateway
     from xds.registry.service import RegistryService
     from xds.repository.service import RepositoryService
@@ -37,7 +40,6 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
     (the first also at /repository), each SOAP endpoint behind its trust policy."""
     from xds.database import set_lock_wait, use_threads
     from xds.operations.metrics import MetricsMiddleware
-    from xds.operations.routes import operations_routes
     from xds.registry.service import RegistryService
 
     use_threads(config.server.database_threads)
@@ -49,21 +51,54 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
         registry.prepare()
         for repo in repositories:
             repo.recover()
-
     gateway_routes, initiating = build_gateways(config, registry, repositories)
-    from xds.operations.audit_delivery import audit_trail
+    auditing = Auditing.build(config, registry, initiating, prepare=prepare)
+    routes = soap_routes(config, registry, repositories, auditing, gateway_routes)
+    if config.server.bench_floor:
+        routes += bench_routes(registry, repositories)
+    app = Starlette(
+        routes=routes,
+        lifespan=_lifespan(registry, repositories, initiating, auditing, prepare=prepare),
+        middleware=[Middleware(MetricsMiddleware), Middleware(RequestLog)],
+    )
+    app.state.registry = registry
+    app.state.public_url = config.server.public_url.rstrip("/")  # the served WSDLs' addresses
+    app.state.audit_trail = auditing.trail
+    app.state.audit_engine = auditing.engine
+    app.state.repositories = {r.name: r for r in repositories}
+    return app
 
-    audit_engine = None
-    if config.audit.database:  # on SQLite a file of its own: audit writes never wait for the registry's
-        from xds.database.audit_store import move_records, open_audit_engine
 
-        registry_url = config.registry.url(config.server.data_dir)
-        audit_engine = open_audit_engine(registry_url, registry.engine, prepare=prepare)
-        if prepare:
-            move_records(registry.engine, audit_engine)
-    trail = audit_trail(config, audit_engine)  # its events delivered by a child process
-    auditor = None
-    if trail is not None:
+@dataclass
+class Auditing:
+    """The audit trail of one process: where its records are stored, the trail, the endpoints' hook."""
+
+    engine: Engine | None = None
+    trail: AuditTrail | None = None
+    auditor: EndpointAuditor | None = None
+
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        registry: RegistryService,
+        initiating: InitiatingGateway | None,
+        *,
+        prepare: bool,
+    ) -> Auditing:
+        from xds.operations.audit_delivery import audit_trail
+
+        audit_engine = None
+        if config.audit.database:  # on SQLite a file of its own: audit writes never wait for the registry's
+            from xds.database.audit_store import move_records, open_audit_engine
+
+            registry_url = config.registry.url(config.server.data_dir)
+            audit_engine = open_audit_engine(registry_url, registry.engine, prepare=prepare)
+            if prepare:
+                move_records(registry.engine, audit_engine)
+        trail = audit_trail(config, audit_engine)  # its events delivered by a child process
+        if trail is None:
+            return cls(audit_engine)
         from xds.audit.observer import EndpointAuditor, default_source
 
         auditor = EndpointAuditor(
@@ -77,7 +112,23 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             from xds.gateway.audit import RequestAudit
 
             initiating.audit = RequestAudit(trail, auditor.source)
+        return cls(audit_engine, trail, auditor)
 
+    def close(self, registry_engine: Engine) -> None:
+        if self.trail is not None:
+            self.trail.stop()
+        if self.engine is not None and self.engine is not registry_engine:
+            self.engine.dispose()
+
+
+def _lifespan(
+    registry: RegistryService,
+    repositories: list[RepositoryService],
+    initiating: InitiatingGateway | None,
+    auditing: Auditing,
+    *,
+    prepare: bool,
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if not prepare:  # a worker (perhaps restarted alone): settle what a dead one left
@@ -85,8 +136,8 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
 
             for repo in repositories:
                 await to_thread.run_sync(repo.recover_peers)
-        if trail is not None:
-            trail.start()
+        if auditing.trail is not None:
+            auditing.trail.start()
         await registry.start_feed()
         try:
             yield
@@ -94,61 +145,66 @@ def build_app(config: Config, *, prepare: bool = True) -> Starlette:
             await registry.stop_feed()
             if initiating is not None:
                 await initiating.aclose()
-            if trail is not None:
-                trail.stop()
-            if audit_engine is not None and audit_engine is not registry.engine:
-                audit_engine.dispose()
+            auditing.close(registry.engine)
             registry.engine.dispose()
 
-    max_body = config.server.max_body_mb * 1024 * 1024
-    security = trust_policy(config, registry.engine, "registry")
-    repository_security = trust_policy(config, registry.engine, "repository")
+    return lifespan
+
+
+def soap_routes(
+    config: Config,
+    registry: RegistryService,
+    repositories: list[RepositoryService],
+    auditing: Auditing,
+    gateway_routes: list[Route],
+) -> list[Route]:
+    """/registry, each repository, the operator's endpoints, the access log and the gateways' routes,
+    every SOAP endpoint with its trust policy and the audit hook."""
+    from xds.operations.routes import operations_routes
+
     registry_endpoint = registry.endpoint()
-    registry_endpoint.security = security
-    registry_endpoint.observer = auditor
+    registry_endpoint.security = trust_policy(config, registry.engine, "registry")
+    registry_endpoint.observer = auditing.auditor
     routes = [
         Route("/registry", SoapRoute(registry_endpoint, "registry.wsdl")),
         *operations_routes(config, registry, repositories),  # /health, /ready, /metrics
     ]
-    if config.audit.database:
-        routes.append(Route("/audit/access-log", access_log_route(config, audit_engine), methods=["GET"]))
+    if config.audit.database and auditing.engine is not None:
+        routes.append(Route("/audit/access-log", access_log_route(config, auditing.engine), methods=["GET"]))
+    repository_security = trust_policy(config, registry.engine, "repository")
     for i, repo in enumerate(repositories):
         endpoint = repo.endpoint(
-            max_body, config.server.max_document_mb * 2**20, config.server.read_timeout_s
+            config.server.max_body_mb * 2**20,
+            config.server.max_document_mb * 2**20,
+            config.server.read_timeout_s,
         )
         endpoint.security = repository_security
-        endpoint.observer = auditor
+        endpoint.observer = auditing.auditor
         route = SoapRoute(endpoint, "repository.wsdl")
         routes.append(Route(f"/repository/{repo.name}", route))
         if i == 0:
             routes.append(Route("/repository", route))
-    for route in gateway_routes:  # XCA: ITI-38/39 answered, ITI-18/43 taken in by the initiating side
-        soap_endpoint = getattr(route.endpoint, "endpoint", None)
+    for gateway in gateway_routes:  # XCA: ITI-38/39 answered, ITI-18/43 taken in by the initiating side
+        soap_endpoint = getattr(gateway.endpoint, "endpoint", None)
         if hasattr(soap_endpoint, "observer"):
-            soap_endpoint.observer = auditor  # type: ignore[union-attr]
-    routes += gateway_routes
-    if config.server.bench_floor:
-        from xds.bench.register import floor_route
+            soap_endpoint.observer = auditing.auditor  # type: ignore[union-attr]
+    return routes + gateway_routes
 
-        routes.append(Route("/_bench/floor", floor_route(), methods=["POST"]))
-        from xds.bench.query import answer_floor
 
-        routes.append(Route("/_bench/answer", answer_floor(registry.endpoint())))
-        if repositories:
-            from xds.bench.repository import floor_routes
+def bench_routes(registry: RegistryService, repositories: list[RepositoryService]) -> list[Route]:
+    """``[server] bench_floor``: the floors ``xds bench`` measures against, on the same server."""
+    from xds.bench.query import answer_floor
+    from xds.bench.register import floor_route
 
-            routes += floor_routes(repositories[0])
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=[Middleware(MetricsMiddleware), Middleware(RequestLog)],
-    )
-    app.state.registry = registry
-    app.state.public_url = config.server.public_url.rstrip("/")  # the served WSDLs' addresses
-    app.state.audit_trail = trail
-    app.state.audit_engine = audit_engine
-    app.state.repositories = {r.name: r for r in repositories}
-    return app
+    routes = [
+        Route("/_bench/floor", floor_route(), methods=["POST"]),
+        Route("/_bench/answer", answer_floor(registry.endpoint())),
+    ]
+    if repositories:
+        from xds.bench.repository import floor_routes
+
+        routes += floor_routes(repositories[0])
+    return routes
 
 
 def document_owners(engine: Engine, unique_ids: list[str]) -> dict[str, str]:
