@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,29 @@ def test_spool_files_are_private(tmp_path: Path) -> None:
     journal.append(b"x")
     assert (journal.path.stat().st_mode & 0o077) == 0
     journal.close()
+
+
+def test_a_segment_file_left_unnamed_by_a_dead_writer_is_removed(tmp_path: Path) -> None:
+    """A writer killed between creating a segment (``*.new``) and naming it leaves an empty file;
+    the next look through the spool removes it once it is old — a young one may be mid-naming."""
+    import fcntl
+    import os
+
+    from xds.audit.journal import UNBORN_AFTER_S, Journal
+
+    spool = tmp_path / "spool"
+    journal = Journal(spool, ["database"])
+    dead, young, held = spool / "1-aa-000001.new", spool / "2-bb-000001.new", spool / "3-cc-000001.new"
+    for path in (dead, young, held):
+        path.touch()
+    old = time.time() - UNBORN_AFTER_S - 1
+    os.utime(dead, (old, old))
+    os.utime(held, (old, old))
+    holder = os.open(held, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_SH)  # its writer lives
+    try:
+        journal.segments(look=True)
+        assert not dead.exists() and young.exists() and held.exists()
+    finally:
+        os.close(holder)
+        journal.close()

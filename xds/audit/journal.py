@@ -29,6 +29,7 @@ from pathlib import Path
 
 _HEAD = struct.Struct(">II")  # length, crc32
 SEGMENT_BYTES = 16 * 1024 * 1024
+UNBORN_AFTER_S = 60.0  # a *.new file this old, unlocked, was left by a writer that died naming it
 LOOK_EVERY_S = 5.0  # how often the spool directory is searched for segments of dead processes
 
 
@@ -177,6 +178,8 @@ class Journal:
             segment = _locked(path, fcntl.LOCK_EX)  # None: its writer or its deliverer lives
             if segment is not None:
                 self.adopted[path] = segment
+        for path in self.directory.glob("*.new"):
+            _remove_unborn(path)
 
     def settle(self, segment: Segment) -> None:
         """Remove a segment every sink has read to its end, once no one appends to it: adopted, or
@@ -237,6 +240,20 @@ def pending(directory: str | Path, sinks: Sequence[str]) -> int:
                 text = b""
             total += max(0, size - (int(text) if text.isdigit() else 0))
     return total
+
+
+def _remove_unborn(path: Path) -> None:
+    """A segment file its writer died between creating and naming (it holds nothing: records are
+    appended only once it is named). Left alone while young — its writer may be between the two
+    steps — or locked by a live writer."""
+    try:
+        if time.time() - path.stat().st_mtime < UNBORN_AFTER_S:
+            return
+    except FileNotFoundError:
+        return
+    segment = _locked(path, fcntl.LOCK_EX)
+    if segment is not None:
+        segment.remove()
 
 
 def _locked(path: Path, mode: int) -> Segment | None:
