@@ -136,3 +136,39 @@ def test_backup_while_serving_and_restore_into_a_fresh_deployment(tmp_path: Path
             for doc in found:
                 assert doc.path.read_bytes() == sent[doc.unique_id]
             assert wait_for_nothing_left(restored_dir, restored_url, 5) == NOTHING_LEFT
+
+
+def test_the_replay_records_come_back_so_a_restored_server_refuses_replays(tmp_path: Path) -> None:
+    """On SQLite the signed messages seen are kept in a file of their own (``registry-replay.db``);
+    a backup without it would let a restored server accept once more a message signed minutes
+    before the backup."""
+    import datetime as dt
+
+    from xds.config import Config
+    from xds.database import migrate
+    from xds.database.replay import DatabaseReplayStore, replay_engine
+    from xds.operations.backup import backup, restore
+
+    def deployment(data_dir: Path) -> tuple[Config, str]:
+        config = Config()
+        config.server.data_dir = str(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return config, config.registry.url(str(data_dir))
+
+    config, url = deployment(tmp_path / "data")
+    engine = open_engine(url)
+    migrate(engine)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    assert DatabaseReplayStore(replay_engine(engine)).first_time("message:urn:uuid:1", expires)
+    engine.dispose()
+    backup(config, tmp_path / "backup")
+
+    config, url = deployment(tmp_path / "fresh")
+    restore(config, tmp_path / "backup")
+    engine = open_engine(url)
+    try:
+        store = DatabaseReplayStore(replay_engine(engine))
+        assert not store.first_time("message:urn:uuid:1", expires)  # seen before the backup
+        assert store.first_time("message:urn:uuid:2", expires)
+    finally:
+        engine.dispose()

@@ -38,6 +38,12 @@ _engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary(
 _engines_lock = threading.Lock()
 
 
+def replay_path(database: str) -> Path:
+    """The replay records' SQLite file beside the registry's SQLite file ``database``."""
+    path = Path(database).resolve()
+    return path.with_name(f"{path.stem}-replay{path.suffix}")
+
+
 def replay_engine(engine: Engine) -> Engine:
     """Where the replay records of the registry database ``engine`` are kept: on SQLite an
     engine on ``<database>-replay.db`` beside it (made on first use, its table created under the
@@ -48,10 +54,7 @@ def replay_engine(engine: Engine) -> Engine:
     with _engines_lock:
         found = _engines.get(engine)
         if found is None:
-            path = Path(database).resolve()
-            found = open_engine(
-                f"sqlite:///{path.with_name(f'{path.stem}-replay{path.suffix}')}", pool_size=4
-            )
+            found = open_engine(f"sqlite:///{replay_path(database)}", pool_size=4)
             with write_transaction(found) as conn:
                 metadata.create_all(conn)
             _engines[engine] = found

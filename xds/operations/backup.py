@@ -12,7 +12,9 @@ the copy, its bytes are not — as after that removal. ``DIR/backup.json`` says 
 
 On SQLite the audit records have a database file of their own (``audit.db``, see
 :func:`xds.database.audit_store.audit_url`): it is copied after the registry's, with the same
-online backup API, and restored beside it. On PostgreSQL they are in the one dump.
+online backup API, and restored beside it; so are the signed messages seen
+(``registry-replay.db``, :func:`xds.database.replay.replay_path`), so that a restored server still
+refuses their replays. On PostgreSQL both are in the one dump.
 
 Restoring copies the database back (SQLite file, or ``pg_restore`` into the configured, empty
 PostgreSQL database), then the blobs, and brings the schema to the current migrations; the
@@ -37,6 +39,7 @@ from sqlalchemy import Engine, make_url, select, text
 from xds.config import Config
 from xds.database import migrate, open_engine_nopool
 from xds.database.audit_store import audit_url
+from xds.database.replay import replay_path
 from xds.repository.blobstore import BlobStore
 from xds.repository.schema import repository_documents as rd
 from xds.repository.service import persistent_unique_id
@@ -44,6 +47,7 @@ from xds.repository.service import persistent_unique_id
 MANIFEST = "backup.json"
 SQLITE_FILE = "registry.db"
 AUDIT_FILE = "audit.db"
+REPLAY_FILE = "registry-replay.db"
 PG_DUMP_FILE = "registry.pgdump"
 
 
@@ -89,11 +93,13 @@ def backup(config: Config, target: Path) -> Summary:
         raise BackupError(f"{target} is not empty")
     target.mkdir(parents=True, exist_ok=True)
     url = config.registry.url(config.server.data_dir)
-    audit = False
+    audit = replay = False
     if url.startswith("sqlite"):
         rows = _sqlite_snapshot(url, target / SQLITE_FILE)
         summary = Summary("sqlite")
         audit = _sqlite_copy(audit_url(url), target / AUDIT_FILE)
+        # the signed messages seen, so a restored server still refuses their replays
+        replay = _sqlite_copy(f"sqlite:///{_replay_file(url)}", target / REPLAY_FILE)
     else:
         rows = _postgres_snapshot(url, target / PG_DUMP_FILE)
         summary = Summary("postgresql")
@@ -118,6 +124,7 @@ def backup(config: Config, target: Path) -> Summary:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": summary.database,
         "audit_file": AUDIT_FILE if audit else "",
+        "replay_file": REPLAY_FILE if replay else "",
         "repositories": repositories,
         "missing_blobs": summary.missing,
     }
@@ -141,6 +148,10 @@ def _sqlite_snapshot(url: str, out: Path) -> list[tuple[str, str]]:
         copy.close()
         source.close()
     return [(r, s) for r, s in found]
+
+
+def _replay_file(registry_url: str) -> Path:
+    return replay_path(make_url(registry_url).database or "")
 
 
 def _sqlite_copy(url: str, out: Path) -> bool:
@@ -220,6 +231,8 @@ def restore(config: Config, source: Path) -> Summary:
         _restore_sqlite(source / SQLITE_FILE, Path(make_url(url).database or ""))
         if manifest.get("audit_file"):
             _restore_sqlite(source / AUDIT_FILE, Path(make_url(audit_url(url)).database or ""))
+        if manifest.get("replay_file"):
+            _restore_sqlite(source / REPLAY_FILE, _replay_file(url))
     else:
         if url.startswith("sqlite"):
             raise BackupError(
@@ -283,6 +296,8 @@ def _check_backup(source: Path, manifest: dict) -> None:
         _check_sqlite(source / SQLITE_FILE)
         if manifest.get("audit_file"):
             _check_sqlite(source / AUDIT_FILE)
+        if manifest.get("replay_file"):
+            _check_sqlite(source / REPLAY_FILE)
     elif not (source / PG_DUMP_FILE).is_file():
         raise BackupError(f"{source / PG_DUMP_FILE} is missing")
     for name in manifest["repositories"]:
