@@ -441,3 +441,14 @@ def test_xml_signature_certificates_follow_the_signing_policy_not_tls(
         assert answer.status_code == (200 if accepted else 400), reason(answer)
         if not accepted:
             assert "digitalSignature" in reason(answer)
+
+
+def test_a_signing_key_is_loaded_once_per_process(keys) -> None:  # type: ignore[no-untyped-def]
+    """Loading an RSA key checks it (~28 ms for 2048 bits): signers made per request — a repository
+    forwarding ITI-42, `xds query`, the gateways — share the one loaded key."""
+    from xds.trust.wssecurity import MessageSigner
+
+    who = keys.institutions["kommune"]
+    first = MessageSigner(who.key_pem(), who.cert_pem())
+    again = MessageSigner(who.key_pem(), who.cert_pem())
+    assert first.key is again.key

@@ -62,7 +62,14 @@ def load_certificates(path: str | Path) -> list[x509.Certificate]:
 
 
 def load_private_key(path: str | Path) -> PrivateKeyTypes:
-    return serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    return private_key(Path(path).read_bytes())
+
+
+@functools.lru_cache(maxsize=32)
+def private_key(key_pem: bytes) -> PrivateKeyTypes:
+    """The key of a PEM, loaded once per process: loading an RSA key checks it (~28 ms for 2048
+    bits), which signing every outgoing request would otherwise pay each time."""
+    return serialization.load_pem_private_key(key_pem, password=None)
 
 
 def _safe(name: str) -> str:
@@ -73,7 +80,7 @@ def _safe(name: str) -> str:
 
 def signature_algorithm(key_pem: bytes) -> str:
     """The XML-DSig algorithm for a private key: RSA-SHA256, or ECDSA-SHA256 for EC keys."""
-    key = serialization.load_pem_private_key(key_pem, password=None)
+    key = private_key(key_pem)
     return "ecdsa-sha256" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsa-sha256"
 
 

@@ -47,7 +47,7 @@ from xds.trust.assertion import (
     verify_assertion,
     xs_datetime,
 )
-from xds.trust.keys import TrustAnchors, UntrustedCertificate
+from xds.trust.keys import TrustAnchors, UntrustedCertificate, private_key
 
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = xmldsig.NS_WSU
@@ -70,10 +70,6 @@ def _instant(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _load_key(key_pem: bytes):  # type: ignore[no-untyped-def]
-    return serialization.load_pem_private_key(key_pem, password=None)
-
-
 class MessageSigner:
     """Secures outgoing SOAP envelopes for one institution (requests, answers, faults).
 
@@ -90,7 +86,7 @@ class MessageSigner:
         assertion: etree._Element | None = None,
         lifetime: dt.timedelta = dt.timedelta(minutes=5),
     ) -> None:
-        self.key = _load_key(key_pem)
+        self.key = private_key(key_pem)  # loaded once per process, however many signers use it
         self.cert = x509.load_pem_x509_certificate(cert_pem)
         self.assertion = assertion
         self.lifetime = lifetime
