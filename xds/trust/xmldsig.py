@@ -54,8 +54,9 @@ SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 ECDSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
 ID_ATTRIBUTES = ("{" + NS_WSU + "}Id", "Id", "ID")
-_BY_ID = etree.XPath("//*[@wsu:Id=$ident or @Id=$ident or @ID=$ident]", namespaces={"wsu": NS_WSU})
-MAX_REFERENCES = 64  # each is resolved over the whole message: bounded work for a hostile one
+_WITH_ID = etree.XPath("//*[@wsu:Id or @Id or @ID]", namespaces={"wsu": NS_WSU})
+_ID_ATTRIBUTES = ("{" + NS_WSU + "}Id", "Id", "ID")
+MAX_REFERENCES = 64  # bounded work for a hostile message
 _CHUNK = 3 * 256 * 1024  # a multiple of 3: base64 of the chunks joins into base64 of the whole
 
 
@@ -188,9 +189,21 @@ def sign(
     return signature
 
 
-def resolve(root: etree._Element, ident: str) -> etree._Element:
+IdIndex = dict[str, list[etree._Element]]
+
+
+def id_index(root: etree._Element) -> IdIndex:
+    """Every element of ``root``'s document by each id it has (wsu:Id, Id, ID), read in one pass."""
+    index: IdIndex = {}
+    for element in _WITH_ID(root.getroottree()):
+        for name in {element.get(a) for a in _ID_ATTRIBUTES} - {None}:
+            index.setdefault(name, []).append(element)  # type: ignore[arg-type]
+    return index
+
+
+def resolve(root: etree._Element, ident: str, index: IdIndex | None = None) -> etree._Element:
     """The one element of ``root``'s document whose id is ``ident``; two or none is refused."""
-    found = _BY_ID(root.getroottree(), ident=ident)
+    found = (index if index is not None else id_index(root)).get(ident, [])
     if len(found) != 1:
         raise SignatureInvalid(
             f"Ambiguous reference: #{ident} names {len(found)} elements"
@@ -239,11 +252,12 @@ def verify(
         raise SignatureInvalid(f"the signature has {len(references)} references; at most {MAX_REFERENCES}")
     _check_value(info, c14n, value_el, public_key, method)
     signed = []
+    index = id_index(signature)
     for ref in references:
         uri = ref.get("URI", "")
         if not uri.startswith("#") or len(uri) < 2:
             raise SignatureInvalid(f"reference {uri!r} is not to an element of this message")
-        target = resolve(signature, uri[1:])
+        target = resolve(signature, uri[1:], index)
         prefixes: list[str] = []
         cut = False
         for transform in ref.iterfind(f"{_DS}Transforms/{_DS}Transform"):
