@@ -149,26 +149,30 @@ def bench(args: argparse.Namespace) -> int:
                     rates.setdefault((kind, label), []).append(run.rate)
                     if label == "on":
                         lags.setdefault(kind, []).append(_caught_up(spool, sinks))
-    worst = 0
     for kind in ("register", "query"):
-        off_rate = statistics.median(rates[(kind, "off")])
-        on_rate = statistics.median(rates[(kind, "on")])
-        ratio = on_rate / off_rate if off_rate else 0.0
-        verdict = "meets" if ratio >= 0.95 else "BELOW"
-        spans = ", ".join(
-            f"{label} {min(rates[(kind, label)]):,.0f}-{max(rates[(kind, label)]):,.0f}"
-            for label in ("off", "on")
-        )
-        paired = statistics.median(
-            on / off for on, off in zip(rates[(kind, "on")], rates[(kind, "off")], strict=True) if off
-        )
-        print(
-            f"{kind}: audit on {on_rate:,.0f}/s, off {off_rate:,.0f}/s, ratio {ratio:.1%} "
-            f"(target >= 95%: {verdict}; median of each round's on/off {paired:.1%})  (rounds: {spans}); "
-            f"every event delivered {statistics.median(lags[kind]):.2f} s (median) after the run's last answer"
-        )
+        print(_verdict(kind, rates, lags[kind]))
     print(f"syslog datagrams received: {received.value:,}")
     if failures:
         print(f"failures: {failures}")
-        worst = 1
-    return worst
+        return 1
+    return 0
+
+
+def _verdict(kind: str, rates: dict[tuple[str, str], list[float]], lags: list[float]) -> str:
+    """One line: the medians on and off, their ratio against the target, the per-round ratio."""
+    off_rate = statistics.median(rates[(kind, "off")])
+    on_rate = statistics.median(rates[(kind, "on")])
+    ratio = on_rate / off_rate if off_rate else 0.0
+    verdict = "meets" if ratio >= 0.95 else "BELOW"
+    spans = ", ".join(
+        f"{label} {min(rates[(kind, label)]):,.0f}-{max(rates[(kind, label)]):,.0f}"
+        for label in ("off", "on")
+    )
+    paired = statistics.median(
+        on / off for on, off in zip(rates[(kind, "on")], rates[(kind, "off")], strict=True) if off
+    )
+    return (
+        f"{kind}: audit on {on_rate:,.0f}/s, off {off_rate:,.0f}/s, ratio {ratio:.1%} "
+        f"(target >= 95%: {verdict}; median of each round's on/off {paired:.1%})  (rounds: {spans}); "
+        f"every event delivered {statistics.median(lags):.2f} s (median) after the run's last answer"
+    )
