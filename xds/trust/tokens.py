@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
@@ -42,18 +43,35 @@ class TokenError(ValueError):
 
 
 def certificates(value_type: str, der: bytes) -> list[x509.Certificate]:
-    """The certificates of one X.509 token, the signer's first (its chain after it)."""
+    """The certificates of one X.509 token, the signer's first (its chain after it).
+
+    Every part of a certificate a verifier reads later (names, key, signature algorithm,
+    extensions) is read here, so that one that cannot be read is refused as a token."""
     try:
         if value_type == X509V3:
-            return [x509.load_der_x509_certificate(der)]
-        if value_type == PKIPATH:
+            certs = [x509.load_der_x509_certificate(der)]
+        elif value_type == PKIPATH:
             path = [x509.load_der_x509_certificate(item) for item in _der_sequence(der)]
-            return _signer_first(list(reversed(path)))
-        if value_type == PKCS7:
-            return _signer_first(pkcs7.load_der_pkcs7_certificates(der))
-    except ValueError as exc:
+            certs = _signer_first(list(reversed(path)))
+        elif value_type == PKCS7:
+            certs = _signer_first(pkcs7.load_der_pkcs7_certificates(der))
+        else:
+            raise TokenError(f"unsupported token type {value_type!r}")
+        for cert in certs:
+            _read_whole(cert)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        if isinstance(exc, TokenError):
+            raise
         raise TokenError(f"the {value_type.rsplit('#', 1)[-1]} token cannot be read: {exc}") from None
-    raise TokenError(f"unsupported token type {value_type!r}")
+    return certs
+
+
+def _read_whole(cert: x509.Certificate) -> None:
+    """The parts of a certificate the library parses only when asked (ValueError or
+    UnsupportedAlgorithm when one is malformed or of an unknown kind)."""
+    cert.public_key()
+    _ = cert.signature_hash_algorithm, cert.extensions, cert.subject, cert.issuer
+    cert.issuer.rfc4514_string()
 
 
 def _der_sequence(der: bytes) -> list[bytes]:
