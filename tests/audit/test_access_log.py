@@ -279,3 +279,26 @@ def test_the_access_log_endpoint_answers_the_citizen_and_auditors_only(
     rogue = init_keys(tmp_path / "rogue", ["x"], ca_name="Not our CA")
     assert httpx.get(url, headers=bearer(keys, who(subject_id=PATIENT), idp=rogue.idp)).status_code == 401
     assert httpx.get(url, headers={"Authorization": "SAML !!!"}).status_code == 401
+
+
+def test_the_access_log_is_the_same_for_each_spelling_the_guard_accepts(
+    server: RunningServer, keys: KeySet
+) -> None:
+    """The citizen may name themselves as a bare number, a CX or ``urn:oid:<authority>:<number>``;
+    each spelling admitted gives the same log (the urn:oid one gave an empty log: "nobody read your
+    record"), and one of another assigning authority is not this citizen's."""
+    query(server, keys, who())
+    recorded(server.app)
+    citizen = bearer(keys, who(subject_id=PATIENT, hpr_number="", purpose_of_use="PATRQT"))
+    auditor = bearer(keys, who(role="auditor", subject_id="Revisor"))
+    spellings = [NUMBER, PATIENT, f"urn:oid:2.16.578.1.12.4.1.4.1:{NUMBER}"]
+    logs = []
+    for spelling in spellings:
+        answer = httpx.get(f"{server.url}/audit/access-log", params={"patient": spelling}, headers=citizen)
+        assert answer.status_code == 200, answer.text
+        logs.append([a["event_id"] for a in answer.json()["accesses"]])
+    assert logs[0] and logs[0] == logs[1] == logs[2]
+    elsewhere = httpx.get(
+        f"{server.url}/audit/access-log", params={"patient": f"urn:oid:1.2.3.4:{NUMBER}"}, headers=auditor
+    )
+    assert elsewhere.status_code == 200 and elsewhere.json()["accesses"] == []

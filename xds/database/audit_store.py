@@ -116,6 +116,15 @@ def patient_id(patient: str) -> str:
     return patient.split("^", 1)[0].strip()[:64]
 
 
+def _as_cx(patient: str) -> str:
+    """``urn:oid:<authority>:<id>`` (the II-like spelling an assertion's subject may use) as the
+    CX ``<id>^^^&<authority>&ISO`` the records hold; any other spelling as it is."""
+    if "^" in patient or not patient.startswith("urn:oid:"):
+        return patient
+    authority, _, number = patient.removeprefix("urn:oid:").rpartition(":")
+    return f"{number}^^^&{authority}&ISO" if authority and number else patient
+
+
 def _insert(engine: Engine, table: Table) -> Any:
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
@@ -198,8 +207,10 @@ def _prepared(table: Table, mark: str) -> str:
 
 
 def access_log(engine: Engine, patient: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
-    """Every recorded access to ``patient``'s record (a CX or its bare identifier), newest first."""
+    """Every recorded access to ``patient``'s record (a CX, ``urn:oid:<authority>:<id>`` or the bare
+    identifier), newest first."""
     e, p = audit_events, audit_event_patients
+    patient = _as_cx(patient.strip())
     stmt = (
         select(e, p.c.patient)
         .join(p, p.c.event_id == e.c.id)
