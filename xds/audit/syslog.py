@@ -4,7 +4,9 @@ Messages are RFC 5424: ``<85>1 TIMESTAMP HOSTNAME xds PROCID IHE+RFC-3881 - BOM<
 — facility 10 (security/authorization), severity 5 (notice), MSGID ``IHE+RFC-3881`` as ITI TF-2a
 §3.20.6.1 requires, the XML as MSG-UTF8. Transports:
 
-- ``udp://HOST:PORT`` — RFC 5426, one message per datagram (no delivery guarantee: UDP has none);
+- ``udp://HOST:PORT`` — RFC 5426, one message per datagram (no delivery guarantee: UDP has none;
+  a message larger than a datagram can carry, ~64 kB, e.g. a query with long parameters, is not
+  sent there);
 - ``tls://HOST:PORT`` — RFC 5425, TLS with octet-counting framing (``LEN SP MSG``), the collector's
   certificate checked against ``ca_file`` (the system's anchors when none), a client certificate
   when ``cert_file`` is given;
@@ -17,6 +19,8 @@ empty) so events are not written into a dead connection.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import select
 import socket
@@ -30,6 +34,7 @@ PRI = 10 * 8 + 5  # authpriv.notice
 MSGID = "IHE+RFC-3881"
 BOM = "\ufeff"
 APP_NAME = "xds"
+log = logging.getLogger("xds.audit")
 
 
 def rfc5424(record: Record, hostname: str, app: str = APP_NAME) -> bytes:
@@ -82,7 +87,20 @@ class SyslogSink:
         if self.scheme == "udp":
             sock = self._connect()
             for msg in messages:
-                sock.send(msg)
+                try:
+                    sock.send(msg)
+                except OSError as exc:
+                    if exc.errno != errno.EMSGSIZE:
+                        raise
+                    # one datagram cannot carry it (RFC 5426 §3.2); sent again it never would, and
+                    # the events after it would wait behind it for good
+                    log.warning(
+                        "an audit message of %d bytes does not fit in a UDP datagram to %s:%d; "
+                        "it is not sent there (the other sinks have it)",
+                        len(msg),
+                        self.host,
+                        self.port,
+                    )
             return
         data = b"".join(b"%d %s" % (len(msg), msg) for msg in messages)
         sock = self._connect()
