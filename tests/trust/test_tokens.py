@@ -3,8 +3,14 @@ and hostile tokens refused with a reason instead of an exception or a long parse
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.x509.oid import NameOID
 
 from xds.trust import tokens
 from xds.trust.keys import KeySet
@@ -86,3 +92,33 @@ def test_issuer_serial_names_one_certificate(keys: KeySet) -> None:
     assert tokens.by_issuer_serial(wanted.issuer.rfc4514_string(), "12", certs) is None
     assert tokens.by_issuer_serial("CN=Someone else", str(wanted.serial_number), certs) is None
     assert tokens.by_issuer_serial(wanted.issuer.rfc4514_string(), "not a number", certs) is None
+
+
+def chain(length: int) -> list[x509.Certificate]:
+    """``length`` certificates, each issued by the next: one path, one signer (the first)."""
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(length)]
+    names = [x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"link {i}")]) for i in range(length)]
+    certs = []
+    for i in range(length):
+        up = min(i + 1, length - 1)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(names[i])
+            .issuer_name(names[up])
+            .public_key(keys[i].public_key())
+            .serial_number(i + 1)
+            .not_valid_before(dt.datetime(2020, 1, 1))
+            .not_valid_after(dt.datetime(2040, 1, 1))
+        )
+        certs.append(builder.sign(keys[up], hashes.SHA256()))
+    return certs
+
+
+def test_a_pkcs7_token_holding_more_certificates_than_any_real_path_is_refused() -> None:
+    """The bound on a PkiPath holds for PKCS#7 too (each certificate is read and offered to the
+    path builder: thousands of them cost a request seconds of CPU)."""
+    path = chain(tokens.MAX_PATH)
+    assert tokens.certificates(tokens.PKCS7, pkcs7.serialize_certificates(path, Encoding.DER))[0] == path[0]
+    longer = chain(tokens.MAX_PATH + 1)
+    with pytest.raises(tokens.TokenError, match="more than"):
+        tokens.certificates(tokens.PKCS7, pkcs7.serialize_certificates(longer, Encoding.DER))

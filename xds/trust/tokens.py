@@ -54,7 +54,10 @@ def certificates(value_type: str, der: bytes) -> list[x509.Certificate]:
             path = [x509.load_der_x509_certificate(item) for item in _der_sequence(der)]
             certs = _signer_first(list(reversed(path)))
         elif value_type == PKCS7:
-            certs = _signer_first(pkcs7.load_der_pkcs7_certificates(der))
+            held = pkcs7.load_der_pkcs7_certificates(der)
+            if len(held) > MAX_PATH:
+                raise ValueError(f"more than {MAX_PATH} certificates")
+            certs = _signer_first(held)
         else:
             raise TokenError(f"unsupported token type {value_type!r}")
         for cert in certs:
