@@ -11,7 +11,10 @@ The initiating gateway reads the root part (the SOAP envelope) of an ITI-39 answ
   its turn (:class:`xds.soap.mtom.PipedPart`), so memory does not grow with document size.
 
 Either way the answer as a whole may not exceed ``limit`` bytes (``[server] max_body_mb`` +
-``max_document_mb``), nor its envelope ``max_root`` bytes; past either the reading stops.
+``max_document_mb``), nor its envelope ``max_root`` bytes; past either the reading stops. Each
+:data:`RELAY_CHUNK` bytes of it (or its end) must come within the community's ``timeout_s`` of
+waiting for them (the time the relay waits on its consumer does not count): a community trickling
+its answer does not hold the relay, its consumer and its connection for ever.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class AnswerReader:
         max_parts: int = 0,
     ) -> None:
         """``idle_timeout``: how long the end of the HTTP message is waited for once the last part
-        has been passed on (each read is bounded by the client's own read timeout); ``max_parts``:
+        has been passed on, and the waiting allowed for each RELAY_CHUNK bytes of the answer (each
+        read is also bounded by the client's own read timeout); ``max_parts``:
         the most parts the answer may have (0: the parser's own bound)."""
         self.response = response
         self._chunks = response.aiter_raw()
@@ -66,6 +70,10 @@ class AnswerReader:
         self.limit = limit
         self.idle_timeout = idle_timeout
         self.total = 0
+        # the time this answer may still be waited for before RELAY_CHUNK more bytes arrive (a
+        # community trickling a byte within each read's time limit would hold the relay for ever)
+        self._patience = idle_timeout
+        self._arrived = 0
         self._taken: set[str] = set()  # parts a reader has begun
         self._files: dict[str, BinaryIO] = {}
         self._streams: set[str] = set()  # parts handed out and not yet let go
@@ -76,9 +84,21 @@ class AnswerReader:
         """Read one more chunk into the parser; False at the end of the answer."""
         if self.parser.done:
             return False  # (an epilogue is not read)
-        chunk = await anext(self._chunks, None)  # (the client's read timeout bounds each wait)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            async with asyncio.timeout(self._patience):  # (and each read by the client's timeout)
+                chunk = await anext(self._chunks, None)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the answer came slower than {RELAY_CHUNK // 1024} kB in {self.idle_timeout:g} s"
+            ) from None
         if chunk is None:
             return False
+        self._patience -= loop.time() - began
+        self._arrived += len(chunk)
+        if self._arrived >= RELAY_CHUNK:
+            self._patience, self._arrived = self.idle_timeout, 0
         self.total += len(chunk)
         if self.total > self.limit:
             raise AnswerTooLarge(f"the answer is larger than {self.limit // 2**20} MB")
