@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
+from xds.soap.mtom import normalize_cid
+
 NS_DS = "http://www.w3.org/2000/09/xmldsig#"
 NS_EC = "http://www.w3.org/2001/10/xml-exc-c14n#"
 NS_XOP = "http://www.w3.org/2004/08/xop/include"
@@ -134,12 +136,9 @@ def digest(
 
 
 def _cid(href: str) -> str:
-    from urllib.parse import unquote
-
-    value = href.strip()
-    if value.lower().startswith("cid:"):
-        value = value[4:]
-    return unquote(value).strip("<>")
+    """The Content-ID an xop:Include names, read as every reader of the message reads it: the part
+    digested is the part stored or passed on."""
+    return normalize_cid(href)
 
 
 def sign(
