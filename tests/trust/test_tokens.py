@@ -122,3 +122,36 @@ def test_a_pkcs7_token_holding_more_certificates_than_any_real_path_is_refused()
     longer = chain(tokens.MAX_PATH + 1)
     with pytest.raises(tokens.TokenError, match="more than"):
         tokens.certificates(tokens.PKCS7, pkcs7.serialize_certificates(longer, Encoding.DER))
+
+
+def test_a_reference_by_identifier_keeps_the_tokens_chain_for_the_path(keys: KeySet) -> None:
+    """A signature naming its certificate by key identifier or issuer-serial, the certificate sent
+    as a PkiPath: the path's other certificates stay available to build the chain (an intermediate
+    CA need not be in ca_file)."""
+    import base64
+
+    from cryptography import x509
+    from lxml import etree
+
+    from xds.trust import wssecurity as ws
+
+    ca, leaf = keys.ca.certificate(), keys.institutions["kommune"].certificate()
+    path = sequence(ca.public_bytes(Encoding.DER) + leaf.public_bytes(Encoding.DER))
+    ski = leaf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    wsse, ds = ws.NS_WSSE, "http://www.w3.org/2000/09/xmldsig#"
+    references = {
+        "key identifier": f'<wsse:KeyIdentifier ValueType="{tokens.SKI}">{base64.b64encode(ski).decode()}'
+        "</wsse:KeyIdentifier>",
+        "issuer serial": f"<ds:X509Data><ds:X509IssuerSerial><ds:X509IssuerName>{leaf.issuer.rfc4514_string()}"
+        f"</ds:X509IssuerName><ds:X509SerialNumber>{leaf.serial_number}</ds:X509SerialNumber>"
+        "</ds:X509IssuerSerial></ds:X509Data>",
+    }
+    for form, reference in references.items():
+        security = etree.fromstring(
+            f'<wsse:Security xmlns:wsse="{wsse}" xmlns:ds="{ds}">'
+            f'<wsse:BinarySecurityToken ValueType="{tokens.PKIPATH}">{base64.b64encode(path).decode()}'
+            f"</wsse:BinarySecurityToken><ds:Signature><ds:KeyInfo><wsse:SecurityTokenReference>"
+            f"{reference}</wsse:SecurityTokenReference></ds:KeyInfo></ds:Signature></wsse:Security>"
+        )
+        signature = security.find(f"{{{ds}}}Signature")
+        assert ws._signer_certificate(signature, security) == (leaf, [ca]), form

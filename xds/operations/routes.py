@@ -4,8 +4,9 @@ space above ``[server] min_free_mb``) and ``GET /metrics`` (Prometheus).
 
 What they tell (paths, the database's host, request counts, store sizes) is for the operator's
 networks, ``[server] operations_clients``: a client outside them gets /ready's status line alone
-(enough for a load balancer) and 403 from /metrics. The client is the connection's peer — behind a
-reverse proxy, the proxy."""
+(enough for a load balancer) and 403 from /metrics. The client is the connection's peer or, for a
+request relayed by a proxy uvicorn trusts (by default one on this host, ``FORWARDED_ALLOW_IPS``),
+the address its ``X-Forwarded-For`` names."""
 
 from __future__ import annotations
 

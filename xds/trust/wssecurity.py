@@ -260,14 +260,30 @@ def _token(value_type: str, text: str | None) -> list[x509.Certificate]:
         ) from None
 
 
-def _sent(security: etree._Element, key_info: etree._Element, known: Sequence[x509.Certificate]):  # type: ignore[no-untyped-def]
-    """Every certificate this message or its connection offers, for references by identifier."""
+def _offered(
+    security: etree._Element, key_info: etree._Element, known: Sequence[x509.Certificate]
+) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+    """What this message or its connection offers for a reference by identifier: the certificates
+    a reference may name (each token's signer, each ds:X509Certificate, the TLS client's), and
+    every certificate offered (the tokens' whole chains too), as intermediates for the path."""
+    named: list[x509.Certificate] = []
+    every: list[x509.Certificate] = []
     for bst in security.findall(_WSSE + "BinarySecurityToken"):
         if bst.get("ValueType", X509V3) in tokens.TOKEN_TYPES:
-            yield _token(bst.get("ValueType", X509V3), bst.text)[0]
+            chain = _token(bst.get("ValueType", X509V3), bst.text)
+            named.append(chain[0])
+            every += chain
     for cert in key_info.iter(_DS + "X509Certificate"):
-        yield _der(cert.text)
-    yield from known
+        named.append(_der(cert.text))
+    named += known[:1]
+    every += named + list(known)
+    return named, every
+
+
+def _with_path(
+    signer: x509.Certificate, every: list[x509.Certificate]
+) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    return signer, [c for c in every if c != signer]
 
 
 def _by_key_identifier(
@@ -329,12 +345,14 @@ def _signer_certificate(
         chain = _token(found[0].get("ValueType", X509V3), found[0].text)
         return chain[0], chain[1:]
     if identifier is not None:
-        return _by_key_identifier(identifier, _sent(security, key_info, known)), []
+        named, every = _offered(security, key_info, known)
+        return _with_path(_by_key_identifier(identifier, named), every)
     if certificates:
         certs = [_der(c.text) for c in certificates]
         return certs[0], certs[1:]
     if issuer_serial is not None:
-        return _by_issuer_serial(issuer_serial, _sent(security, key_info, known)), []
+        named, every = _offered(security, key_info, known)
+        return _with_path(_by_issuer_serial(issuer_serial, named), every)
     raise AssertionRejected("the signature's KeyInfo names no certificate", "wsse:InvalidSecurityToken")
 
 
