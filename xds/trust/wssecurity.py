@@ -273,10 +273,9 @@ def _offered(
             chain = _token(bst.get("ValueType", X509V3), bst.text)
             named.append(chain[0])
             every += chain
-    for cert in key_info.iter(_DS + "X509Certificate"):
-        named.append(_der(cert.text))
-    named += known[:1]
-    every += named + list(known)
+    in_key_info = [_der(cert.text) for cert in key_info.iter(_DS + "X509Certificate")]
+    named += in_key_info + list(known[:1])
+    every += in_key_info + list(known)
     return named, every
 
 
