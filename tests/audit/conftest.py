@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from support import RunningServer, make_config, new_database
 
 import xds.audit
 
@@ -25,3 +28,15 @@ def recorded(app, patient: str = "") -> list[etree._Element]:  # type: ignore[no
     trail = app.state.audit_trail
     assert trail.flush(20), "audit events were not delivered"
     return [etree.fromstring(xml.encode()) for _, xml in messages(app.state.audit_engine, patient)]
+
+
+@contextlib.contextmanager
+def audited_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[RunningServer]:
+    """A server of its own database, auditing with a named source and enterprise site."""
+    tmp = tmp_path_factory.mktemp(name)
+    with new_database(tmp) as url:
+        cfg = make_config(tmp / "data", url)
+        cfg.audit.source_id = "xds-test-source"
+        cfg.audit.enterprise_site_id = "983971636"
+        with RunningServer(cfg) as running:
+            yield running

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from audit.conftest import recorded
+from audit.conftest import audited_server, recorded
 from lxml import etree
-from support import RunningServer, make_config, new_database
+from support import RunningServer
 
 from xds import samples
 from xds.client import RepositoryClient
@@ -28,13 +28,8 @@ PATIENT = samples.patient_cx("13116900216")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    tmp = tmp_path_factory.mktemp("audit")
-    with new_database(tmp) as url:
-        cfg = make_config(tmp / "data", url)
-        cfg.audit.source_id = "xds-test-source"
-        cfg.audit.enterprise_site_id = "983971636"
-        with RunningServer(cfg) as running:
-            yield running
+    with audited_server(tmp_path_factory, "audit") as running:
+        yield running
 
 
 def soap(url: str, action: str, body: bytes) -> httpx.Response:

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audit.conftest import audited_server
 from audit.test_audit_events import check_common, code, events_of, objects
 from lifecycle import new_version, remove, status_update, submit, update_set
 from lxml import etree
-from support import RunningServer, make_config, new_database
+from support import RunningServer
 
 from xds import samples
 from xds.metadata import vocabulary as v
@@ -22,13 +23,8 @@ from xds.registry.register import assign_uuids
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    tmp = tmp_path_factory.mktemp("audit-lifecycle")
-    with new_database(tmp) as url:
-        cfg = make_config(tmp / "data", url)
-        cfg.audit.source_id = "xds-test-source"
-        cfg.audit.enterprise_site_id = "983971636"
-        with RunningServer(cfg) as running:
-            yield running
+    with audited_server(tmp_path_factory, "audit-lifecycle") as running:
+        yield running
 
 
 def registered(url: str, standards: Path):  # type: ignore[no-untyped-def]
