@@ -44,7 +44,9 @@ from lxml import etree
 from xds import safexml
 from xds.config import CommunityConfig
 from xds.gateway import messages as m
+from xds.gateway import wire
 from xds.gateway.relay import AnswerReader, AnswerTooLarge
+from xds.gateway.wire import WireResponse
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.metadata.registry_response import response_status
@@ -134,6 +136,8 @@ class InitiatingGateway:
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._tls_contexts: dict[str, ssl.SSLContext] = {}
+        self._wire = wire.WirePool()  # relayed answers (xds.gateway.wire)
         self.audit: ExchangeAudit | None = None  # the app hands it the audit trail's side
         self._default_tls: ssl.SSLContext | None = None
         self.max_answer_bytes = 64 * 2**20  # an answer envelope; endpoints() sets [server] max_body_mb
@@ -143,6 +147,7 @@ class InitiatingGateway:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+        self._wire.close()
 
     # --- ITI-18 → ITI-38 ----------------------------------------------------------------------------
     async def stored_query(self, request: SoapRequest) -> SoapResponse:
@@ -372,12 +377,16 @@ class InitiatingGateway:
             signer.assertion = assertion
             envelope = await to_thread.run_sync(signer.secure, envelope)
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
-        client = self._client(community)
-        # every wait for more of the answer is bounded by the community's time limit (as a relayed
-        # answer is read after _exchange's overall limit)
-        timeout = httpx.Timeout(None, read=community.timeout_s)
-        request = client.build_request("POST", url, content=envelope, headers=headers, timeout=timeout)
-        response = await client.send(request, stream=True)
+        response: httpx.Response | WireResponse
+        if relay and not signed and wire.usable(url):  # passed on as it comes: the lean client
+            response = await self._wire.post(url, envelope, headers, self._tls(community))
+        else:
+            client = self._client(community)
+            # every wait for more of the answer is bounded by the community's time limit (as a
+            # relayed answer is read after _exchange's overall limit)
+            timeout = httpx.Timeout(None, read=community.timeout_s)
+            request = client.build_request("POST", url, content=envelope, headers=headers, timeout=timeout)
+            response = await client.send(request, stream=True)
         try:
             answer = await self._read(response, community, relay and not signed, parts)
         except BaseException:
@@ -403,7 +412,11 @@ class InitiatingGateway:
         return answer
 
     async def _read(
-        self, response: httpx.Response, community: CommunityConfig, relay: bool, parts: int = 0
+        self,
+        response: httpx.Response | WireResponse,
+        community: CommunityConfig,
+        relay: bool,
+        parts: int = 0,
     ) -> _Answer:
         ctype = response.headers.get("content-type", "")
         if not ctype.lower().startswith("multipart/"):
@@ -439,16 +452,24 @@ class InitiatingGateway:
     def _client(self, community: CommunityConfig) -> httpx.AsyncClient:
         client = self._clients.get(community.home_community_id)
         if client is None:
-            if self._default_tls is None:  # (loading the CA bundle takes ~20 ms: once, not per community)
-                self._default_tls = httpx.create_ssl_context()
-            verify = self._default_tls
-            if community.ca_file:
-                verify = ssl.create_default_context(cafile=community.ca_file)
-                if self.identity is not None:
-                    verify.load_cert_chain(self.identity.cert_path, self.identity.key_path)
-            client = httpx.AsyncClient(timeout=None, verify=verify)
+            client = httpx.AsyncClient(timeout=None, verify=self._tls(community))
             self._clients[community.home_community_id] = client
         return client
+
+    def _tls(self, community: CommunityConfig) -> ssl.SSLContext:
+        """The TLS context for ``community``: its ``ca_file`` and this gateway's certificate, or the
+        system's trust store."""
+        context = self._tls_contexts.get(community.home_community_id)
+        if context is None:
+            if self._default_tls is None:  # (loading the CA bundle takes ~20 ms: once, not per community)
+                self._default_tls = httpx.create_ssl_context()
+            context = self._default_tls
+            if community.ca_file:
+                context = ssl.create_default_context(cafile=community.ca_file)
+                if self.identity is not None:
+                    context.load_cert_chain(self.identity.cert_path, self.identity.key_path)
+            self._tls_contexts[community.home_community_id] = context
+        return context
 
     def endpoints(
         self, max_body_bytes: int, read_timeout: float = 60.0, max_document_bytes: int | None = None

@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 import httpx
 
+from xds.gateway.wire import WireResponse
 from xds.soap.envelope import Attachment, SoapFault
 from xds.soap.mtom import MultipartParser
 
@@ -42,7 +43,7 @@ class AnswerReader:
 
     def __init__(
         self,
-        response: httpx.Response,
+        response: httpx.Response | WireResponse,
         *,
         limit: int,
         max_root: int,

@@ -1,0 +1,169 @@
+"""The relay's HTTP/1.1 client (xds.gateway.wire) against real sockets: the answer framings HTTP/1.1
+allows (Content-Length, chunked, closed connection), kept connections, and answers it must refuse
+(cut short, a content coding never asked for, endless headers, not HTTP at all)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from xds.gateway import wire
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return head + await reader.readexactly(length)
+
+
+async def _exchange(handler: Handler, times: int = 1) -> tuple[list[bytes], list[bytes], int]:
+    """Run ``handler`` as a server on 127.0.0.1 and post to it ``times`` times through one pool:
+    the bodies read, the requests it saw, and how many connections it accepted."""
+    seen: list[bytes] = []
+    accepted = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = wire.WirePool()
+    bodies = []
+    try:
+        for _ in range(times):
+            response = await pool.post(
+                f"http://127.0.0.1:{port}/xca/retrieve?x=1", b"<request/>", {"Content-Type": "text/xml"}, None
+            )
+            assert response.status_code == 200
+            body = b"".join([chunk async for chunk in response.aiter_raw()])
+            await response.aclose()
+            bodies.append(body)
+    finally:
+        pool.close()
+        server.close()
+    return bodies, seen, accepted
+
+
+def _keep_alive(answers: list[bytes], seen: list[bytes] | None = None) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            request = await _request(reader)
+            if seen is not None:
+                seen.append(request)
+            writer.write(answer)
+            await writer.drain()
+
+    return handler
+
+
+def test_a_content_length_answer_is_read_and_its_connection_kept() -> None:
+    big = bytes(range(256)) * 40_000  # 10 MB: read in many pieces, the socket paused and resumed
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(big) + big
+    seen: list[bytes] = []
+    bodies, _, accepted = asyncio.run(_exchange(_keep_alive([answer, answer], seen), times=2))
+    assert bodies == [big, big]
+    assert accepted == 1  # the second exchange went over the first one's connection
+    assert seen[0].startswith(b"POST /xca/retrieve?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"Content-Length: 10\r\n" in seen[0] and seen[0].endswith(b"\r\n\r\n<request/>")
+    assert b"accept-encoding" not in seen[0].lower()
+
+
+def test_a_chunked_answer_is_read_whole() -> None:
+    chunks = [b"A" * 70_000, b"B" * 5, b"C" * 300_000]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    bodies, _, _ = asyncio.run(_exchange(_keep_alive([answer])))
+    assert bodies == [b"".join(chunks)]
+
+
+def test_an_answer_ended_by_closing_the_connection_is_read_whole() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 100_000)
+        await writer.drain()
+
+    bodies, _, _ = asyncio.run(_exchange(handler, times=2))
+    assert bodies == [b"z" * 100_000] * 2  # (and the closed connection is not used again)
+
+
+def test_an_answer_cut_short_is_an_error_not_a_shorter_answer() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 400)
+        await writer.drain()
+
+    with pytest.raises(httpx.RemoteProtocolError, match="before its answer was complete"):
+        asyncio.run(_exchange(handler))
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(gzip.compress(b"x")), gzip.compress(b"x")),
+            httpx.DecodingError,
+        ),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 70_000 + b"\r\n\r\n", httpx.RemoteProtocolError),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", httpx.RemoteProtocolError),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcEXTRA", httpx.RemoteProtocolError),
+    ],
+    ids=["content-coding", "endless-headers", "not-http", "bytes-after-the-answer"],
+)
+def test_answers_it_must_not_take_are_refused(answer: bytes, error: type[Exception]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # (bytes after the answer arrive while the connection is open)
+
+    with pytest.raises(error):
+        asyncio.run(_exchange(handler, times=2))
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    async def post() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        await wire.WirePool().post(f"http://127.0.0.1:{port}/", b"", {}, None)
+
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(post())
+
+
+def test_urls_a_proxy_setting_applies_to_are_left_to_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert wire.usable("https://hospital.example/xca/retrieve")
+    assert not wire.usable("ftp://hospital.example/")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert not wire.usable("https://hospital.example/xca/retrieve")
+    assert wire.usable("http://hospital.example/xca/retrieve")
+    monkeypatch.setenv("NO_PROXY", "hospital.example")
+    assert wire.usable("https://hospital.example/xca/retrieve")
