@@ -258,3 +258,59 @@ def test_piped_parts_with_one_content_id_are_refused() -> None:
     parser = mtom.MultipartParser(ctype(), pipe=True)
     with pytest.raises(SoapFault, match="two parts"):
         parser.feed(multipart([ROOT, ATT, ATT]))
+
+
+@pytest.mark.parametrize("pipe", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_large_pieces_skip_the_buffer_and_give_the_same_parts(pipe: bool, seed: int, tmp_path: Path) -> None:
+    """Pieces of 8 kB and more in the middle of a part go to it without the parser's buffer; parts
+    full of near-boundaries, CRs and a boundary split at every place across two pieces come out
+    exactly as from one whole read."""
+    import random
+
+    rng = random.Random(seed)
+    noise = [b"\r", b"\r\n", b"\r\n-", b"\r\n--b0undar", b"\r\n--b0undarx", b"--b0undary", os.urandom(300)]
+    docs = [b"".join(rng.choice(noise) for _ in range(rng.randrange(50, 400))) for _ in range(3)]
+    docs = [doc.replace(b"\r\n--b0undary", b"\r\n--b0undarX") for doc in docs]  # no real boundary
+    parts = [ROOT] + [({"Content-ID": f"<d{i}@example.org>"}, doc) for i, doc in enumerate(docs)]
+    data = multipart(parts)
+    parser = mtom.MultipartParser(ctype(), spool_threshold=10_000, tmp_dir=str(tmp_path), pipe=pipe)
+    relayed: dict[str, bytes] = {}
+    at = 0
+    while at < len(data):
+        size = rng.choice([1, 50, 8 * 1024, 9000, 20_000, 70_000])
+        parser.feed(data[at : at + size])
+        at += size
+        for cid, part in parser.piped.items():
+            relayed[cid] = relayed.get(cid, b"") + part.take()
+    root, attachments = parser.close()
+    assert root == ENV
+    for i, doc in enumerate(docs):
+        cid = f"d{i}@example.org"
+        assert (relayed[cid] if pipe else attachments[cid].read()) == doc
+    parser.discard()
+    for att in attachments.values():
+        att.discard()
+
+
+@pytest.mark.parametrize("pipe", [False, True])
+def test_a_boundary_split_at_the_end_of_a_large_piece_is_found(pipe: bool) -> None:
+    """A large piece (fed past the parser's buffer) that ends anywhere inside a boundary, or in a
+    near-boundary of the document, keeps those bytes back until the next piece says what they are."""
+    import random
+
+    rng = random.Random(3)
+    doc = bytes(rng.randrange(256) for _ in range(12_000)).replace(b"\r", b"\n") + b"\r\n--b0undarX\r"
+    data = multipart([ROOT, ({"Content-ID": "<d@example.org>"}, doc)])
+    delim = data.index(b"\r\n--b0undary", data.index(doc))
+    for k in range(delim - 16, delim + len(b"\r\n--b0undary") + 3):
+        parser = mtom.MultipartParser(ctype(), pipe=pipe)
+        at = 0
+        while at < k - 9000:  # small pieces: into the document's body
+            parser.feed(data[at : at + 1000])
+            at += 1000
+        parser.feed(data[at:k])  # one large piece, ending at k
+        parser.feed(data[k:])
+        root, attachments = parser.close()
+        got = parser.piped["d@example.org"].take() if pipe else attachments["d@example.org"].read()
+        assert got == doc, k

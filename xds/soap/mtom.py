@@ -25,6 +25,7 @@ from xds.soap.envelope import SOAP12_CONTENT_TYPE, Attachment, SoapFault, SoapRe
 NS_XOP = "http://www.w3.org/2004/08/xop/include"
 XOP_INCLUDE = "{" + NS_XOP + "}Include"
 MAX_HEADER_BYTES = 16 * 1024
+_DIRECT_BYTES = 8 * 1024  # a piece of a part at least this large skips the parser's buffer
 # Parts in one message: a provide-and-register carries one per document. Each part costs a few
 # hundred bytes even when empty, so without a bound 43 MB of empty parts held 1.25 GB.
 MAX_PARTS = 10_000
@@ -256,6 +257,8 @@ class MultipartParser:
         self._lost: set[int] = set()  # indices of such parts
 
     def feed(self, data: bytes) -> None:
+        if self._state == "body" and len(data) >= _DIRECT_BYTES and len(self._buf) < len(self._delim):
+            data = self._body_direct(data)
         self._buf += data
         while True:
             if self._state == "preamble":
@@ -322,6 +325,28 @@ class MultipartParser:
             else:  # done: ignore the epilogue
                 self._buf.clear()
                 return
+
+    def _body_direct(self, data: bytes) -> bytes:
+        """A large piece in the middle of a part goes to the part as it is, without passing through
+        the buffer (a relayed document is then handed on without a copy). What is left over — all
+        of ``data`` when a delimiter is in it or begins in the buffer, else the few bytes at its end
+        that might begin one — is for the buffer."""
+        assert self._part is not None
+        delim, keep = self._delim, len(self._delim) - 1
+        if self._buf and (bytes(self._buf) + data[:keep]).find(delim) >= 0:
+            return data
+        if data.find(delim) >= 0:
+            return data
+        # a delimiter that may begin in the last bytes begins with its CR; without one there,
+        # nothing of data is held back
+        cr = data.rfind(b"\r", len(data) - keep)
+        cut = len(data) if cr < 0 else cr
+        if self._buf:
+            self._part.write(bytes(self._buf))
+            self._buf.clear()
+        self._part.write(data if cut == len(data) else memoryview(data)[:cut])
+        self._check_root_size()
+        return data[cut:]
 
     def _new_part(self, headers: dict[str, str]) -> _Part:
         part = _Part(headers, self._threshold, self._tmp_dir, self._digest)
