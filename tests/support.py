@@ -99,7 +99,7 @@ class RunningServer:
                 port=self.port,
                 log_level="warning",
                 lifespan="on",
-                **config.server.uvicorn_tls(),
+                **config.server.uvicorn_protocol(),
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -88,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,  # uvicorn's loggers go through configure_logging's handler
             limit_concurrency=s.max_connections,
             timeout_graceful_shutdown=s.drain_s,
-            **s.uvicorn_tls(),  # type: ignore[arg-type]
+            **s.uvicorn_protocol(),  # type: ignore[arg-type]
         )
     else:
         os.environ[CONFIG_ENV] = json.dumps(cfg.to_dict())
@@ -103,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,  # uvicorn's loggers go through configure_logging's handler
             limit_concurrency=s.max_connections,
             timeout_graceful_shutdown=s.drain_s,
-            **s.uvicorn_tls(),  # type: ignore[arg-type]
+            **s.uvicorn_protocol(),  # type: ignore[arg-type]
         )
     return 0
 

@@ -71,14 +71,16 @@ class ServerConfig:
         'the address clients use (https://host[:port]); wsa:To must be it + the path; "" = the Host header',
     )
 
-    def uvicorn_tls(self) -> dict[str, object]:
-        """uvicorn's TLS settings: HTTPS with a certificate, client certificates required with a CA."""
+    def uvicorn_protocol(self) -> dict[str, object]:
+        """uvicorn's settings for the HTTP protocol: a bounded request head (xds.http_head), and
+        HTTPS with a certificate, client certificates required with a CA."""
         import ssl
 
+        from xds.http_head import BoundedHttpToolsProtocol
         from xds.tls_scope import TlsHttpToolsProtocol
 
         if not self.tls_cert:
-            return {}
+            return {"http": BoundedHttpToolsProtocol}
         options: dict[str, object] = {
             "ssl_certfile": self.tls_cert,
             "ssl_keyfile": self.tls_key or None,

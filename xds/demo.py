@@ -91,7 +91,13 @@ class Service:
         self.config = config
         self.app = build_app(config)
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=config.server.port, log_level="warning")
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=config.server.port,
+                log_level="warning",
+                **config.server.uvicorn_protocol(),  # type: ignore[arg-type]
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -3,7 +3,7 @@
 uvicorn does not put the TLS session in the request scope; this protocol adds, for each request
 on a TLS connection, the fields of the ASGI TLS extension the service uses: ``client_cert_chain``
 (the verified client certificate, PEM), ``client_cert_name`` (its subject, RFC 4514) and
-``tls_version``. ``ServerConfig.uvicorn_tls`` selects it whenever the server speaks HTTPS.
+``tls_version``. ``ServerConfig.uvicorn_protocol`` selects it whenever the server speaks HTTPS.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import ssl
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from xds.http_head import BoundedHttpToolsProtocol
 
 
 def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:
@@ -35,8 +35,9 @@ def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str,
     }
 
 
-class TlsHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the ASGI TLS extension in every request's scope."""
+class TlsHttpToolsProtocol(BoundedHttpToolsProtocol):
+    """The service's HTTP protocol (a bounded request head) with the ASGI TLS extension in every
+    request's scope."""
 
     _tls: dict[str, Any] | None = None
 

@@ -84,7 +84,11 @@ def local_deployment(
         app = build_app(cfg)
         server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=cfg.server.port, log_level="warning", **cfg.server.uvicorn_tls()
+                app,
+                host="127.0.0.1",
+                port=cfg.server.port,
+                log_level="warning",
+                **cfg.server.uvicorn_protocol(),
             )
         )
         thread = threading.Thread(target=server.run, daemon=True)
