@@ -167,3 +167,65 @@ def test_urls_a_proxy_setting_applies_to_are_left_to_httpx(monkeypatch: pytest.M
     assert wire.usable("http://hospital.example/xca/retrieve")
     monkeypatch.setenv("NO_PROXY", "hospital.example")
     assert wire.usable("https://hospital.example/xca/retrieve")
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_answers_come_over_mutual_tls_from_a_server_under_the_community_ca(tmp_path, trusted: bool) -> None:  # type: ignore[no-untyped-def]
+    """As communities run it: HTTPS, the server's certificate checked against the community's CA
+    (and its host name), this gateway's own certificate presented; the connection is kept."""
+    import ssl
+
+    from xds.trust.keys import init_keys
+
+    keys = init_keys(tmp_path / "keys", ["community", "gateway"])
+    other = init_keys(tmp_path / "other", ["community"])  # a CA the gateway does not trust
+    server_ids = keys if trusted else other
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(keys.ca.cert_path))
+    server_tls.load_cert_chain(
+        server_ids.institutions["community"].cert_path, server_ids.institutions["community"].key_path
+    )
+    server_tls.verify_mode = ssl.CERT_REQUIRED
+    client_tls = ssl.create_default_context(cafile=str(keys.ca.cert_path))
+    client_tls.load_cert_chain(keys.institutions["gateway"].cert_path, keys.institutions["gateway"].key_path)
+    body = b"<answer/>" * 50_000
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    peers: list[object] = []
+
+    async def run() -> tuple[list[bytes], int]:
+        accepted = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            peers.append(writer.get_extra_info("peercert"))
+            try:
+                for _ in range(2):
+                    await _request(reader)
+                    writer.write(answer)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        pool = wire.WirePool()
+        bodies = []
+        try:
+            for _ in range(2):
+                response = await pool.post(f"https://127.0.0.1:{port}/xca/retrieve", b"<r/>", {}, client_tls)
+                bodies.append(b"".join([c async for c in response.aiter_raw()]))
+                await response.aclose()
+        finally:
+            pool.close()
+            server.close()
+        return bodies, accepted
+
+    if not trusted:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(run())
+        return
+    bodies, accepted = asyncio.run(run())
+    assert bodies == [body, body] and accepted == 1
+    assert peers and peers[0]  # the gateway presented its certificate
