@@ -229,3 +229,37 @@ def test_answers_come_over_mutual_tls_from_a_server_under_the_community_ca(tmp_p
     bodies, accepted = asyncio.run(run())
     assert bodies == [body, body] and accepted == 1
     assert peers and peers[0]  # the gateway presented its certificate
+
+
+def test_an_answer_in_one_byte_chunks_is_read_whole_with_the_socket_paused_meanwhile() -> None:
+    """A chunked answer of 300,000 one-byte chunks: its pieces count their own weight, so the
+    queue stops the socket long before it holds them all (and all of them still arrive)."""
+    body = b"".join(b"1\r\n%c\r\n" % (65 + i % 26) for i in range(300_000)) + b"0\r\n\r\n"
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    expected = bytes(65 + i % 26 for i in range(300_000))
+    paused: list[int] = []
+
+    async def run() -> list[bytes]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _request(reader)
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = wire.WirePool()
+        response = await pool.post(f"http://127.0.0.1:{port}/", b"", {}, None)
+        await asyncio.sleep(0.5)  # nobody reads: the queue fills to its mark and the socket pauses
+        conn = response._conn
+        paused.append(len(conn.body))
+        assert conn.paused
+        got = [c async for c in response.aiter_raw()]
+        await response.aclose()
+        pool.close()
+        server.close()
+        return got
+
+    got = asyncio.run(run())
+    assert b"".join(got) == expected
+    assert paused[0] < 300_000 and paused[0] * wire._PIECE_COST <= wire.HIGH_WATER * 2

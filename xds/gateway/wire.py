@@ -30,6 +30,7 @@ import httpx
 MAX_HEAD = 64 * 1024  # bytes of the answer's status line and headers
 HIGH_WATER = 4 * 1024 * 1024  # body bytes queued before the socket is no longer read
 LOW_WATER = 1024 * 1024  # ... and read again below this
+_PIECE_COST = 64  # bytes a queued piece costs beyond its own (the bytes object, the deque slot)
 IDLE_PER_HOST = 8
 IDLE_S = 4.0  # an idle connection kept this long (servers close theirs after ~5 s: uvicorn's default)
 
@@ -109,7 +110,8 @@ class _Answer(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
-        self.queued += len(body)
+        # (each piece counts its object too: an answer in one-byte chunks is not held 4 MB pieces deep)
+        self.queued += len(body) + _PIECE_COST
         if self.queued > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -143,7 +145,7 @@ class _Answer(asyncio.Protocol):
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
         data = self.body.popleft()
-        self.queued -= len(data)
+        self.queued -= len(data) + _PIECE_COST
         if self.paused and self.queued < LOW_WATER and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
