@@ -138,6 +138,16 @@ def make_config(data_dir: Path, database_url: str, **registry: object):  # type:
     return cfg
 
 
+def require_trust(cfg, keys, issuer: str) -> None:  # type: ignore[no-untyped-def]
+    """``[trust] mode = "required"`` under ``keys``' CA, with ``keys``' identity provider as the
+    assertion issuer ``issuer``."""
+    from xds.config import IssuerConfig
+
+    cfg.trust.mode = "required"
+    cfg.trust.ca_file = str(keys.ca.cert_path)
+    cfg.issuers = [IssuerConfig(issuer, str(keys.idp.cert_path))]
+
+
 def zeep_send(client, service, operation: str, payload, **placeholder):  # type: ignore[no-untyped-def]
     """Call ``operation`` with zeep, its envelope carrying ``payload`` (an lxml element) as the body.
 

@@ -15,10 +15,9 @@ import httpx
 import pytest
 from audit.conftest import recorded
 from lxml import etree
-from support import RunningServer, make_config, new_database
+from support import RunningServer, make_config, new_database, require_trust
 
 from xds import samples
-from xds.config import IssuerConfig
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.trust import assertion as xa
@@ -47,9 +46,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, s
 def server(database: tuple[Path, str], keys: KeySet) -> Iterator[RunningServer]:
     tmp, url = database
     cfg = make_config(tmp / "data", url)
-    cfg.trust.mode = "required"
-    cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+    require_trust(cfg, keys, ISSUER)
     with RunningServer(cfg) as running:
         yield running
 

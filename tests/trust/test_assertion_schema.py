@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from lxml import etree
-from support import RunningServer, make_config, new_database
+from support import RunningServer, make_config, new_database, require_trust
 
 from xds import safexml, samples
-from xds.config import IssuerConfig
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.trust import assertion as xa
@@ -38,9 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
     tmp = tmp_path_factory.mktemp("saml-schema")
     with new_database(tmp) as url:
         cfg = make_config(tmp / "data", url)
-        cfg.trust.mode = "required"
-        cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+        require_trust(cfg, keys, ISSUER)
         with RunningServer(cfg) as running:
             yield running
 

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from support import RunningServer, make_config, new_database
+from support import RunningServer, make_config, new_database, require_trust
 
 from xds import safexml, samples
-from xds.config import IssuerConfig
 from xds.consumer import adhoc_query_request, query_value
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
@@ -197,9 +196,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[Wo
     rng = random.Random(uuid.uuid4().int)
     with new_database(tmp) as url:
         cfg = make_config(tmp / "data", url)
-        cfg.trust.mode = "required"
-        cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+        require_trust(cfg, keys, ISSUER)
         with RunningServer(cfg) as running:
             repo = running.app.state.repositories["default"]
             first, second = samples.person_number(rng), samples.person_number(rng)

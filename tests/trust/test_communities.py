@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RunningServer, make_config
+from support import RunningServer, make_config, require_trust
 
 from xds import samples
 from xds.config import CommunityConfig, IssuerConfig, load
@@ -43,9 +43,7 @@ def test_a_known_community_is_trusted(
     tmp_path: Path, database_url: str, keys: KeySet, rogue: KeySet, known: bool
 ) -> None:
     cfg = make_config(tmp_path / "data", database_url)
-    cfg.trust.mode = "required"
-    cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+    require_trust(cfg, keys, ISSUER)
     if known:
         cfg.communities = [
             CommunityConfig("urn:oid:2.16.578.1.12.4.1.7.2", "Helse Vest", ca_file=str(rogue.ca.cert_path))

@@ -20,10 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from lxml import etree
-from support import RunningServer, make_config, new_database
+from support import RunningServer, make_config, new_database, require_trust
 
 from xds import samples
-from xds.config import IssuerConfig
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.trust import tokens
@@ -44,9 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
     with new_database(tmp) as url:
         cfg = make_config(tmp / "data", url)
         cfg.server.public_url = f"http://127.0.0.1:{cfg.server.port}"
-        cfg.trust.mode = "required"
-        cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+        require_trust(cfg, keys, ISSUER)
         with RunningServer(cfg) as running:
             yield running
 

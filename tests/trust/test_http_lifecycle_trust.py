@@ -9,11 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 from lifecycle import new_version, update_set
-from support import RunningServer, make_config
+from support import RunningServer, make_config, require_trust
 from test_http_trust import ISSUER, PATIENT, attrs, post, secured
 
 from xds import safexml, samples
-from xds.config import IssuerConfig
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.metadata.model import LocalizedString, Submission
@@ -32,9 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
     tmp = tmp_path_factory.mktemp("lifecycle-trust")
     with new_database(tmp) as url:
         cfg = make_config(tmp / "data", url)
-        cfg.trust.mode = "required"
-        cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+        require_trust(cfg, keys, ISSUER)
         with RunningServer(cfg) as running:
             yield running
 

@@ -14,10 +14,9 @@ import httpx
 import pytest
 from lxml import etree
 from signxml import SignatureConstructionMethod, XMLSigner
-from support import RunningServer, make_config
+from support import RunningServer, make_config, require_trust
 
 from xds import safexml, samples
-from xds.config import IssuerConfig
 from xds.metadata import ebrim
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
@@ -41,9 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
     tmp = tmp_path_factory.mktemp("trust")
     with new_database(tmp) as url:
         cfg = make_config(tmp / "data", url)
-        cfg.trust.mode = "required"
-        cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+        require_trust(cfg, keys, ISSUER)
         cfg.trust.sign_cert = str(keys.institutions["ahus"].cert_path)
         cfg.trust.sign_key = str(keys.institutions["ahus"].key_path)
         with RunningServer(cfg) as running:

@@ -19,12 +19,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
-from support import RunningServer, make_config, new_database
+from support import RunningServer, make_config, new_database, require_trust
 
 from xds import safexml, samples
 from xds.cli import main
 from xds.client import RepositoryClient
-from xds.config import Config, IssuerConfig
+from xds.config import Config
 from xds.metadata import vocabulary as v
 from xds.soap.envelope import build_request
 from xds.soap.mtom import parse_multipart_bytes
@@ -41,9 +41,7 @@ ENV = f"{{{v.NS_SOAP12}}}"
 def trusted_config(tmp: Path, url: str, keys: KeySet) -> Config:
     cfg = make_config(tmp / "data", url)
     cfg.server.public_url = f"http://127.0.0.1:{cfg.server.port}"
-    cfg.trust.mode = "required"
-    cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+    require_trust(cfg, keys, ISSUER)
     cfg.trust.sign_cert = str(keys.institutions["ahus"].cert_path)
     cfg.trust.sign_key = str(keys.institutions["ahus"].key_path)
     return cfg

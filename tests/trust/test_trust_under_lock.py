@@ -12,10 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RunningServer, make_config
+from support import RunningServer, make_config, require_trust
 from test_http_trust import ISSUER, find_documents, secured
 
-from xds.config import IssuerConfig
 from xds.metadata import vocabulary as v
 from xds.trust.keys import KeySet
 
@@ -40,9 +39,7 @@ def test_signed_reads_keep_their_latency_while_the_write_lock_is_held(tmp_path: 
 
     data_dir = tmp_path / "data"
     cfg = make_config(data_dir, sqlite_url(data_dir), lock_wait_s=2.0)
-    cfg.trust.mode = "required"
-    cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+    require_trust(cfg, keys, ISSUER)
     with RunningServer(cfg) as server:
         url = f"{server.url}/registry"
         _signed_query_times(keys, url, 5)  # warm

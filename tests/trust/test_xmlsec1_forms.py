@@ -22,10 +22,9 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from support import RunningServer, make_config, new_database
+from support import RunningServer, make_config, new_database, require_trust
 
 from xds import safexml, samples
-from xds.config import IssuerConfig
 from xds.metadata import vocabulary as v
 from xds.trust.keys import Identity, KeySet
 
@@ -54,9 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: KeySet) -> Iterator[R
     with new_database(tmp) as url:
         cfg = make_config(tmp / "data", url)
         cfg.server.public_url = f"http://127.0.0.1:{cfg.server.port}"
-        cfg.trust.mode = "required"
-        cfg.trust.ca_file = str(keys.ca.cert_path)
-        cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+        require_trust(cfg, keys, ISSUER)
         with RunningServer(cfg) as running:
             yield running
 
@@ -359,9 +356,7 @@ def test_an_issuer_serial_reference_to_the_tls_client_certificate_is_accepted(
     cfg.server.tls_cert = str(keys.institutions["ahus"].cert_path)
     cfg.server.tls_key = str(keys.institutions["ahus"].key_path)
     cfg.server.tls_ca = str(keys.ca.cert_path)
-    cfg.trust.mode = "required"
-    cfg.trust.ca_file = str(keys.ca.cert_path)
-    cfg.issuers = [IssuerConfig(ISSUER, str(keys.idp.cert_path))]
+    require_trust(cfg, keys, ISSUER)
     client = keys.institutions["kommune"]
     tls = ssl.create_default_context(cafile=str(keys.ca.cert_path))
     tls.load_cert_chain(str(client.cert_path), str(client.key_path))
