@@ -112,28 +112,85 @@ def test_an_answer_cut_short_is_an_error_not_a_shorter_answer() -> None:
 
 
 @pytest.mark.parametrize(
-    "answer, error",
+    "answer, error, reason",
     [
         (
             b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
             % (len(gzip.compress(b"x")), gzip.compress(b"x")),
             httpx.DecodingError,
+            "content coding",
         ),
-        (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 70_000 + b"\r\n\r\n", httpx.RemoteProtocolError),
-        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", httpx.RemoteProtocolError),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcEXTRA", httpx.RemoteProtocolError),
+        (
+            b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 70_000 + b"\r\n\r\n",
+            httpx.RemoteProtocolError,
+            "headers are too long",
+        ),
+        (  # refused as it grows, not held whole until the community stops
+            b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 10_000_000,
+            httpx.RemoteProtocolError,
+            "headers are too long",
+        ),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", httpx.RemoteProtocolError, "not HTTP/1.1"),
     ],
-    ids=["content-coding", "endless-headers", "not-http", "bytes-after-the-answer"],
+    ids=["content-coding", "long-headers", "endless-header", "not-http"],
 )
-def test_answers_it_must_not_take_are_refused(answer: bytes, error: type[Exception]) -> None:
+def test_answers_it_must_not_take_are_refused(answer: bytes, error: type[Exception], reason: str) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _request(reader)
         writer.write(answer)
-        await writer.drain()
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return  # (refused while it was being sent)
         await asyncio.sleep(0.2)  # (bytes after the answer arrive while the connection is open)
 
-    with pytest.raises(error):
+    with pytest.raises(error, match=reason):
         asyncio.run(_exchange(handler, times=2))
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["same-read", "later-read"])
+def test_bytes_after_an_answer_end_its_connection(apart: bool) -> None:
+    """The answer is whole as its Content-Length says; what follows it is no answer to anything,
+    so the connection it came on is closed, never used for the next exchange."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+            if apart:
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEXTRA")
+            await writer.drain()
+
+    async def run() -> tuple[list[bytes], int]:
+        accepted = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            try:
+                await handler(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = wire.WirePool()
+        bodies = []
+        for _ in range(2):
+            response = await pool.post(f"http://127.0.0.1:{port}/", b"", {}, None)
+            bodies.append(b"".join([c async for c in response.aiter_raw()]))
+            await asyncio.sleep(0.1)  # (the stray answer arrives)
+            await response.aclose()
+        pool.close()
+        server.close()
+        return bodies, accepted
+
+    bodies, accepted = asyncio.run(run())
+    assert bodies == [b"abc", b"abc"] and accepted == 2
 
 
 def test_a_refused_connection_is_a_connect_error() -> None:

@@ -57,7 +57,8 @@ class _Answer(asyncio.Protocol):
 
     def _begin(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.head_bytes = 0
+        self.head_bytes = 0  # the status line's and headers' bytes, as parsed
+        self.unfinished_head = 0  # bytes received while the head was not yet complete
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.body: deque[bytes] = deque()
@@ -74,13 +75,18 @@ class _Answer(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.complete:  # bytes after the answer, before the next request: not HTTP/1.1
-            self._fail(httpx.RemoteProtocolError("the community sent bytes after its answer"))
+        if self.complete:  # bytes after the answer, before the next request: not used again
+            self._discard()
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except httptools.HttpParserError as exc:  # (after a whole answer: bytes that follow it)
             self._fail(httpx.RemoteProtocolError(f"the answer is not HTTP/1.1: {exc}"))
+            return
+        if not self.head.done():  # httptools holds an unfinished header whole: bound what it holds
+            self.unfinished_head += len(data)
+            if self.unfinished_head > MAX_HEAD:
+                self._fail(httpx.RemoteProtocolError("the answer's headers are too long"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -95,10 +101,16 @@ class _Answer(asyncio.Protocol):
             )
 
     # --- httptools callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer in the same read: none of it is this exchange's
+            self._discard()
+            raise httptools.HttpParserError("a second answer to one request")  # (stops the parser)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD:
-            raise httptools.HttpParserError("the answer's headers are too long")
+            self._fail(httpx.RemoteProtocolError("the answer's headers are too long"))
+            raise httptools.HttpParserError("the answer's headers are too long")  # (stops the parser)
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -129,6 +141,12 @@ class _Answer(asyncio.Protocol):
             self.head.set_exception(exc)
             self.head.exception()  # (retrieved: a reader that never waits for it is not warned)
         self._wake()
+        self._discard()
+
+    def _discard(self) -> None:
+        """Close the connection; it is never used again (marked now, not when the loop reports it
+        lost, so that a release in between does not keep it)."""
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
