@@ -46,7 +46,6 @@ from xds.config import CommunityConfig
 from xds.gateway import messages as m
 from xds.gateway import wire
 from xds.gateway.relay import AnswerReader, AnswerTooLarge
-from xds.gateway.wire import WireResponse
 from xds.metadata import vocabulary as v
 from xds.metadata.errors import XdsError
 from xds.metadata.registry_response import response_status
@@ -377,8 +376,9 @@ class InitiatingGateway:
             signer.assertion = assertion
             envelope = await to_thread.run_sync(signer.secure, envelope)
         headers = {"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'}
-        response: httpx.Response | WireResponse
-        if relay and not signed and wire.usable(url):  # passed on as it comes: the lean client
+        relayed = relay and not signed  # an unsigned answer to an unsigned consumer
+        response: httpx.Response | wire.WireResponse
+        if relayed and wire.usable(url):  # passed on as it comes: the lean client
             response = await self._wire.post(url, envelope, headers, self._tls(community))
         else:
             client = self._client(community)
@@ -388,7 +388,7 @@ class InitiatingGateway:
             request = client.build_request("POST", url, content=envelope, headers=headers, timeout=timeout)
             response = await client.send(request, stream=True)
         try:
-            answer = await self._read(response, community, relay and not signed, parts)
+            answer = await self._read(response, community, relayed, parts)
         except BaseException:
             await response.aclose()
             raise
@@ -413,7 +413,7 @@ class InitiatingGateway:
 
     async def _read(
         self,
-        response: httpx.Response | WireResponse,
+        response: httpx.Response | wire.WireResponse,
         community: CommunityConfig,
         relay: bool,
         parts: int = 0,
