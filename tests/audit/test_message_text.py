@@ -114,7 +114,7 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
         "2.16.578.1.12.4.1.4.1&amp;ISO'</rim:Value></rim:ValueList></rim:Slot></rim:AdhocQuery>"
         "</query:AdhocQueryRequest>"
     ).encode()
-    who = Requester("Kari <Lege>", "123", "LE", "Sykehus & co", "983971636", "BTG", "", "idp")
+    who = Requester('Kari "Lege" <Ærø> \\ 𝄞', "123", "LE", "Sykehus & co\tavd", "983971636", "BTG", "", "idp")
     source = m.AuditSource("xds@test", "983971636")
     cases = [
         (build_request(v.ACTION_STORED_QUERY, query)[0], "Success", "", False),
@@ -150,3 +150,9 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
     request = parse_envelope(cases[0][0], request=True)
     request.body = etree.fromstring(query)
     assert capture.capture(by_action(request.action), request, "", "", False, who, ("", ""), source) is None  # type: ignore[arg-type]
+    # no one named (an unsigned request): read back as no one
+    request = parse_envelope(cases[0][0], request=True)
+    tx = by_action(request.action)
+    assert tx is not None
+    entry = capture.capture(tx, request, "Success", "", False, Requester(), ("", "http://x/r"), source)
+    assert entry is not None and capture.rebuild(entry)[1] == Requester()

@@ -57,28 +57,45 @@ def capture(
         return None
     # a submission's two facts are read now (cheaper than parsing its metadata again later); a
     # query is kept as received (its message carries all of it)
-    objects = None
     if tx.kind == "submission":
-        objects = [m.object_wire(o) for o in events.submission_objects(body)]
+        payload = json.dumps([m.object_wire(o) for o in events.submission_objects(body)])
         raw = b""
-    head = [
-        getattr(request, "action", ""),
-        time.time(),
-        status,
-        fault,
-        refused,
-        [who.subject, who.hpr_number, who.role, who.organisation, who.organisation_id]
-        + [who.purpose_of_use, who.patient, who.issuer],
-        ends[0],
-        ends[1],
-        getattr(request, "reply_to", None) or "",
-        home_community_id,
-        [source.source_id, source.enterprise_site_id, source.type_code],
-        "",  # the event's id: made by the delivery side from where the entry sits in the spool
-        events.PROCESS_ID,
-        envelope.getroottree().getelementpath(body) if objects is None else objects,
-    ]
-    return MARK + json.dumps(head, separators=(",", ":")).encode("utf-8") + b"\n" + raw
+    else:
+        payload = _text(envelope.getroottree().getelementpath(body))
+    # the head is the JSON list rebuild() reads, written field by field: json.dumps with its
+    # own separators makes a new encoder for every call, several times this whole function
+    head = ",".join(
+        (
+            _text(getattr(request, "action", "")),
+            repr(time.time()),
+            _text(status),
+            _text(fault),
+            "true" if refused else "false",
+            _requester(who),
+            _text(ends[0]),
+            _text(ends[1]),
+            _text(getattr(request, "reply_to", None) or ""),
+            _text(home_community_id),
+            f"[{_text(source.source_id)},{_text(source.enterprise_site_id)},{_text(source.type_code)}]",
+            '""',  # the event's id: made by the delivery side from where the entry sits in the spool
+            _PROCESS_ID,
+            payload,
+        )
+    )
+    return b"".join((MARK, b"[", head.encode("ascii"), b"]\n", raw))
+
+
+def _requester(who: Requester) -> str:
+    fields = (who.subject, who.hpr_number, who.role, who.organisation, who.organisation_id)
+    fields += (who.purpose_of_use, who.patient, who.issuer)
+    if not any(fields):
+        return _NOBODY
+    return "[" + ",".join(map(_text, fields)) + "]"
+
+
+_text = json.encoder.encode_basestring_ascii  # a str as a JSON string (C), as json.dumps writes it
+_NOBODY = "[" + ",".join(['""'] * 8) + "]"
+_PROCESS_ID = _text(events.PROCESS_ID)
 
 
 def event_id(position: str) -> str:

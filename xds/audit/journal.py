@@ -1,10 +1,13 @@
 """The audit spool: every event is appended to a file before any sink sees it.
 
 Each process appends to its own segment files (``<pid>-<random>-<sequence>.seg``) under the spool
-directory and holds a shared ``flock`` on the one it writes while it lives. A record is written
-with one ``write`` call (length, CRC-32, bytes), so once :meth:`Journal.append` returns the event
-survives the process being killed (``kill -9``): the kernel holds it. A segment past its size is
-left for a new one.
+directory and holds a shared ``flock`` on the one it writes while it lives. A segment is made at
+its full size (``posix_fallocate``: the disk space is taken then, not while appending) and mapped
+into memory; a record (length, CRC-32, bytes) is copied into the mapping, its bytes first and its
+length last, so a reader sees a record whole or not at all, and the data ends at the first zero
+length. The mapping is the file's page cache, so once :meth:`Journal.append` returns the event
+survives the process being killed (``kill -9``): the kernel holds it — without a system call per
+event. A record that does not fit is put in a new segment.
 
 The side that delivers — the same process, or a delivery process working for it (``owner``) —
 holds a shared lock on the owner's segments too, so nobody else takes them while either lives.
@@ -18,17 +21,22 @@ removed, once its writer has moved on to a newer one.
 from __future__ import annotations
 
 import fcntl
+import functools
+import mmap
 import os
 import secrets
 import struct
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 _HEAD = struct.Struct(">II")  # length, crc32
-SEGMENT_BYTES = 16 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+_WALK_BYTES = 64 * 1024
+SEGMENT_BYTES = 8 * 1024 * 1024
 UNBORN_AFTER_S = 60.0  # a *.new file this old, unlocked, was left by a writer that died naming it
 LOOK_EVERY_S = 5.0  # how often the spool directory is searched for segments of dead processes
 
@@ -41,9 +49,17 @@ class Segment:
         self.fd = fd  # holds the flock
         self.cursors: dict[str, int] = {}
         self.cursor_fds: dict[str, int] = {}
+        self._end = 0
 
     def size(self) -> int:
+        """The file's size (for a segment made whole-size, more than its data: see :meth:`end`)."""
         return os.fstat(self.fd).st_size
+
+    def end(self) -> int:
+        """Where the data written so far ends: at the first zero length, or a record that would
+        run past the file (only ever grows, so it is walked on from where it last stood)."""
+        self._end = _data_end(self.fd, self._end, self.size())
+        return self._end
 
     def cursor(self, sink: str) -> int:
         if sink not in self.cursors:
@@ -66,8 +82,8 @@ class Segment:
         out: list[tuple[int, bytes]] = []
         while len(out) < limit and offset + _HEAD.size <= size:
             length, crc = _HEAD.unpack(os.pread(self.fd, _HEAD.size, offset))
-            if offset + _HEAD.size + length > size:
-                break
+            if length == 0 or offset + _HEAD.size + length > size:
+                break  # the end of the data (or a length torn by a crash: see Journal.drop_torn)
             data = os.pread(self.fd, length, offset + _HEAD.size)
             if zlib.crc32(data) != crc:
                 break  # not whole yet (or torn by a crash: see Journal.drop_torn)
@@ -113,33 +129,70 @@ class Journal:
         self.owner = owner or self.name
         self._sequence = 0
         self._fd = -1
+        self._map: mmap.mmap | None = None
         self._written = 0
         self.path: Path | None = None  # the segment this process appends to
         if write:
             self._open_next()
+            os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
         self.own: dict[Path, Segment] = {}
         self.adopted: dict[Path, Segment] = {}
         self._next_look = 0.0
 
     # --- the writer's side ---------------------------------------------------------------------
-    def _open_next(self) -> None:
+    def _open_next(self, least: int = 0) -> None:
         self._sequence += 1
         path = self.directory / f"{self.name}-{self._sequence:06d}.seg"
         fresh = path.with_suffix(".new")  # locked before it is a segment any deliverer looks at
-        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        os.rename(fresh, path)
-        old, self._fd, self.path, self._written = self._fd, fd, path, 0
-        if old >= 0:
-            os.close(old)
+        capacity = max(self.segment_bytes, least)
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            os.posix_fallocate(fd, 0, capacity)  # all of it now: no disk full under the mapping
+            mapped = mmap.mmap(fd, capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            os.rename(fresh, path)
+        except BaseException:
+            os.close(fd)
+            fresh.unlink(missing_ok=True)
+            raise
+        self._release()
+        self._fd, self._map, self.path, self._written = fd, mapped, path, 0
 
     def append(self, record: bytes) -> None:
-        data = _HEAD.pack(len(record), zlib.crc32(record)) + record
+        """Put one record (not empty) in this process's segment."""
+        length = len(record)
+        if not length:
+            raise ValueError("an empty journal record")
         with self._lock:
-            os.write(self._fd, data)
-            self._written += len(data)
-            if self._written >= self.segment_bytes:
-                self._open_next()
+            at = self._written
+            if self._map is None or at + _HEAD.size + length > len(self._map):
+                self._open_next(_HEAD.size + length)
+                at = 0
+            mapped = self._map
+            assert mapped is not None
+            mapped[at + _HEAD.size : at + _HEAD.size + length] = record
+            mapped[at : at + _HEAD.size] = _HEAD.pack(length, zlib.crc32(record))  # last: now it is there
+            self._written = at + _HEAD.size + length
+
+    def _forked(self) -> None:
+        """In a child made by ``fork``: the parent goes on writing its segment (the mapping is
+        shared), so the child writes segments of its own, under its own name (they are delivered
+        as a dead process's are: adopted once it leaves them)."""
+        self._lock = threading.Lock()
+        self._map = None  # (the child's copy of the mapping: unmapped when collected)
+        if self._fd >= 0:
+            os.close(self._fd)  # the child's descriptor; the parent's holds the lock on
+        self._fd = -1
+        self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._sequence = 0
+
+    def _release(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     # --- the deliverer's side ------------------------------------------------------------------
     def sync(self) -> None:
@@ -160,7 +213,7 @@ class Journal:
     def appended(self) -> int:
         """Bytes in the owner's segments (grows as the owner appends)."""
         self._take_own()
-        return sum(segment.size() for segment in self.own.values())
+        return sum(segment.end() for segment in self.own.values())
 
     def _take_own(self) -> None:
         prefix = self.owner + "-"
@@ -185,10 +238,10 @@ class Journal:
         """Remove a segment every sink has read to its end, once no one appends to it: adopted, or
         one of the owner's that a newer one follows (seen before its size is read)."""
         newest = max(self.own) if self.own else None
-        size = segment.size()
+        size = segment.end()
+        if segment.path in self.adopted and any(segment.cursor(s) < size for s in self.sinks):
+            self.drop_torn(segment)
         if any(segment.cursor(s) < size for s in self.sinks):
-            if segment.path in self.adopted:
-                self.drop_torn(segment)
             return
         if segment.path in self.adopted:
             del self.adopted[segment.path]
@@ -199,19 +252,20 @@ class Journal:
         segment.remove()
 
     def drop_torn(self, segment: Segment) -> None:
-        """An adopted segment whose writer died mid-write ends in a torn record: skip it."""
-        size = segment.size()
+        """An adopted segment whose writer died mid-write may end in a torn record: skip it (and
+        anything after it, to the end of the file)."""
+        data = segment.end()
         for sink in self.sinks:
             records, end = segment.read(sink, 1)
-            if not records and end < size:
-                segment.advance(sink, size)
+            if not records and end < data:
+                segment.advance(sink, segment.size())
 
     def backlog(self) -> int:
         """Bytes some sink has not yet taken of the segments held here (0: up to date)."""
         total = 0
         for seg in [*self.adopted.values(), *self.own.values()]:
-            size = seg.size()
-            total += max(size - seg.cursor(s) for s in self.sinks) if self.sinks else 0
+            size = seg.end()
+            total += max(max(0, size - seg.cursor(s)) for s in self.sinks) if self.sinks else 0
         return total
 
     def close(self) -> None:
@@ -219,9 +273,7 @@ class Journal:
             seg.close()
         self.adopted.clear()
         self.own.clear()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._release()
 
 
 def pending(directory: str | Path, sinks: Sequence[str]) -> int:
@@ -229,17 +281,47 @@ def pending(directory: str | Path, sinks: Sequence[str]) -> int:
     files say now (for a process whose events another process delivers)."""
     total = 0
     for path in Path(directory).glob("*.seg"):
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            continue
+        cursors = []
         for sink in sinks:
             try:
                 text = Path(f"{path}.{sink}").read_bytes()[:32].strip(b"\0 \n")
             except FileNotFoundError:
                 text = b""
-            total += max(0, size - (int(text) if text.isdigit() else 0))
+            cursors.append(int(text) if text.isdigit() else 0)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            start = min(cursors, default=0)
+            end = _data_end(fd, start, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        total += sum(max(0, end - cursor) for cursor in cursors)
     return total
+
+
+def _data_end(fd: int, offset: int, size: int) -> int:
+    """Walk the records from ``offset`` (a record's start) to where the data ends: a zero length,
+    the end of the file, or a record that would run past it (heads read 64 kB at a time)."""
+    while offset + _HEAD.size <= size:
+        chunk = os.pread(fd, min(_WALK_BYTES, size - offset), offset)
+        at = 0
+        while at + _HEAD.size <= len(chunk):
+            (length,) = _LENGTH.unpack_from(chunk, at)
+            if length == 0 or offset + at + _HEAD.size + length > size:
+                return offset + at
+            at += _HEAD.size + length
+        if at == 0:  # (the file was cut short under us)
+            return offset
+        offset += at
+    return offset
+
+
+def _forked(journal: weakref.ref[Journal]) -> None:
+    live = journal()
+    if live is not None:
+        live._forked()
 
 
 def _remove_unborn(path: Path) -> None:

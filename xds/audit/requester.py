@@ -43,6 +43,9 @@ class Requester:
         return f"{self.hpr_number or user}<{user}@{self.issuer}>" if self.issuer else user
 
 
+NOBODY = Requester()  # no verified assertion: no one named
+
+
 def _attr(obj: object, *names: str) -> str:
     for name in names:
         obj = getattr(obj, name, None)
@@ -54,11 +57,11 @@ def _attr(obj: object, *names: str) -> str:
 def from_context(context: object | None) -> Requester:
     """The requester of a verified request, or an empty one."""
     if context is None:
-        return Requester()
+        return NOBODY
     assertion = getattr(context, "assertion", None)
     attributes = getattr(assertion, "attributes", None)
     if attributes is None:
-        return Requester()
+        return NOBODY
     return Requester(
         subject=_attr(attributes, "subject_id"),
         hpr_number=_attr(attributes, "hpr_number"),

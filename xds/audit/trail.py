@@ -206,10 +206,14 @@ class AuditTrail:
         """A delivery process's loop while ``alive()`` (its owner lives, it was not told to stop),
         then what can be delivered within a moment.
 
-        It looks every :data:`POLL_S`. While events keep arriving (the owner is busy) it only syncs
-        the spool and lets them gather, for up to :data:`MAX_LAG_S`; it delivers as soon as they
-        stop (a lull) or when that time is up — so under load delivery waits for CPU the
-        transactions do not need, in large batches, and never falls more than that behind."""
+        It looks every :data:`POLL_S`. While events keep arriving (the owner is busy) it lets them
+        gather, untouched, for up to :data:`MAX_LAG_S`; it delivers as soon as they stop (a lull)
+        or when that time is up — so under load delivery waits for CPU the transactions do not
+        need, in large batches, and never falls more than that behind. The spool is put on the
+        disk (``fdatasync``) as each delivery begins: the events are safe from a killed process
+        from the moment they are appended, and from a power failure once delivery begins — under
+        load at most :data:`MAX_LAG_S` later, not in the middle of the burst (writing them back
+        then cost the transactions 10 µs each)."""
         last = -1
         behind_since: float | None = None
         while alive() and not self._stop:
@@ -220,7 +224,6 @@ class AuditTrail:
             if arriving:
                 behind_since = now if behind_since is None else behind_since
                 if now - behind_since < MAX_LAG_S:
-                    self.journal.sync()
                     continue
             self._pass()
             behind_since = now if arriving else None

@@ -1,0 +1,143 @@
+"""The audit spool's segments: records copied into a mapped, whole-size file, read back whole, in
+order and once; a writer killed mid-stream or forked loses nothing it had appended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xds.audit.journal import Journal, pending
+
+
+def _drain(journal: Journal, sink: str = "database") -> list[bytes]:
+    out: list[bytes] = []
+    for segment in journal.segments(look=True):
+        while True:
+            records, end = segment.read(sink, 100)
+            if not records:
+                break
+            out += [data for _, data in records]
+            segment.advance(sink, end)
+        journal.settle(segment)
+    return out
+
+
+def test_records_come_back_whole_and_in_order_across_segments(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    writer = Journal(spool, ["database"], segment_bytes=4096)
+    reader = Journal(spool, ["database"], owner=writer.name, write=False)
+    sent = [f"event {i} ".encode() * (1 + i % 40) for i in range(300)]
+    sent.append(b"x" * 10_000)  # larger than a segment: a segment of its own
+    for record in sent:
+        writer.append(record)
+    files = sorted(spool.glob("*.seg"))
+    assert len(files) > 10
+    assert all(f.stat().st_size >= 4096 for f in files)  # made whole-size up front
+    assert pending(spool, ["database"]) == sum(8 + len(r) for r in sent)  # the data, not the files
+    assert reader.appended() == sum(8 + len(r) for r in sent)
+    assert _drain(reader) == sent
+    assert pending(spool, ["database"]) == 0 and reader.backlog() == 0
+    # every segment but the one still written to is gone once read
+    assert [p.name for p in spool.glob("*.seg")] == [writer.path.name]  # type: ignore[union-attr]
+    writer.append(b"later")
+    assert _drain(reader) == [b"later"]
+    writer.close()
+    reader.close()
+
+
+def test_an_empty_record_is_refused(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, ["database"])
+    try:
+        with pytest.raises(ValueError):
+            journal.append(b"")
+    finally:
+        journal.close()
+
+
+def test_a_torn_record_of_a_dead_writer_is_skipped(tmp_path: Path) -> None:
+    """A record whose bytes do not match its CRC (a writer killed while writing its head) ends what
+    is read of an adopted segment; the records before it are delivered, the segment removed."""
+    spool = tmp_path / "spool"
+    writer = Journal(spool, ["database"])
+    writer.append(b"first")
+    writer.append(b"second")
+    path = writer.path
+    assert path is not None
+    at = 8 + len(b"first") + 8 + len(b"second")
+    writer.close()  # its writer is gone: the segment is anyone's to adopt
+    with open(path, "r+b") as f:  # a head written, its bytes not
+        f.seek(at)
+        f.write(struct.pack(">II", 5, 12345) + b"\0\0\0\0\0")
+    reader = Journal(spool, ["database"], owner="someone-else", write=False)
+    assert _drain(reader) == [b"first", b"second"]
+    assert not path.exists()
+    reader.close()
+
+
+_WRITER = """
+import sys
+from xds.audit.journal import Journal
+journal = Journal(sys.argv[1], ["database"], segment_bytes=64 * 1024)
+print(journal.name, flush=True)
+i = 0
+while True:
+    journal.append(b"record %08d " % i + b"." * (i % 300))
+    print(i, flush=True)
+    i += 1
+"""
+
+
+def test_a_writer_killed_mid_stream_loses_nothing_it_appended(tmp_path: Path) -> None:
+    """A process appending as fast as it can is killed with SIGKILL: every record it said it had
+    appended is there, whole and in order, and nothing else (no torn record) is delivered."""
+    spool = tmp_path / "spool"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(spool)], stdout=subprocess.PIPE, text=True, bufsize=1
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    said = -1
+    deadline = time.monotonic() + 30
+    while said < 20_000 and time.monotonic() < deadline:
+        said = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    reader = Journal(spool, ["database"], owner="deliverer", write=False)
+    got = _drain(reader)
+    assert len(got) > said  # the records it said it appended, perhaps one more it had not said yet
+    assert got == [b"record %08d " % i + b"." * (i % 300) for i in range(len(got))]
+    assert not list(spool.glob("*.seg"))  # adopted, drained and removed
+    reader.close()
+
+
+def test_a_forked_child_writes_segments_of_its_own(tmp_path: Path) -> None:
+    """After ``fork`` the parent and the child both append; neither writes over the other."""
+    spool = tmp_path / "spool"
+    journal = Journal(spool, ["database"])
+    journal.append(b"before")
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            for i in range(100):
+                journal.append(b"child %d" % i)
+            journal.close()
+        finally:
+            os._exit(0)
+    for i in range(100):
+        journal.append(b"parent %d" % i)
+    os.waitpid(pid, 0)
+    mine = Journal(spool, ["database"], owner=journal.name, write=False)
+    got = _drain(mine)  # its own and (adopted: the child is gone) the child's
+    assert [r for r in got if not r.startswith(b"child")] == [b"before"] + [
+        b"parent %d" % i for i in range(100)
+    ]
+    assert [r for r in got if r.startswith(b"child")] == [b"child %d" % i for i in range(100)]
+    mine.close()
+    journal.close()
