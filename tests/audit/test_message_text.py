@@ -156,3 +156,38 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
     assert tx is not None
     entry = capture.capture(tx, request, "Success", "", False, Requester(), ("", "http://x/r"), source)
     assert entry is not None and capture.rebuild(entry)[1] == Requester()
+
+
+def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> None:
+    """The endpoint's short way for an unsigned query without a fault (pieces made once per
+    endpoint and action) writes the same entry as :func:`capture.capture`, but for its time."""
+    import json
+
+    from xds.audit import capture
+    from xds.audit.requester import Requester
+    from xds.audit.transactions import by_action
+    from xds.metadata import vocabulary as v
+    from xds.soap.envelope import build_request, parse_envelope
+
+    query = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
+        "</query:AdhocQueryRequest>"
+    ).encode()
+    request = parse_envelope(build_request(v.ACTION_STORED_QUERY, query)[0], request=True)
+    tx = by_action(request.action)
+    assert tx is not None
+    source = m.AuditSource('xds@"vert"', "983971636")
+    for status in ("Success", "Failure", "Odd \u00e6"):
+        same = capture.fixed("http://x/r", request.reply_to or "", "urn:oid:1.2", source).encode()
+        quick = capture.query_entry(request, capture.opening(request.action), same, status, "10.0.0.7")
+        general = capture.capture(
+            tx, request, status, "", False, Requester(), ("10.0.0.7", "http://x/r"), source, "urn:oid:1.2"
+        )
+        assert quick is not None and general is not None
+        (qhead, qraw), (ghead, graw) = (e[1:].split(b"\n", 1) for e in (quick, general))
+        q, g = json.loads(qhead), json.loads(ghead)
+        assert q[1] != 0 and g[1] != 0
+        q[1] = g[1] = 0  # the time
+        assert q == g and qraw == graw
+        assert capture.rebuild(quick)[0].text() != ""

@@ -12,8 +12,7 @@ import socket
 
 from starlette.types import Scope
 
-from xds.audit import events
-from xds.audit.capture import capture
+from xds.audit import capture, events
 from xds.audit.message import AuditSource
 from xds.audit.requester import Requester, from_context
 from xds.audit.trail import AuditTrail
@@ -43,6 +42,7 @@ class EndpointAuditor:
         self.source = source
         self.owners = owners
         self.home_community_id = home_community_id
+        self._plain: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
 
     def exchanged(
         self,
@@ -53,13 +53,18 @@ class EndpointAuditor:
         refused: bool,
     ) -> None:
         try:
+            if fault is None and request.security is None:
+                entry = self._plain_query(scope, request, response)
+                if entry is not None:  # its message is built by the delivery side
+                    self.trail.append(entry)
+                    return
             who = from_context(request.security)
             tx = by_action(request.action)
             if tx is None:
                 return
             client = (scope.get("client") or ("",))[0] or ""
             status = events.response_status(response.body) if response is not None else ""
-            captured = capture(
+            captured = capture.capture(
                 tx,
                 request,
                 status,
@@ -90,6 +95,28 @@ class EndpointAuditor:
             self.trail.record(events.responder_events(exchange, self.source, self.owners), who)
         except Exception:
             log.exception("audit event for %s could not be built", request.action)
+
+    def _plain_query(self, scope: Scope, request: SoapRequest, response: SoapResponse | None) -> bytes | None:
+        """The spool entry of a query answered without a fault that named no one (the common case:
+        :func:`xds.audit.capture.query_entry`, with what stays the same for its endpoint and
+        action made once), or None."""
+        key = (request.action, scope.get("scheme"), scope.get("server"), scope.get("root_path"))
+        key += (scope.get("path"), request.reply_to)
+        known = self._plain.get(key)
+        if known is None:
+            tx = by_action(request.action)
+            known = (b"", b"")
+            if tx is not None and tx.kind == "query":
+                same = capture.fixed(_url(scope), request.reply_to or "", self.home_community_id, self.source)
+                known = (capture.opening(request.action), same.encode("ascii"))
+            if len(self._plain) >= 256:  # (actions, paths and reply-to addresses are the client's)
+                self._plain.clear()
+            self._plain[key] = known
+        if not known[0]:
+            return None
+        status = events.response_status(response.body) if response is not None else ""
+        client = (scope.get("client") or ("",))[0] or ""
+        return capture.query_entry(request, known[0], known[1], status, client)
 
     def feed(self, raw: bytes, ack: str, peer: str = "") -> None:
         """ITI-8: one message received and acknowledged."""
