@@ -2,9 +2,9 @@
 
 The transactions only append their events to the spool (:mod:`xds.audit.journal`); building the
 audit messages, the syslog frames and the database rows, and the sending, happen in a child
-process running at a lower scheduling priority (:data:`NICE`). So the work never takes the
-interpreter lock from the worker's event loop and the kernel gives the CPU to the transactions
-first: under load the delivery falls behind (the events wait on disk) and catches up as soon as
+process running at the lowest scheduling priority (:data:`NICE`; on Linux ``SCHED_IDLE``). So the
+work never takes the interpreter lock from the worker's event loop and the kernel gives the CPU to
+the transactions first: under load the delivery falls behind (the events wait on disk) and catches up as soon as
 there is CPU to spare.
 
 :class:`DeliveryProcess` is the server process's handle: it starts the child with the command the
@@ -109,7 +109,10 @@ def serve(make_trail: Callable[[str], AuditTrail]) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         os.nice(NICE)
-    except OSError:  # pragma: no cover - a platform without nice
+        # on Linux: the CPU only when no one else wants it (SCHED_IDLE); nice 19 still took a
+        # share from the transactions whenever they woke from waiting on the disk
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # pragma: no cover - a platform without them
         pass
     trail = make_trail(owner)
     trail.serve(lambda: not stopped.is_set() and os.getppid() == parent)
