@@ -141,3 +141,29 @@ def test_a_forked_child_writes_segments_of_its_own(tmp_path: Path) -> None:
     assert [r for r in got if r.startswith(b"child")] == [b"child %d" % i for i in range(100)]
     mine.close()
     journal.close()
+
+
+def test_a_spool_that_cannot_take_a_segment_never_fails_the_transaction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When a new segment cannot be made (here: its directory is gone; a full disk fails the same
+    way, at posix_fallocate) the event is logged as lost, the caller goes on, and the spool takes
+    events again once it can."""
+    import shutil
+
+    from xds.audit.trail import AuditTrail
+
+    spool = tmp_path / "spool"
+    trail = AuditTrail(spool, [])
+    trail.journal.close()
+    trail.journal = Journal(spool, [], segment_bytes=64)  # one 40-byte event per segment
+    trail.append(b"a" * 40)
+    shutil.rmtree(spool)
+    trail.append(b"b" * 40)  # needs a new segment: none can be made
+    assert "could not be written" in caplog.text
+    spool.mkdir()
+    trail.append(b"c" * 40)
+    reader = Journal(spool, ["database"], owner=trail.journal.name, write=False)
+    assert _drain(reader) == [b"c" * 40]  # ("a" went with the directory)
+    reader.close()
+    trail.journal.close()
