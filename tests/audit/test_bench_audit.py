@@ -36,5 +36,6 @@ def test_bench_audit_prints_each_ratio_and_counts_every_datagram(capsys: pytest.
         assert line, out
         assert all(int(g.replace(",", "")) > 0 for g in line.groups()[:2])
     # the warm-up registrations and the measured registrations and queries of the audited server
+    assert f"audit events in the database: {5 * requests:,} of {5 * requests:,}" in out, out
     received = int(re.search(r"syslog datagrams received: ([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert received == 5 * requests, out

@@ -87,6 +87,21 @@ def _caught_up(spool: str, sinks: list[str], timeout: float = 300.0) -> float:
     return time.monotonic() - start
 
 
+def _stored(data_dir: str) -> int:
+    """How many audit events the audited server's database holds (its ``audit.db``)."""
+    from sqlalchemy import func, select
+
+    from xds.database import open_engine
+    from xds.database.audit_store import audit_events, audit_url
+
+    engine = open_engine(audit_url(f"sqlite:///{data_dir}/registry.db"))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _find_documents(patients: list[str], count: int) -> list[bytes]:
     from xds.bench.query import _slot, query_message
 
@@ -128,6 +143,7 @@ def bench(args: argparse.Namespace) -> int:
     with (
         udp_collector() as (port, received),
         tempfile.TemporaryDirectory(prefix="xds-bench-audit-spool-") as spool,
+        tempfile.TemporaryDirectory(prefix="xds-bench-audit-data-") as data_dir,
         running_server(workers=args.workers, env={"XDS_AUDIT_DATABASE": "0", "XDS_AUDIT_SYSLOG": ""}) as off,
         running_server(
             workers=args.workers,
@@ -136,6 +152,7 @@ def bench(args: argparse.Namespace) -> int:
                 "XDS_AUDIT_SYSLOG": f"udp://127.0.0.1:{port}",
                 "XDS_AUDIT_SPOOL_DIR": spool,
             },
+            data_dir=data_dir,
         ) as on,
     ):
         sinks = ["database", SyslogSink(f"udp://127.0.0.1:{port}").name]
@@ -143,6 +160,7 @@ def bench(args: argparse.Namespace) -> int:
         rates: dict[tuple[str, str], list[float]] = {}
         lags: dict[str, list[float]] = {}
         failures = 0
+        audited = n  # the warm-up registrations of the audited server, then each audited run's
         for i, (host, port_) in enumerate(servers.values()):
             warm = messages[i * n : (i + 1) * n]  # each server: the same patients, its own documents
             drive(host, port_, [http_request(host, port_, "/registry", m, reg_type) for m in warm], c, ok)
@@ -162,9 +180,12 @@ def bench(args: argparse.Namespace) -> int:
                     rates.setdefault((kind, label), []).append(run.rate)
                     if label == "on":
                         lags.setdefault(kind, []).append(_caught_up(spool, sinks))
+                        audited += len(requests)
+        stored = _stored(data_dir)
     for kind in ("register", "query"):
         print(_verdict(kind, rates, lags[kind]))
-    print(f"syslog datagrams received: {received.value:,}")
+    print(f"audit events in the database: {stored:,} of {audited:,}")
+    print(f"syslog datagrams received: {received.value:,} (UDP: a collector that falls behind drops some)")
     if failures:
         print(f"failures: {failures}")
         return 1

@@ -32,10 +32,12 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    *, workers: int, database_url: str = "", env: dict[str, str] | None = None
+    *, workers: int, database_url: str = "", env: dict[str, str] | None = None, data_dir: str = ""
 ) -> Iterator[tuple[str, int]]:
-    """``xds serve`` in a child process with the benchmark floor route enabled."""
-    data_dir = tempfile.mkdtemp(prefix="xds-bench-")
+    """``xds serve`` in a child process with the benchmark floor route enabled (on ``data_dir``, the
+    caller's to remove, or a temporary one)."""
+    own = not data_dir
+    data_dir = data_dir or tempfile.mkdtemp(prefix="xds-bench-")
     port = free_port()
     cmd = [sys.executable, "-m", "xds.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--data-dir", data_dir, "--workers", str(workers)]
@@ -65,7 +67,8 @@ def running_server(
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if own:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------------------
