@@ -23,6 +23,8 @@ import json
 import time
 import uuid
 
+from lxml import etree
+
 from xds import safexml
 from xds.audit import events
 from xds.audit import message as m
@@ -48,38 +50,20 @@ def capture(
 ) -> bytes | None:
     """The spool entry of one answered exchange (a ``SoapRequest``), or None when its message must
     be built now (see the module's note)."""
-    raw: bytes = getattr(request, "raw", b"")
-    envelope = getattr(request, "envelope", None)
-    body = getattr(request, "body", None)
-    if tx.kind not in KINDS or getattr(request, "mtom", True) or not raw or len(raw) > MAX_ENVELOPE:
+    found = _envelope(request) if tx.kind in KINDS else None
+    if found is None:
         return None
-    if envelope is None or body is None or body.getroottree().getroot() is not envelope:
-        return None
+    raw, tree, body = found
     # a submission's two facts are read now (cheaper than parsing its metadata again later); a
     # query is kept as received (its message carries all of it)
     if tx.kind == "submission":
         payload = json.dumps([m.object_wire(o) for o in events.submission_objects(body)])
         raw = b""
     else:
-        payload = _text(envelope.getroottree().getelementpath(body))
-    head = "".join(
-        (
-            _text(getattr(request, "action", "")),
-            ",",
-            repr(time.time()),
-            ",",
-            _text(status),
-            ",",
-            _text(fault),
-            ",true," if refused else ",false,",
-            _requester(who),
-            ",",
-            _text(ends[0]),
-            fixed(ends[1], getattr(request, "reply_to", None) or "", home_community_id, source),
-            payload,
-        )
-    )
-    return b"".join((MARK, b"[", head.encode("ascii"), b"]\n", raw))
+        payload = _text(tree.getelementpath(body))
+    middle = _middle(status, fault, refused, _requester(who))
+    same = fixed(ends[1], getattr(request, "reply_to", None) or "", home_community_id, source).encode("ascii")
+    return _entry(opening(getattr(request, "action", "")), middle, ends[0], same, payload, raw)
 
 
 # The head is the JSON list rebuild() reads, written piece by piece (json.dumps with its own
@@ -102,6 +86,17 @@ def query_entry(request: object, start: bytes, same: bytes, status: str, client:
     """:func:`capture` of an answered query that named no one (no assertion), had no fault and
     was not refused, from its :func:`opening` (``start``) and its endpoint's :func:`fixed`
     (``same``); None when its message must be built now."""
+    found = _envelope(request)
+    if found is None:
+        return None
+    raw, tree, body = found
+    middle = _PLAIN.get(status) or _middle(status, "", False, _NOBODY)
+    return _entry(start, middle, client, same, _text(tree.getelementpath(body)), raw)
+
+
+def _envelope(request: object) -> tuple[bytes, etree._ElementTree, etree._Element] | None:
+    """The request's bytes, its tree and its payload, when the bytes are the whole envelope (not
+    MTOM, not over :data:`MAX_ENVELOPE`) and the payload is part of it."""
     raw: bytes = getattr(request, "raw", b"")
     envelope = getattr(request, "envelope", None)
     body = getattr(request, "body", None)
@@ -110,15 +105,21 @@ def query_entry(request: object, start: bytes, same: bytes, status: str, client:
     tree = body.getroottree()
     if envelope is None or tree.getroot() is not envelope:
         return None
-    middle = _PLAIN.get(status) or _plain(status)
-    path = _text(tree.getelementpath(body)).encode("ascii")
+    return raw, tree, body
+
+
+def _entry(start: bytes, middle: bytes, client: str, same: bytes, payload: str, raw: bytes) -> bytes:
+    """One spool entry: the head's pieces in their order (:func:`opening`, the time, ``middle``
+    from the status to the requester, the client, :func:`fixed`, the payload), then the bytes."""
     when = repr(time.time()).encode("ascii")
-    return b"".join((start, when, middle, _text(client).encode("ascii"), same, path, b"]\n", raw))
+    head = (start, when, middle, _text(client).encode("ascii"), same, payload.encode("ascii"))
+    return b"".join((*head, b"]\n", raw))
 
 
-def _plain(status: str) -> bytes:
-    """The head from the answer's status to the client: no fault, not refused, no one named."""
-    return f',{_text(status)},"",false,{_NOBODY},'.encode("ascii")
+def _middle(status: str, fault: str, refused: bool, requester: str) -> bytes:
+    """The head from the answer's status to the requester (a JSON list already), with the commas
+    around them."""
+    return f",{_text(status)},{_text(fault)},{'true' if refused else 'false'},{requester},".encode("ascii")
 
 
 def _requester(who: Requester) -> str:
@@ -132,7 +133,10 @@ def _requester(who: Requester) -> str:
 _text = json.encoder.encode_basestring_ascii  # a str as a JSON string (C), as json.dumps writes it
 _NOBODY = "[" + ",".join(['""'] * 8) + "]"
 _PROCESS_ID = _text(events.PROCESS_ID)
-_PLAIN = {status: _plain(status) for status in ("Success", "PartialSuccess", "Failure", "")}
+# no fault, not refused, no one named: an unsigned query's, made once for the usual statuses
+_PLAIN = {
+    status: _middle(status, "", False, _NOBODY) for status in ("Success", "PartialSuccess", "Failure", "")
+}
 
 
 def event_id(position: str) -> str:

@@ -4,8 +4,8 @@ The transactions only append their events to the spool (:mod:`xds.audit.journal`
 audit messages, the syslog frames and the database rows, and the sending, happen in a child
 process running at the lowest scheduling priority (:data:`NICE`; on Linux ``SCHED_IDLE``). So the
 work never takes the interpreter lock from the worker's event loop and the kernel gives the CPU to
-the transactions first: under load the delivery falls behind (the events wait on disk) and catches up as soon as
-there is CPU to spare.
+the transactions first: under load the delivery falls behind (the events wait on disk) and catches
+up as soon as there is CPU to spare.
 
 :class:`DeliveryProcess` is the server process's handle: it starts the child with the command the
 app gives (the app knows how to build the sinks), starts another if it ends, and stops it.

@@ -67,8 +67,7 @@ class Segment:
         if sink not in self.cursors:
             fd = os.open(f"{self.path}.{sink}", os.O_RDWR | os.O_CREAT, 0o600)
             self.cursor_fds[sink] = fd
-            text = os.pread(fd, 32, 0).strip(b"\0 \n")
-            self.cursors[sink] = int(text) if text.isdigit() else 0
+            self.cursors[sink] = _offset(os.pread(fd, 32, 0))
         return self.cursors[sink]
 
     def advance(self, sink: str, offset: int) -> None:
@@ -305,10 +304,9 @@ def pending(directory: str | Path, sinks: Sequence[str]) -> int:
         cursors = []
         for sink in sinks:
             try:
-                text = Path(f"{path}.{sink}").read_bytes()[:32].strip(b"\0 \n")
+                cursors.append(_offset(Path(f"{path}.{sink}").read_bytes()[:32]))
             except FileNotFoundError:
-                text = b""
-            cursors.append(int(text) if text.isdigit() else 0)
+                cursors.append(0)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -320,6 +318,12 @@ def pending(directory: str | Path, sinks: Sequence[str]) -> int:
             os.close(fd)
         total += sum(max(0, end - cursor) for cursor in cursors)
     return total
+
+
+def _offset(cursor_file: bytes) -> int:
+    """The offset a cursor file holds (0 for one not written yet)."""
+    text = cursor_file.strip(b"\0 \n")
+    return int(text) if text.isdigit() else 0
 
 
 def _data_end(fd: int, offset: int, size: int) -> int:

@@ -53,8 +53,10 @@ class EndpointAuditor:
         refused: bool,
     ) -> None:
         try:
+            client = (scope.get("client") or ("",))[0] or ""
+            status = events.response_status(response.body) if response is not None else ""
             if fault is None and request.security is None:
-                entry = self._plain_query(scope, request, response)
+                entry = self._plain_query(scope, request, status, client)
                 if entry is not None:  # its message is built by the delivery side
                     self.trail.append(entry)
                     return
@@ -62,8 +64,6 @@ class EndpointAuditor:
             tx = by_action(request.action)
             if tx is None:
                 return
-            client = (scope.get("client") or ("",))[0] or ""
-            status = events.response_status(response.body) if response is not None else ""
             captured = capture.capture(
                 tx,
                 request,
@@ -96,7 +96,7 @@ class EndpointAuditor:
         except Exception:
             log.exception("audit event for %s could not be built", request.action)
 
-    def _plain_query(self, scope: Scope, request: SoapRequest, response: SoapResponse | None) -> bytes | None:
+    def _plain_query(self, scope: Scope, request: SoapRequest, status: str, client: str) -> bytes | None:
         """The spool entry of a query answered without a fault that named no one (the common case:
         :func:`xds.audit.capture.query_entry`, with what stays the same for its endpoint and
         action made once), or None."""
@@ -114,8 +114,6 @@ class EndpointAuditor:
             self._plain[key] = known
         if not known[0]:
             return None
-        status = events.response_status(response.body) if response is not None else ""
-        client = (scope.get("client") or ("",))[0] or ""
         return capture.query_entry(request, known[0], known[1], status, client)
 
     def feed(self, raw: bytes, ack: str, peer: str = "") -> None:

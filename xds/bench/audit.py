@@ -91,10 +91,10 @@ def _stored(data_dir: str) -> int:
     """How many audit events the audited server's database holds (its ``audit.db``)."""
     from sqlalchemy import func, select
 
-    from xds.database import open_engine
+    from xds.database import open_engine, sqlite_url
     from xds.database.audit_store import audit_events, audit_url
 
-    engine = open_engine(audit_url(f"sqlite:///{data_dir}/registry.db"))
+    engine = open_engine(audit_url(sqlite_url(data_dir)))  # (where xds serve puts it in data_dir)
     try:
         with engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
