@@ -26,9 +26,12 @@ async def _request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-async def _exchange(handler: Handler, times: int = 1) -> tuple[list[bytes], list[bytes], int]:
-    """Run ``handler`` as a server on 127.0.0.1 and post to it ``times`` times through one pool:
-    the bodies read, the requests it saw, and how many connections it accepted."""
+async def _exchange(
+    handler: Handler, times: int = 1, linger: float = 0.0
+) -> tuple[list[bytes], list[bytes], int]:
+    """Run ``handler`` as a server on 127.0.0.1 and post to it ``times`` times through one pool,
+    holding each answer ``linger`` seconds after reading it: the bodies read, the requests it saw,
+    and how many connections it accepted."""
     seen: list[bytes] = []
     accepted = 0
 
@@ -37,6 +40,8 @@ async def _exchange(handler: Handler, times: int = 1) -> tuple[list[bytes], list
         accepted += 1
         try:
             await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # (the client closed the connection)
         finally:
             writer.close()
 
@@ -51,6 +56,7 @@ async def _exchange(handler: Handler, times: int = 1) -> tuple[list[bytes], list
             )
             assert response.status_code == 200
             body = b"".join([chunk async for chunk in response.aiter_raw()])
+            await asyncio.sleep(linger)
             await response.aclose()
             bodies.append(body)
     finally:
@@ -163,33 +169,8 @@ def test_bytes_after_an_answer_end_its_connection(apart: bool) -> None:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEXTRA")
             await writer.drain()
 
-    async def run() -> tuple[list[bytes], int]:
-        accepted = 0
-
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal accepted
-            accepted += 1
-            try:
-                await handler(reader, writer)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        pool = wire.WirePool()
-        bodies = []
-        for _ in range(2):
-            response = await pool.post(f"http://127.0.0.1:{port}/", b"", {}, None)
-            bodies.append(b"".join([c async for c in response.aiter_raw()]))
-            await asyncio.sleep(0.1)  # (the stray answer arrives)
-            await response.aclose()
-        pool.close()
-        server.close()
-        return bodies, accepted
-
-    bodies, accepted = asyncio.run(run())
+    # (lingering, the stray answer arrives while the first is held)
+    bodies, _, accepted = asyncio.run(_exchange(handler, times=2, linger=0.1))
     assert bodies == [b"abc", b"abc"] and accepted == 2
 
 
