@@ -160,7 +160,9 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
 
 def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> None:
     """The endpoint's short way for an unsigned query without a fault (pieces made once per
-    endpoint and action) writes the same entry as :func:`capture.capture`, but for its time."""
+    endpoint and action, the status read from the answer's bytes) writes the entry
+    :func:`capture.capture` writes, but for its time and for naming the payload by how the
+    endpoint reads it instead of by its path; both give the same audit message."""
     import json
 
     from xds.audit import capture
@@ -171,23 +173,32 @@ def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> No
 
     query = (
         f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
-        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
-        "</query:AdhocQueryRequest>"
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}">'
+        '<rim:Slot name="$XDSDocumentEntryPatientId"><rim:ValueList>'
+        "<rim:Value>'12345678901^^^&amp;2.16.578.1.12.4.1.4.1&amp;ISO'</rim:Value>"
+        "</rim:ValueList></rim:Slot></rim:AdhocQuery></query:AdhocQueryRequest>"
     ).encode()
     request = parse_envelope(build_request(v.ACTION_STORED_QUERY, query)[0], request=True)
     tx = by_action(request.action)
     assert tx is not None
     source = m.AuditSource('xds@"vert"', "983971636")
-    for status in ("Success", "Failure", "Odd \u00e6"):
-        same = capture.fixed("http://x/r", request.reply_to or "", "urn:oid:1.2", source).encode()
-        quick = capture.query_entry(request, capture.opening(request.action), same, status, "10.0.0.7")
+    pieces = capture.query_pieces(request.action, "http://x/r", request.reply_to or "", "urn:oid:1.2", source)
+    for status in ("Success", "PartialSuccess", "Failure", ""):
+        answer = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}"'.encode()
+        if status:
+            answer += f' status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:{status}"'.encode()
+        answer += b"/>"
+        quick = capture.query_entry(pieces, answer, "10.0.0.7", request.raw)
         general = capture.capture(
             tx, request, status, "", False, Requester(), ("10.0.0.7", "http://x/r"), source, "urn:oid:1.2"
         )
-        assert quick is not None and general is not None
+        assert general is not None
         (qhead, qraw), (ghead, graw) = (e[1:].split(b"\n", 1) for e in (quick, general))
         q, g = json.loads(qhead), json.loads(ghead)
-        assert q[1] != 0 and g[1] != 0
-        q[1] = g[1] = 0  # the time
+        assert q[1] != 0 and g[1] != 0 and q[-1] is None and isinstance(g[-1], str)
+        q[1] = g[1] = q[-1] = g[-1] = 0  # the time, how the payload is found
         assert q == g and qraw == graw
-        assert capture.rebuild(quick)[0].text() != ""
+        (built, _), (expected, _) = (capture.rebuild(e, "s.seg:0") for e in (quick, general))
+        built.when = expected.when
+        assert built.xml() == expected.xml()
+        assert built.patients() == ["12345678901^^^&2.16.578.1.12.4.1.4.1&ISO"]

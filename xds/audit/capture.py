@@ -4,10 +4,11 @@ A stored query or a registration (ITI-18, ITI-38, ITI-41, ITI-42, ITI-51, ...: t
 ``submission`` kinds, whose audit message is read from the request alone) is spooled as its
 facts — a small JSON head (the action, the time, the answer's status, who asked, the two ends, the
 audit source, the event's id) and, for a query, the request's envelope bytes as received with
-where the payload sits in it, for a submission its two objects (the patient, the SubmissionSet) —
-with no audit message built: a few microseconds. The delivery side (:func:`rebuild`) parses a
-query's envelope again and takes the payload from the same place, and builds the message with
-:func:`xds.audit.events.responder_events`, as ITI TF-2a §3.20.7 and each transaction's audit
+where the payload sits in it (for an unsigned query, :func:`query_entry`: wherever
+:func:`xds.soap.envelope.parse_envelope` finds it), for a submission its two objects (the
+patient, the SubmissionSet) — with no audit message built: a few microseconds. The delivery side
+(:func:`rebuild`) parses a query's envelope again and takes the payload from the same place, and
+builds the message with :func:`xds.audit.events.responder_events`, as ITI TF-2a §3.20.7 and each transaction's audit
 section say, exactly as the request path would have.
 
 Everything else is built on the request path as before: retrievals and removals (the documents'
@@ -30,6 +31,7 @@ from xds.audit import events
 from xds.audit import message as m
 from xds.audit.requester import Requester
 from xds.audit.transactions import Transaction
+from xds.soap.envelope import parse_envelope
 
 MARK = b"E"  # a captured exchange in the spool (the other spooled forms are JSON: "[" or "{")
 MAX_ENVELOPE = 256 * 1024
@@ -68,7 +70,8 @@ def capture(
 
 # The head is the JSON list rebuild() reads, written piece by piece (json.dumps with its own
 # separators makes a new encoder for every call: more than all the rest of this). An endpoint's
-# unsigned queries (the common case) are written by query_entry() from pieces made once.
+# unsigned queries (the common case) are written by query_entry() from pieces made once
+# (query_pieces).
 def opening(action: str) -> bytes:
     """What an entry for ``action`` starts with."""
     return MARK + b"[" + _text(action).encode("ascii") + b","
@@ -82,16 +85,26 @@ def fixed(server: str, reply_to: str, home: str, source: m.AuditSource) -> str:
     return f',{_text(server)},{_text(reply_to)},{_text(home)},{src},"",{_PROCESS_ID},'
 
 
-def query_entry(request: object, start: bytes, same: bytes, status: str, client: str) -> bytes | None:
-    """:func:`capture` of an answered query that named no one (no assertion), had no fault and
-    was not refused, from its :func:`opening` (``start``) and its endpoint's :func:`fixed`
-    (``same``); None when its message must be built now."""
-    found = _envelope(request)
-    if found is None:
-        return None
-    raw, tree, body = found
-    middle = _PLAIN.get(status) or _middle(status, "", False, _NOBODY)
-    return _entry(start, middle, client, same, _text(tree.getelementpath(body)), raw)
+def query_pieces(
+    action: str, server: str, reply_to: str, home: str, source: m.AuditSource
+) -> tuple[bytes, bytes]:
+    """What every :func:`query_entry` of an endpoint, action and reply-to address holds: the piece
+    before the time (:func:`opening`), and the piece from after the client to the envelope's bytes
+    (:func:`fixed`, then a payload of ``null``: the payload is the one
+    :func:`xds.soap.envelope.parse_envelope` reads from the envelope, as the endpoint read it)."""
+    return opening(action), (fixed(server, reply_to, home, source) + "null]\n").encode("ascii")
+
+
+def query_entry(pieces: tuple[bytes, bytes], answer: bytes, client: str, raw: bytes) -> bytes:
+    """:func:`capture` of a query that named no one (no assertion), had no fault, was answered with
+    ``answer`` (the response payload's bytes) and received as ``raw`` (the whole envelope, not
+    MTOM, at most :data:`MAX_ENVELOPE` bytes): the fewest steps the request path can take, since
+    every query is audited."""
+    found = events.STATUS.search(answer, 0, 8192)
+    when = b"%.6f" % time.time()
+    return b"".join(
+        (pieces[0], when, _PLAIN[found[1] if found else b""], _text(client).encode(), pieces[1], raw)
+    )
 
 
 def _envelope(request: object) -> tuple[bytes, etree._ElementTree, etree._Element] | None:
@@ -133,9 +146,10 @@ def _requester(who: Requester) -> str:
 _text = json.encoder.encode_basestring_ascii  # a str as a JSON string (C), as json.dumps writes it
 _NOBODY = "[" + ",".join(['""'] * 8) + "]"
 _PROCESS_ID = _text(events.PROCESS_ID)
-# no fault, not refused, no one named: an unsigned query's, made once for the usual statuses
+# no fault, not refused, no one named: an unsigned query's, made once for each status found
 _PLAIN = {
-    status: _middle(status, "", False, _NOBODY) for status in ("Success", "PartialSuccess", "Failure", "")
+    status.encode(): _middle(status, "", False, _NOBODY)
+    for status in ("Success", "PartialSuccess", "Failure", "")
 }
 
 
@@ -152,7 +166,9 @@ def rebuild(data: bytes, position: str = "") -> tuple[m.AuditMessage, Requester]
         json.loads(head)
     )
     body = objects = None
-    if isinstance(payload, str):  # where the payload is in the envelope
+    if payload is None:  # the payload the endpoint read (query_entry)
+        body = parse_envelope(raw, request=True).body
+    elif isinstance(payload, str):  # where the payload is in the envelope
         body = safexml.parse(raw).find(payload)
     else:  # the payload's objects, read on the request path
         objects = [m.object_from_wire(o) for o in payload]

@@ -49,7 +49,7 @@ SS_PATIENT_ID = "urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446"
 ROLE_SYSTEM = "2.16.578.1.12.4.1.1.9060"  # the trust framework's role codes (Volven 9060)
 PURPOSE_SYSTEM = "2.16.840.1.113883.5.8"  # HL7 ActReason (TREAT, ETREAT, COC, BTG)
 ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"
-_STATUS = re.compile(rb"ResponseStatusType:(Success|PartialSuccess|Failure)")
+STATUS = re.compile(rb"ResponseStatusType:(Success|PartialSuccess|Failure)")  # in an answer's bytes
 PROCESS_ID = str(os.getpid())
 
 # Who owns documents (uniqueId -> patient), when a repository does not know: the registry's facts.
@@ -152,7 +152,7 @@ def response_status(response: etree._Element | bytes | None) -> str:
     if response is None:
         return ""
     if isinstance(response, bytes):
-        found = _STATUS.search(response, 0, 8192)
+        found = STATUS.search(response, 0, 8192)
         return found.group(1).decode() if found else ""
     status = response.get("status")
     if status is None:

@@ -167,16 +167,25 @@ class Journal:
             raise ValueError("an empty journal record")
         with self._lock:
             at = self._written
-            if self._map is None or at + _HEAD.size + length > len(self._map):
-                self._open_next(_HEAD.size + length)
-                at = 0
-            mapped = self._map
-            assert mapped is not None
-            if at + _HEAD.size + length > self._ready:
-                self._prepare(at + _HEAD.size + length)
-            mapped[at + _HEAD.size : at + _HEAD.size + length] = record
+            end = at + _HEAD.size + length
+            if end > self._ready:  # (no segment yet, a full one, or pages not made writable yet)
+                at = self._room(length)
+                end = at + _HEAD.size + length
+            mapped: mmap.mmap = self._map  # type: ignore[assignment]
+            mapped[at + _HEAD.size : end] = record
             mapped[at : at + _HEAD.size] = _HEAD.pack(length, zlib.crc32(record))  # last: now it is there
-            self._written = at + _HEAD.size + length
+            self._written = end
+
+    def _room(self, length: int) -> int:
+        """Where a record of ``length`` bytes goes: in this segment, with the pages ahead made
+        writable, or at the start of a new one."""
+        at = self._written
+        if self._map is None or at + _HEAD.size + length > len(self._map):
+            self._open_next(_HEAD.size + length)
+            at = 0
+        if at + _HEAD.size + length > self._ready:
+            self._prepare(at + _HEAD.size + length)
+        return at
 
     def _prepare(self, upto: int) -> None:
         """Make the pages ahead writable in one call (``MADV_POPULATE_WRITE``, Linux 5.14): a page
@@ -200,6 +209,7 @@ class Journal:
         as a dead process's are: adopted once it leaves them)."""
         self._lock = threading.Lock()
         self._map = None  # (the child's copy of the mapping: unmapped when collected)
+        self._written = self._ready = 0
         if self._fd >= 0:
             os.close(self._fd)  # the child's descriptor; the parent's holds the lock on
         self._fd = -1

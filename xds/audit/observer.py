@@ -1,8 +1,10 @@
 """The audit trail's hooks: a SOAP endpoint's exchanges, the ITI-8 feed, and a client's requests.
 
 :class:`EndpointAuditor` is an ``xds.soap.endpoint.ExchangeObserver``: told of each answered
-exchange, it builds the transaction's audit messages (:mod:`xds.audit.events`) and appends them
-to the trail. It runs after the answer has been sent and never raises into the endpoint.
+exchange, it appends the transaction's audit event to the trail: for a query or a submission the
+exchange's facts (:mod:`xds.audit.capture`), whose message the delivery side builds, otherwise the
+messages themselves (:mod:`xds.audit.events`). It runs before the answer leaves (a client holding
+its answer knows the exchange is on record) and never raises into the endpoint.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class EndpointAuditor:
         self.source = source
         self.owners = owners
         self.home_community_id = home_community_id
-        self._plain: dict[tuple[object, ...], tuple[bytes, bytes]] = {}
+        self._plain: dict[tuple[object, ...], tuple[bytes, bytes] | tuple[()]] = {}
 
     def exchanged(
         self,
@@ -53,13 +55,24 @@ class EndpointAuditor:
         refused: bool,
     ) -> None:
         try:
+            if fault is None and request.security is None and not request.mtom:
+                # the common case first, in the fewest steps (capture.query_entry): a query that
+                # named no one, answered; its message is built by the delivery side
+                key = (request.action, request.reply_to, scope.get("path"), scope.get("server"))
+                key += (scope.get("root_path"), scope.get("scheme"))
+                pieces = self._plain.get(key)
+                if pieces is None:
+                    pieces = self._learn(key, scope, request)
+                answer = response.body if response is not None else None
+                raw = request.raw
+                if pieces and isinstance(answer, bytes) and raw and len(raw) <= capture.MAX_ENVELOPE:
+                    client = scope.get("client")
+                    self.trail.append(
+                        capture.query_entry(pieces, answer, (client[0] or "") if client else "", raw)
+                    )
+                    return
             client = (scope.get("client") or ("",))[0] or ""
             status = events.response_status(response.body) if response is not None else ""
-            if fault is None and request.security is None:
-                entry = self._plain_query(scope, request, status, client)
-                if entry is not None:  # its message is built by the delivery side
-                    self.trail.append(entry)
-                    return
             who = from_context(request.security)
             tx = by_action(request.action)
             if tx is None:
@@ -96,25 +109,22 @@ class EndpointAuditor:
         except Exception:
             log.exception("audit event for %s could not be built", request.action)
 
-    def _plain_query(self, scope: Scope, request: SoapRequest, status: str, client: str) -> bytes | None:
-        """The spool entry of a query answered without a fault that named no one (the common case:
-        :func:`xds.audit.capture.query_entry`, with what stays the same for its endpoint and
-        action made once), or None."""
-        key = (request.action, scope.get("scheme"), scope.get("server"), scope.get("root_path"))
-        key += (scope.get("path"), request.reply_to)
-        known = self._plain.get(key)
-        if known is None:
-            tx = by_action(request.action)
-            known = (b"", b"")
-            if tx is not None and tx.kind == "query":
-                same = capture.fixed(_url(scope), request.reply_to or "", self.home_community_id, self.source)
-                known = (capture.opening(request.action), same.encode("ascii"))
-            if len(self._plain) >= 256:  # (actions, paths and reply-to addresses are the client's)
-                self._plain.clear()
-            self._plain[key] = known
-        if not known[0]:
-            return None
-        return capture.query_entry(request, known[0], known[1], status, client)
+    def _learn(
+        self, key: tuple[object, ...], scope: Scope, request: SoapRequest
+    ) -> tuple[bytes, bytes] | tuple[()]:
+        """The pieces of the entries of unsigned queries to an endpoint, action and reply-to address
+        (:func:`xds.audit.capture.query_pieces`), made once; empty for an action that is not a
+        query."""
+        tx = by_action(request.action)
+        pieces: tuple[bytes, bytes] | tuple[()] = ()
+        if tx is not None and tx.kind == "query":
+            pieces = capture.query_pieces(
+                request.action, _url(scope), request.reply_to or "", self.home_community_id, self.source
+            )
+        if len(self._plain) >= 256:  # (actions, paths and reply-to addresses are the client's)
+            self._plain.clear()
+        self._plain[key] = pieces
+        return pieces
 
     def feed(self, raw: bytes, ack: str, peer: str = "") -> None:
         """ITI-8: one message received and acknowledged."""
