@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from xds.audit.events import submission_ids
 from xds.config import Config
 from xds.database import migrate, open_engine, run_blocking
 from xds.database.faults import REGISTRY, Answer, FailureAnswers
@@ -65,15 +66,19 @@ class RegistryService:
     # --- ITI-42 -----------------------------------------------------------------------------------
     async def register(self, request: SoapRequest) -> SoapResponse:
         """ITI-42 Register Document Set-b (ITI TF-2 §3.42.4.1)."""
-        return SoapResponse(
-            v.ACTION_REGISTER_RESPONSE, await self.register_body(request.body, request.security)
-        )
+        answer = await self.register_body(request.body, request.security, request.facts)
+        return SoapResponse(v.ACTION_REGISTER_RESPONSE, answer)
 
-    async def register_body(self, body: object, security: object = None) -> bytes:
+    async def register_body(
+        self, body: object, security: object = None, facts: dict[str, object] | None = None
+    ) -> bytes:
         """The RegistryResponse for an ITI-42 body; a verified requester (``security``) must be
-        allowed to write every object (the access policy, ``xds.registry.access``)."""
+        allowed to write every object (the access policy, ``xds.registry.access``). ``facts``: the
+        request's, told the submission's patient and SubmissionSet for the audit."""
         try:
             sub = ebrim.parse_submit_objects_request(body)  # type: ignore[arg-type]
+            if facts is not None:
+                facts["submission"] = submission_ids(sub)  # (read once: the audit needs them too)
             who = self.access.requester(security)
             if who is not None:
                 refused = await run_blocking(self.access.check_submission, who, sub)
@@ -94,6 +99,7 @@ class RegistryService:
         action = v.ACTION_RESTRICTED_UPDATE_RESPONSE if restricted else v.ACTION_UPDATE_DOCUMENT_SET_RESPONSE
         try:
             sub = ebrim.parse_submit_objects_request(request.body)  # type: ignore[arg-type]
+            request.facts["submission"] = submission_ids(sub)  # for the audit
             who = self.access.requester(request.security)
             if who is not None:
                 refused = await run_blocking(self.access.check_update, who, sub)

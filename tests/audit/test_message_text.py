@@ -182,13 +182,13 @@ def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> No
     tx = by_action(request.action)
     assert tx is not None
     source = m.AuditSource('xds@"vert"', "983971636")
-    pieces = capture.query_pieces(request.action, "http://x/r", request.reply_to or "", "urn:oid:1.2", source)
+    start, same = capture.pieces(request.action, "http://x/r", request.reply_to or "", "urn:oid:1.2", source)
     for status in ("Success", "PartialSuccess", "Failure", ""):
         answer = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}"'.encode()
         if status:
             answer += f' status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:{status}"'.encode()
         answer += b"/>"
-        quick = capture.query_entry(pieces, answer, "10.0.0.7", request.raw)
+        quick = capture.query_entry(start, same, answer, "10.0.0.7", request.raw)
         general = capture.capture(
             tx, request, status, "", False, Requester(), ("10.0.0.7", "http://x/r"), source, "urn:oid:1.2"
         )
@@ -202,3 +202,55 @@ def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> No
         built.when = expected.when
         assert built.xml() == expected.xml()
         assert built.patients() == ["12345678901^^^&2.16.578.1.12.4.1.4.1&ISO"]
+
+
+def test_an_unsigned_submission_is_spooled_as_the_general_path_would_spool_it() -> None:
+    """A submission's short way takes the patient and the SubmissionSet the registry read while
+    parsing it (the request's facts); the entry is the one :func:`capture.capture` writes from
+    the request itself, but for its time, and both give the same message as the request path."""
+    import json
+
+    from xds.audit import capture, events
+    from xds.audit.requester import Requester
+    from xds.audit.transactions import by_action
+    from xds.bench.register import register_messages
+    from xds.metadata import ebrim
+    from xds.soap.envelope import parse_envelope
+
+    source = m.AuditSource("xds@host", "983971636")
+    for raw in register_messages(20, seed=5):
+        request = parse_envelope(raw, request=True)
+        tx = by_action(request.action)
+        assert tx is not None and tx.kind == "submission"
+        general = capture.capture(
+            tx, request, "Success", "", False, Requester(), ("10.0.0.7", "http://x/r"), source, ""
+        )
+        request.facts["submission"] = events.submission_ids(ebrim.parse_submit_objects_request(request.body))
+        start, same = capture.pieces(request.action, "http://x/r", request.reply_to or "", "", source)
+        answer = b'<rs:RegistryResponse status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success"/>'
+        quick = capture.submission_entry(start, same, answer, "10.0.0.7", request)
+        assert general is not None
+        q, g = (json.loads(e[1:].split(b"\n", 1)[0]) for e in (quick, general))
+        assert q[1] != 0 and g[1] != 0
+        q[1] = g[1] = 0  # the time
+        assert q == g and quick.endswith(b"\n")
+        (built, _), (expected, _) = (capture.rebuild(e, "s.seg:0") for e in (quick, general))
+        built.when = expected.when
+        assert built.xml() == expected.xml()
+        assert len(built.patients()) == 1
+        exchange = events.Exchange(action=request.action, request=request.body, status="Success")
+        direct = events.responder_events(exchange, source)[0]
+        assert [o.object_id for o in direct.objects] == [o.object_id for o in built.objects]
+
+
+def test_the_submission_ids_the_registry_reads_are_those_read_from_the_request() -> None:
+    from xds.audit import events
+    from xds.bench.register import register_messages
+    from xds.metadata import ebrim
+    from xds.soap.envelope import parse_envelope
+
+    for raw in register_messages(50, seed=9):
+        body = parse_envelope(raw, request=True).body
+        ids = events.submission_ids(ebrim.parse_submit_objects_request(body))
+        assert all(ids)
+        assert events.submission_objects_of(*ids) == events.submission_objects(body)

@@ -59,7 +59,7 @@ def capture(
     # a submission's two facts are read now (cheaper than parsing its metadata again later); a
     # query is kept as received (its message carries all of it)
     if tx.kind == "submission":
-        payload = json.dumps([m.object_wire(o) for o in events.submission_objects(body)])
+        payload = _objects(request, body)
         raw = b""
     else:
         payload = _text(tree.getelementpath(body))
@@ -70,8 +70,8 @@ def capture(
 
 # The head is the JSON list rebuild() reads, written piece by piece (json.dumps with its own
 # separators makes a new encoder for every call: more than all the rest of this). An endpoint's
-# unsigned queries (the common case) are written by query_entry() from pieces made once
-# (query_pieces).
+# unsigned queries and submissions (the common case) are written by query_entry() and
+# submission_entry() from pieces made once (pieces).
 def opening(action: str) -> bytes:
     """What an entry for ``action`` starts with."""
     return MARK + b"[" + _text(action).encode("ascii") + b","
@@ -85,26 +85,48 @@ def fixed(server: str, reply_to: str, home: str, source: m.AuditSource) -> str:
     return f',{_text(server)},{_text(reply_to)},{_text(home)},{src},"",{_PROCESS_ID},'
 
 
-def query_pieces(
-    action: str, server: str, reply_to: str, home: str, source: m.AuditSource
-) -> tuple[bytes, bytes]:
-    """What every :func:`query_entry` of an endpoint, action and reply-to address holds: the piece
-    before the time (:func:`opening`), and the piece from after the client to the envelope's bytes
-    (:func:`fixed`, then a payload of ``null``: the payload is the one
-    :func:`xds.soap.envelope.parse_envelope` reads from the envelope, as the endpoint read it)."""
-    return opening(action), (fixed(server, reply_to, home, source) + "null]\n").encode("ascii")
+def pieces(action: str, server: str, reply_to: str, home: str, source: m.AuditSource) -> tuple[bytes, bytes]:
+    """What every :func:`query_entry` or :func:`submission_entry` of an endpoint, action and
+    reply-to address holds: the piece before the time (:func:`opening`) and the piece after the
+    client (:func:`fixed`)."""
+    return opening(action), fixed(server, reply_to, home, source).encode("ascii")
 
 
-def query_entry(pieces: tuple[bytes, bytes], answer: bytes, client: str, raw: bytes) -> bytes:
+def query_entry(start: bytes, same: bytes, answer: bytes, client: str, raw: bytes) -> bytes:
     """:func:`capture` of a query that named no one (no assertion), had no fault, was answered with
     ``answer`` (the response payload's bytes) and received as ``raw`` (the whole envelope, not
-    MTOM, at most :data:`MAX_ENVELOPE` bytes): the fewest steps the request path can take, since
-    every query is audited."""
+    MTOM, at most :data:`MAX_ENVELOPE` bytes), from its endpoint's :func:`pieces` (``start``,
+    ``same``): the fewest steps the request path can take, since every query is audited. The
+    payload is named ``null``: the one :func:`xds.soap.envelope.parse_envelope` reads from the
+    envelope, as the endpoint did."""
     found = events.STATUS.search(answer, 0, 8192)
+    status = _PLAIN[found[1] if found else b""]
     when = b"%.6f" % time.time()
-    return b"".join(
-        (pieces[0], when, _PLAIN[found[1] if found else b""], _text(client).encode(), pieces[1], raw)
-    )
+    return b"".join((start, when, status, _text(client).encode(), same, b"null]\n", raw))
+
+
+def submission_entry(start: bytes, same: bytes, answer: bytes, client: str, request: object) -> bytes:
+    """:func:`capture` of a submission that named no one (no assertion), had no fault and was
+    answered with ``answer`` (the response payload's bytes), from its endpoint's :func:`pieces`
+    (``start``, ``same``)."""
+    found = events.STATUS.search(answer, 0, 8192)
+    status = _PLAIN[found[1] if found else b""]
+    when = b"%.6f" % time.time()
+    objects = _objects(request, getattr(request, "body", None)).encode("ascii")
+    return b"".join((start, when, status, _text(client).encode(), same, objects, b"]\n"))
+
+
+def _objects(request: object, body: etree._Element | None) -> str:
+    """A submission's patient and SubmissionSet as JSON: as the handler read them (its facts), or
+    read from the request now."""
+    ids = getattr(request, "facts", {}).get("submission")
+    if ids is not None:
+        found = events.submission_objects_of(*ids)
+    elif body is not None:
+        found = events.submission_objects(body)
+    else:
+        found = []
+    return json.dumps([m.object_wire(o) for o in found])
 
 
 def _envelope(request: object) -> tuple[bytes, etree._ElementTree, etree._Element] | None:

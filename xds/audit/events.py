@@ -35,6 +35,7 @@ from lxml import etree
 from xds.audit import message as m
 from xds.audit.requester import Requester
 from xds.audit.transactions import ITI_8, Transaction, by_action
+from xds.metadata.model import Submission
 
 NS_RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 NS_QUERY = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0"
@@ -244,6 +245,23 @@ def submission_objects(body: etree._Element) -> list[m.ParticipantObject]:
             unique_id = ext.get("value") or ""
         elif scheme == SS_PATIENT_ID:
             patient = ext.get("value") or ""
+    return submission_objects_of(patient, unique_id)
+
+
+def submission_ids(sub: Submission) -> tuple[str, str]:
+    """The SubmissionSet's patient and uniqueId as :func:`submission_objects` reads them from the
+    request, from the submission a handler parsed already (for the audit: ``SoapRequest.facts``)."""
+    patient = unique_id = ""
+    for ext in (e for p in sub.packages for e in p.external_ids):
+        if ext.identification_scheme == SS_UNIQUE_ID:
+            unique_id = ext.value or ""
+        elif ext.identification_scheme == SS_PATIENT_ID:
+            patient = ext.value or ""
+    return patient, unique_id
+
+
+def submission_objects_of(patient: str, unique_id: str) -> list[m.ParticipantObject]:
+    """The ParticipantObjects of a submission's patient and SubmissionSet (ITI-42: ITI TF-2b §3.42.5.1)."""
     out = _patients([patient])
     if unique_id:
         out.append(m.ParticipantObject(unique_id, m.SUBMISSION_SET, m.SYSTEM_OBJECT, m.ROLE_JOB))

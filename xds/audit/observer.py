@@ -44,7 +44,7 @@ class EndpointAuditor:
         self.source = source
         self.owners = owners
         self.home_community_id = home_community_id
-        self._plain: dict[tuple[object, ...], tuple[bytes, bytes] | tuple[()]] = {}
+        self._plain: dict[tuple[object, ...], tuple[bytes, bytes, bool] | tuple[()]] = {}
 
     def exchanged(
         self,
@@ -56,21 +56,26 @@ class EndpointAuditor:
     ) -> None:
         try:
             if fault is None and request.security is None and not request.mtom:
-                # the common case first, in the fewest steps (capture.query_entry): a query that
-                # named no one, answered; its message is built by the delivery side
+                # the common cases first, in the fewest steps: a query or a submission that named
+                # no one, answered (capture.query_entry, capture.submission_entry); its message is
+                # built by the delivery side
                 key = (request.action, request.reply_to, scope.get("path"), scope.get("server"))
                 key += (scope.get("root_path"), scope.get("scheme"))
-                pieces = self._plain.get(key)
-                if pieces is None:
-                    pieces = self._learn(key, scope, request)
+                known = self._plain.get(key)
+                if known is None:
+                    known = self._learn(key, scope, request)
                 answer = response.body if response is not None else None
-                raw = request.raw
-                if pieces and isinstance(answer, bytes) and raw and len(raw) <= capture.MAX_ENVELOPE:
+                if known and isinstance(answer, bytes):
                     client = scope.get("client")
-                    self.trail.append(
-                        capture.query_entry(pieces, answer, (client[0] or "") if client else "", raw)
-                    )
-                    return
+                    host = (client[0] or "") if client else ""
+                    if known[2]:  # a query
+                        raw = request.raw
+                        if raw and len(raw) <= capture.MAX_ENVELOPE:
+                            self.trail.append(capture.query_entry(known[0], known[1], answer, host, raw))
+                            return
+                    else:
+                        self.trail.append(capture.submission_entry(known[0], known[1], answer, host, request))
+                        return
             client = (scope.get("client") or ("",))[0] or ""
             status = events.response_status(response.body) if response is not None else ""
             who = from_context(request.security)
@@ -111,20 +116,21 @@ class EndpointAuditor:
 
     def _learn(
         self, key: tuple[object, ...], scope: Scope, request: SoapRequest
-    ) -> tuple[bytes, bytes] | tuple[()]:
-        """The pieces of the entries of unsigned queries to an endpoint, action and reply-to address
-        (:func:`xds.audit.capture.query_pieces`), made once; empty for an action that is not a
-        query."""
+    ) -> tuple[bytes, bytes, bool] | tuple[()]:
+        """The pieces of the entries of unsigned queries and submissions to an endpoint, action and
+        reply-to address (:func:`xds.audit.capture.pieces`) with the kind, made once; empty for
+        any other action."""
         tx = by_action(request.action)
-        pieces: tuple[bytes, bytes] | tuple[()] = ()
-        if tx is not None and tx.kind == "query":
-            pieces = capture.query_pieces(
+        known: tuple[bytes, bytes, bool] | tuple[()] = ()
+        if tx is not None and tx.kind in capture.KINDS:
+            made = capture.pieces(
                 request.action, _url(scope), request.reply_to or "", self.home_community_id, self.source
             )
+            known = (*made, tx.kind == "query")
         if len(self._plain) >= 256:  # (actions, paths and reply-to addresses are the client's)
             self._plain.clear()
-        self._plain[key] = pieces
-        return pieces
+        self._plain[key] = known
+        return known
 
     def feed(self, raw: bytes, ack: str, peer: str = "") -> None:
         """ITI-8: one message received and acknowledged."""
