@@ -167,3 +167,57 @@ def test_a_spool_that_cannot_take_a_segment_never_fails_the_transaction(
     assert _drain(reader) == [b"c" * 40]  # ("a" went with the directory)
     reader.close()
     trail.journal.close()
+
+
+def test_drained_segments_are_written_again_and_nothing_stale_is_read(tmp_path: Path) -> None:
+    """A drained segment is kept (``*.free``, at most POOL_SEGMENTS) and the next segment a writer
+    needs is made from it: records of the same sizes as before line up with the old ones, and
+    only the new ones are read."""
+    from xds.audit.journal import POOL_SEGMENTS
+
+    spool = tmp_path / "spool"
+    writer = Journal(spool, ["database"], segment_bytes=4096)
+    reader = Journal(spool, ["database"], owner=writer.name, write=False)
+    files: set[int] = set()
+    segments = set()
+    for round_ in range(60):
+        sent = [f"{round_:03d} {i:04d}".encode() * 10 for i in range(20 + round_ % 7)]  # 80 bytes each
+        for record in sent:
+            writer.append(record)
+            files.add(os.fstat(writer._fd).st_ino)
+            segments.add(writer.path)
+        assert _drain(reader) == sent
+        assert len(list(spool.glob("*.free"))) <= POOL_SEGMENTS
+    assert len(segments) > 25  # a new segment every other round ...
+    assert len(files) <= POOL_SEGMENTS + 2  # ... made from the same few files
+    assert pending(spool, ["database"]) == 0 and reader.backlog() == 0
+    writer.close()
+    reader.close()
+
+
+def test_a_record_from_before_a_segment_was_written_again_never_passes_as_new(tmp_path: Path) -> None:
+    """Were the mark after the newest record lost (a power failure writing back one page and not
+    the next), the old record behind it would be whole again: its CRC started from the old
+    segment's name, so it is not read as new."""
+    spool = tmp_path / "spool"
+    writer = Journal(spool, ["database"], segment_bytes=4096)
+    reader = Journal(spool, ["database"], owner=writer.name, write=False)
+    for _ in range(30):
+        writer.append(b"o" * 100)  # at 0, 108, 216, ...
+    first = os.fstat(writer._fd).st_ino
+    writer.append(b"b" * 1000)  # does not fit: a new segment
+    assert _drain(reader) == [b"o" * 100] * 30 + [b"b" * 1000]
+    (kept,) = spool.glob("*.free")  # the first, drained: kept
+    before = kept.read_bytes()
+    writer.append(b"p" * 2980)
+    writer.append(b"n" * 100)  # does not fit: a new segment, made from the kept one
+    assert os.fstat(writer._fd).st_ino == first and not list(spool.glob("*.free"))
+    assert writer.path is not None
+    with open(writer.path, "r+b") as fh:
+        fh.seek(108)
+        assert fh.read(4) == bytes(4)  # the mark after the newest record
+        fh.seek(108)
+        fh.write(before[108:112])  # lost: the old record at 108 is whole again
+    assert _drain(reader) == [b"p" * 2980, b"n" * 100]
+    writer.close()
+    reader.close()

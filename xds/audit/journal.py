@@ -1,21 +1,28 @@
 """The audit spool: every event is appended to a file before any sink sees it.
 
-Each process appends to its own segment files (``<pid>-<random>-<sequence>.seg``) under the spool
-directory and holds a shared ``flock`` on the one it writes while it lives. A segment is made at
-its full size (``posix_fallocate``: the disk space is taken then, not while appending) and mapped
-into memory; a record (length, CRC-32, bytes) is copied into the mapping, its bytes first and its
-length last, so a reader sees a record whole or not at all, and the data ends at the first zero
-length. The mapping is the file's page cache, so once :meth:`Journal.append` returns the event
-survives the process being killed (``kill -9``): the kernel holds it — without a system call per
-event. A record that does not fit is put in a new segment.
+Each process appends to its own segment files (``<pid>-<random>-<sequence>.s2.seg``) under the
+spool directory and holds a shared ``flock`` on the one it writes while it lives. A segment is
+made at its full size (``posix_fallocate``: the disk space is taken then, not while appending)
+and mapped into memory; a record (length, CRC-32, bytes) is copied into the mapping, its bytes
+first and its length last, so a reader sees a record whole or not at all, and the data ends at
+the first zero length. The mapping is the file's page cache, so once :meth:`Journal.append`
+returns the event survives the process being killed (``kill -9``): the kernel holds it — without
+a system call per event. A record that does not fit is put in a new segment.
 
 The side that delivers — the same process, or a delivery process working for it (``owner``) —
 holds a shared lock on the owner's segments too, so nobody else takes them while either lives.
 Each sink has its own cursor per segment (``<segment>.<sink>``), moved only after the sink took the
 records, so a sink that is down simply falls behind and catches up when it returns. A segment no
 one holds (its writer and its deliverer are gone: an exclusive lock can be taken) is adopted by the
-next deliverer that looks and drained like its own; a segment every sink has read to the end is
-removed, once its writer has moved on to a newer one.
+next deliverer that looks and drained like its own; a segment every sink has read to the end,
+once its writer has moved on to a newer one, is removed — or kept (``*.free``, up to
+:data:`POOL_SEGMENTS`) and made the next new segment of a writer: its blocks are allocated and
+its pages in memory, which spares the writer a page fault, a zeroed page and an extent
+conversion per page (the way PostgreSQL recycles WAL segments). The old records in it stay
+unread: the writer ends the data after each record it appends (a zero length), and each record's
+CRC starts from its segment's name (:func:`_seed`), so an old record behind a mark lost in a
+power failure does not pass as new. Segments of earlier versions (``*.seg``: CRCs from 0) are
+read as they were written.
 """
 
 from __future__ import annotations
@@ -35,10 +42,13 @@ from pathlib import Path
 
 _HEAD = struct.Struct(">II")  # length, crc32
 _LENGTH = struct.Struct(">I")
+_NO_LENGTH = bytes(_LENGTH.size)
 _WALK_BYTES = 64 * 1024
 _PREPARE_BYTES = 256 * 1024
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if os.uname().sysname == "Linux" else 0)
 SEGMENT_BYTES = 8 * 1024 * 1024
+SALTED = ".s2.seg"  # a segment whose records' CRCs start from its name's (_seed): the form written now
+POOL_SEGMENTS = 4  # drained segments kept for writers to write again (*.free)
 UNBORN_AFTER_S = 60.0  # a *.new file this old, unlocked, was left by a writer that died naming it
 LOOK_EVERY_S = 5.0  # how often the spool directory is searched for segments of dead processes
 
@@ -52,6 +62,7 @@ class Segment:
         self.cursors: dict[str, int] = {}
         self.cursor_fds: dict[str, int] = {}
         self._end = 0
+        self.seed = _seed(path.name)
 
     def size(self) -> int:
         """The file's size (for a segment made whole-size, more than its data: see :meth:`end`)."""
@@ -86,7 +97,7 @@ class Segment:
             if length == 0 or offset + _HEAD.size + length > size:
                 break  # the end of the data (or a length torn by a crash: see Journal.drop_torn)
             data = os.pread(self.fd, length, offset + _HEAD.size)
-            if zlib.crc32(data) != crc:
+            if zlib.crc32(data, self.seed) != crc:
                 break  # not whole yet (or torn by a crash: see Journal.drop_torn)
             out.append((offset, data))
             offset += _HEAD.size + length
@@ -96,6 +107,13 @@ class Segment:
         for sink in self.cursor_fds:
             Path(f"{self.path}.{sink}").unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+        self.close()
+
+    def retire(self, target: Path) -> None:
+        """Keep the drained segment for a writer to write again, as ``target`` (``*.free``)."""
+        for sink in self.cursor_fds:
+            Path(f"{self.path}.{sink}").unlink(missing_ok=True)
+        os.rename(self.path, target)
         self.close()
 
     def close(self) -> None:
@@ -133,6 +151,8 @@ class Journal:
         self._map: mmap.mmap | None = None
         self._written = 0
         self._ready = 0  # the pages before this are made writable ahead of the copies (_prepare)
+        self._seed = 0  # the CRCs' start (_seed of the segment's name)
+        self._stale = False  # the segment was written before (a *.free one): end the data after each record
         self.path: Path | None = None  # the segment this process appends to
         if write:
             self._open_next()
@@ -144,21 +164,28 @@ class Journal:
     # --- the writer's side ---------------------------------------------------------------------
     def _open_next(self, least: int = 0) -> None:
         self._sequence += 1
-        path = self.directory / f"{self.name}-{self._sequence:06d}.seg"
+        path = self.directory / f"{self.name}-{self._sequence:06d}{SALTED}"
         fresh = path.with_suffix(".new")  # locked before it is a segment any deliverer looks at
         capacity = max(self.segment_bytes, least)
-        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = _claim(self.directory, fresh, capacity)
+        stale = fd >= 0
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            os.posix_fallocate(fd, 0, capacity)  # all of it now: no disk full under the mapping
+            if not stale:
+                fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                os.posix_fallocate(fd, 0, capacity)  # all of it now: no disk full under the mapping
             mapped = mmap.mmap(fd, capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            if stale:
+                mapped[: _LENGTH.size] = _NO_LENGTH  # no record yet
             os.rename(fresh, path)
         except BaseException:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             fresh.unlink(missing_ok=True)
             raise
         self._release()
         self._fd, self._map, self.path, self._written, self._ready = fd, mapped, path, 0, 0
+        self._seed, self._stale = _seed(path.name), stale
 
     def append(self, record: bytes) -> None:
         """Put one record (not empty) in this process's segment."""
@@ -173,7 +200,11 @@ class Journal:
                 end = at + _HEAD.size + length
             mapped: mmap.mmap = self._map  # type: ignore[assignment]
             mapped[at + _HEAD.size : end] = record
-            mapped[at : at + _HEAD.size] = _HEAD.pack(length, zlib.crc32(record))  # last: now it is there
+            if self._stale and end + _HEAD.size <= len(mapped):
+                mapped[end : end + _LENGTH.size] = _NO_LENGTH  # where the data ends, until the next
+            mapped[at : at + _HEAD.size] = _HEAD.pack(
+                length, zlib.crc32(record, self._seed)
+            )  # last: now it is there
             self._written = end
 
     def _room(self, length: int) -> int:
@@ -279,6 +310,20 @@ class Journal:
             del self.own[segment.path]
         else:
             return
+        self._retire(segment)
+
+    def _retire(self, segment: Segment) -> None:
+        """Remove a drained segment — or, while fewer than :data:`POOL_SEGMENTS` wait there, keep it
+        for a writer to write again (``*.free``): its disk blocks are taken and written and its
+        pages are in memory, so appending to it takes no page allocation, zeroing or block
+        conversion (a new segment's first write to each page costs all three). A writer takes one
+        of its own size (:func:`_claim`)."""
+        if segment.path.name.endswith(SALTED) and len(list(self.directory.glob("*.free"))) < POOL_SEGMENTS:
+            try:
+                segment.retire(self.directory / f"{secrets.token_hex(8)}.free")
+                return
+            except OSError:
+                pass
         segment.remove()
 
     def drop_torn(self, segment: Segment) -> None:
@@ -328,6 +373,38 @@ def pending(directory: str | Path, sinks: Sequence[str]) -> int:
             os.close(fd)
         total += sum(max(0, end - cursor) for cursor in cursors)
     return total
+
+
+def _seed(name: str) -> int:
+    """Where a segment's CRCs start: from its name, so that the records a segment held before it
+    was written again (its data ends after each new record, but a power failure may lose that
+    mark) never pass as new; 0 for segments of earlier versions (named ``*.seg``)."""
+    return zlib.crc32(name.encode()) if name.endswith(SALTED) else 0
+
+
+def _claim(directory: Path, fresh: Path, capacity: int) -> int:
+    """A drained segment of ``capacity`` bytes kept for writing again, taken as ``fresh`` (locked,
+    then renamed: one writer gets each) and opened; -1 when there is none. Kept ones of another
+    size are removed."""
+    for name in os.listdir(directory):
+        if not name.endswith(".free"):
+            continue
+        kept = directory / name
+        try:
+            fd = os.open(kept, os.O_RDWR)
+        except FileNotFoundError:  # taken by another writer
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            if os.fstat(fd).st_size != capacity:
+                kept.unlink()
+            else:
+                os.rename(kept, fresh)
+                return fd
+        except OSError:  # taken by another writer (or removed), or its lock held
+            pass
+        os.close(fd)
+    return -1
 
 
 def _offset(cursor_file: bytes) -> int:
