@@ -254,3 +254,15 @@ def test_the_submission_ids_the_registry_reads_are_those_read_from_the_request()
         ids = events.submission_ids(ebrim.parse_submit_objects_request(body))
         assert all(ids)
         assert events.submission_objects_of(*ids) == events.submission_objects(body)
+
+
+def test_a_submission_s_objects_from_the_handler_s_facts_are_their_wire_form() -> None:
+    import json
+    from types import SimpleNamespace
+
+    from xds.audit import capture, events
+
+    for ids in [("", "1.2.3"), ('p"1^^^&1.2&ISO', ""), ("", ""), ("12345678901^^^&2.16&ISO", "1.2.\u00e6")]:
+        request = SimpleNamespace(facts={"submission": ids})
+        got = json.loads(capture._objects(request, None))
+        assert got == [m.object_wire(o) for o in events.submission_objects_of(*ids)]

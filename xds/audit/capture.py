@@ -121,12 +121,22 @@ def _objects(request: object, body: etree._Element | None) -> str:
     read from the request now."""
     ids = getattr(request, "facts", {}).get("submission")
     if ids is not None:
-        found = events.submission_objects_of(*ids)
-    elif body is not None:
-        found = events.submission_objects(body)
-    else:
-        found = []
-    return json.dumps([m.object_wire(o) for o in found])
+        patient, unique_id = ids
+        found = [f"[{_text(patient)},{_PATIENT}"] if patient else []
+        if unique_id:
+            found.append(f"[{_text(unique_id)},{_SUBMISSION_SET}")
+        return "[" + ",".join(found) + "]"
+    objects = events.submission_objects(body) if body is not None else []
+    return json.dumps([m.object_wire(o) for o in objects])
+
+
+def _wire_after_id(o: m.ParticipantObject) -> str:
+    """The JSON of ``o``'s :func:`xds.audit.message.object_wire` after its id (and its comma)."""
+    return json.dumps(m.object_wire(o)[1:])[1:]
+
+
+_PATIENT = _wire_after_id(events.submission_objects_of("p", "")[0])
+_SUBMISSION_SET = _wire_after_id(events.submission_objects_of("", "s")[0])
 
 
 def _envelope(request: object) -> tuple[bytes, etree._ElementTree, etree._Element] | None:
