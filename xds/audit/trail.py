@@ -30,6 +30,9 @@ BATCH = 500
 GATHER_S = 0.05  # the delivery thread lets events gather this long after being woken
 POLL_S = 0.1  # a delivery process looks for new events this often
 MAX_LAG_S = 2.0  # ... and lets them gather at most this long while more keep arriving
+BUSY_LAG_S = 30.0  # ... or this long while the CPUs are busy too: idle less than BUSY_IDLE of the time
+BUSY_IDLE = 0.2
+SYNC_S = 1.0  # ... meanwhile putting them on the disk this often
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,27 @@ class Delivery(Protocol):
     def stop(self, timeout: float = 5.0) -> None: ...
 
 
+class IdleShare:
+    """The share of the machine's CPU time spent idle (or waiting for I/O) since the last call, from
+    ``/proc/stat`` (Linux; None elsewhere, and on the first call)."""
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self.path = path
+        self._last: tuple[int, int] | None = None
+
+    def __call__(self) -> float | None:
+        try:
+            with open(self.path, "rb") as fh:
+                fields = [int(f) for f in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        total, idle = sum(fields[:8]), sum(fields[3:5])  # user .. steal; idle, iowait
+        last, self._last = self._last, (total, idle)
+        if last is None or total <= last[0]:
+            return None
+        return (idle - last[1]) / (total - last[0])
+
+
 class AuditTrail:
     """The queue between the transactions and the sinks (one per process).
 
@@ -202,30 +226,40 @@ class AuditTrail:
             log.exception("audit delivery failed")
             time.sleep(self.retry_s)
 
-    def serve(self, alive: Callable[[], bool]) -> None:
+    def serve(self, alive: Callable[[], bool], idle: Callable[[], float | None] | None = None) -> None:
         """A delivery process's loop while ``alive()`` (its owner lives, it was not told to stop),
         then what can be delivered within a moment.
 
-        It looks every :data:`POLL_S`. While events keep arriving (the owner is busy) it lets them
-        gather, untouched, for up to :data:`MAX_LAG_S`; it delivers as soon as they stop (a lull)
-        or when that time is up — so under load delivery waits for CPU the transactions do not
-        need, in large batches, and never falls more than that behind. The spool is put on the
-        disk (``fdatasync``) as each delivery begins: the events are safe from a killed process
-        from the moment they are appended, and from a power failure once delivery begins — under
-        load at most :data:`MAX_LAG_S` later, not in the middle of the burst (writing them back
-        then cost the transactions 10 µs each)."""
+        It looks every :data:`POLL_S`. While events keep arriving it lets them gather, untouched,
+        for up to :data:`MAX_LAG_S` — or, while the CPUs are busy (``idle()``, the share of CPU
+        time idle since it last looked, under :data:`BUSY_IDLE`: a burst), for up to
+        :data:`BUSY_LAG_S`; it delivers as soon as they stop (a lull) or when that time is up. So
+        a burst is not slowed by building, storing and sending its own audit messages (their CPU,
+        the caches and the disk they would take from it); they are delivered in large batches
+        after it, and never more than that behind. The spool is put on the disk (``fdatasync``)
+        every :data:`SYNC_S` meanwhile and as each delivery begins: the events are safe from a
+        killed process from the moment they are appended, and from a power failure at most about
+        that long after."""
         last = -1
         behind_since: float | None = None
+        synced = time.monotonic()
+        idle_share = idle or IdleShare()
         while alive() and not self._stop:
             time.sleep(POLL_S)
             size = self.journal.appended()
             arriving, last = size != last, size
             now = time.monotonic()
+            share = idle_share()
             if arriving:
                 behind_since = now if behind_since is None else behind_since
-                if now - behind_since < MAX_LAG_S:
+                busy = share is not None and share < BUSY_IDLE
+                if now - behind_since < (BUSY_LAG_S if busy else MAX_LAG_S):
+                    if now - synced >= SYNC_S:
+                        self.journal.sync()
+                        synced = now
                     continue
             self._pass()
+            synced = now
             behind_since = now if arriving else None
         self.stop()
 
