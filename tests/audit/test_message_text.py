@@ -266,3 +266,29 @@ def test_a_submission_s_objects_from_the_handler_s_facts_are_their_wire_form() -
         request = SimpleNamespace(facts={"submission": ids})
         got = json.loads(capture._objects(request, None))
         assert got == [m.object_wire(o) for o in events.submission_objects_of(*ids)]
+
+
+def test_an_entry_s_time_is_read_in_nanoseconds_and_in_an_earlier_version_s_seconds() -> None:
+    import datetime as dt
+    import time
+
+    from xds.audit import capture
+    from xds.metadata import vocabulary as v
+    from xds.soap.envelope import build_request, parse_envelope
+
+    query = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
+        "</query:AdhocQueryRequest>"
+    ).encode()
+    request = parse_envelope(build_request(v.ACTION_STORED_QUERY, query)[0], request=True)
+    start, same = capture.pieces(request.action, "http://x/r", "", "", m.AuditSource("xds"))
+    before = time.time()
+    entry = capture.query_entry(start, same, b"", "10.0.0.7", request.raw)
+    got = capture.rebuild(entry)[0].when.timestamp()
+    assert before - 0.001 <= got <= time.time() + 0.001
+    head, rest = entry.split(b",", 1)
+    stamp, tail = rest.split(b",", 1)
+    assert stamp.isdigit()  # nanoseconds
+    earlier = head + b",1733400000.25," + tail  # an earlier version wrote seconds
+    assert capture.rebuild(earlier)[0].when == dt.datetime(2024, 12, 5, 12, 0, 0, 250000, dt.UTC)
