@@ -151,7 +151,10 @@ def test_iti18_query(server: RunningServer, audit_schema: etree.RelaxNG) -> None
     body = find_documents(PATIENT)
     r = soap(server.url + "/registry", v.ACTION_STORED_QUERY, body)
     assert r.status_code == 200
-    msg = events_of(server, "ITI-18")[-1]
+    check_iti18(events_of(server, "ITI-18")[-1], body, audit_schema, server)
+
+
+def check_iti18(msg: etree._Element, body: bytes, audit_schema: etree.RelaxNG, server: RunningServer) -> None:
     check_common(msg, audit_schema, server, "/registry")
     ev = msg.find("EventIdentification")
     assert code(ev.find("EventID")) == ("110112", "DCM", "Query")
@@ -174,6 +177,50 @@ def test_iti18_query(server: RunningServer, audit_schema: etree.RelaxNG) -> None
         sent, method="c14n", exclusive=True
     )
     assert detail(query, "QueryEncoding") == "UTF-8"
+
+
+def test_iti18_query_in_other_vendors_forms(server: RunningServer, audit_schema: etree.RelaxNG) -> None:
+    """The same query as other stacks send it — as MTOM (some send every request so), and as an
+    envelope of their own prefixes with a comment and white space before the payload — is
+    audited the same: the short way for unsigned queries finds the payload as the endpoint did."""
+    url = server.url + "/registry"
+    body = find_documents(PATIENT)
+    envelope, _ = build_request(v.ACTION_STORED_QUERY, body, to=url)
+    boundary, start = "MIMEBoundary_7f3a", "<root.message@cxf.apache.org>"
+    mtom = (
+        (
+            f"--{boundary}\r\nContent-Type: application/xop+xml; charset=UTF-8; "
+            f'type="application/soap+xml"\r\nContent-Transfer-Encoding: binary\r\n'
+            f"Content-ID: {start}\r\n\r\n"
+        ).encode()
+        + envelope
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    mtom_type = (
+        f'multipart/related; type="application/xop+xml"; boundary="{boundary}"; start="{start}"; '
+        f'start-info="application/soap+xml"; action="{v.ACTION_STORED_QUERY}"'
+    )
+    own = (
+        (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<s12:Envelope xmlns:s12="http://www.w3.org/2003/05/soap-envelope" '
+            'xmlns:a="http://www.w3.org/2005/08/addressing">\n'
+            f' <s12:Header><a:Action s12:mustUnderstand="1">{v.ACTION_STORED_QUERY}</a:Action>'
+            f"<a:MessageID>urn:uuid:{uuid.uuid4()}</a:MessageID>"
+            "<a:ReplyTo><a:Address>http://www.w3.org/2005/08/addressing/anonymous</a:Address></a:ReplyTo>"
+            f"<a:To>{url}</a:To></s12:Header>\n"
+            " <s12:Body>\n  <!-- sent by another vendor's stack -->\n  "
+        ).encode()
+        + body
+        + b"\n </s12:Body>\n</s12:Envelope>\n"
+    )
+    for data, ctype in ((mtom, mtom_type), (own, "application/soap+xml; charset=UTF-8")):
+        before = len(events_of(server, "ITI-18"))
+        r = httpx.post(url, content=data, headers={"Content-Type": ctype}, timeout=30)
+        assert r.status_code == 200 and b"ResponseStatusType:Success" in r.content
+        found = events_of(server, "ITI-18")
+        assert len(found) == before + 1
+        check_iti18(found[-1], body, audit_schema, server)
 
 
 def test_iti51_multi_patient_query(server: RunningServer, audit_schema: etree.RelaxNG) -> None:
