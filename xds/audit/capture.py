@@ -100,21 +100,23 @@ def query_entry(start: bytes, same: bytes, answer: bytes, client: str, raw: byte
     ``same``): the fewest steps the request path can take, since every query is audited. The
     payload is named ``null``: the one :func:`xds.soap.envelope.parse_envelope` reads from the
     envelope, as the endpoint did."""
-    found = events.STATUS.search(answer, 0, 8192)
-    status = _PLAIN[found[1] if found else b""]
-    when = b"%d" % time.time_ns()
-    return b"".join((start, when, status, _text(client).encode(), same, b"null]\n", raw))
+    when = b"%d" % time.time_ns()  # (_entry written out: every query comes this way)
+    return b"".join((start, when, _answered(answer), _text(client).encode(), same, b"null]\n", raw))
 
 
 def submission_entry(start: bytes, same: bytes, answer: bytes, client: str, request: object) -> bytes:
     """:func:`capture` of a submission that named no one (no assertion), had no fault and was
     answered with ``answer`` (the response payload's bytes), from its endpoint's :func:`pieces`
     (``start``, ``same``)."""
+    objects = _objects(request, getattr(request, "body", None))
+    return _entry(start, _answered(answer), client, same, objects, b"")
+
+
+def _answered(answer: bytes) -> bytes:
+    """The head from the status to the requester of an exchange that named no one, had no fault
+    and was answered with ``answer`` (the response payload's bytes)."""
     found = events.STATUS.search(answer, 0, 8192)
-    status = _PLAIN[found[1] if found else b""]
-    when = b"%d" % time.time_ns()
-    objects = _objects(request, getattr(request, "body", None)).encode("ascii")
-    return b"".join((start, when, status, _text(client).encode(), same, objects, b"]\n"))
+    return _PLAIN[found[1] if found else b""]
 
 
 def _objects(request: object, body: etree._Element | None) -> str:

@@ -104,17 +104,19 @@ class Segment:
         return out, offset
 
     def remove(self) -> None:
-        for sink in self.cursor_fds:
-            Path(f"{self.path}.{sink}").unlink(missing_ok=True)
+        self._remove_cursors()
         self.path.unlink(missing_ok=True)
         self.close()
 
     def retire(self, target: Path) -> None:
         """Keep the drained segment for a writer to write again, as ``target`` (``*.free``)."""
-        for sink in self.cursor_fds:
-            Path(f"{self.path}.{sink}").unlink(missing_ok=True)
+        self._remove_cursors()
         os.rename(self.path, target)
         self.close()
+
+    def _remove_cursors(self) -> None:
+        for sink in self.cursor_fds:
+            Path(f"{self.path}.{sink}").unlink(missing_ok=True)
 
     def close(self) -> None:
         for fd in self.cursor_fds.values():
