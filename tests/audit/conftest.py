@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,16 @@ from lxml import etree
 from support import RunningServer, make_config, new_database
 
 import xds.audit
+from xds.audit.message import (
+    PATIENT_NUMBER,
+    PERSON,
+    ROLE_PATIENT,
+    ActiveParticipant,
+    AuditMessage,
+    AuditSource,
+    Code,
+    ParticipantObject,
+)
 
 SCHEMA = Path(xds.audit.__file__).parent / "schema" / "dicom-audit-message.rnc"
 
@@ -40,3 +51,19 @@ def audited_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Itera
         cfg.audit.enterprise_site_id = "983971636"
         with RunningServer(cfg) as running:
             yield running
+
+
+def query_event(patient: str, when: dt.datetime | None = None) -> AuditMessage:
+    """A plain ITI-18 audit message about ``patient`` (now, unless ``when``)."""
+    msg = AuditMessage(
+        event_id=Code("110112", "DCM", "Query"),
+        action="E",
+        outcome="0",
+        type_codes=[Code("ITI-18", "IHE Transactions", "Registry Stored Query")],
+        participants=[ActiveParticipant("a", True)],
+        source=AuditSource("test"),
+        objects=[ParticipantObject(patient, PATIENT_NUMBER, PERSON, ROLE_PATIENT)],
+    )
+    if when is not None:
+        msg.when = when
+    return msg

@@ -8,33 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from audit.conftest import query_event
 from sqlalchemy import func, select
 
 from xds.audit import trail as trail_module
-from xds.audit.message import (
-    PATIENT_NUMBER,
-    PERSON,
-    ROLE_PATIENT,
-    ActiveParticipant,
-    AuditMessage,
-    AuditSource,
-    Code,
-    ParticipantObject,
-)
 from xds.audit.trail import AuditTrail, IdleShare
 from xds.database.audit_store import DatabaseAuditSink, audit_events, open_audit_engine
-
-
-def _event() -> AuditMessage:
-    return AuditMessage(
-        event_id=Code("110112", "DCM", "Query"),
-        action="E",
-        outcome="0",
-        type_codes=[Code("ITI-18", "IHE Transactions", "Registry Stored Query")],
-        participants=[ActiveParticipant("a", True)],
-        source=AuditSource("test"),
-        objects=[ParticipantObject("1^^^&1.2&ISO", PATIENT_NUMBER, PERSON, ROLE_PATIENT)],
-    )
 
 
 def test_a_burst_waits_on_disk_and_spare_cpu_does_not(
@@ -65,7 +44,7 @@ def test_a_burst_waits_on_disk_and_spare_cpu_does_not(
     def arrive(seconds: float) -> int:
         sent, until = 0, time.monotonic() + seconds
         while time.monotonic() < until:
-            writer.record([_event()])
+            writer.record([query_event("1^^^&1.2&ISO")])
             sent += 1
             time.sleep(0.005)
         return sent

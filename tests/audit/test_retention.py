@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audit.conftest import query_event
 from sqlalchemy import Engine, text, update
 from sqlalchemy.exc import DBAPIError
 
-from xds.audit.message import AuditMessage, AuditSource, Code
 from xds.audit.trail import Record
 from xds.database.audit_store import (
     DatabaseAuditSink,
@@ -31,19 +31,7 @@ PATIENT = "13116900216^^^&2.16.578.1.12.4.1.4.1&ISO"
 
 
 def record(days_ago: int) -> Record:
-    from xds.audit.message import PATIENT_NUMBER, PERSON, ROLE_PATIENT, ActiveParticipant, ParticipantObject
-
-    msg = AuditMessage(
-        event_id=Code("110112", "DCM", "Query"),
-        action="E",
-        outcome="0",
-        type_codes=[Code("ITI-18", "IHE Transactions", "Registry Stored Query")],
-        participants=[ActiveParticipant("a", True)],
-        source=AuditSource("test"),
-        objects=[ParticipantObject(PATIENT, PATIENT_NUMBER, PERSON, ROLE_PATIENT)],
-        when=dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago),
-    )
-    return Record.of(msg)
+    return Record.of(query_event(PATIENT, dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)))
 
 
 @pytest.fixture
