@@ -1,16 +1,27 @@
 """``xds bench audit``: ITI-42 registrations and ITI-18 FindDocuments per second with the audit trail
-on (database + syslog over UDP to a collector in this process) next to the same with it off.
+on (database + syslog over UDP to a collector in a process of its own) next to the same with it off.
 
 Two servers run side by side on fresh SQLite databases, one with ``[audit] database = true`` and
-``syslog = "udp://…"``, one with auditing off; their runs alternate, off first in one round and on
-first in the next (off, on, on, off, …), so a burst of load or a drift on the machine hits both,
-and the medians are compared. The target is within 5 %. The audit events are delivered by a
-lower-priority process after the answers; after each run with auditing on the next run waits until
-every event of it reached every sink (so no run pays for another's), and that wait is reported: how
-long the delivery lagged behind the last answer. Every run then starts after ``--settle`` seconds
-of quiet, whichever server it is for: the collector's last datagrams and the disk's write-back of
-the delivery would otherwise fall into the run after an audited one. Nothing here asserts a time;
-it reports.
+``syslog = "udp://…"``, one with auditing off. How the comparison is kept fair:
+
+- **Many short runs, alternated.** The machine's speed drifts by ±10 % over seconds (on a shared
+  host, mostly from outside the VM) and a run's rate shows it, so one transaction is measured in
+  ``--rounds`` pairs of short runs, off then on, each straight after the other server's run of the
+  same transaction. Both servers see the same drift; the verdict is the ratio of the two totals
+  (requests over seconds), with the standard error of the rounds' on/off ratios beside it.
+- **The same data.** Both registries receive the same submissions (they are two registries, so the
+  same documents), so that a query finds the same documents in each.
+- **More than one pair of servers.** Two processes of the same program on the same data still
+  differ by a few per cent for their whole lives (where their memory and code landed), so both
+  servers are started afresh ``--starts`` times on the data they hold, the rounds shared among
+  the starts, and each start's first runs are not measured. Both servers of a start run with one
+  ``PYTHONHASHSEED`` (drawn for it), so neither gets a luckier layout of its dictionaries.
+- **No run pays for another's delivery.** The audit events are delivered by a lower-priority process
+  after the answers; after each run with auditing on the bench waits until every event of it reached
+  every sink, and reports how long the delivery lagged behind the run's last answer and the CPU it
+  used per event. Every run starts after ``--settle`` seconds of quiet, whichever server it is for.
+
+Nothing here asserts a time; it reports.
 """
 
 from __future__ import annotations
@@ -24,25 +35,31 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from xds.bench.harness import drive, http_request, running_server
+from xds.bench.harness import RunResult, Server, cpu_seconds, drive, http_request, running_server
 from xds.bench.register import register_messages
 from xds.metadata import vocabulary as v
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("audit", help="registrations and queries per second, audit trail on vs. off")
-    p.add_argument("--requests", type=int, default=5000, help="requests per measured run")
+    p.add_argument("--requests", type=int, default=1000, help="registrations per measured run")
+    p.add_argument("--queries", type=int, default=2000, help="FindDocuments queries per measured run")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent keep-alive connections")
     p.add_argument("--workers", type=int, default=2, help="server worker processes (each server)")
+    p.add_argument("--rounds", type=int, default=30, help="off/on pairs of runs per transaction, alternated")
     p.add_argument(
-        "--rounds", type=int, default=5, help="off/on pairs, alternated (off first, then on first); medians"
+        "--starts",
+        type=int,
+        default=3,
+        help="times both servers are started afresh (the rounds shared among them)",
     )
     p.add_argument(
         "--settle",
         type=float,
-        default=0.5,
+        default=0.2,
         help="seconds of quiet before each run (the last run's delivery, datagrams and write-back done)",
     )
 
@@ -117,15 +134,55 @@ def _find_documents(patients: list[str], count: int) -> list[bytes]:
     ]
 
 
+@dataclass
+class Runs:
+    """One transaction's alternated runs: each server's rates, and what the audited one's delivery
+    took after each of its runs (seconds after the last answer, CPU seconds per event)."""
+
+    off: list[float] = field(default_factory=list)
+    on: list[float] = field(default_factory=list)
+    off_seconds: float = 0.0
+    on_seconds: float = 0.0
+    off_requests: int = 0
+    on_requests: int = 0
+    lags: list[float] = field(default_factory=list)
+    delivery_cpu: list[float] = field(default_factory=list)
+
+    def add(self, label: str, run: RunResult) -> None:
+        if label == "off":
+            self.off.append(run.rate)
+            self.off_seconds += run.seconds
+            self.off_requests += run.requests
+        else:
+            self.on.append(run.rate)
+            self.on_seconds += run.seconds
+            self.on_requests += run.requests
+
+    def ratio(self) -> float:
+        """Throughput with auditing on over throughput with it off, over all runs."""
+        on = self.on_requests / self.on_seconds if self.on_seconds else 0.0
+        off = self.off_requests / self.off_seconds if self.off_seconds else 0.0
+        return on / off if off else 0.0
+
+    def paired(self) -> list[float]:
+        return [on / off for on, off in zip(self.on, self.off, strict=True) if off]
+
+    def standard_error(self) -> float:
+        ratios = self.paired()
+        return statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0.0
+
+
 def bench(args: argparse.Namespace) -> int:
-    n, c, rounds = args.requests, args.concurrency, max(1, args.rounds)
+    n, q, c, rounds = args.requests, args.queries, args.concurrency, max(1, args.rounds)
+    starts = max(1, min(args.starts, rounds))
     print(
-        f"xds bench audit: {n} requests per run, {c} connections, {args.workers} workers per server, "
-        f"{rounds} rounds of audit off / on alternated (medians); audit on = database + syslog UDP"
+        f"xds bench audit: {rounds} rounds per transaction of audit off / on alternated, {n} registrations "
+        f"or {q} queries per run, {c} connections, {args.workers} workers per server, both servers started "
+        f"{starts} times; audit on = database + syslog UDP"
     )
     from xds import safexml
 
-    messages = register_messages(2 * n * (rounds + 1), seed=11)
+    messages = register_messages(n * (rounds + starts), seed=11)
     patients = sorted(
         {
             (el.get("value") or "")
@@ -134,56 +191,62 @@ def bench(args: argparse.Namespace) -> int:
             if el.get("identificationScheme") == v.SS_PATIENT_ID
         }
     )
-    queries = _find_documents(patients, n)
+    queries = _find_documents(patients, q)
     reg_type = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_REGISTER}"'
     query_type = f'application/soap+xml; charset=UTF-8; action="{v.ACTION_STORED_QUERY}"'
     ok = v.RESPONSE_SUCCESS.encode()
     from xds.audit.syslog import SyslogSink
 
+    results = {"register": Runs(), "query": Runs()}
+    batches = iter(range(rounds + starts))  # the registrations, n at a time: each batch goes to both servers
+    failures = audited = 0
     with (
         udp_collector() as (port, received),
         tempfile.TemporaryDirectory(prefix="xds-bench-audit-spool-") as spool,
-        tempfile.TemporaryDirectory(prefix="xds-bench-audit-data-") as data_dir,
-        running_server(workers=args.workers, env={"XDS_AUDIT_DATABASE": "0", "XDS_AUDIT_SYSLOG": ""}) as off,
-        running_server(
-            workers=args.workers,
-            env={
-                "XDS_AUDIT_DATABASE": "1",
-                "XDS_AUDIT_SYSLOG": f"udp://127.0.0.1:{port}",
-                "XDS_AUDIT_SPOOL_DIR": spool,
-            },
-            data_dir=data_dir,
-        ) as on,
+        tempfile.TemporaryDirectory(prefix="xds-bench-audit-off-") as off_data,
+        tempfile.TemporaryDirectory(prefix="xds-bench-audit-on-") as on_data,
     ):
         sinks = ["database", SyslogSink(f"udp://127.0.0.1:{port}").name]
-        servers = {"off": off, "on": on}
-        rates: dict[tuple[str, str], list[float]] = {}
-        lags: dict[str, list[float]] = {}
-        failures = 0
-        audited = n  # the warm-up registrations of the audited server, then each audited run's
-        for i, (host, port_) in enumerate(servers.values()):
-            warm = messages[i * n : (i + 1) * n]  # each server: the same patients, its own documents
-            drive(host, port_, [http_request(host, port_, "/registry", m, reg_type) for m in warm], c, ok)
-        _caught_up(spool, sinks)
-        for r in range(rounds):
-            order = list(enumerate(servers.items()))
-            for i, (label, (host, port_)) in order if r % 2 == 0 else order[::-1]:
-                start = (2 + 2 * r + i) * n
-                regs = [
-                    http_request(host, port_, "/registry", m, reg_type) for m in messages[start : start + n]
-                ]
-                qs = [http_request(host, port_, "/registry", m, query_type) for m in queries]
-                for kind, requests in (("register", regs), ("query", qs)):
-                    time.sleep(args.settle)
-                    run = drive(host, port_, requests, c, ok)
-                    failures += run.failures
-                    rates.setdefault((kind, label), []).append(run.rate)
-                    if label == "on":
-                        lags.setdefault(kind, []).append(_caught_up(spool, sinks))
-                        audited += len(requests)
-        stored = _stored(data_dir)
-    for kind in ("register", "query"):
-        print(_verdict(kind, rates, lags[kind]))
+        audit_off = {"XDS_AUDIT_DATABASE": "0", "XDS_AUDIT_SYSLOG": ""}
+        audit_on = {"XDS_AUDIT_DATABASE": "1", "XDS_AUDIT_SYSLOG": f"udp://127.0.0.1:{port}"}
+        audit_on["XDS_AUDIT_SPOOL_DIR"] = spool
+        for start in range(starts):  # both servers afresh, on the data they hold
+            same = {"PYTHONHASHSEED": str(random.SystemRandom().randrange(1, 2**32))}
+            with (
+                running_server(workers=args.workers, env={**same, **audit_off}, data_dir=off_data) as off,
+                running_server(workers=args.workers, env={**same, **audit_on}, data_dir=on_data) as on,
+            ):
+                servers = (("off", off), ("on", on))
+                batch = _batch(messages, next(batches), n)
+                for _, server in servers:  # warm-up, not measured
+                    drive(server.host, server.port, _requests(server, batch, reg_type), c, ok)
+                    drive(server.host, server.port, _requests(server, queries, query_type), c, ok)
+                audited += len(batch) + len(queries)
+                _caught_up(spool, sinks)
+                share = rounds // starts + (start < rounds % starts)
+                for kind, runs in results.items():
+                    for _ in range(share):
+                        bodies, content_type = (
+                            (_batch(messages, next(batches), n), reg_type)
+                            if kind == "register"
+                            else (queries, query_type)
+                        )
+                        for label, server in servers:
+                            sent = _requests(server, bodies, content_type)
+                            time.sleep(args.settle)
+                            run = drive(server.host, server.port, sent, c, ok)
+                            failures += run.failures
+                            runs.add(label, run)
+                            if label == "on":
+                                audited += len(sent)
+                                before = cpu_seconds(on.pid)
+                                runs.lags.append(_caught_up(spool, sinks))
+                                after = cpu_seconds(on.pid)
+                                if before is not None and after is not None:
+                                    runs.delivery_cpu.append((after - before) / len(sent))
+        stored = _stored(on_data)
+    for kind, runs in results.items():
+        print(_verdict(kind, runs))
     print(f"audit events in the database: {stored:,} of {audited:,}")
     print(f"syslog datagrams received: {received.value:,} (UDP: a collector that falls behind drops some)")
     if failures:
@@ -192,21 +255,32 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verdict(kind: str, rates: dict[tuple[str, str], list[float]], lags: list[float]) -> str:
-    """One line: the medians on and off, their ratio against the target, the per-round ratio."""
-    off_rate = statistics.median(rates[(kind, "off")])
-    on_rate = statistics.median(rates[(kind, "on")])
-    ratio = on_rate / off_rate if off_rate else 0.0
+def _batch(messages: list[bytes], number: int, size: int) -> list[bytes]:
+    return messages[number * size : (number + 1) * size]
+
+
+def _requests(server: Server, bodies: list[bytes], content_type: str) -> list[bytes]:
+    return [http_request(server.host, server.port, "/registry", body, content_type) for body in bodies]
+
+
+def _verdict(kind: str, runs: Runs) -> str:
+    """One line: throughput on and off over all runs, their ratio against the target with its standard
+    error, the median of the rounds' ratios, the span of each server's runs, and the delivery after."""
+    ratio = runs.ratio()
     verdict = "meets" if ratio >= 0.95 else "BELOW"
     spans = ", ".join(
-        f"{label} {min(rates[(kind, label)]):,.0f}-{max(rates[(kind, label)]):,.0f}"
-        for label in ("off", "on")
+        f"{label} {min(rates):,.0f}-{max(rates):,.0f}"
+        for label, rates in (("off", runs.off), ("on", runs.on))
     )
-    paired = statistics.median(
-        on / off for on, off in zip(rates[(kind, "on")], rates[(kind, "off")], strict=True) if off
+    cpu = (
+        f", {statistics.median(runs.delivery_cpu) * 1e6:,.0f} µs of CPU per event"
+        if runs.delivery_cpu
+        else ""
     )
     return (
-        f"{kind}: audit on {on_rate:,.0f}/s, off {off_rate:,.0f}/s, ratio {ratio:.1%} "
-        f"(target >= 95%: {verdict}; median of each round's on/off {paired:.1%})  (rounds: {spans}); "
-        f"every event delivered {statistics.median(lags):.2f} s (median) after the run's last answer"
+        f"{kind}: audit on {runs.on_requests / runs.on_seconds:,.0f}/s, "
+        f"off {runs.off_requests / runs.off_seconds:,.0f}/s, ratio {ratio:.1%} ± {runs.standard_error():.1%} "
+        f"(target >= 95%: {verdict}; median of each round's on/off {statistics.median(runs.paired()):.1%})  "
+        f"(rounds: {spans}); every event delivered {statistics.median(runs.lags):.2f} s (median) after the "
+        f"run's last answer{cpu}"
     )

@@ -7,6 +7,7 @@ noise on the machine hits both; every benchmark reports against a floor measured
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -24,6 +25,20 @@ from dataclasses import dataclass
 # -------------------------------------------------------------------------------------------------
 # the server under test
 # -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Server:
+    """A running ``xds serve``: where it listens (``host, port = server`` unpacks that) and the
+    process id of its main process, whose children are its workers and its audit delivery."""
+
+    host: str
+    port: int
+    pid: int
+
+    def __iter__(self) -> Iterator[str | int]:
+        yield self.host
+        yield self.port
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,7 +75,7 @@ def running_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("xds serve did not start within 60 s")
             time.sleep(0.2)
-        yield "127.0.0.1", port
+        yield Server("127.0.0.1", port, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -69,6 +84,32 @@ def running_server(
             proc.kill()
         if own:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time used so far by process ``pid`` and every process below it, every thread's
+    (``/proc/PID/task/TID/schedstat``, nanoseconds); None where there is no ``/proc``. A process
+    that ended before the call is not counted: take the difference over a span in which none does."""
+    try:
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError), open(f"/proc/{entry}/stat", "rb") as f:
+                    parents[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return None
+    tree, grew = {pid}, True
+    while grew:
+        below = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    total = 0
+    for member in tree:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{member}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{member}/task/{tid}/schedstat", "rb") as f:
+                    total += int(f.read().split()[0])
+    return total / 1e9
 
 
 # -------------------------------------------------------------------------------------------------
