@@ -93,7 +93,11 @@ class Auditing:
             from xds.database.audit_store import move_records, open_audit_engine
 
             registry_url = config.registry.url(config.server.data_dir)
-            audit_engine = open_audit_engine(registry_url, registry.engine, prepare=prepare)
+            # (read here, for the access log; written by the delivery process, whose checkpointer
+            # copies its log into the file at the delivery's low priority, not in a serving thread)
+            audit_engine = open_audit_engine(
+                registry_url, registry.engine, prepare=prepare, checkpoints=False
+            )
             if prepare:
                 move_records(registry.engine, audit_engine)
         trail = audit_trail(config, audit_engine)  # its events delivered by a child process

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from audit.conftest import recorded
 from audit.rsyslog import Rsyslog
 from lxml import etree
 from operating import find_documents, start_server
+from sqlalchemy import make_url
 from support import RunningServer, make_config, new_database
 
 from xds import samples
@@ -137,8 +139,11 @@ def test_a_delivery_process_that_dies_is_replaced_and_loses_nothing(
         first = delivery.pid
         assert first is not None
         collector.wait_for(20, timeout=30)  # (it delivers: it has set itself up)
-        # it takes the CPU only when the transactions leave it idle
-        assert os.sched_getscheduler(first) == os.SCHED_IDLE
+        # it takes the CPU only when the transactions leave it idle: every thread of it (its
+        # database's checkpointer too, which copies the log into the audit database)
+        threads = [int(tid) for tid in os.listdir(f"/proc/{first}/task")]
+        assert len(threads) > 1
+        assert all(os.sched_getscheduler(tid) == os.SCHED_IDLE for tid in threads)
         os.kill(first, signal.SIGKILL)
         query(server.url, 30, start=20)
         deadline = time.monotonic() + 20
@@ -189,3 +194,16 @@ def test_a_delivery_process_ends_when_its_server_process_is_gone(tmp_path: Path)
     while running() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not running(), "the delivery process outlived its server process"
+
+
+def test_a_serving_process_leaves_the_audit_databases_checkpoints_to_the_delivery(tmp_path: Path) -> None:
+    """A serving process only reads the audit database (the access log); the delivery process
+    writes it, and its checkpointer copies the log at the delivery's priority, so that no serving
+    thread spends the transactions' CPU on the delivery's work."""
+    with new_database(tmp_path) as url, serve(tmp_path, url, "", None) as server:
+        query(server.url, 3)
+        names = {t.name for t in threading.enumerate()}
+        if url.startswith("sqlite"):  # (on PostgreSQL there are none)
+            assert f"checkpoint {make_url(url).database}" in names  # the registry's own, as before
+            assert f"checkpoint {make_url(audit_url(url)).database}" not in names
+        assert len(recorded(server.app)) == 3  # delivered, by the delivery process

@@ -90,6 +90,27 @@ class DeliveryProcess:
             proc.wait()
 
 
+_lowered = False
+
+
+def lower_priority() -> None:
+    """Run this process at the lowest priority (:data:`NICE`; on Linux ``SCHED_IDLE``), once.
+    Call it before any thread is started: Linux sets both for the calling thread only, and a new
+    thread takes its creator's (a database's checkpointer started earlier would compete with the
+    transactions at theirs)."""
+    global _lowered
+    if _lowered:
+        return
+    _lowered = True
+    try:
+        os.nice(NICE)
+        # on Linux: the CPU only when no one else wants it (SCHED_IDLE); nice 19 still took a
+        # share from the transactions whenever they woke from waiting on the disk
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # pragma: no cover - a platform without them
+        pass
+
+
 def serve(make_trail: Callable[[str], AuditTrail]) -> int:
     """The delivery process's main: deliver for the parent named in the environment."""
     owner = os.environ.get(OWNER_ENV, "")
@@ -107,13 +128,7 @@ def serve(make_trail: Callable[[str], AuditTrail]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        os.nice(NICE)
-        # on Linux: the CPU only when no one else wants it (SCHED_IDLE); nice 19 still took a
-        # share from the transactions whenever they woke from waiting on the disk
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # pragma: no cover - a platform without them
-        pass
+    lower_priority()
     trail = make_trail(owner)
     trail.serve(lambda: not stopped.is_set() and os.getppid() == parent)
     return 0

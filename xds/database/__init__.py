@@ -137,7 +137,7 @@ class Checkpointer:
         self.path = path
         self.interval = interval
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"checkpoint {path.name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"checkpoint {path}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -794,14 +794,17 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(xds_read_only=True)
 
 
-def open_engine(url: str, *, pool_size: int = 8) -> Engine:
-    """An engine for ``url`` with the settings the registry relies on."""
+def open_engine(url: str, *, pool_size: int = 8, checkpoints: bool = True) -> Engine:
+    """An engine for ``url`` with the settings the registry relies on; on SQLite with a
+    :class:`Checkpointer` unless ``checkpoints`` is false (a process that only reads a database
+    another one writes: the writer's checkpointer copies the log)."""
     if url.startswith("sqlite"):
         if url in ("sqlite://", "sqlite:///:memory:"):
             raise ValueError("the registry needs a file or server database, not an in-memory one")
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
         _configure_sqlite(engine)
-        _start_checkpointer(engine)
+        if checkpoints:
+            _start_checkpointer(engine)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]

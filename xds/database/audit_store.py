@@ -72,14 +72,20 @@ def audit_url(registry_url: str) -> str:
 
 
 def open_audit_engine(
-    registry_url: str, registry_engine: Engine | None = None, *, prepare: bool = False, pool_size: int = 2
+    registry_url: str,
+    registry_engine: Engine | None = None,
+    *,
+    prepare: bool = False,
+    pool_size: int = 2,
+    checkpoints: bool = True,
 ) -> Engine:
     """An engine on :func:`audit_url` (``registry_engine`` itself when that is the registry's
-    database); ``prepare``: create or upgrade its tables first (migration branch ``audit``)."""
+    database); ``prepare``: create or upgrade its tables first (migration branch ``audit``);
+    ``checkpoints``: see :func:`xds.database.open_engine`."""
     url = audit_url(registry_url)
     if url == registry_url and registry_engine is not None:
         return registry_engine
-    engine = open_engine(url, pool_size=pool_size)
+    engine = open_engine(url, pool_size=pool_size, checkpoints=checkpoints)
     if prepare and url != registry_url:
         migrate(engine, "audit@head")
     return engine

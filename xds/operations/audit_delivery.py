@@ -65,6 +65,7 @@ def main() -> int:
     from xds.database.audit_store import open_audit_engine
     from xds.service_log import configure_logging
 
+    delivery.lower_priority()  # first: the threads started below (the checkpointer's) take it
     config = Config.from_dict(json.loads(os.environ[CONFIG_ENV]))
     configure_logging(config.server)
     engine = None
