@@ -104,6 +104,23 @@ def query_entry(start: bytes, same: bytes, answer: bytes, client: str, raw: byte
     return b"".join((start, when, _answered(answer), _text(client).encode(), same, b"null]\n", raw))
 
 
+def query_head(start: bytes, same: bytes, status: bytes, client: bytes) -> bytes:
+    """What :func:`query_entry` puts before the envelope, from pieces made before: the endpoint's
+    :func:`pieces` (``start``; ``same`` with the payload's ``null]\n`` after it: :func:`query_tail`),
+    the answer's :data:`PLAIN` piece (found by ``events.STATUS``) and :func:`client_piece`."""
+    return b"".join((start, b"%d" % time.time_ns(), status, client, same))
+
+
+def query_tail(same: bytes) -> bytes:
+    """An endpoint's :func:`fixed` piece with a query entry's payload (``null``) and line end."""
+    return same + b"null]\n"
+
+
+def client_piece(client: str) -> bytes:
+    """The client's address as the head writes it."""
+    return _text(client).encode()
+
+
 def submission_entry(start: bytes, same: bytes, answer: bytes, client: str, request: object) -> bytes:
     """:func:`capture` of a submission that named no one (no assertion), had no fault and was
     answered with ``answer`` (the response payload's bytes), from its endpoint's :func:`pieces`
@@ -186,6 +203,7 @@ _PLAIN = {
     status.encode(): _middle(status, "", False, _NOBODY)
     for status in ("Success", "PartialSuccess", "Failure", "")
 }
+PLAIN = _PLAIN  # by the status found in an answer's bytes (events.STATUS), or b"": the head's piece
 
 
 def event_id(position: str) -> str:

@@ -209,6 +209,28 @@ class Journal:
             )  # last: now it is there
             self._written = end
 
+    def append_pair(self, head: bytes, body: bytes) -> None:
+        """:meth:`append` of ``head + body`` (``head`` not empty), copied into the segment as two
+        pieces: the record is the same, without making it first (a query's envelope, ~1 kB, is
+        copied once instead of twice)."""
+        length = len(head) + len(body)
+        if not head:
+            raise ValueError("an empty journal record head")
+        with self._lock:
+            at = self._written
+            end = at + _HEAD.size + length
+            if end > self._ready:
+                at = self._room(length)
+                end = at + _HEAD.size + length
+            mapped: mmap.mmap = self._map  # type: ignore[assignment]
+            middle = at + _HEAD.size + len(head)
+            mapped[at + _HEAD.size : middle] = head
+            mapped[middle:end] = body
+            if self._stale and end + _HEAD.size <= len(mapped):
+                mapped[end : end + _LENGTH.size] = _NO_LENGTH
+            _HEAD.pack_into(mapped, at, length, zlib.crc32(body, zlib.crc32(head, self._seed)))
+            self._written = end
+
     def _room(self, length: int) -> int:
         """Where a record of ``length`` bytes goes: in this segment, with the pages ahead made
         writable, or at the start of a new one."""

@@ -44,7 +44,8 @@ class EndpointAuditor:
         self.source = source
         self.owners = owners
         self.home_community_id = home_community_id
-        self._plain: dict[tuple[object, ...], tuple[bytes, bytes, bool] | tuple[()]] = {}
+        self._plain: dict[tuple[object, ...], tuple[bytes, bytes, bool, bytes] | tuple[()]] = {}
+        self._clients: dict[str, bytes] = {}  # a client's address as an entry writes it
 
     def exchanged(
         self,
@@ -71,7 +72,14 @@ class EndpointAuditor:
                     if known[2]:  # a query
                         raw = request.raw
                         if raw and len(raw) <= capture.MAX_ENVELOPE:
-                            self.trail.append(capture.query_entry(known[0], known[1], answer, host, raw))
+                            client_bytes = self._clients.get(host)
+                            if client_bytes is None:
+                                client_bytes = self._client(host)
+                            status = events.STATUS.search(answer, 0, 8192)
+                            head = capture.query_head(
+                                known[0], known[3], capture.PLAIN[status[1] if status else b""], client_bytes
+                            )
+                            self.trail.append_pair(head, raw)
                             return
                     else:
                         self.trail.append(capture.submission_entry(known[0], known[1], answer, host, request))
@@ -114,19 +122,26 @@ class EndpointAuditor:
         except Exception:
             log.exception("audit event for %s could not be built", request.action)
 
+    def _client(self, host: str) -> bytes:
+        """``host`` as an entry writes it (:func:`xds.audit.capture.client_piece`), kept."""
+        if len(self._clients) >= 1024:  # (the clients' addresses: bounded)
+            self._clients.clear()
+        made = self._clients[host] = capture.client_piece(host)
+        return made
+
     def _learn(
         self, key: tuple[object, ...], scope: Scope, request: SoapRequest
-    ) -> tuple[bytes, bytes, bool] | tuple[()]:
+    ) -> tuple[bytes, bytes, bool, bytes] | tuple[()]:
         """The pieces of the entries of unsigned queries and submissions to an endpoint, action and
-        reply-to address (:func:`xds.audit.capture.pieces`) with the kind, made once; empty for
-        any other action."""
+        reply-to address (:func:`xds.audit.capture.pieces`) with the kind and a query's tail
+        (:func:`xds.audit.capture.query_tail`), made once; empty for any other action."""
         tx = by_action(request.action)
-        known: tuple[bytes, bytes, bool] | tuple[()] = ()
+        known: tuple[bytes, bytes, bool, bytes] | tuple[()] = ()
         if tx is not None and tx.kind in capture.KINDS:
-            made = capture.pieces(
+            start, same = capture.pieces(
                 request.action, _url(scope), request.reply_to or "", self.home_community_id, self.source
             )
-            known = (*made, tx.kind == "query")
+            known = (start, same, tx.kind == "query", capture.query_tail(same))
         if len(self._plain) >= 256:  # (actions, paths and reply-to addresses are the client's)
             self._plain.clear()
         self._plain[key] = known

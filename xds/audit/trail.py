@@ -196,6 +196,14 @@ class AuditTrail:
             log.exception("audit event could not be written to the journal")
         self._woken()
 
+    def append_pair(self, head: bytes, body: bytes) -> None:
+        """:meth:`append` of the entry ``head + body``, not made first (:meth:`Journal.append_pair`)."""
+        try:
+            self.journal.append_pair(head, body)
+        except Exception:
+            log.exception("audit event could not be written to the journal")
+        self._woken()
+
     def _woken(self) -> None:
         if self._thread is not None:
             self._idle.clear()
