@@ -71,7 +71,7 @@ def capture(
 # The head is the JSON list rebuild() reads (the time in nanoseconds: an integer is formatted in a
 # third of a float's time), written piece by piece (json.dumps with its own
 # separators makes a new encoder for every call: more than all the rest of this). An endpoint's
-# unsigned queries and submissions (the common case) are written by query_entry() and
+# unsigned queries and submissions (the common case) are written by query_entry() (query_head) and
 # submission_entry() from pieces made once (pieces).
 def opening(action: str) -> bytes:
     """What an entry for ``action`` starts with."""
@@ -97,18 +97,18 @@ def query_entry(start: bytes, same: bytes, answer: bytes, client: str, raw: byte
     """:func:`capture` of a query that named no one (no assertion), had no fault, was answered with
     ``answer`` (the response payload's bytes) and received as ``raw`` (the whole envelope, not
     MTOM, at most :data:`MAX_ENVELOPE` bytes), from its endpoint's :func:`pieces` (``start``,
-    ``same``): the fewest steps the request path can take, since every query is audited. The
-    payload is named ``null``: the one :func:`xds.soap.envelope.parse_envelope` reads from the
-    envelope, as the endpoint did."""
-    when = b"%d" % time.time_ns()  # (_entry written out: every query comes this way)
-    return b"".join((start, when, _answered(answer), _text(client).encode(), same, b"null]\n", raw))
+    ``same``). The payload is named ``null``: the one :func:`xds.soap.envelope.parse_envelope`
+    reads from the envelope, as the endpoint did. The endpoint writes the same record without
+    making it (every query comes that way): :func:`query_head` from pieces it keeps, then ``raw``,
+    each copied into the spool (:meth:`xds.audit.trail.AuditTrail.append_pair`)."""
+    return query_head(start, query_tail(same), _answered(answer), client_piece(client)) + raw
 
 
-def query_head(start: bytes, same: bytes, status: bytes, client: bytes) -> bytes:
+def query_head(start: bytes, tail: bytes, status: bytes, client: bytes) -> bytes:
     """What :func:`query_entry` puts before the envelope, from pieces made before: the endpoint's
-    :func:`pieces` (``start``; ``same`` with the payload's ``null]\n`` after it: :func:`query_tail`),
-    the answer's :data:`PLAIN` piece (found by ``events.STATUS``) and :func:`client_piece`."""
-    return b"".join((start, b"%d" % time.time_ns(), status, client, same))
+    ``start`` (:func:`pieces`) and ``tail`` (:func:`query_tail`), the answer's :data:`PLAIN`
+    piece (by the status ``events.STATUS`` finds in its bytes) and :func:`client_piece`."""
+    return b"".join((start, b"%d" % time.time_ns(), status, client, tail))
 
 
 def query_tail(same: bytes) -> bytes:
