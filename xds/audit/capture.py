@@ -101,13 +101,13 @@ def query_entry(start: bytes, same: bytes, answer: bytes, client: str, raw: byte
     reads from the envelope, as the endpoint did. The endpoint writes the same record without
     making it (every query comes that way): :func:`query_head` from pieces it keeps, then ``raw``,
     each copied into the spool (:meth:`xds.audit.trail.AuditTrail.append_pair`)."""
-    return query_head(start, query_tail(same), _answered(answer), client_piece(client)) + raw
+    return query_head(start, query_tail(same), answered(answer), client_piece(client)) + raw
 
 
 def query_head(start: bytes, tail: bytes, status: bytes, client: bytes) -> bytes:
     """What :func:`query_entry` puts before the envelope, from pieces made before: the endpoint's
-    ``start`` (:func:`pieces`) and ``tail`` (:func:`query_tail`), the answer's :data:`PLAIN`
-    piece (by the status ``events.STATUS`` finds in its bytes) and :func:`client_piece`."""
+    ``start`` (:func:`pieces`) and ``tail`` (:func:`query_tail`), :func:`answered` and
+    :func:`client_piece`."""
     return b"".join((start, b"%d" % time.time_ns(), status, client, tail))
 
 
@@ -126,10 +126,10 @@ def submission_entry(start: bytes, same: bytes, answer: bytes, client: str, requ
     answered with ``answer`` (the response payload's bytes), from its endpoint's :func:`pieces`
     (``start``, ``same``)."""
     objects = _objects(request, getattr(request, "body", None))
-    return _entry(start, _answered(answer), client, same, objects, b"")
+    return _entry(start, answered(answer), client, same, objects, b"")
 
 
-def _answered(answer: bytes) -> bytes:
+def answered(answer: bytes) -> bytes:
     """The head from the status to the requester of an exchange that named no one, had no fault
     and was answered with ``answer`` (the response payload's bytes)."""
     found = events.STATUS.search(answer, 0, 8192)
@@ -203,7 +203,6 @@ _PLAIN = {
     status.encode(): _middle(status, "", False, _NOBODY)
     for status in ("Success", "PartialSuccess", "Failure", "")
 }
-PLAIN = _PLAIN  # by the status found in an answer's bytes (events.STATUS), or b"": the head's piece
 
 
 def event_id(position: str) -> str:

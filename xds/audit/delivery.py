@@ -90,18 +90,11 @@ class DeliveryProcess:
             proc.wait()
 
 
-_lowered = False
-
-
 def lower_priority() -> None:
-    """Run this process at the lowest priority (:data:`NICE`; on Linux ``SCHED_IDLE``), once.
-    Call it before any thread is started: Linux sets both for the calling thread only, and a new
-    thread takes its creator's (a database's checkpointer started earlier would compete with the
-    transactions at theirs)."""
-    global _lowered
-    if _lowered:
-        return
-    _lowered = True
+    """Run this process at the lowest priority (:data:`NICE`; on Linux ``SCHED_IDLE``). The
+    delivery process's main calls it before any thread is started: Linux sets both for the
+    calling thread only, and a new thread takes its creator's (a database's checkpointer started
+    earlier would compete with the transactions at theirs)."""
     try:
         os.nice(NICE)
         # on Linux: the CPU only when no one else wants it (SCHED_IDLE); nice 19 still took a
@@ -128,7 +121,6 @@ def serve(make_trail: Callable[[str], AuditTrail]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    lower_priority()
-    trail = make_trail(owner)
+    trail = make_trail(owner)  # (this process's priority is lowered by its main: lower_priority)
     trail.serve(lambda: not stopped.is_set() and os.getppid() == parent)
     return 0

@@ -191,9 +191,15 @@ class Journal:
 
     def append(self, record: bytes) -> None:
         """Put one record (not empty) in this process's segment."""
-        length = len(record)
-        if not length:
+        self.append_pair(record, b"")
+
+    def append_pair(self, head: bytes, body: bytes) -> None:
+        """Put the record ``head + body`` (``head`` not empty) in this process's segment, copied
+        as two pieces: the record is the same, without making it first (a query's envelope, ~1 kB,
+        is copied once instead of twice)."""
+        if not head:
             raise ValueError("an empty journal record")
+        length = len(head) + len(body)
         with self._lock:
             at = self._written
             end = at + _HEAD.size + length
@@ -201,34 +207,13 @@ class Journal:
                 at = self._room(length)
                 end = at + _HEAD.size + length
             mapped: mmap.mmap = self._map  # type: ignore[assignment]
-            mapped[at + _HEAD.size : end] = record
-            if self._stale and end + _HEAD.size <= len(mapped):
-                mapped[end : end + _LENGTH.size] = _NO_LENGTH  # where the data ends, until the next
-            mapped[at : at + _HEAD.size] = _HEAD.pack(
-                length, zlib.crc32(record, self._seed)
-            )  # last: now it is there
-            self._written = end
-
-    def append_pair(self, head: bytes, body: bytes) -> None:
-        """:meth:`append` of ``head + body`` (``head`` not empty), copied into the segment as two
-        pieces: the record is the same, without making it first (a query's envelope, ~1 kB, is
-        copied once instead of twice)."""
-        length = len(head) + len(body)
-        if not head:
-            raise ValueError("an empty journal record head")
-        with self._lock:
-            at = self._written
-            end = at + _HEAD.size + length
-            if end > self._ready:
-                at = self._room(length)
-                end = at + _HEAD.size + length
-            mapped: mmap.mmap = self._map  # type: ignore[assignment]
             middle = at + _HEAD.size + len(head)
             mapped[at + _HEAD.size : middle] = head
             mapped[middle:end] = body
             if self._stale and end + _HEAD.size <= len(mapped):
-                mapped[end : end + _LENGTH.size] = _NO_LENGTH
-            _HEAD.pack_into(mapped, at, length, zlib.crc32(body, zlib.crc32(head, self._seed)))
+                mapped[end : end + _LENGTH.size] = _NO_LENGTH  # where the data ends, until the next
+            crc = zlib.crc32(body, zlib.crc32(head, self._seed))
+            _HEAD.pack_into(mapped, at, length, crc)  # last: now it is there
             self._written = end
 
     def _room(self, length: int) -> int:

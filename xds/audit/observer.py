@@ -75,9 +75,8 @@ class EndpointAuditor:
                             client_bytes = self._clients.get(host)
                             if client_bytes is None:
                                 client_bytes = self._client(host)
-                            status = events.STATUS.search(answer, 0, 8192)
                             head = capture.query_head(
-                                known[0], known[3], capture.PLAIN[status[1] if status else b""], client_bytes
+                                known[0], known[3], capture.answered(answer), client_bytes
                             )
                             self.trail.append_pair(head, raw)
                             return

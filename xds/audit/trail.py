@@ -190,11 +190,7 @@ class AuditTrail:
 
     def append(self, entry: bytes) -> None:
         """Append one spool entry made already (:func:`xds.audit.capture.capture`). Never raises."""
-        try:
-            self.journal.append(entry)
-        except Exception:
-            log.exception("audit event could not be written to the journal")
-        self._woken()
+        self.append_pair(entry, b"")
 
     def append_pair(self, head: bytes, body: bytes) -> None:
         """:meth:`append` of the entry ``head + body``, not made first (:meth:`Journal.append_pair`)."""

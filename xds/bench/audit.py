@@ -208,8 +208,11 @@ def bench(args: argparse.Namespace) -> int:
     ):
         sinks = ["database", SyslogSink(f"udp://127.0.0.1:{port}").name]
         audit_off = {"XDS_AUDIT_DATABASE": "0", "XDS_AUDIT_SYSLOG": ""}
-        audit_on = {"XDS_AUDIT_DATABASE": "1", "XDS_AUDIT_SYSLOG": f"udp://127.0.0.1:{port}"}
-        audit_on["XDS_AUDIT_SPOOL_DIR"] = spool
+        audit_on = {
+            "XDS_AUDIT_DATABASE": "1",
+            "XDS_AUDIT_SYSLOG": f"udp://127.0.0.1:{port}",
+            "XDS_AUDIT_SPOOL_DIR": spool,
+        }
         for start in range(starts):  # both servers afresh, on the data they hold
             same = {"PYTHONHASHSEED": str(random.SystemRandom().randrange(1, 2**32))}
             with (
