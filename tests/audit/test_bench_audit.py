@@ -34,7 +34,8 @@ def test_bench_audit_prints_each_ratio_and_counts_every_datagram(capsys: pytest.
     for kind in ("register", "query"):
         line = re.search(
             rf"{kind}: audit on ([\d,]+)/s, off ([\d,]+)/s, ratio ([\d.]+)% ± [\d.]+% \(target >= 95%: (meets|BELOW); "
-            r"median of each round's on/off [\d.]+%\)  \(rounds: off [\d,]+-[\d,]+, on [\d,]+-[\d,]+\); "
+            r"median of each round's on/off [\d.]+%\)  \(rounds: off [\d,]+-[\d,]+, on [\d,]+-[\d,]+; "
+            r"starts [\d.]+%-[\d.]+%\); "
             r"every event delivered [\d.]+ s \(median\) after the run's last answer, ([\d,]+) µs of CPU per event",
             out,
         )

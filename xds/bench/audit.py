@@ -11,11 +11,13 @@ Two servers run side by side on fresh SQLite databases, one with ``[audit] datab
   (requests over seconds), with the standard error of the rounds' on/off ratios beside it.
 - **The same data.** Both registries receive the same submissions (they are two registries, so the
   same documents), so that a query finds the same documents in each.
-- **More than one pair of servers.** Two processes of the same program on the same data still
-  differ by a few per cent for their whole lives (where their memory and code landed), so both
-  servers are started afresh ``--starts`` times on the data they hold, the rounds shared among
-  the starts, and each start's first runs are not measured. Both servers of a start run with one
-  ``PYTHONHASHSEED`` (drawn for it), so neither gets a luckier layout of its dictionaries.
+- **Many pairs of servers.** Two processes of the same program on the same data still differ by a
+  few per cent for their whole lives (where their memory and code landed): one pair's ratio is
+  off by as much, however many rounds it runs. So both servers are started afresh ``--starts``
+  times on the data they hold, the rounds shared among the starts, and each start's first runs are
+  not measured. Both servers of a start run with one ``PYTHONHASHSEED`` (drawn for it), so neither
+  gets a luckier layout of its dictionaries. The ratio's standard error is taken from the starts'
+  ratios (a start's rounds are not independent of each other), and their span is printed.
 - **No run pays for another's delivery.** The audit events are delivered by a lower-priority process
   after the answers; after each run with auditing on the bench waits until every event of it reached
   every sink, and reports how long the delivery lagged behind the run's last answer and the CPU it
@@ -53,7 +55,7 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument(
         "--starts",
         type=int,
-        default=3,
+        default=10,
         help="times both servers are started afresh (the rounds shared among them)",
     )
     p.add_argument(
@@ -147,16 +149,22 @@ class Runs:
     on_requests: int = 0
     lags: list[float] = field(default_factory=list)
     delivery_cpu: list[float] = field(default_factory=list)
+    by_start: dict[int, list[float]] = field(default_factory=dict)  # off seconds, requests; on the same
 
-    def add(self, label: str, run: RunResult) -> None:
+    def add(self, label: str, run: RunResult, start: int = 0) -> None:
+        totals = self.by_start.setdefault(start, [0.0, 0.0, 0.0, 0.0])
         if label == "off":
             self.off.append(run.rate)
             self.off_seconds += run.seconds
             self.off_requests += run.requests
+            totals[0] += run.seconds
+            totals[1] += run.requests
         else:
             self.on.append(run.rate)
             self.on_seconds += run.seconds
             self.on_requests += run.requests
+            totals[2] += run.seconds
+            totals[3] += run.requests
 
     def ratio(self) -> float:
         """Throughput with auditing on over throughput with it off, over all runs."""
@@ -167,8 +175,21 @@ class Runs:
     def paired(self) -> list[float]:
         return [on / off for on, off in zip(self.on, self.off, strict=True) if off]
 
+    def per_start(self) -> list[float]:
+        """Each start's ratio (of its runs' totals, as :meth:`ratio`)."""
+        return [
+            (on_n / on_s) / (off_n / off_s)
+            for off_s, off_n, on_s, on_n in self.by_start.values()
+            if off_s and on_s and off_n
+        ]
+
     def standard_error(self) -> float:
-        ratios = self.paired()
+        """The ratio's standard error: from the starts' ratios when there are several (a pair of
+        processes keeps its few per cent of difference for its whole life, so its rounds are not
+        independent of each other), else from the rounds'."""
+        ratios = self.per_start()
+        if len(ratios) < 2:
+            ratios = self.paired()
         return statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0.0
 
 
@@ -239,7 +260,7 @@ def bench(args: argparse.Namespace) -> int:
                             time.sleep(args.settle)
                             run = drive(server.host, server.port, sent, c, ok)
                             failures += run.failures
-                            runs.add(label, run)
+                            runs.add(label, run, start)
                             if label == "on":
                                 audited += len(sent)
                                 before = cpu_seconds(on.pid)
@@ -275,6 +296,9 @@ def _verdict(kind: str, runs: Runs) -> str:
         f"{label} {min(rates):,.0f}-{max(rates):,.0f}"
         for label, rates in (("off", runs.off), ("on", runs.on))
     )
+    starts = runs.per_start()
+    if len(starts) > 1:
+        spans += f"; starts {min(starts):.1%}-{max(starts):.1%}"
     cpu = (
         f", {statistics.median(runs.delivery_cpu) * 1e6:,.0f} µs of CPU per event"
         if runs.delivery_cpu
