@@ -245,3 +245,56 @@ def test_a_record_from_before_a_segment_was_written_again_never_passes_as_new(tm
     assert _drain(reader) == [b"p" * 2980, b"n" * 100]
     writer.close()
     reader.close()
+
+
+def test_the_deliverer_s_sync_covers_the_data_written_whatever_its_end(tmp_path: Path) -> None:
+    """The deliverer puts a segment's data on the disk as a range of pages (the data's, not the
+    pages the writer made writable ahead): nothing yet, part of a page, several pages, and a
+    segment made larger than the others for one large record; the records read back unchanged."""
+    spool = tmp_path / "spool"
+    writer = Journal(spool, ["database"], segment_bytes=64 * 1024)
+    reader = Journal(spool, ["database"], owner=writer.name, write=False)
+    reader.segments(look=True)
+    reader.sync()  # nothing written yet
+    sent: list[bytes] = []
+    for size in (10, 3000, 20_000, 200_000, 5):  # part of a page, ..., one larger than a segment
+        record = os.urandom(size)
+        writer.append(record)
+        sent.append(record)
+        reader.segments()
+        reader.sync()
+    assert _drain(reader) == sent
+    writer.close()
+    reader.close()
+
+
+def test_segments_an_earlier_version_wrote_are_read_as_written(tmp_path: Path) -> None:
+    """Segments are now checked with Adler-32 from their name (``*.s3.seg``); those an earlier
+    version left in the spool — CRC-32 from the name (``*.s2.seg``) or from 0 (``*.seg``) — are
+    adopted and read as they were written, and a record whose check does not hold is not read."""
+    import zlib
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    forms = {
+        "111-aaaaaaaaaaaa-000001.s2.seg": lambda n: zlib.crc32(n.encode()),
+        "112-bbbbbbbbbbbb-000001.seg": lambda n: 0,
+    }
+    expected = []
+    for name, seed in forms.items():
+        records = [f"{name} {i}".encode() * (i + 1) for i in range(5)]
+        data = b"".join(struct.pack(">II", len(r), zlib.crc32(r, seed(name))) + r for r in records)
+        torn = b"not whole"
+        data += struct.pack(
+            ">II", len(torn), zlib.adler32(torn, zlib.adler32(name.encode()))
+        )  # another form's check
+        (spool / name).write_bytes(data + torn + bytes(4096))
+        expected += records
+        os.utime(spool / name, (time.time() - 10 + len(expected), time.time() - 10 + len(expected)))
+    writer = Journal(spool, ["database"])
+    assert writer.path is not None and writer.path.name.endswith(".s3.seg")
+    writer.append(b"now")
+    reader = Journal(spool, ["database"], owner=writer.name, write=False)
+    assert _drain(reader) == [*expected, b"now"]
+    writer.close()
+    reader.close()

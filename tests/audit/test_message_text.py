@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from lxml import etree
 
@@ -159,13 +160,13 @@ def test_a_captured_exchange_gives_the_message_the_request_path_would_have_built
 
 
 def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> None:
-    """The endpoint's short way for an unsigned query without a fault (pieces made once per
-    endpoint and action, the status read from the answer's bytes) writes the entry
-    :func:`capture.capture` writes, but for its time and for naming the payload by how the
-    endpoint reads it instead of by its path; both give the same audit message."""
+    """The endpoint's short way for an unsigned query without a fault (a ``Q`` entry: its line made
+    once per endpoint, action and client, the status read from the answer's bytes) holds what the
+    entry :func:`capture.capture` writes holds, but for its time, and both give the same audit
+    message, whatever status the answer carries (or none)."""
     import json
 
-    from xds.audit import capture
+    from xds.audit import capture, events
     from xds.audit.requester import Requester
     from xds.audit.transactions import by_action
     from xds.metadata import vocabulary as v
@@ -181,27 +182,57 @@ def test_an_unsigned_query_is_spooled_as_the_general_path_would_spool_it() -> No
     request = parse_envelope(build_request(v.ACTION_STORED_QUERY, query)[0], request=True)
     tx = by_action(request.action)
     assert tx is not None
-    source = m.AuditSource('xds@"vert"', "983971636")
-    start, same = capture.pieces(request.action, "http://x/r", request.reply_to or "", "urn:oid:1.2", source)
-    for status in ("Success", "PartialSuccess", "Failure", ""):
-        answer = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}"'.encode()
-        if status:
-            answer += f' status="urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:{status}"'.encode()
-        answer += b"/>"
-        quick = capture.query_entry(start, same, answer, "10.0.0.7", request.raw)
+    source = m.AuditSource('xds@"v\u00e6rt"', "983971636")
+    prefix = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}"'
+    status_of = "urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:"
+    answers = [
+        (f'{prefix} status="{status_of}{status}"/>' if status else f"{prefix}/>", status)
+        for status in ("Success", "PartialSuccess", "Failure", "")
+    ]
+    pad = 8192 - len(f'{prefix} x="" status="{status_of}Success')  # the word ends where the search stops
+    answers += [  # what the first look at the answer does not settle: found by the search, or not at all
+        (
+            f'{prefix} status="{status_of}Unknown"><x>{status_of}Failure</x></query:AdhocQueryResponse>',
+            "Failure",
+        ),
+        (f'{prefix} status="{status_of}Successful"/>', "Success"),  # (the search's own reading)
+        (f'{prefix} status="{status_of}S"/>', ""),
+        (f'{prefix} status="{status_of}Partial"/>', ""),
+        (f'{prefix} x="{" " * pad}" status="{status_of}Success"/>', "Success"),
+        (f'{prefix} x="{" " * (pad + 1)}" status="{status_of}Success"/>', ""),  # past where the search looks
+    ]
+    for text, status in answers:
+        answer = text.encode()
+        assert events.response_status(answer) == status
+        assert capture.STATUSES[capture.status_code(answer)] == status  # (the search alone)
+        quick = capture.query_entry(
+            request.action,
+            "http://x/r",
+            request.reply_to or "",
+            "urn:oid:1.2",
+            source,
+            answer,
+            "10.0.0.7",
+            request.raw,
+        )
         general = capture.capture(
             tx, request, status, "", False, Requester(), ("10.0.0.7", "http://x/r"), source, "urn:oid:1.2"
         )
-        assert general is not None
-        (qhead, qraw), (ghead, graw) = (e[1:].split(b"\n", 1) for e in (quick, general))
-        q, g = json.loads(qhead), json.loads(ghead)
-        assert q[1] != 0 and g[1] != 0 and q[-1] is None and isinstance(g[-1], str)
-        q[1] = g[1] = q[-1] = g[-1] = 0  # the time, how the payload is found
-        assert q == g and qraw == graw
-        (built, _), (expected, _) = (capture.rebuild(e, "s.seg:0") for e in (quick, general))
+        assert general is not None and quick[:1] == capture.QUERY
+        assert capture.STATUSES[capture._QUERY_HEAD.unpack_from(quick)[2]] == status
+        line, raw = quick[capture._QUERY_HEAD.size :].split(b"\n", 1)
+        assert raw == request.raw and line.isascii()
+        g = json.loads(general[1:].split(b"\n", 1)[0])
+        action, _, g_status, fault, refused, who, client, server, reply_to, home, src, uid, pid, _ = g
+        assert (fault, refused, who, uid) == ("", False, [""] * 8, "")
+        assert json.loads(line) == [client, action, server, reply_to, home, src, pid]
+        (built, by), (expected, _) = (capture.rebuild(e, "s.seg:0") for e in (quick, general))
+        assert by == Requester() and abs(built.when.timestamp() - expected.when.timestamp()) < 1
         built.when = expected.when
         assert built.xml() == expected.xml()
-        assert built.patients() == ["12345678901^^^&2.16.578.1.12.4.1.4.1&ISO"]
+        assert built.outcome == expected.outcome and built.patients() == [
+            "12345678901^^^&2.16.578.1.12.4.1.4.1&ISO"
+        ]
 
 
 def test_an_unsigned_submission_is_spooled_as_the_general_path_would_spool_it() -> None:
@@ -269,6 +300,8 @@ def test_a_submission_s_objects_from_the_handler_s_facts_are_their_wire_form() -
 
 
 def test_an_entry_s_time_is_read_in_nanoseconds_and_in_an_earlier_version_s_seconds() -> None:
+    """A ``Q`` entry's time is in nanoseconds; a general entry's too, and as earlier versions wrote
+    it: in seconds, or an unsigned query's payload named ``null`` (read as the endpoint reads it)."""
     import datetime as dt
     import time
 
@@ -282,13 +315,82 @@ def test_an_entry_s_time_is_read_in_nanoseconds_and_in_an_earlier_version_s_seco
         "</query:AdhocQueryRequest>"
     ).encode()
     request = parse_envelope(build_request(v.ACTION_STORED_QUERY, query)[0], request=True)
-    start, same = capture.pieces(request.action, "http://x/r", "", "", m.AuditSource("xds"))
+    source = m.AuditSource("xds")
     before = time.time()
-    entry = capture.query_entry(start, same, b"", "10.0.0.7", request.raw)
-    got = capture.rebuild(entry)[0].when.timestamp()
-    assert before - 0.001 <= got <= time.time() + 0.001
-    head, rest = entry.split(b",", 1)
+    entry = capture.query_entry(request.action, "http://x/r", "", "", source, b"", "10.0.0.7", request.raw)
+    got, _ = capture.rebuild(entry)
+    assert before - 0.001 <= got.when.timestamp() <= time.time() + 0.001
+    # an earlier version's entry for the same query: a JSON head, its payload named null
+    start, same = capture.pieces(request.action, "http://x/r", "", "", source)
+    earlier = capture._entry(start, capture.answered(b""), "10.0.0.7", same, "null", request.raw)
+    head, rest = earlier.split(b",", 1)
     stamp, tail = rest.split(b",", 1)
     assert stamp.isdigit()  # nanoseconds
+    then, _ = capture.rebuild(earlier)
+    then.when = got.when
+    assert then.xml() == got.xml()
     earlier = head + b",1733400000.25," + tail  # an earlier version wrote seconds
     assert capture.rebuild(earlier)[0].when == dt.datetime(2024, 12, 5, 12, 0, 0, 250000, dt.UTC)
+
+
+def test_an_endpoint_s_queries_carry_each_answer_s_own_status(tmp_path: Path) -> None:
+    """The endpoint keeps the opening of its last answer up to its status: an answer that starts
+    the same way has that status; one that does not is read afresh (Success, Failure, Success
+    again, an answer with no status, and one whose status is further in)."""
+    from xds.audit import capture
+    from xds.audit.journal import Journal
+    from xds.audit.observer import EndpointAuditor
+    from xds.audit.trail import AuditTrail
+    from xds.metadata import vocabulary as v
+    from xds.soap.envelope import SoapResponse, build_request, parse_envelope
+
+    query = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
+        "</query:AdhocQueryRequest>"
+    ).encode()
+    raw = build_request(v.ACTION_STORED_QUERY, query)[0]
+    opening = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}" status="'
+    answers = [
+        (f'{opening}{v.RESPONSE_SUCCESS}"/>', "Success"),
+        (f'{opening}{v.RESPONSE_FAILURE}"/>', "Failure"),
+        (f'{opening}{v.RESPONSE_SUCCESS}"/>', "Success"),
+        (f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}"/>', ""),
+        (
+            f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}" x="y" status="{v.RESPONSE_PARTIAL_SUCCESS}"/>',
+            "PartialSuccess",
+        ),
+        (f'{opening}{v.RESPONSE_SUCCESS}"/>', "Success"),
+    ]
+    trail = AuditTrail(tmp_path / "spool", [])
+    auditor = EndpointAuditor(trail, m.AuditSource("xds@test"))
+    scope = {
+        "type": "http",
+        "path": "/registry",
+        "server": ("127.0.0.1", 8080),
+        "scheme": "http",
+        "client": ("10.0.0.7", 1),
+    }
+    for answer, _ in answers:
+        request = parse_envelope(raw, request=True)
+        request.raw = raw
+        auditor.exchanged(
+            scope, request, SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, answer.encode()), None, False
+        )
+    reader = Journal(tmp_path / "spool", ["database"], owner=trail.journal.name, write=False)
+    (segment,) = reader.segments()
+    entries, _ = segment.read("database", 100)
+    assert [e[:1] for _, e in entries] == [capture.QUERY] * len(answers)
+    got = [capture.rebuild(e, f"s.seg:{at}")[0] for at, e in entries]
+    assert [g.outcome for g in got] == [
+        "0",
+        "8",
+        "0",
+        "0",
+        "4",
+        "0",
+    ]  # (Failure: serious; PartialSuccess: minor)
+    heads = [capture.STATUSES[capture._QUERY_HEAD.unpack_from(e)[2]] for _, e in entries]
+    assert heads == [status for _, status in answers]
+    reader.close()
+    trail.journal.close()

@@ -4,9 +4,12 @@ A stored query or a registration (ITI-18, ITI-38, ITI-41, ITI-42, ITI-51, ...: t
 ``submission`` kinds, whose audit message is read from the request alone) is spooled as its
 facts — a small JSON head (the action, the time, the answer's status, who asked, the two ends, the
 audit source, the event's id) and, for a query, the request's envelope bytes as received with
-where the payload sits in it (for an unsigned query, :func:`query_entry`: wherever
-:func:`xds.soap.envelope.parse_envelope` finds it), for a submission its two objects (the
-patient, the SubmissionSet) — with no audit message built: a few microseconds. The delivery side
+where the payload sits in it, for a submission its two objects (the patient, the SubmissionSet)
+— with no audit message built: a few microseconds. An unsigned query answered without a fault
+(the common case) is spooled in fewer steps still, as a ``Q`` entry (:func:`query_entry`): a
+binary head (the time, the status), one JSON line the endpoint keeps made for each client (the
+client, the action, the two ends, the audit source) and the envelope, whose payload is wherever
+:func:`xds.soap.envelope.parse_envelope` finds it. The delivery side
 (:func:`rebuild`) parses a query's envelope again and takes the payload from the same place, and
 builds the message with :func:`xds.audit.events.responder_events`, as ITI TF-2a §3.20.7 and each transaction's audit
 section say, exactly as the request path would have.
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import struct
 import time
 import uuid
+from collections.abc import Callable
 
 from lxml import etree
 
@@ -34,6 +39,9 @@ from xds.audit.transactions import Transaction
 from xds.soap.envelope import parse_envelope
 
 MARK = b"E"  # a captured exchange in the spool (the other spooled forms are JSON: "[" or "{")
+QUERY = b"Q"  # an unsigned query answered without a fault (query_entry)
+_QUERY_HEAD = struct.Struct(">cQB")  # QUERY, the time in nanoseconds, the status (STATUSES)
+STATUSES = ("Success", "PartialSuccess", "Failure", "")  # an answer's status, as a Q entry's code
 MAX_ENVELOPE = 256 * 1024
 KINDS = frozenset({"query", "submission"})
 EVENTS = uuid.UUID("6a1f3c52-2f0e-4b8e-9d7a-1c3e5b7d9f20")  # namespace of the events' name-based ids
@@ -71,8 +79,8 @@ def capture(
 # The head is the JSON list rebuild() reads (the time in nanoseconds: an integer is formatted in a
 # third of a float's time), written piece by piece (json.dumps with its own
 # separators makes a new encoder for every call: more than all the rest of this). An endpoint's
-# unsigned queries and submissions (the common case) are written by query_entry() (query_head) and
-# submission_entry() from pieces made once (pieces).
+# unsigned submissions (the common case) are written by submission_entry() from pieces made once
+# (pieces); its unsigned queries as Q entries (query_entry).
 def opening(action: str) -> bytes:
     """What an entry for ``action`` starts with."""
     return MARK + b"[" + _text(action).encode("ascii") + b","
@@ -81,44 +89,91 @@ def opening(action: str) -> bytes:
 def fixed(server: str, reply_to: str, home: str, source: m.AuditSource) -> str:
     """The head's fields that stay the same for an endpoint: from the answering URL to the process,
     with the commas around them."""
-    src = f"[{_text(source.source_id)},{_text(source.enterprise_site_id)},{_text(source.type_code)}]"
     # (the event's id, "": made by the delivery side from where the entry sits in the spool)
-    return f',{_text(server)},{_text(reply_to)},{_text(home)},{src},"",{_PROCESS_ID},'
+    return f',{_text(server)},{_text(reply_to)},{_text(home)},{_source(source)},"",{_PROCESS_ID},'
+
+
+def _source(source: m.AuditSource) -> str:
+    return f"[{_text(source.source_id)},{_text(source.enterprise_site_id)},{_text(source.type_code)}]"
 
 
 def pieces(action: str, server: str, reply_to: str, home: str, source: m.AuditSource) -> tuple[bytes, bytes]:
-    """What every :func:`query_entry` or :func:`submission_entry` of an endpoint, action and
-    reply-to address holds: the piece before the time (:func:`opening`) and the piece after the
-    client (:func:`fixed`)."""
+    """What every :func:`submission_entry` of an endpoint, action and reply-to address holds: the
+    piece before the time (:func:`opening`) and the piece after the client (:func:`fixed`)."""
     return opening(action), fixed(server, reply_to, home, source).encode("ascii")
 
 
-def query_entry(start: bytes, same: bytes, answer: bytes, client: str, raw: bytes) -> bytes:
+def query_entry(
+    action: str,
+    server: str,
+    reply_to: str,
+    home: str,
+    source: m.AuditSource,
+    answer: bytes,
+    client: str,
+    raw: bytes,
+) -> bytes:
     """:func:`capture` of a query that named no one (no assertion), had no fault, was answered with
     ``answer`` (the response payload's bytes) and received as ``raw`` (the whole envelope, not
-    MTOM, at most :data:`MAX_ENVELOPE` bytes), from its endpoint's :func:`pieces` (``start``,
-    ``same``). The payload is named ``null``: the one :func:`xds.soap.envelope.parse_envelope`
-    reads from the envelope, as the endpoint did. The endpoint writes the same record without
-    making it (every query comes that way): :func:`query_head` from pieces it keeps, then ``raw``,
-    each copied into the spool (:meth:`xds.audit.trail.AuditTrail.append_pair`)."""
-    return query_head(start, query_tail(same), answered(answer), client_piece(client)) + raw
+    MTOM, at most :data:`MAX_ENVELOPE` bytes), as a ``Q`` entry: :func:`query_head` (the time, the
+    status's code from :func:`status_opening`, and :func:`query_line`) before the envelope. The
+    payload is the one :func:`xds.soap.envelope.parse_envelope` reads from the envelope, as the
+    endpoint did. The endpoint writes the same entry from what it keeps for the endpoint and
+    client (the line, its last answer's opening), without making it: the head, then the envelope,
+    each copied into the spool (:meth:`xds.audit.trail.AuditTrail.writer`)."""
+    line = query_line(client, query_piece(action, server, reply_to, home, source))
+    return query_head(line, status_opening(answer)[1]) + raw
 
 
-def query_head(start: bytes, tail: bytes, status: bytes, client: bytes) -> bytes:
-    """What :func:`query_entry` puts before the envelope, from pieces made before: the endpoint's
-    ``start`` (:func:`pieces`) and ``tail`` (:func:`query_tail`), :func:`answered` and
-    :func:`client_piece`."""
-    return b"".join((start, b"%d" % time.time_ns(), status, client, tail))
+def query_piece(action: str, server: str, reply_to: str, home: str, source: m.AuditSource) -> bytes:
+    """What every ``Q`` entry's line of an endpoint, action and reply-to address holds after the
+    client: the action, the answering URL, the reply-to address, the home community, the audit
+    source and the process, closing the line."""
+    return f",{_text(action)},{_text(server)},{_text(reply_to)},{_text(home)},{_source(source)},{_PROCESS_ID}]\n".encode(
+        "ascii"
+    )
 
 
-def query_tail(same: bytes) -> bytes:
-    """An endpoint's :func:`fixed` piece with a query entry's payload (``null``) and line end."""
-    return same + b"null]\n"
+def query_line(client: str, piece: bytes) -> bytes:
+    """A ``Q`` entry's JSON line: the client's address, then the endpoint's :func:`query_piece`."""
+    return b"[" + _text(client).encode("ascii") + piece
 
 
-def client_piece(client: str) -> bytes:
-    """The client's address as the head writes it."""
-    return _text(client).encode()
+def query_head(
+    line: bytes,
+    status: int,
+    _pack: Callable[..., bytes] = _QUERY_HEAD.pack,
+    _now: Callable[[], int] = time.time_ns,
+) -> bytes:
+    """What a ``Q`` entry puts before the envelope: the mark, the time (nanoseconds) and the
+    status's code in :data:`_QUERY_HEAD`, then ``line`` (:func:`query_line`). (What it uses is
+    bound to it: on every query, on a busy process's cold caches, each global looked up costs.)"""
+    return _pack(QUERY, _now(), status) + line
+
+
+def status_opening(answer: bytes) -> tuple[bytes, int]:
+    """The code of the answer's status (its index in :data:`STATUSES`, 3: none) — the one
+    :func:`xds.audit.events.response_status` reads from the answer's bytes — and, when that status
+    is the answer's first (its own, near its start), the answer's bytes up to its end: an answer
+    that starts with those bytes has that status (b"": none to tell)."""
+    at = answer.find(_STATUS_AT, 0, 8192)
+    if at >= 0:
+        at += len(_STATUS_AT)
+        word = _STATUS_FIRST.get(answer[at : at + 1])
+        if word is not None and answer.startswith(word[0], at, 8192):
+            return answer[: at + len(word[0])], word[1]
+    return b"", status_code(answer)
+
+
+def status_code(answer: bytes) -> int:
+    """The answer's status as its index in :data:`STATUSES` (3: none), found by the search
+    :func:`xds.audit.events.response_status` makes."""
+    found = events.STATUS.search(answer, 0, 8192)
+    return STATUSES.index(found[1].decode()) if found else 3
+
+
+_STATUS_AT = b"ResponseStatusType:"
+_STATUS_FIRST = {s[:1].encode(): (s.encode(), i) for i, s in enumerate(STATUSES[:3])}
 
 
 def submission_entry(start: bytes, same: bytes, answer: bytes, client: str, request: object) -> bytes:
@@ -212,13 +267,30 @@ def event_id(position: str) -> str:
 
 
 def rebuild(data: bytes, position: str = "") -> tuple[m.AuditMessage, Requester]:
-    """The audit message of a spool entry :func:`capture` wrote at ``position``, and who asked."""
+    """The audit message of a spool entry :func:`capture` or :func:`query_entry` wrote at
+    ``position``, and who asked."""
+    if data[:1] == QUERY:
+        _, when, code = _QUERY_HEAD.unpack_from(data)
+        line, _, raw = data[_QUERY_HEAD.size :].partition(b"\n")
+        client, action, server, reply_to, home, src, pid = json.loads(line)
+        exchange = events.Exchange(
+            action=action,
+            request=parse_envelope(raw, request=True).body,
+            security=Requester(),
+            client=client,
+            server=server,
+            reply_to=reply_to,
+            home_community_id=home,
+            status=STATUSES[code],
+            process_id=pid,
+        )
+        return _message(exchange, src, when, "", position), Requester()
     head, _, raw = data[len(MARK) :].partition(b"\n")
     action, when, status, fault, refused, who, client, server, reply_to, home, src, uid, pid, payload = (
         json.loads(head)
     )
     body = objects = None
-    if payload is None:  # the payload the endpoint read (query_entry)
+    if payload is None:  # the payload the endpoint read (an unsigned query, as earlier versions wrote it)
         body = parse_envelope(raw, request=True).body
     elif isinstance(payload, str):  # where the payload is in the envelope
         body = safexml.parse(raw).find(payload)
@@ -239,11 +311,19 @@ def rebuild(data: bytes, position: str = "") -> tuple[m.AuditMessage, Requester]
         process_id=pid,
         objects=objects,
     )
+    return _message(exchange, src, when, uid, position), requester
+
+
+def _message(
+    exchange: events.Exchange, src: list[str], when: int | float, uid: str, position: str
+) -> m.AuditMessage:
+    """The one audit message of a spooled exchange, with its time (nanoseconds; earlier versions:
+    seconds) and its id (``uid``, or made from the entry's ``position``)."""
     built = events.responder_events(exchange, m.AuditSource(*src))
     if len(built) != 1:
-        raise ValueError(f"a captured {action} exchange gave {len(built)} audit messages")
+        raise ValueError(f"a captured {exchange.action} exchange gave {len(built)} audit messages")
     msg = built[0]
-    seconds = when / 1e9 if isinstance(when, int) else when  # (nanoseconds; earlier versions: seconds)
+    seconds = when / 1e9 if isinstance(when, int) else when
     msg.when = dt.datetime.fromtimestamp(seconds, dt.UTC)
     msg.event_uuid = uid or event_id(position)
-    return msg, requester
+    return msg

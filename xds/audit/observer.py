@@ -22,6 +22,8 @@ from xds.audit.transactions import by_action
 from xds.soap.envelope import SoapFault, SoapRequest, SoapResponse
 
 log = logging.getLogger("xds.audit")
+# an endpoint's pieces of its unsigned queries' or submissions' entries (EndpointAuditor._learn)
+Known = tuple[bytes, bytes, bool, dict[str, bytes], list[bytes | int]] | tuple[()]
 
 
 def default_source(source_id: str = "", site: str = "") -> AuditSource:
@@ -44,8 +46,8 @@ class EndpointAuditor:
         self.source = source
         self.owners = owners
         self.home_community_id = home_community_id
-        self._plain: dict[tuple[object, ...], tuple[bytes, bytes, bool, bytes] | tuple[()]] = {}
-        self._clients: dict[str, bytes] = {}  # a client's address as an entry writes it
+        self._plain: dict[tuple[object, ...], Known] = {}
+        self._write = trail.writer()
 
     def exchanged(
         self,
@@ -60,8 +62,14 @@ class EndpointAuditor:
                 # the common cases first, in the fewest steps: a query or a submission that named
                 # no one, answered (capture.query_entry, capture.submission_entry); its message is
                 # built by the delivery side
-                key = (request.action, request.reply_to, scope.get("path"), scope.get("server"))
-                key += (scope.get("root_path"), scope.get("scheme"))
+                key = (
+                    request.action,
+                    request.reply_to,
+                    scope.get("path"),
+                    scope.get("server"),
+                    scope.get("root_path"),
+                    scope.get("scheme"),
+                )
                 known = self._plain.get(key)
                 if known is None:
                     known = self._learn(key, scope, request)
@@ -72,13 +80,15 @@ class EndpointAuditor:
                     if known[2]:  # a query
                         raw = request.raw
                         if raw and len(raw) <= capture.MAX_ENVELOPE:
-                            client_bytes = self._clients.get(host)
-                            if client_bytes is None:
-                                client_bytes = self._client(host)
-                            head = capture.query_head(
-                                known[0], known[3], capture.answered(answer), client_bytes
-                            )
-                            self.trail.append_pair(head, raw)
+                            line = known[3].get(host)
+                            if line is None:
+                                line = _line(known, host)
+                            seen = known[4]  # the last answer's opening up to its status, its code
+                            if seen[0] and answer.startswith(seen[0]):
+                                code = seen[1]
+                            else:
+                                seen[0], seen[1] = opening, code = capture.status_opening(answer)
+                            self._write(capture.query_head(line, code), raw)
                             return
                     else:
                         self.trail.append(capture.submission_entry(known[0], known[1], answer, host, request))
@@ -119,28 +129,27 @@ class EndpointAuditor:
             )
             self.trail.record(events.responder_events(exchange, self.source, self.owners), who)
         except Exception:
-            log.exception("audit event for %s could not be built", request.action)
+            log.exception("audit event for %s could not be recorded", request.action)
 
-    def _client(self, host: str) -> bytes:
-        """``host`` as an entry writes it (:func:`xds.audit.capture.client_piece`), kept."""
-        if len(self._clients) >= 1024:  # (the clients' addresses: bounded)
-            self._clients.clear()
-        made = self._clients[host] = capture.client_piece(host)
-        return made
-
-    def _learn(
-        self, key: tuple[object, ...], scope: Scope, request: SoapRequest
-    ) -> tuple[bytes, bytes, bool, bytes] | tuple[()]:
-        """The pieces of the entries of unsigned queries and submissions to an endpoint, action and
-        reply-to address (:func:`xds.audit.capture.pieces`) with the kind and a query's tail
-        (:func:`xds.audit.capture.query_tail`), made once; empty for any other action."""
+    def _learn(self, key: tuple[object, ...], scope: Scope, request: SoapRequest) -> Known:
+        """What the entries of unsigned queries and submissions to an endpoint, action and reply-to
+        address hold, made once: a submission's :func:`xds.audit.capture.pieces`, or a query's
+        mark and :func:`xds.audit.capture.query_piece`, with the kind, the lines made of it for
+        each client so far (:func:`_line`) and the last answer's opening up to its status with the
+        status's code (:func:`xds.audit.capture.status_opening`: an answer starting the same way
+        has the same status); empty for any other action."""
         tx = by_action(request.action)
-        known: tuple[bytes, bytes, bool, bytes] | tuple[()] = ()
-        if tx is not None and tx.kind in capture.KINDS:
+        known: Known = ()
+        if tx is not None and tx.kind == "query":
+            piece = capture.query_piece(
+                request.action, _url(scope), request.reply_to or "", self.home_community_id, self.source
+            )
+            known = (capture.QUERY, piece, True, {}, [b"", 3])
+        elif tx is not None and tx.kind in capture.KINDS:
             start, same = capture.pieces(
                 request.action, _url(scope), request.reply_to or "", self.home_community_id, self.source
             )
-            known = (start, same, tx.kind == "query", capture.query_tail(same))
+            known = (start, same, False, {}, [b"", 3])
         if len(self._plain) >= 256:  # (actions, paths and reply-to addresses are the client's)
             self._plain.clear()
         self._plain[key] = known
@@ -183,6 +192,17 @@ class ClientAuditor:
             self.trail.record(events.requester_events(exchange, self.source), self.requester)
         except Exception:
             log.exception("audit event for %s could not be built", action)
+
+
+def _line(known: tuple[bytes, bytes, bool, dict[str, bytes], list[bytes | int]], host: str) -> bytes:
+    """A query entry's line for an endpoint and a client (:func:`xds.audit.capture.query_line`),
+    kept with the endpoint's pieces (at most 128 clients each: their addresses are the
+    clients')."""
+    lines = known[3]
+    if len(lines) >= 128:
+        lines.clear()
+    made = lines[host] = capture.query_line(host, known[1])
+    return made
 
 
 def _patients(request: SoapRequest) -> list[str] | None:

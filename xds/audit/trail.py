@@ -58,7 +58,7 @@ class Record:
         event as the request path spooled it (a JSON list: the message's and the requester's
         plain values), built into its XML here, or a record spooled whole (a JSON object, as
         earlier versions wrote them)."""
-        if data[:1] == capture.MARK:
+        if data[:1] in (capture.MARK, capture.QUERY):
             return cls.of(*capture.rebuild(data, position))
         obj = json.loads(data)
         if isinstance(obj, list):
@@ -200,6 +200,12 @@ class AuditTrail:
             log.exception("audit event could not be written to the journal")
         self._woken()
 
+    def writer(self) -> Callable[[bytes, bytes], None]:
+        """What appends an entry ``head + body`` with the fewest steps, for a caller that contains
+        its own failures: the journal's own :meth:`Journal.append_pair` when a delivery process
+        delivers (no thread here to wake; it may raise), else :meth:`append_pair`."""
+        return self.journal.append_pair if self.delivery is not None else self.append_pair
+
     def _woken(self) -> None:
         if self._thread is not None:
             self._idle.clear()
@@ -240,7 +246,7 @@ class AuditTrail:
         :data:`BUSY_LAG_S`; it delivers as soon as they stop (a lull) or when that time is up. So
         a burst is not slowed by building, storing and sending its own audit messages (their CPU,
         the caches and the disk they would take from it); they are delivered in large batches
-        after it, and never more than that behind. The spool is put on the disk (``fdatasync``)
+        after it, and never more than that behind. The spool is put on the disk (:meth:`Journal.sync`)
         every :data:`SYNC_S` meanwhile and as each delivery begins: the events are safe from a
         killed process from the moment they are appended, and from a power failure at most about
         that long after."""
