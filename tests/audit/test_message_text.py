@@ -394,3 +394,39 @@ def test_an_endpoint_s_queries_carry_each_answer_s_own_status(tmp_path: Path) ->
     assert heads == [status for _, status in answers]
     reader.close()
     trail.journal.close()
+
+
+def test_an_endpoint_keeps_a_bounded_number_of_client_lines(tmp_path: Path) -> None:
+    """The line kept for each client of an endpoint is bounded (the clients' addresses are the
+    clients'): 300 clients leave at most 128 lines kept, and each entry names its own client."""
+    from xds.audit import capture
+    from xds.audit.journal import Journal
+    from xds.audit.observer import EndpointAuditor
+    from xds.audit.trail import AuditTrail
+    from xds.metadata import vocabulary as v
+    from xds.soap.envelope import SoapResponse, build_request, parse_envelope
+
+    query = (
+        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
+        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
+        "</query:AdhocQueryRequest>"
+    ).encode()
+    raw = build_request(v.ACTION_STORED_QUERY, query)[0]
+    answer = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}" status="{v.RESPONSE_SUCCESS}"/>'.encode()
+    trail = AuditTrail(tmp_path / "spool", [])
+    auditor = EndpointAuditor(trail, m.AuditSource("xds@test"))
+    clients = [f"10.0.{i // 256}.{i % 256}" for i in range(300)]
+    for client in clients:
+        request = parse_envelope(raw, request=True)
+        request.raw = raw
+        scope = {"type": "http", "path": "/registry", "server": ("127.0.0.1", 8080), "client": (client, 1)}
+        auditor.exchanged(scope, request, SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, answer), None, False)
+    (known,) = auditor._plain.values()
+    assert known and 0 < len(known[3]) <= 128
+    reader = Journal(tmp_path / "spool", ["database"], owner=trail.journal.name, write=False)
+    (segment,) = reader.segments()
+    entries, _ = segment.read("database", 1000)
+    got = [capture.rebuild(e, f"s.seg:{at}")[0] for at, e in entries]
+    assert [next(p.network_id for p in msg.participants if p.requestor) for msg in got] == clients
+    reader.close()
+    trail.journal.close()
