@@ -9,6 +9,7 @@ from pathlib import Path
 from lxml import etree
 
 from xds.audit import message as m
+from xds.audit.observer import EndpointAuditor
 
 ALPHABET = "ab <>&\"'\t\n\r\x01\x0b å€\ufffe  x"
 
@@ -333,13 +334,12 @@ def test_an_entry_s_time_is_read_in_nanoseconds_and_in_an_earlier_version_s_seco
     assert capture.rebuild(earlier)[0].when == dt.datetime(2024, 12, 5, 12, 0, 0, 250000, dt.UTC)
 
 
-def test_an_endpoint_s_queries_carry_each_answer_s_own_status(tmp_path: Path) -> None:
-    """The endpoint keeps the opening of its last answer up to its status: an answer that starts
-    the same way has that status; one that does not is read afresh (Success, Failure, Success
-    again, an answer with no status, and one whose status is further in)."""
-    from xds.audit import capture
+def _through_an_endpoint(
+    tmp_path: Path, exchanges: list[tuple[str, bytes]]
+) -> tuple[EndpointAuditor, list[tuple[int, bytes]]]:
+    """The same unsigned FindDocuments through a real :class:`EndpointAuditor`, once for each
+    (client address, answer): the auditor, and the spool entries it wrote (offset, bytes)."""
     from xds.audit.journal import Journal
-    from xds.audit.observer import EndpointAuditor
     from xds.audit.trail import AuditTrail
     from xds.metadata import vocabulary as v
     from xds.soap.envelope import SoapResponse, build_request, parse_envelope
@@ -350,6 +350,30 @@ def test_an_endpoint_s_queries_carry_each_answer_s_own_status(tmp_path: Path) ->
         "</query:AdhocQueryRequest>"
     ).encode()
     raw = build_request(v.ACTION_STORED_QUERY, query)[0]
+    trail = AuditTrail(tmp_path / "spool", [])
+    auditor = EndpointAuditor(trail, m.AuditSource("xds@test"))
+    for client, answer in exchanges:
+        request = parse_envelope(raw, request=True)
+        request.raw = raw
+        scope = {"type": "http", "path": "/registry", "server": ("127.0.0.1", 8080), "client": (client, 1)}
+        auditor.exchanged(scope, request, SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, answer), None, False)
+    reader = Journal(tmp_path / "spool", ["database"], owner=trail.journal.name, write=False)
+    try:
+        (segment,) = reader.segments()
+        entries, _ = segment.read("database", len(exchanges) + 1)
+    finally:
+        reader.close()
+        trail.journal.close()
+    return auditor, entries
+
+
+def test_an_endpoint_s_queries_carry_each_answer_s_own_status(tmp_path: Path) -> None:
+    """The endpoint keeps the opening of its last answer up to its status: an answer that starts
+    the same way has that status; one that does not is read afresh (Success, Failure, Success
+    again, an answer with no status, and one whose status is further in)."""
+    from xds.audit import capture
+    from xds.metadata import vocabulary as v
+
     opening = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}" status="'
     answers = [
         (f'{opening}{v.RESPONSE_SUCCESS}"/>', "Success"),
@@ -362,71 +386,25 @@ def test_an_endpoint_s_queries_carry_each_answer_s_own_status(tmp_path: Path) ->
         ),
         (f'{opening}{v.RESPONSE_SUCCESS}"/>', "Success"),
     ]
-    trail = AuditTrail(tmp_path / "spool", [])
-    auditor = EndpointAuditor(trail, m.AuditSource("xds@test"))
-    scope = {
-        "type": "http",
-        "path": "/registry",
-        "server": ("127.0.0.1", 8080),
-        "scheme": "http",
-        "client": ("10.0.0.7", 1),
-    }
-    for answer, _ in answers:
-        request = parse_envelope(raw, request=True)
-        request.raw = raw
-        auditor.exchanged(
-            scope, request, SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, answer.encode()), None, False
-        )
-    reader = Journal(tmp_path / "spool", ["database"], owner=trail.journal.name, write=False)
-    (segment,) = reader.segments()
-    entries, _ = segment.read("database", 100)
+    _, entries = _through_an_endpoint(tmp_path, [("10.0.0.7", answer.encode()) for answer, _ in answers])
     assert [e[:1] for _, e in entries] == [capture.QUERY] * len(answers)
     got = [capture.rebuild(e, f"s.seg:{at}")[0] for at, e in entries]
-    assert [g.outcome for g in got] == [
-        "0",
-        "8",
-        "0",
-        "0",
-        "4",
-        "0",
-    ]  # (Failure: serious; PartialSuccess: minor)
+    # (Failure: serious; PartialSuccess: minor)
+    assert [g.outcome for g in got] == ["0", "8", "0", "0", "4", "0"]
     heads = [capture.STATUSES[capture._QUERY_HEAD.unpack_from(e)[2]] for _, e in entries]
     assert heads == [status for _, status in answers]
-    reader.close()
-    trail.journal.close()
 
 
 def test_an_endpoint_keeps_a_bounded_number_of_client_lines(tmp_path: Path) -> None:
     """The line kept for each client of an endpoint is bounded (the clients' addresses are the
     clients'): 300 clients leave at most 128 lines kept, and each entry names its own client."""
     from xds.audit import capture
-    from xds.audit.journal import Journal
-    from xds.audit.observer import EndpointAuditor
-    from xds.audit.trail import AuditTrail
     from xds.metadata import vocabulary as v
-    from xds.soap.envelope import SoapResponse, build_request, parse_envelope
 
-    query = (
-        f'<query:AdhocQueryRequest xmlns:query="{v.NS_QUERY}" xmlns:rim="{v.NS_RIM}">'
-        f'<query:ResponseOption returnType="ObjectRef"/><rim:AdhocQuery id="{v.SQ_FIND_DOCUMENTS}"/>'
-        "</query:AdhocQueryRequest>"
-    ).encode()
-    raw = build_request(v.ACTION_STORED_QUERY, query)[0]
     answer = f'<query:AdhocQueryResponse xmlns:query="{v.NS_QUERY}" status="{v.RESPONSE_SUCCESS}"/>'.encode()
-    trail = AuditTrail(tmp_path / "spool", [])
-    auditor = EndpointAuditor(trail, m.AuditSource("xds@test"))
     clients = [f"10.0.{i // 256}.{i % 256}" for i in range(300)]
-    for client in clients:
-        request = parse_envelope(raw, request=True)
-        request.raw = raw
-        scope = {"type": "http", "path": "/registry", "server": ("127.0.0.1", 8080), "client": (client, 1)}
-        auditor.exchanged(scope, request, SoapResponse(v.ACTION_STORED_QUERY_RESPONSE, answer), None, False)
+    auditor, entries = _through_an_endpoint(tmp_path, [(client, answer) for client in clients])
     (known,) = auditor._plain.values()
     assert known and 0 < len(known[3]) <= 128
-    reader = Journal(tmp_path / "spool", ["database"], owner=trail.journal.name, write=False)
-    (segment,) = reader.segments()
-    entries, _ = segment.read("database", 1000)
     got = [capture.rebuild(e, f"s.seg:{at}")[0] for at, e in entries]
     assert [next(p.network_id for p in msg.participants if p.requestor) for msg in got] == clients
-    reader.close()
-    trail.journal.close()

@@ -166,10 +166,9 @@ def status_opening(answer: bytes) -> tuple[bytes, int]:
 
 
 def status_code(answer: bytes) -> int:
-    """The answer's status as its index in :data:`STATUSES` (3: none), found by the search
-    :func:`xds.audit.events.response_status` makes."""
-    found = events.STATUS.search(answer, 0, 8192)
-    return STATUSES.index(found[1].decode()) if found else 3
+    """The answer's status (:func:`xds.audit.events.response_status`) as its index in
+    :data:`STATUSES` (3: none)."""
+    return STATUSES.index(events.response_status(answer))
 
 
 _STATUS_AT = b"ResponseStatusType:"

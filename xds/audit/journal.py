@@ -7,9 +7,10 @@ and mapped into memory; a record (length, checksum, bytes) is copied into the ma
 first and its length last, so a reader sees a record whole or not at all, and the data ends at
 the first zero length. The checksum is Adler-32 (zlib's): a record's bytes are summed, with no
 table to look up, in about half the time CRC-32 takes on a busy process's cold caches; like the
-checksum of SQLite's write-ahead log, it tells a record whole from one torn or stale. The mapping is the file's page cache, so once :meth:`Journal.append`
-returns the event survives the process being killed (``kill -9``): the kernel holds it — without
-a system call per event. A record that does not fit is put in a new segment.
+checksum of SQLite's write-ahead log, it tells a record whole from one torn or stale. The mapping
+is the file's page cache, so once :meth:`Journal.append` returns the event survives the process
+being killed (``kill -9``): the kernel holds it — without a system call per event. A record that
+does not fit is put in a new segment.
 
 The side that delivers — the same process, or a delivery process working for it (``owner``) —
 holds a shared lock on the owner's segments too, so nobody else takes them while either lives.
