@@ -79,6 +79,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where nothing listens, for as long as the block runs: bound and never
+    listening, so a connection to it is refused, and no server the test starts meanwhile is given
+    it (a port from :func:`free_port` is free again at once, and was, now and then, the test's own
+    server's)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
 class RunningServer:
     """``xds serve``'s application under uvicorn in a thread, on 127.0.0.1."""
 

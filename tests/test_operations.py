@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from operating import find_documents, provide, slow_provide, start_server
-from support import free_port
+from support import free_port, refusing_port
 
 from xds.client import RepositoryClient
 from xds.metadata import vocabulary as v
@@ -113,9 +113,9 @@ def test_startup_says_what_is_wrong(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "xds: cannot serve: data_dir: FAIL" in done.stderr and "not writable" in done.stderr
     assert "Traceback" not in done.stderr
-    port = free_port()  # nothing listens there
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    done = _serve_command("--data-dir", str(tmp_path / "data"), "--database-url", url)
+    with refusing_port() as port:  # nothing listens there
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        done = _serve_command("--data-dir", str(tmp_path / "data"), "--database-url", url)
     assert done.returncode == 1
     assert "xds: cannot serve: database: FAIL" in done.stderr and "cannot be reached" in done.stderr
     assert "Traceback" not in done.stderr

@@ -376,18 +376,19 @@ def test_remote_registry_unreachable_leaves_no_pending_row_nor_blob(
 ) -> None:
     """A repository registering at a remote registry that refuses connections: ITI-41 gets
     XDSRegistryNotAvailable and its pending rows and bytes are gone at once."""
-    from support import RunningServer, free_port, make_config
+    from support import RunningServer, make_config, refusing_port
 
     cfg = make_config(tmp_path / "data", database_url)
-    cfg.repositories[0].registry_url = f"http://127.0.0.1:{free_port()}/registry"  # nothing listens
     files = tmp_path / "files"
     files.mkdir()
-    with RunningServer(cfg) as server, RepositoryClient(f"{server.url}/repository", timeout=30) as client:
-        for i, size in enumerate((5_000, 400_000)):  # in memory and spooled
-            outcome, _ = provide(client, files / f"doc{i}", os.urandom(size))
-            assert outcome.status == v.RESPONSE_FAILURE
-            assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
-        assert wait_for_nothing_left(tmp_path / "data", database_url, 0) == NOTHING_LEFT
+    with refusing_port() as port:
+        cfg.repositories[0].registry_url = f"http://127.0.0.1:{port}/registry"  # nothing listens
+        with RunningServer(cfg) as server, RepositoryClient(f"{server.url}/repository", timeout=30) as client:
+            for i, size in enumerate((5_000, 400_000)):  # in memory and spooled
+                outcome, _ = provide(client, files / f"doc{i}", os.urandom(size))
+                assert outcome.status == v.RESPONSE_FAILURE
+                assert [e.code for e in outcome.errors] == [v.XDSRegistryNotAvailable], outcome
+            assert wait_for_nothing_left(tmp_path / "data", database_url, 0) == NOTHING_LEFT
 
 
 def _a01(patient_id: str, control: str) -> str:
