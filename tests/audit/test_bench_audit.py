@@ -10,7 +10,19 @@ import pytest
 from support import run_bench
 
 
-def test_bench_audit_prints_each_ratio_and_counts_every_datagram(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_audit_prints_each_ratio_and_counts_every_datagram(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xds.bench import audit
+
+    measured: list[str] = []  # which server each measured run was of, in turn
+    add = audit.Runs.add
+
+    def noting(self: audit.Runs, label: str, run: audit.RunResult, start: int = 0) -> None:
+        measured.append(label)
+        add(self, label, run, start)
+
+    monkeypatch.setattr(audit.Runs, "add", noting)
     requests = 30
     rc = run_bench(
         "audit",
@@ -30,6 +42,8 @@ def test_bench_audit_prints_each_ratio_and_counts_every_datagram(capsys: pytest.
         "0",
     )
     assert rc == 0  # no failed request
+    # every run straight after the other server's run of the same transaction: off, then on
+    assert measured == ["off", "on"] * 4
     out = capsys.readouterr().out
     for kind in ("register", "query"):
         line = re.search(
