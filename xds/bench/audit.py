@@ -146,33 +146,26 @@ class Runs:
 
     off: list[float] = field(default_factory=list)
     on: list[float] = field(default_factory=list)
-    off_seconds: float = 0.0
-    on_seconds: float = 0.0
-    off_requests: int = 0
-    on_requests: int = 0
     lags: list[float] = field(default_factory=list)
     delivery_cpu: list[float] = field(default_factory=list)
     by_start: dict[int, list[float]] = field(default_factory=dict)  # off seconds, requests; on the same
 
     def add(self, label: str, run: RunResult, start: int = 0) -> None:
         totals = self.by_start.setdefault(start, [0.0, 0.0, 0.0, 0.0])
-        if label == "off":
-            self.off.append(run.rate)
-            self.off_seconds += run.seconds
-            self.off_requests += run.requests
-            totals[0] += run.seconds
-            totals[1] += run.requests
-        else:
-            self.on.append(run.rate)
-            self.on_seconds += run.seconds
-            self.on_requests += run.requests
-            totals[2] += run.seconds
-            totals[3] += run.requests
+        at = 0 if label == "off" else 2
+        (self.off if label == "off" else self.on).append(run.rate)
+        totals[at] += run.seconds
+        totals[at + 1] += run.requests
+
+    def rates(self) -> tuple[float, float]:
+        """Requests per second with auditing on and with it off, over all runs (their totals)."""
+        starts = list(self.by_start.values()) or [[0.0] * 4]
+        off_s, off_n, on_s, on_n = (sum(column) for column in zip(*starts, strict=True))
+        return (on_n / on_s if on_s else 0.0), (off_n / off_s if off_s else 0.0)
 
     def ratio(self) -> float:
         """Throughput with auditing on over throughput with it off, over all runs."""
-        on = self.on_requests / self.on_seconds if self.on_seconds else 0.0
-        off = self.off_requests / self.off_seconds if self.off_seconds else 0.0
+        on, off = self.rates()
         return on / off if off else 0.0
 
     def paired(self) -> list[float]:
@@ -294,6 +287,7 @@ def _verdict(kind: str, runs: Runs) -> str:
     """One line: throughput on and off over all runs, their ratio against the target with its standard
     error, the median of the rounds' ratios, the span of each server's runs, and the delivery after."""
     ratio = runs.ratio()
+    on, off = runs.rates()
     verdict = "meets" if ratio >= 0.95 else "BELOW"
     spans = ", ".join(
         f"{label} {min(rates):,.0f}-{max(rates):,.0f}"
@@ -308,8 +302,7 @@ def _verdict(kind: str, runs: Runs) -> str:
         else ""
     )
     return (
-        f"{kind}: audit on {runs.on_requests / runs.on_seconds:,.0f}/s, "
-        f"off {runs.off_requests / runs.off_seconds:,.0f}/s, ratio {ratio:.1%} ± {runs.standard_error():.1%} "
+        f"{kind}: audit on {on:,.0f}/s, off {off:,.0f}/s, ratio {ratio:.1%} ± {runs.standard_error():.1%} "
         f"(target >= 95%: {verdict}; median of each round's on/off {statistics.median(runs.paired()):.1%})  "
         f"(rounds: {spans}); every event delivered {statistics.median(runs.lags):.2f} s (median) after the "
         f"run's last answer{cpu}"
