@@ -22,8 +22,10 @@ from xds.audit.transactions import by_action
 from xds.soap.envelope import SoapFault, SoapRequest, SoapResponse
 
 log = logging.getLogger("xds.audit")
-# an endpoint's pieces of its unsigned queries' or submissions' entries (EndpointAuditor._learn)
-Known = tuple[bytes, bytes, bool, dict[str, bytes], list[bytes | int]] | tuple[()]
+# an endpoint's pieces of its unsigned queries' or submissions' entries (EndpointAuditor._learn),
+# empty for any other action
+Pieces = tuple[bytes, bytes, bool, dict[str, bytes], list[bytes | int]]
+Known = Pieces | tuple[()]
 
 
 def default_source(source_id: str = "", site: str = "") -> AuditSource:
@@ -194,7 +196,7 @@ class ClientAuditor:
             log.exception("audit event for %s could not be built", action)
 
 
-def _line(known: tuple[bytes, bytes, bool, dict[str, bytes], list[bytes | int]], host: str) -> bytes:
+def _line(known: Pieces, host: str) -> bytes:
     """A query entry's line for an endpoint and a client (:func:`xds.audit.capture.query_line`),
     kept with the endpoint's pieces (at most 128 clients each: their addresses are the
     clients')."""
