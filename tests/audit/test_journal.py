@@ -3,6 +3,7 @@ order and once; a writer killed mid-stream or forked loses nothing it had append
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import struct
@@ -215,6 +216,45 @@ def test_drained_segments_are_written_again_and_nothing_stale_is_read(tmp_path: 
     assert len(segments) > 25  # a new segment every other round ...
     assert len(files) <= POOL_SEGMENTS + 2  # ... made from the same few files
     assert pending(spool, ["database"]) == 0 and reader.backlog() == 0
+    writer.close()
+    reader.close()
+
+
+def test_the_deliverer_stocks_the_pool_with_written_segments_for_a_writer_about_to_need_one(
+    tmp_path: Path,
+) -> None:
+    """Once the writer's segment is half full, the deliverer (up to date) makes segments of its size
+    for the pool, written whole, up to POOL_SEGMENTS; the writer's next segment is one of them, and
+    what it appends there reads back alone. A pool segment its maker died writing (``*.blank``)
+    is removed once old and unlocked."""
+    from xds.audit import journal as j
+
+    spool = tmp_path / "spool"
+    writer = Journal(spool, ["database"], segment_bytes=8192)
+    reader = Journal(spool, ["database"], owner=writer.name, write=False)
+    writer.append(b"a" * 3000)
+    assert _drain(reader) == [b"a" * 3000]
+    assert not reader.stock()  # 3008 of 8192 bytes: not yet
+    writer.append(b"b" * 2000)
+    assert _drain(reader) == [b"b" * 2000]
+    made = 0
+    while reader.stock():
+        made += 1
+    kept = sorted(spool.glob("*.free"))
+    assert made == j.POOL_SEGMENTS == len(kept)
+    assert all(path.read_bytes() == bytes(8192) for path in kept)  # whole, and on the disk
+    inodes = {path.stat().st_ino for path in kept}
+    writer.append(b"c" * 4000)  # does not fit: the next segment is taken from the pool
+    assert os.fstat(writer._fd).st_ino in inodes and len(list(spool.glob("*.free"))) == j.POOL_SEGMENTS - 1
+    assert _drain(reader) == [b"c" * 4000]
+    old, held = spool / f"0001{j.BLANK}", spool / f"0002{j.BLANK}"
+    for path in (old, held):
+        path.write_bytes(bytes(100))
+        os.utime(path, (time.time() - j.UNBORN_AFTER_S - 1,) * 2)
+    with open(held, "rb") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # its maker lives
+        reader.segments(look=True)
+        assert not old.exists() and held.exists()
     writer.close()
     reader.close()
 

@@ -53,6 +53,7 @@ SEGMENT_BYTES = 8 * 1024 * 1024
 CURRENT = ".s3.seg"  # Adler-32 from the segment's name (_checksum): the form written now
 SALTED = ".s2.seg"  # CRC-32 from the segment's name: an earlier version's form, read
 POOL_SEGMENTS = 4  # drained segments kept for writers to write again (*.free)
+BLANK = ".blank"  # a segment for the pool being written (Journal.stock)
 UNBORN_AFTER_S = 60.0  # a *.new file this old, unlocked, was left by a writer that died naming it
 LOOK_EVERY_S = 5.0  # how often the spool directory is searched for segments of dead processes
 
@@ -345,8 +346,43 @@ class Journal:
             segment = _locked(path, fcntl.LOCK_EX)  # None: its writer or its deliverer lives
             if segment is not None:
                 self.adopted[path] = segment
-        for path in self.directory.glob("*.new"):
+        for path in [*self.directory.glob("*.new"), *self.directory.glob("*" + BLANK)]:
             _remove_unborn(path)
+
+    def stock(self) -> bool:
+        """Make one segment for the pool (``*.free``) once the owner's newest segment is half full
+        and fewer than :data:`POOL_SEGMENTS` wait there: of the same size, written whole (zeros)
+        and put on the disk. So a writer that fills its segment while the deliverer is behind —
+        under load, when nothing is drained to keep — still finds one ready: a segment made on the
+        spot costs the writer ``posix_fallocate`` and, for each page, a fault that allocates,
+        zeroes and converts a block (tens of milliseconds for 8 MB), where a written one costs
+        mapping its pages. Done by the deliverer when it is up to date (its CPU, not a
+        transaction's); True when it made one (False also when the disk is full)."""
+        newest = self.own[max(self.own)] if self.own else None
+        if newest is None:
+            return False
+        size = newest.size()
+        if newest.end() < size // 2 or len(list(self.directory.glob("*.free"))) >= POOL_SEGMENTS:
+            return False
+        blank = self.directory / f"{secrets.token_hex(8)}{BLANK}"  # not a kept one until whole
+        try:
+            fd = os.open(blank, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            zeros = bytes(min(size, 1024 * 1024))
+            at = 0
+            while at < size:
+                at += os.pwrite(fd, zeros[: size - at], at)
+            os.fdatasync(fd)
+            os.rename(blank, blank.with_suffix(".free"))
+            return True
+        except OSError:
+            blank.unlink(missing_ok=True)
+            return False
+        finally:
+            os.close(fd)
 
     def settle(self, segment: Segment) -> None:
         """Remove a segment every sink has read to its end, once no one appends to it: adopted, or
@@ -494,8 +530,8 @@ def _forked(journal: weakref.ref[Journal]) -> None:
 
 def _remove_unborn(path: Path) -> None:
     """A segment file its writer died between creating and naming (it holds nothing: records are
-    appended only once it is named). Left alone while young — its writer may be between the two
-    steps — or locked by a live writer."""
+    appended only once it is named), or one for the pool its deliverer died writing (``*.blank``).
+    Left alone while young — its maker may be between the two steps — or locked by a live one."""
     try:
         if time.time() - path.stat().st_mtime < UNBORN_AFTER_S:
             return

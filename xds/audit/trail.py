@@ -232,6 +232,7 @@ class AuditTrail:
         try:
             if self.deliver_pending() and not self._stop:
                 self._idle.set()
+                self.journal.stock()  # up to date: one segment for the writers' pool, if short
         except Exception:
             log.exception("audit delivery failed")
             time.sleep(self.retry_s)
