@@ -21,8 +21,9 @@ next deliverer that looks and drained like its own; a segment every sink has rea
 once its writer has moved on to a newer one, is removed — or kept (``*.free``, up to
 :data:`POOL_SEGMENTS`) and made the next new segment of a writer: its blocks are allocated and
 its pages in memory, which spares the writer a page fault, a zeroed page and an extent
-conversion per page (the way PostgreSQL recycles WAL segments). The old records in it stay
-unread: the writer ends the data after each record it appends (a zero length), and each record's
+conversion per page (the way PostgreSQL recycles WAL segments); when too few are kept as the
+writer's segment fills, the deliverer writes new ones (:meth:`Journal.stock`). The old records
+in one stay unread: the writer ends the data after each record it appends (a zero length), and each record's
 checksum starts from its segment's name (:func:`_checksum`), so an old record behind a mark lost
 in a power failure does not pass as new. Segments of earlier versions are read as they were
 written: ``*.s2.seg`` with CRC-32 from the name, other ``*.seg`` with CRC-32 from 0.
