@@ -86,7 +86,8 @@ class Segment:
         file (``msync`` of that range, which is ``fdatasync``'s work for those pages). The pages
         past it, which the writer made writable ahead (:meth:`Journal._prepare`), are left alone:
         written back, they would be write-protected again and fault again when the writer gets
-        there. (This mapping is only ever read.)"""
+        there. (Nothing is written through this mapping: it is writable because Python's
+        ``mmap.flush`` does nothing on a read-only one.)"""
         end = self.end()
         if self._synced is None:
             self._synced = mmap.mmap(self.fd, self.size(), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
