@@ -23,9 +23,9 @@ once its writer has moved on to a newer one, is removed — or kept (``*.free``,
 its pages in memory, which spares the writer a page fault, a zeroed page and an extent
 conversion per page (the way PostgreSQL recycles WAL segments); when too few are kept as the
 writer's segment fills, the deliverer writes new ones (:meth:`Journal.stock`). The old records
-in one stay unread: the writer ends the data after each record it appends (a zero length), and each record's
-checksum starts from its segment's name (:func:`_checksum`), so an old record behind a mark lost
-in a power failure does not pass as new. Segments of earlier versions are read as they were
+in one stay unread: the writer ends the data after each record it appends (a zero length), and
+each record's checksum starts from its segment's name (:func:`_checksum`), so an old record
+behind a mark lost in a power failure does not pass as new. Segments of earlier versions are read as they were
 written: ``*.s2.seg`` with CRC-32 from the name, other ``*.seg`` with CRC-32 from 0.
 """
 
@@ -360,11 +360,11 @@ class Journal:
         zeroes and converts a block (tens of milliseconds for 8 MB), where a written one costs
         mapping its pages. Done by the deliverer when it is up to date (its CPU, not a
         transaction's); True when it made one (False also when the disk is full)."""
-        newest = self.own[max(self.own)] if self.own else None
-        if newest is None:
+        if not self.own:
             return False
+        newest = self.own[max(self.own)]
         size = newest.size()
-        if newest.end() < size // 2 or len(list(self.directory.glob("*.free"))) >= POOL_SEGMENTS:
+        if newest.end() < size // 2 or self._kept() >= POOL_SEGMENTS:
             return False
         blank = self.directory / f"{secrets.token_hex(8)}{BLANK}"  # not a kept one until whole
         try:
@@ -409,13 +409,17 @@ class Journal:
         pages are in memory, so appending to it takes no page allocation, zeroing or block
         conversion (a new segment's first write to each page costs all three). A writer takes one
         of its own size (:func:`_claim`)."""
-        if segment.path.name.endswith(CURRENT) and len(list(self.directory.glob("*.free"))) < POOL_SEGMENTS:
+        if segment.path.name.endswith(CURRENT) and self._kept() < POOL_SEGMENTS:
             try:
                 segment.retire(self.directory / f"{secrets.token_hex(8)}.free")
                 return
             except OSError:
                 pass
         segment.remove()
+
+    def _kept(self) -> int:
+        """How many segments wait in the pool (``*.free``) for a writer."""
+        return sum(1 for _ in self.directory.glob("*.free"))
 
     def drop_torn(self, segment: Segment) -> None:
         """An adopted segment whose writer died mid-write may end in a torn record: skip it (and
